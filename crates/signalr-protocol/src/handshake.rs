@@ -1,0 +1,91 @@
+//! The handshake that opens every hub connection (reference §A5). Always JSON, always ended by the
+//! record separator `0x1E`, even when the hub protocol is MessagePack.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+use crate::json::{RECORD_SEPARATOR, split_frame};
+
+/// The client's first message: `{"protocol":"json","version":1}` (reference §A5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeRequest {
+    /// Hub protocol name: `json` or `messagepack`.
+    pub protocol: String,
+    /// Protocol version; 1, or 2 when stateful reconnect was negotiated.
+    pub version: u32,
+}
+
+impl HandshakeRequest {
+    /// Takes the handshake request out of `buf`, leaving any bytes after its separator (hub messages
+    /// sent in the same frame) in `buf`.
+    ///
+    /// Returns `Ok(None)` until the separator arrived. `max_size` (bytes, with the separator) bounds
+    /// how long the request may be, as ASP.NET's `MaximumReceiveMessageSize` does.
+    ///
+    /// # Errors
+    /// [`ProtocolError::MessageTooLarge`] over `max_size`; [`ProtocolError::Json`] when the request
+    /// is not a JSON object with a string `protocol` and an integer `version`.
+    pub fn parse(buf: &mut BytesMut, max_size: Option<usize>) -> Result<Option<Self>, ProtocolError> {
+        match split_frame(buf, max_size)? {
+            Some(frame) => Ok(Some(serde_json::from_slice(&frame)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends the request and its separator to `out`.
+    pub fn write(&self, out: &mut BytesMut) {
+        // Serializing two plain fields into memory cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        out.extend_from_slice(&json);
+        out.put_u8(RECORD_SEPARATOR);
+    }
+}
+
+/// The server's answer: `{}` on success, `{"error":"..."}` on failure (reference §A5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeResponse {
+    /// Why the handshake failed; `None` on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<serde_json::Value>,
+}
+
+impl HandshakeResponse {
+    /// The encoded success response, `{}` + separator.
+    pub fn success_bytes() -> Bytes {
+        Bytes::from_static(b"{}\x1e")
+    }
+
+    /// Appends the response and its separator to `out`.
+    pub fn write(&self, out: &mut BytesMut) {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        out.extend_from_slice(&json);
+        out.put_u8(RECORD_SEPARATOR);
+    }
+
+    /// Takes the handshake response out of `buf` (client side), leaving the bytes after it.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Json`] for invalid JSON, and [`ProtocolError::Invalid`] with
+    /// `Expected a handshake response from the server.` when the message has a `type` property.
+    pub fn parse(buf: &mut BytesMut) -> Result<Option<Self>, ProtocolError> {
+        let Some(frame) = split_frame(buf, None)? else {
+            return Ok(None);
+        };
+        let wire: WireResponse = serde_json::from_slice(&frame)?;
+        if wire.kind.is_some() {
+            return Err(ProtocolError::Invalid(
+                "Expected a handshake response from the server.".into(),
+            ));
+        }
+        Ok(Some(HandshakeResponse { error: wire.error }))
+    }
+}

@@ -1,0 +1,137 @@
+//! The ASP.NET Core SignalR hub protocols without I/O: messages, the JSON and MessagePack
+//! encodings, the handshake and the negotiate types.
+//!
+//! The crate turns bytes into [`HubMessage`]s and back, incrementally: feed whatever arrived into a
+//! `BytesMut` and take complete messages out; partial frames stay in the buffer, several messages in
+//! one frame come out one by one. Both the server and the client build on it. The wire format
+//! follows `shared/reference/signalr-protocol.md` Part A; section numbers (§A…) refer to it.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use signalr_protocol::{HandshakeRequest, HubMessage, HubProtocol, Invocation, Payload};
+//!
+//! // A client's first frame: the handshake and an invocation, as the TS client may batch them.
+//! let mut buf = BytesMut::from(
+//!     &b"{\"protocol\":\"json\",\"version\":1}\x1e\
+//!        {\"type\":1,\"invocationId\":\"0\",\"target\":\"Echo\",\"arguments\":[\"hi\"]}\x1e"[..],
+//! );
+//! let handshake = HandshakeRequest::parse(&mut buf, Some(32 * 1024)).unwrap().unwrap();
+//! let protocol = HubProtocol::from_name(&handshake.protocol).unwrap();
+//!
+//! let Some(HubMessage::Invocation(call)) = protocol.parse_message(&mut buf, None).unwrap() else {
+//!     panic!("expected an invocation");
+//! };
+//! let text: String = call.arguments[0].deserialize().unwrap();
+//! assert_eq!((call.target.as_str(), text.as_str()), ("Echo", "hi"));
+//!
+//! // Answer with MessagePack instead: the same message model, another encoding.
+//! let mut out = BytesMut::new();
+//! let reply = HubMessage::Invocation(Invocation {
+//!     target: "ReceiveMessage".into(),
+//!     arguments: vec![Payload::from_value("bob"), Payload::from_value(42)],
+//!     ..Default::default()
+//! });
+//! HubProtocol::MessagePack.write_message(&reply, &mut out).unwrap();
+//! assert_eq!(out[0] as usize, out.len() - 1); // VarInt length prefix
+//! ```
+
+mod error;
+mod handshake;
+pub mod json;
+mod message;
+pub mod msgpack;
+mod negotiate;
+
+use bytes::BytesMut;
+
+pub use error::{EncodeError, ProtocolError};
+pub use handshake::{HandshakeRequest, HandshakeResponse};
+pub use message::{
+    CancelInvocation, Close, Completion, CompletionResult, Headers, HubMessage, Invocation,
+    Payload, PayloadError, StreamInvocation, StreamItem,
+};
+pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, TransportType};
+
+/// A hub protocol: the encoding of [`HubMessage`]s after the handshake (reference §A7, §A8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HubProtocol {
+    /// `json`: UTF-8 JSON objects ended by `0x1E`; Text transfer format.
+    Json,
+    /// `messagepack`: VarInt length prefix + MessagePack array; Binary transfer format.
+    MessagePack,
+}
+
+impl HubProtocol {
+    /// The highest handshake `version` this implementation speaks (2 = understands Ack/Sequence,
+    /// reference §A5). Requests with any version up to this are accepted.
+    pub const VERSION: u32 = 2;
+
+    /// Looks a protocol up by its handshake name (`json`, `messagepack`), case-sensitively like
+    /// ASP.NET.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(HubProtocol::Json),
+            "messagepack" => Some(HubProtocol::MessagePack),
+            _ => None,
+        }
+    }
+
+    /// The handshake name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HubProtocol::Json => "json",
+            HubProtocol::MessagePack => "messagepack",
+        }
+    }
+
+    /// The transfer format the protocol needs from the transport.
+    pub fn transfer_format(self) -> TransferFormat {
+        match self {
+            HubProtocol::Json => TransferFormat::Text,
+            HubProtocol::MessagePack => TransferFormat::Binary,
+        }
+    }
+
+    /// Takes the next complete message out of `buf`.
+    ///
+    /// Returns `Ok(None)` when `buf` holds no complete message (the partial bytes stay for the next
+    /// call). Messages of unknown type are skipped (reference §A6.1). `max_message_size` is in
+    /// bytes and includes the framing (`0x1E` or the VarInt prefix); `None` means unlimited.
+    ///
+    /// # Errors
+    /// A [`ProtocolError`] for a malformed message or one over `max_message_size`; the connection
+    /// cannot continue after it, because the stream position is lost.
+    pub fn parse_message(
+        self,
+        buf: &mut BytesMut,
+        max_message_size: Option<usize>,
+    ) -> Result<Option<HubMessage>, ProtocolError> {
+        loop {
+            let frame = match self {
+                HubProtocol::Json => json::split_frame(buf, max_message_size)?,
+                HubProtocol::MessagePack => msgpack::split_frame(buf, max_message_size)?,
+            };
+            let Some(frame) = frame else {
+                return Ok(None);
+            };
+            let message = match self {
+                HubProtocol::Json => json::parse_frame(&frame)?,
+                HubProtocol::MessagePack => msgpack::parse_frame(&frame)?,
+            };
+            if message.is_some() {
+                return Ok(message);
+            }
+        }
+    }
+
+    /// Appends `message` with its framing to `out`.
+    ///
+    /// # Errors
+    /// [`EncodeError`] when a user value fails to serialize; `out` is then left unchanged.
+    pub fn write_message(self, message: &HubMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            HubProtocol::Json => json::write_message(message, out),
+            HubProtocol::MessagePack => msgpack::write_message(message, out),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The body of `POST {hub}/negotiate` (reference §A2).
+
+use serde::{Deserialize, Serialize};
+
+/// A transport of the connection layer (reference §A3); serialized with its ASP.NET name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TransportType {
+    /// `WebSockets` (full duplex).
+    WebSockets,
+    /// `ServerSentEvents` (server to client) plus HTTP POST.
+    ServerSentEvents,
+    /// `LongPolling` (server to client) plus HTTP POST.
+    LongPolling,
+}
+
+impl TransportType {
+    /// The ASP.NET name, as in negotiate responses.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportType::WebSockets => "WebSockets",
+            TransportType::ServerSentEvents => "ServerSentEvents",
+            TransportType::LongPolling => "LongPolling",
+        }
+    }
+}
+
+/// How a transport frames data: `Text` (UTF-8 only) or `Binary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TransferFormat {
+    /// UTF-8 text: every transport carries it.
+    Text,
+    /// Arbitrary bytes: WebSockets and long polling only.
+    Binary,
+}
+
+/// One entry of `availableTransports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailableTransport {
+    /// The transport.
+    pub transport: TransportType,
+    /// The formats it carries (SSE: `Text` only).
+    pub transfer_formats: Vec<TransferFormat>,
+}
+
+/// A negotiate response: success (v0 or v1), redirect (§A2.4) or error (§A2.2).
+///
+/// Fields serialize in the order the .NET server writes them; absent optional fields are omitted,
+/// and unknown fields are ignored when parsing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NegotiateResponse {
+    /// `true` only when the server allows stateful reconnect and the client asked for it (§A10).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_stateful_reconnect: bool,
+    /// 0 or 1 (the version the server chose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negotiate_version: Option<u32>,
+    /// Redirect target (§A2.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Access token to use with `url` (§A2.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// The public connection id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    /// The secret connection token (version 1 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_token: Option<String>,
+    /// The transports the client may use, in preference order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_transports: Option<Vec<AvailableTransport>>,
+    /// A negotiate failure; still sent with HTTP 200 (§A2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl NegotiateResponse {
+    /// An error response: `{"error":"..."}`.
+    pub fn error(message: impl Into<String>) -> Self {
+        NegotiateResponse {
+            error: Some(message.into()),
+            ..Default::default()
+        }
+    }
+}
