@@ -26,7 +26,10 @@ impl HandshakeRequest {
     /// # Errors
     /// [`ProtocolError::MessageTooLarge`] over `max_size`; [`ProtocolError::Json`] when the request
     /// is not a JSON object with a string `protocol` and an integer `version`.
-    pub fn parse(buf: &mut BytesMut, max_size: Option<usize>) -> Result<Option<Self>, ProtocolError> {
+    pub fn parse(
+        buf: &mut BytesMut,
+        max_size: Option<usize>,
+    ) -> Result<Option<Self>, ProtocolError> {
         match split_frame(buf, max_size)? {
             Some(frame) => Ok(Some(serde_json::from_slice(&frame)?)),
             None => Ok(None),

@@ -176,7 +176,8 @@ fn write_headers(w: &mut impl Write, headers: &HashMap<String, String>) -> Resul
     if headers.is_empty() {
         return Ok(());
     }
-    w.write_all(b",\"headers\":").map_err(EncodeError::from_display)?;
+    w.write_all(b",\"headers\":")
+        .map_err(EncodeError::from_display)?;
     serde_json::to_writer(w, headers).map_err(EncodeError::from_display)
 }
 

@@ -128,7 +128,11 @@ impl HubProtocol {
     ///
     /// # Errors
     /// [`EncodeError`] when a user value fails to serialize; `out` is then left unchanged.
-    pub fn write_message(self, message: &HubMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub fn write_message(
+        self,
+        message: &HubMessage,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         match self {
             HubProtocol::Json => json::write_message(message, out),
             HubProtocol::MessagePack => msgpack::write_message(message, out),

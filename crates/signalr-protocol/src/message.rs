@@ -47,7 +47,9 @@ impl Payload {
     /// [`PayloadError`] when the encoded value does not fit `T` (wrong type, missing field, ...).
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         match self {
-            Payload::Json(bytes) => serde_json::from_slice(bytes).map_err(PayloadError::from_display),
+            Payload::Json(bytes) => {
+                serde_json::from_slice(bytes).map_err(PayloadError::from_display)
+            }
             Payload::MessagePack(bytes) => {
                 rmp_serde::from_slice(bytes).map_err(PayloadError::from_display)
             }

@@ -484,7 +484,11 @@ fn write_body(message: &HubMessage, w: &mut Vec<u8>) -> Result<(), EncodeError> 
             write_payload(w, &m.item)
         }
         HubMessage::Completion(m) => {
-            let len = if matches!(m.result, CompletionResult::Void) { 4 } else { 5 };
+            let len = if matches!(m.result, CompletionResult::Void) {
+                4
+            } else {
+                5
+            };
             rmp::encode::write_array_len(w, len).map_err(enc)?;
             rmp::encode::write_uint(w, 3).map_err(enc)?;
             write_headers(w, &m.headers)?;

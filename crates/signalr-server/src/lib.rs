@@ -1,1 +1,78 @@
-pub fn _x(){}
+//! An ASP.NET Core SignalR compatible server for [axum]: negotiate, WebSockets, Server-Sent Events
+//! and long polling, the JSON and MessagePack hub protocols, and hubs whose methods the official
+//! clients (`@microsoft/signalr`, .NET, Java, Swift, ...) call.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use signalr_server::{Hub, HubCallerContext};
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let chat = Hub::builder()
+//!         // JS: connection.invoke("SendMessage", "ann", "hi")
+//!         .method("SendMessage", |hub: HubCallerContext, user: String, text: String| async move {
+//!             // JS: connection.on("ReceiveMessage", (user, text) => ...)
+//!             hub.clients().all().send("ReceiveMessage", (user, text)).await;
+//!         })
+//!         // JS: await connection.invoke("Echo", anything) resolves to `anything`
+//!         .method("Echo", |_: HubCallerContext, value: serde_json::Value| async move { value })
+//!         .build();
+//!
+//!     let app = Router::new().nest("/chat", chat.router());
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+//!
+//! # What a mounted hub serves
+//! Mounted at `/chat` with [`Hub::router`] (and [`Router::nest`](axum::Router::nest)):
+//!
+//! | request | meaning (protocol reference section) |
+//! |---|---|
+//! | `POST /chat/negotiate?negotiateVersion=1` | creates a connection: public id + secret token (§A2) |
+//! | `GET /chat?id=<token>` + WebSocket upgrade | WebSockets; without `id` = skip negotiation (§A3.2) |
+//! | `GET /chat?id=<token>`, `Accept: text/event-stream` | Server-Sent Events (§A3.4) |
+//! | `GET /chat?id=<token>` | long polling (§A3.5) |
+//! | `POST /chat?id=<token>` | client-to-server data for SSE and long polling (§A3.3) |
+//! | `DELETE /chat?id=<token>` | ends a long-polling connection, answers 202 (§A3.5) |
+//!
+//! Status codes and bodies of bad requests are ASP.NET's (§A3.1). Defaults of every timeout and
+//! limit are in [`HubOptions`] and [`ConnectionOptions`].
+//!
+//! # Outgoing messages
+//! Every connection has one bounded outgoing queue and one writer that sends everything queued in
+//! one transport write (one WebSocket frame, one SSE event, one poll response). A message sent to
+//! many connections is serialized once per protocol. A connection whose queue is full when a
+//! fan-out reaches it is closed as a slow consumer; see
+//! [`ConnectionOptions::outgoing_queue_capacity`].
+
+mod connection;
+mod dispatcher;
+mod hub;
+mod hub_connection;
+mod options;
+
+use std::sync::Arc;
+
+pub use connection::ConnectionRequest;
+pub use hub::{
+    ClientProxy, Hub, HubBuilder, HubCallerClients, HubCallerContext, HubError, HubMethod,
+    IntoArguments, IntoHubResult,
+};
+pub use options::{ConnectionOptions, HubOptions};
+pub use signalr_protocol::{HubProtocol, Payload, TransportType};
+
+impl Hub {
+    /// The axum [`Router`](axum::Router) serving this hub: `/negotiate` and `/`. Mount it at
+    /// the hub's path with `Router::new().nest("/chat", hub.router())`.
+    ///
+    /// Each call makes a separate set of connections (a separate endpoint) over the same hub;
+    /// clients of all endpoints reach each other through the hub's clients.
+    pub fn router(&self) -> axum::Router {
+        let endpoint = Arc::new(dispatcher::Endpoint {
+            hub: self.inner.clone(),
+            manager: connection::ConnectionManager::new(self.inner.connection_options.clone()),
+        });
+        dispatcher::router(endpoint)
+    }
+}

@@ -1,0 +1,384 @@
+//! The connection layer (ASP.NET "Http.Connections", reference §A3.6): connections keyed by their
+//! secret token, each an opaque duplex byte stream with one bounded incoming queue, one bounded
+//! outgoing queue and one writer at a time that coalesces what is queued into one transport write.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use signalr_protocol::{HubMessage, HubProtocol, TransportType};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::options::ConnectionOptions;
+
+/// One message in a connection's outgoing queue.
+pub(crate) enum Outgoing {
+    /// A hub message, encoded by the writer with the connection's protocol (once per protocol for
+    /// a message shared by many connections).
+    Message(Arc<SerializedMessage>),
+    /// Bytes already encoded (the handshake response).
+    Raw(Bytes),
+    /// Flush what is queued before this, then close the transport.
+    End,
+}
+
+/// A hub message with its encodings, made lazily and at most once per protocol (DESIGN.md rule 3).
+pub(crate) struct SerializedMessage {
+    message: HubMessage,
+    json: OnceLock<Option<Bytes>>,
+    msgpack: OnceLock<Option<Bytes>>,
+}
+
+impl SerializedMessage {
+    pub(crate) fn new(message: HubMessage) -> Arc<Self> {
+        Arc::new(SerializedMessage {
+            message,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        })
+    }
+
+    /// The encoded bytes, or `None` when a user value failed to serialize (logged once).
+    pub(crate) fn encoded(&self, protocol: HubProtocol) -> Option<&Bytes> {
+        let cell = match protocol {
+            HubProtocol::Json => &self.json,
+            HubProtocol::MessagePack => &self.msgpack,
+        };
+        cell.get_or_init(|| {
+            let mut out = BytesMut::new();
+            match protocol.write_message(&self.message, &mut out) {
+                Ok(()) => Some(out.freeze()),
+                Err(err) => {
+                    tracing::error!(protocol = protocol.name(), %err, "dropping a message that failed to serialize");
+                    None
+                }
+            }
+        })
+        .as_ref()
+    }
+}
+
+/// What a transport writes next: everything that was queued, and whether the connection ends.
+pub(crate) struct Batch {
+    pub data: Bytes,
+    pub end: bool,
+}
+
+/// The receiving half of the outgoing queue; whoever holds its lock is the connection's writer.
+pub(crate) struct Outbox {
+    rx: mpsc::Receiver<Outgoing>,
+    ended: bool,
+}
+
+impl Outbox {
+    /// Waits for at least one queued item, then takes everything else already queued without
+    /// waiting and encodes it into one buffer. Returns `None` once the end was delivered.
+    /// Cancel-safe: the only await is the first receive.
+    pub(crate) async fn next_batch(&mut self, protocol: Option<HubProtocol>) -> Option<Batch> {
+        if self.ended {
+            return None;
+        }
+        let first = self.rx.recv().await;
+        let mut out = BytesMut::new();
+        let mut end = false;
+        let mut item = first;
+        loop {
+            match item {
+                None | Some(Outgoing::End) => {
+                    end = true;
+                    break;
+                }
+                Some(Outgoing::Raw(bytes)) => out.extend_from_slice(&bytes),
+                Some(Outgoing::Message(message)) => {
+                    if let Some(bytes) = protocol.and_then(|p| message.encoded(p)) {
+                        out.extend_from_slice(bytes);
+                    }
+                }
+            }
+            match self.rx.try_recv() {
+                Ok(next) => item = Some(next),
+                Err(_) => break,
+            }
+        }
+        self.ended = end;
+        Some(Batch {
+            data: out.freeze(),
+            end,
+        })
+    }
+}
+
+/// Data of the HTTP request that opened the transport (for the hub's caller context).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionRequest {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The query string, without `?`.
+    pub query: String,
+}
+
+struct Activity {
+    active_requests: usize,
+    inactive_since: Instant,
+}
+
+/// Why sending into a connection's outgoing queue failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// The connection is gone.
+    Closed,
+    /// The queue is full (fan-out sends only); the connection has been closed as a slow consumer.
+    Full,
+}
+
+/// One logical connection.
+pub(crate) struct Connection {
+    pub id: String,
+    pub token: String,
+    transport: OnceLock<TransportType>,
+    protocol: OnceLock<HubProtocol>,
+    inbound_tx: mpsc::Sender<Bytes>,
+    inbound_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    outgoing_tx: mpsc::Sender<Outgoing>,
+    pub outbox: Arc<tokio::sync::Mutex<Outbox>>,
+    /// Cancelled when the connection is disposed.
+    pub closed: CancellationToken,
+    started: AtomicBool,
+    activity: Mutex<Activity>,
+    /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
+    pub current_poll: Mutex<Option<(u64, CancellationToken)>>,
+    pub request: OnceLock<ConnectionRequest>,
+    last_write: Mutex<Instant>,
+    manager: Weak<ConnectionManager>,
+}
+
+impl Connection {
+    pub(crate) fn transport(&self) -> Option<TransportType> {
+        self.transport.get().copied()
+    }
+
+    /// Binds the connection to `transport` on its first transport request; `false` when it is
+    /// already bound to another one (§A3.1 "Cannot change transports mid-connection").
+    pub(crate) fn bind_transport(&self, transport: TransportType) -> bool {
+        *self.transport.get_or_init(|| transport) == transport
+    }
+
+    pub(crate) fn protocol(&self) -> Option<HubProtocol> {
+        self.protocol.get().copied()
+    }
+
+    pub(crate) fn set_protocol(&self, protocol: HubProtocol) {
+        let _ = self.protocol.set(protocol);
+    }
+
+    /// Marks the application as started; `true` only for the first caller.
+    pub(crate) fn start(&self) -> bool {
+        !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether the application (the hub protocol) was started.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
+        self.inbound_rx.lock().ok()?.take()
+    }
+
+    /// Hands received transport bytes to the application, waiting for room (back-pressure).
+    /// `false` when the connection is gone.
+    pub(crate) async fn receive(&self, bytes: Bytes) -> bool {
+        tokio::select! {
+            sent = self.inbound_tx.send(bytes) => sent.is_ok(),
+            () = self.closed.cancelled() => false,
+        }
+    }
+
+    /// Queues a message, waiting for room. Used for messages a connection causes itself
+    /// (its Completions, its stream items).
+    pub(crate) async fn send(&self, item: Outgoing) -> Result<(), QueueError> {
+        tokio::select! {
+            sent = self.outgoing_tx.send(item) => sent.map_err(|_| QueueError::Closed),
+            () = self.closed.cancelled() => Err(QueueError::Closed),
+        }
+    }
+
+    /// Queues a message without waiting. A full queue closes the connection (slow consumer).
+    pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), QueueError> {
+        match self.outgoing_tx.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Closed),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(connection_id = %self.id, "outgoing queue full: closing slow connection");
+                self.dispose();
+                Err(QueueError::Full)
+            }
+        }
+    }
+
+    /// Records that the transport wrote (or a keep-alive was queued) at `now`.
+    pub(crate) fn touch_write(&self, now: Instant) {
+        if let Ok(mut last) = self.last_write.lock() {
+            *last = now;
+        }
+    }
+
+    /// Time since the last write.
+    pub(crate) fn last_write_elapsed(&self, now: Instant) -> Duration {
+        self.last_write
+            .lock()
+            .map(|last| now.saturating_duration_since(*last))
+            .unwrap_or_default()
+    }
+
+    /// Marks a transport request as attached until the guard drops.
+    pub(crate) fn begin_request(self: &Arc<Self>) -> ActiveRequest {
+        if let Ok(mut activity) = self.activity.lock() {
+            activity.active_requests += 1;
+        }
+        ActiveRequest(self.clone())
+    }
+
+    fn inactive_for(&self, now: Instant) -> Option<Duration> {
+        let activity = self.activity.lock().ok()?;
+        (activity.active_requests == 0)
+            .then(|| now.saturating_duration_since(activity.inactive_since))
+    }
+
+    /// Ends the connection: removes it from the manager and wakes everything waiting on it.
+    pub(crate) fn dispose(&self) {
+        if let Some(manager) = self.manager.upgrade() {
+            manager.remove(&self.token);
+        }
+        self.closed.cancel();
+    }
+}
+
+/// Keeps a connection "active" (not subject to the disconnect timeout) while alive.
+pub(crate) struct ActiveRequest(Arc<Connection>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        if let Ok(mut activity) = self.0.activity.lock() {
+            activity.active_requests = activity.active_requests.saturating_sub(1);
+            activity.inactive_since = Instant::now();
+        }
+    }
+}
+
+/// All connections of one endpoint, keyed by connection token.
+pub(crate) struct ConnectionManager {
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    options: ConnectionOptions,
+    sweeper: OnceLock<()>,
+}
+
+/// 16 cryptographically random bytes, base64url without padding (22 characters), as ASP.NET
+/// makes connection ids and tokens (§A2.3).
+fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl ConnectionManager {
+    pub(crate) fn new(options: ConnectionOptions) -> Arc<Self> {
+        Arc::new(ConnectionManager {
+            connections: Mutex::new(HashMap::new()),
+            options,
+            sweeper: OnceLock::new(),
+        })
+    }
+
+    /// Starts the 1 s bookkeeping timer (§A3.6) on first use, inside the caller's runtime.
+    fn start_sweeper(self: &Arc<Self>) {
+        self.sweeper.get_or_init(|| {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(manager) = weak.upgrade() else {
+                        return;
+                    };
+                    manager.sweep();
+                }
+            });
+        });
+    }
+
+    /// Creates a connection. With negotiate version 0 the token is the id itself (§A2.3).
+    pub(crate) fn create(self: &Arc<Self>, negotiate_version: u32) -> Arc<Connection> {
+        self.start_sweeper();
+        let id = random_id();
+        let token = if negotiate_version >= 1 {
+            random_id()
+        } else {
+            id.clone()
+        };
+        let (inbound_tx, inbound_rx) = mpsc::channel(self.options.incoming_queue_capacity.max(1));
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(self.options.outgoing_queue_capacity.max(1));
+        let connection = Arc::new(Connection {
+            id,
+            token: token.clone(),
+            transport: OnceLock::new(),
+            protocol: OnceLock::new(),
+            inbound_tx,
+            inbound_rx: Mutex::new(Some(inbound_rx)),
+            outgoing_tx,
+            outbox: Arc::new(tokio::sync::Mutex::new(Outbox {
+                rx: outgoing_rx,
+                ended: false,
+            })),
+            closed: CancellationToken::new(),
+            started: AtomicBool::new(false),
+            activity: Mutex::new(Activity {
+                active_requests: 0,
+                inactive_since: Instant::now(),
+            }),
+            current_poll: Mutex::new(None),
+            request: OnceLock::new(),
+            last_write: Mutex::new(Instant::now()),
+            manager: Arc::downgrade(self),
+        });
+        if let Ok(mut map) = self.connections.lock() {
+            map.insert(token, connection.clone());
+        }
+        connection
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Connection>> {
+        self.connections.lock().ok()?.get(token).cloned()
+    }
+
+    fn remove(&self, token: &str) {
+        if let Ok(mut map) = self.connections.lock() {
+            map.remove(token);
+        }
+    }
+
+    /// Disposes connections inactive for longer than the disconnect timeout (§A3.6).
+    fn sweep(&self) {
+        let now = Instant::now();
+        let expired: Vec<Arc<Connection>> = match self.connections.lock() {
+            Ok(map) => map
+                .values()
+                .filter(|c| {
+                    c.inactive_for(now)
+                        .is_some_and(|idle| idle > self.options.disconnect_timeout)
+                })
+                .cloned()
+                .collect(),
+            Err(_) => return,
+        };
+        for connection in expired {
+            tracing::debug!(connection_id = %connection.id, "disconnect timeout elapsed");
+            connection.dispose();
+        }
+    }
+}

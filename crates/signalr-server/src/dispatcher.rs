@@ -1,0 +1,475 @@
+//! The HTTP side of an endpoint (reference §A1–§A3): `POST {hub}/negotiate` and the transports on
+//! `{hub}` itself, with ASP.NET's status codes and bodies (§A3.1).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{SinkExt, StreamExt};
+use signalr_protocol::{
+    AvailableTransport, HubProtocol, NegotiateResponse, TransferFormat, TransportType,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{Connection, ConnectionManager, ConnectionRequest, Outbox};
+use crate::hub::HubInner;
+use crate::hub_connection;
+
+/// Shared state of one mounted hub.
+pub(crate) struct Endpoint {
+    pub hub: Arc<HubInner>,
+    pub manager: Arc<ConnectionManager>,
+}
+
+type Params = Query<Vec<(String, String)>>;
+
+/// A query parameter, looked up case-insensitively as ASP.NET does (§A1).
+fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_str())
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+fn transport_disabled(transport: TransportType) -> Response {
+    let body = format!(
+        "{} transport not supported by this end point type",
+        transport.name()
+    );
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain")],
+        body,
+    )
+        .into_response()
+}
+
+const NO_CONNECTION: &str = "No Connection with that ID";
+const ID_REQUIRED: &str = "Connection ID required";
+const CHANGE_TRANSPORT: &str = "Cannot change transports mid-connection";
+
+pub(crate) fn router(endpoint: Arc<Endpoint>) -> Router {
+    Router::new()
+        .route("/negotiate", post(negotiate))
+        .route("/", get(receive).post(send).delete(terminate))
+        .with_state(endpoint)
+}
+
+impl Endpoint {
+    fn enabled(&self, transport: TransportType) -> bool {
+        self.hub.connection_options.transports.contains(&transport)
+    }
+
+    /// Starts the hub protocol on the connection's first transport request.
+    fn start_application(&self, connection: &Arc<Connection>, request: ConnectionRequest) {
+        let _ = connection.request.set(request);
+        if connection.start() {
+            if let Some(inbound) = connection.take_inbound() {
+                tokio::spawn(hub_connection::run(
+                    self.hub.clone(),
+                    connection.clone(),
+                    inbound,
+                ));
+            }
+        }
+    }
+
+    /// Looks the `id` query parameter up; the error response follows §A3.1.
+    fn lookup(&self, params: &Params) -> Result<Arc<Connection>, Response> {
+        let Some(token) = param(params, "id") else {
+            return Err(text(StatusCode::BAD_REQUEST, ID_REQUIRED));
+        };
+        self.manager
+            .get(token)
+            .ok_or_else(|| text(StatusCode::NOT_FOUND, NO_CONNECTION))
+    }
+}
+
+fn transfer_formats(transport: TransportType) -> Vec<TransferFormat> {
+    match transport {
+        TransportType::ServerSentEvents => vec![TransferFormat::Text],
+        _ => vec![TransferFormat::Text, TransferFormat::Binary],
+    }
+}
+
+/// `POST {hub}/negotiate` (§A2).
+async fn negotiate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Response {
+    let minimum = endpoint.hub.connection_options.minimum_negotiate_version;
+    let requested = match param(&params, "negotiateVersion") {
+        None => 0,
+        Some(value) => match value.parse::<i64>() {
+            Ok(version) => version,
+            Err(_) => {
+                return axum::Json(NegotiateResponse::error(
+                    "The client requested a non-integer protocol version.",
+                ))
+                .into_response();
+            }
+        },
+    };
+    if requested < i64::from(minimum) {
+        return axum::Json(NegotiateResponse::error(format!(
+            "The client requested version '{requested}', but the server does not support this version."
+        )))
+        .into_response();
+    }
+    let version: u32 = if requested >= 1 { 1 } else { 0 };
+    let connection = endpoint.manager.create(version);
+    let transports = endpoint
+        .hub
+        .connection_options
+        .transports
+        .iter()
+        .map(|&transport| AvailableTransport {
+            transport,
+            transfer_formats: transfer_formats(transport),
+        })
+        .collect();
+    axum::Json(NegotiateResponse {
+        negotiate_version: Some(version),
+        connection_id: Some(connection.id.clone()),
+        connection_token: (version >= 1).then(|| connection.token.clone()),
+        available_transports: Some(transports),
+        ..Default::default()
+    })
+    .into_response()
+}
+
+/// `GET {hub}`: WebSocket upgrade, SSE (`Accept: text/event-stream`) or a long poll (§A1).
+async fn receive(
+    State(endpoint): State<Arc<Endpoint>>,
+    params: Params,
+    request: Request,
+) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let info = ConnectionRequest {
+        headers: parts.headers.clone(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+    };
+    if is_upgrade {
+        if !endpoint.enabled(TransportType::WebSockets) {
+            return transport_disabled(TransportType::WebSockets);
+        }
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        // Without `id` the client skipped negotiation: the connection is made here (§A3.2).
+        let connection = match param(&params, "id") {
+            None => endpoint.manager.create(1),
+            Some(token) => match endpoint.manager.get(token) {
+                Some(connection) => connection,
+                None => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
+            },
+        };
+        return websocket(endpoint, connection, upgrade, info);
+    }
+
+    let wants_sse = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    let transport = if wants_sse {
+        TransportType::ServerSentEvents
+    } else {
+        TransportType::LongPolling
+    };
+    if !endpoint.enabled(transport) {
+        return transport_disabled(transport);
+    }
+    let connection = match endpoint.lookup(&params) {
+        Ok(connection) => connection,
+        Err(response) => return response,
+    };
+    if !connection.bind_transport(transport) {
+        return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
+    }
+    match transport {
+        TransportType::ServerSentEvents => server_sent_events(&endpoint, connection, info),
+        _ => long_poll(&endpoint, connection, info).await,
+    }
+}
+
+fn websocket(
+    endpoint: Arc<Endpoint>,
+    connection: Arc<Connection>,
+    upgrade: WebSocketUpgrade,
+    info: ConnectionRequest,
+) -> Response {
+    if !connection.bind_transport(TransportType::WebSockets) {
+        return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
+    }
+    let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
+        return StatusCode::CONFLICT.into_response();
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        let _active = connection.begin_request();
+        endpoint.start_application(&connection, info);
+        run_websocket(&connection, outbox, socket).await;
+        connection.dispose();
+    })
+}
+
+async fn run_websocket(
+    connection: &Arc<Connection>,
+    mut outbox: tokio::sync::OwnedMutexGuard<Outbox>,
+    socket: WebSocket,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let reader = async {
+        while let Some(Ok(message)) = stream.next().await {
+            let bytes = match message {
+                Message::Text(text) => Bytes::from(text),
+                Message::Binary(bytes) => bytes,
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if !connection.receive(bytes).await {
+                break;
+            }
+        }
+    };
+    let writer = async {
+        while let Some(batch) = outbox.next_batch(connection.protocol()).await {
+            if !batch.data.is_empty() {
+                let frame = match connection.protocol() {
+                    Some(HubProtocol::MessagePack) => Message::Binary(batch.data),
+                    _ => match Utf8Bytes::try_from(batch.data) {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => {
+                            tracing::error!(connection_id = %connection.id, "non-UTF-8 text frame dropped");
+                            continue;
+                        }
+                    },
+                };
+                if sink.send(frame).await.is_err() {
+                    return;
+                }
+                connection.touch_write(std::time::Instant::now());
+            }
+            if batch.end {
+                let close = CloseFrame {
+                    code: axum::extract::ws::close_code::NORMAL,
+                    reason: Utf8Bytes::from_static(""),
+                };
+                let _ = sink.send(Message::Close(Some(close))).await;
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = reader => {}
+        () = writer => {}
+        () = connection.closed.cancelled() => {}
+    }
+}
+
+/// Removes the connection when an SSE response body is dropped (client gone or stream ended).
+struct DisposeOnDrop(Arc<Connection>);
+
+impl Drop for DisposeOnDrop {
+    fn drop(&mut self) {
+        self.0.dispose();
+    }
+}
+
+/// Formats `payload` as one SSE event (§A3.4): a `data:` line per `\n`-separated line, trailing
+/// `\r` removed, ended by an empty line.
+fn sse_event(payload: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(payload.len() + 16);
+    for line in payload.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        event.extend_from_slice(b"data: ");
+        event.extend_from_slice(line);
+        event.extend_from_slice(b"\r\n");
+    }
+    event.extend_from_slice(b"\r\n");
+    Bytes::from(event)
+}
+
+fn server_sent_events(
+    endpoint: &Endpoint,
+    connection: Arc<Connection>,
+    info: ConnectionRequest,
+) -> Response {
+    let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
+        return StatusCode::CONFLICT.into_response();
+    };
+    let active = connection.begin_request();
+    endpoint.start_application(&connection, info);
+    struct State {
+        outbox: tokio::sync::OwnedMutexGuard<Outbox>,
+        connection: Arc<Connection>,
+        _active: crate::connection::ActiveRequest,
+        _dispose: DisposeOnDrop,
+        first: bool,
+    }
+    let state = State {
+        outbox,
+        _dispose: DisposeOnDrop(connection.clone()),
+        connection,
+        _active: active,
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        if state.first {
+            state.first = false;
+            return Some((Ok::<_, std::io::Error>(Bytes::from_static(b":\r\n")), state));
+        }
+        loop {
+            let protocol = state.connection.protocol();
+            let batch = tokio::select! {
+                batch = state.outbox.next_batch(protocol) => batch?,
+                () = state.connection.closed.cancelled() => return None,
+            };
+            if batch.end && batch.data.is_empty() {
+                return None;
+            }
+            if batch.data.is_empty() {
+                continue;
+            }
+            state.connection.touch_write(std::time::Instant::now());
+            return Some((Ok(sse_event(&batch.data)), state));
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache,no-store"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn poll_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    if status == StatusCode::OK {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::EXPIRES,
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
+    response
+}
+
+/// One long-polling GET (§A3.5).
+async fn long_poll(
+    endpoint: &Endpoint,
+    connection: Arc<Connection>,
+    info: ConnectionRequest,
+) -> Response {
+    let _active = connection.begin_request();
+    if !connection.is_started() {
+        // The first poll starts the application and returns at once.
+        endpoint.start_application(&connection, info);
+        return poll_response(StatusCode::OK, Bytes::new());
+    }
+    static POLLS: AtomicU64 = AtomicU64::new(0);
+    let poll_id = POLLS.fetch_add(1, Ordering::Relaxed);
+    let mine = CancellationToken::new();
+    if let Ok(mut current) = connection.current_poll.lock() {
+        if let Some((_, previous)) = current.replace((poll_id, mine.clone())) {
+            previous.cancel();
+        }
+    }
+    let response = async {
+        let mut outbox = tokio::select! {
+            outbox = connection.outbox.lock() => outbox,
+            () = mine.cancelled() => return poll_response(StatusCode::NO_CONTENT, Bytes::new()),
+            () = connection.closed.cancelled() => return poll_response(StatusCode::NO_CONTENT, Bytes::new()),
+        };
+        let protocol = connection.protocol();
+        tokio::select! {
+            batch = outbox.next_batch(protocol) => match batch {
+                Some(batch) if !batch.data.is_empty() => {
+                    connection.touch_write(std::time::Instant::now());
+                    poll_response(StatusCode::OK, batch.data)
+                }
+                _ => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
+            },
+            () = tokio::time::sleep(endpoint.hub.connection_options.long_polling_timeout) => {
+                poll_response(StatusCode::OK, Bytes::new())
+            }
+            () = mine.cancelled() => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
+            () = connection.closed.cancelled() => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
+        }
+    }
+    .await;
+    if let Ok(mut current) = connection.current_poll.lock() {
+        if current.as_ref().is_some_and(|(id, _)| *id == poll_id) {
+            *current = None;
+        }
+    }
+    response
+}
+
+/// `POST {hub}?id=`: client-to-server data for SSE and long polling (§A3.3).
+async fn send(State(endpoint): State<Arc<Endpoint>>, params: Params, body: Bytes) -> Response {
+    let connection = match endpoint.lookup(&params) {
+        Ok(connection) => connection,
+        Err(response) => return response,
+    };
+    if connection.transport() == Some(TransportType::WebSockets) {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST requests are not allowed for WebSocket connections.",
+        );
+    }
+    if !connection.receive(body).await {
+        return text(StatusCode::NOT_FOUND, NO_CONNECTION);
+    }
+    text(StatusCode::OK, "")
+}
+
+/// `DELETE {hub}?id=`: ends a long-polling connection (§A3.5); answers 202.
+async fn terminate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Response {
+    let connection = match endpoint.lookup(&params) {
+        Ok(connection) => connection,
+        Err(response) => return response,
+    };
+    if connection.transport() != Some(TransportType::LongPolling) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Cannot terminate this connection using the DELETE endpoint.",
+        );
+    }
+    connection.dispose();
+    text(StatusCode::ACCEPTED, "")
+}

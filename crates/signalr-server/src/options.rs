@@ -1,0 +1,83 @@
+//! Server options and their ASP.NET defaults (reference §A11).
+
+use std::time::Duration;
+
+use signalr_protocol::{HubProtocol, TransportType};
+
+/// Options of the hub layer: ASP.NET `HubOptions` (reference §A11).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HubOptions {
+    /// Time the client has to send its handshake after the transport is up. Default 15 s
+    /// (`HandshakeTimeout`, §A5). On expiry the server answers `Handshake was canceled.`.
+    pub handshake_timeout: Duration,
+    /// The server sends a Ping when it has written nothing for this long. Default 15 s
+    /// (`KeepAliveInterval`, §A9). Not used on long polling.
+    pub keep_alive_interval: Duration,
+    /// The server closes a connection from which nothing arrived for this long. Default 30 s
+    /// (`ClientTimeoutInterval`, §A9); armed by the client's first Ping, as in ASP.NET.
+    pub client_timeout_interval: Duration,
+    /// Largest hub message accepted from a client, in bytes, framing included; `None` = unlimited.
+    /// Default 32 KiB (`MaximumReceiveMessageSize`, §A11). A larger message closes the connection
+    /// with `Connection closed with an error.`.
+    pub maximum_receive_message_size: Option<usize>,
+    /// Send exception details to clients (`EnableDetailedErrors`, §A6.4). Default `false`.
+    pub enable_detailed_errors: bool,
+    /// Hub protocols clients may choose in the handshake. Default JSON and MessagePack.
+    pub supported_protocols: Vec<HubProtocol>,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        HubOptions {
+            handshake_timeout: Duration::from_secs(15),
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout_interval: Duration::from_secs(30),
+            maximum_receive_message_size: Some(32 * 1024),
+            enable_detailed_errors: false,
+            supported_protocols: vec![HubProtocol::Json, HubProtocol::MessagePack],
+        }
+    }
+}
+
+/// Options of the connection layer: ASP.NET `HttpConnectionDispatcherOptions` (reference §A11).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConnectionOptions {
+    /// Transports offered by negotiate and accepted on the endpoint, in preference order.
+    /// Default: WebSockets, ServerSentEvents, LongPolling.
+    pub transports: Vec<TransportType>,
+    /// A connection with no transport request attached for this long is disposed. Default 15 s
+    /// (`DisconnectTimeout`, §A3.6).
+    pub disconnect_timeout: Duration,
+    /// How long a long-polling request waits for data before answering an empty 200. Default 90 s
+    /// (`LongPolling.PollTimeout`, §A3.5).
+    pub long_polling_timeout: Duration,
+    /// Lowest negotiate version accepted. Default 0 (`MinimumProtocolVersion`, §A2.2).
+    pub minimum_negotiate_version: u32,
+    /// Capacity of each connection's outgoing queue, in messages. Default 1024. When a message
+    /// fanned out to many connections (all, others, a group) finds a connection's queue full, that
+    /// connection is closed as a slow consumer instead of stalling the others (DESIGN.md rule 4);
+    /// the caller's own Completion and stream items wait for room instead.
+    pub outgoing_queue_capacity: usize,
+    /// Capacity of each connection's incoming queue, in transport reads (WebSocket frames, POST
+    /// bodies). Default 32. When full, the transport stops reading: back-pressure on the client.
+    pub incoming_queue_capacity: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            transports: vec![
+                TransportType::WebSockets,
+                TransportType::ServerSentEvents,
+                TransportType::LongPolling,
+            ],
+            disconnect_timeout: Duration::from_secs(15),
+            long_polling_timeout: Duration::from_secs(90),
+            minimum_negotiate_version: 0,
+            outgoing_queue_capacity: 1024,
+            incoming_queue_capacity: 32,
+        }
+    }
+}
