@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: Rust unit, integration and doc tests, then the interop suite that
+# drives our server with the official @microsoft/signalr client. Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+command -v node >/dev/null && command -v npm >/dev/null || {
+  echo "node and npm not found: installing Debian's nodejs and npm"
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+}
+
+echo "== cargo test (workspace)"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+echo "== interop: official @microsoft/signalr client against our server"
+cargo build -p chat-server
+(cd interop && npm ci --no-audit --no-fund --loglevel=error)
+(cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" npm test)
