@@ -22,8 +22,12 @@ function connect() {
 const alice = connect();
 const bob = connect();
 
+// Best-effort stop of both clients, bounded so a hung server cannot keep us alive.
 async function stopAll() {
-    await Promise.allSettled([alice.stop(), bob.stop()]);
+    await Promise.race([
+        Promise.allSettled([alice.stop(), bob.stop()]),
+        new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
+    ]);
 }
 
 const timer = setTimeout(async () => {

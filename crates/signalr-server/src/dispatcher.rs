@@ -84,14 +84,26 @@ impl Endpoint {
         }
     }
 
-    /// Looks the `id` query parameter up; the error response follows §A3.1.
-    fn lookup(&self, params: &Params) -> Result<Arc<Connection>, Response> {
-        let Some(token) = param(params, "id") else {
-            return Err(text(StatusCode::BAD_REQUEST, ID_REQUIRED));
-        };
-        self.manager
-            .get(token)
-            .ok_or_else(|| text(StatusCode::NOT_FOUND, NO_CONNECTION))
+    /// Looks the `id` query parameter up.
+    fn lookup(&self, params: &Params) -> Result<Arc<Connection>, LookupError> {
+        let token = param(params, "id").ok_or(LookupError::MissingId)?;
+        self.manager.get(token).ok_or(LookupError::UnknownId)
+    }
+}
+
+/// Why a request's `id` names no connection.
+enum LookupError {
+    MissingId,
+    UnknownId,
+}
+
+impl IntoResponse for LookupError {
+    /// 400 `Connection ID required` or 404 `No Connection with that ID` (§A3.1).
+    fn into_response(self) -> Response {
+        match self {
+            LookupError::MissingId => text(StatusCode::BAD_REQUEST, ID_REQUIRED),
+            LookupError::UnknownId => text(StatusCode::NOT_FOUND, NO_CONNECTION),
+        }
     }
 }
 
@@ -196,7 +208,7 @@ async fn receive(
     }
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     if !connection.bind_transport(transport) {
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
@@ -444,7 +456,7 @@ async fn long_poll(
 async fn send(State(endpoint): State<Arc<Endpoint>>, params: Params, body: Bytes) -> Response {
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     if connection.transport() == Some(TransportType::WebSockets) {
         return text(
@@ -462,7 +474,7 @@ async fn send(State(endpoint): State<Arc<Endpoint>>, params: Params, body: Bytes
 async fn terminate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Response {
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     if connection.transport() != Some(TransportType::LongPolling) {
         return text(
