@@ -66,13 +66,15 @@ impl HubProtocol {
     /// reference §A5). Requests with any version up to this are accepted.
     pub const VERSION: u32 = 2;
 
-    /// Looks a protocol up by its handshake name (`json`, `messagepack`), case-sensitively like
-    /// ASP.NET.
+    /// Looks a protocol up by its handshake name (`json`, `messagepack`), ignoring ASCII case as
+    /// ASP.NET's `DefaultHubProtocolResolver` does.
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "json" => Some(HubProtocol::Json),
-            "messagepack" => Some(HubProtocol::MessagePack),
-            _ => None,
+        if name.eq_ignore_ascii_case("json") {
+            Some(HubProtocol::Json)
+        } else if name.eq_ignore_ascii_case("messagepack") {
+            Some(HubProtocol::MessagePack)
+        } else {
+            None
         }
     }
 

@@ -79,7 +79,10 @@ impl Outbox {
     /// Waits for at least one queued item, then takes everything else already queued without
     /// waiting and encodes it into one buffer. Returns `None` once the end was delivered.
     /// Cancel-safe: the only await is the first receive.
-    pub(crate) async fn next_batch(&mut self, protocol: Option<HubProtocol>) -> Option<Batch> {
+    ///
+    /// The protocol is read per item, because the handshake response and the first hub messages
+    /// may share a batch while the protocol is being chosen.
+    pub(crate) async fn next_batch(&mut self, protocol: &OnceLock<HubProtocol>) -> Option<Batch> {
         if self.ended {
             return None;
         }
@@ -95,7 +98,7 @@ impl Outbox {
                 }
                 Some(Outgoing::Raw(bytes)) => out.extend_from_slice(&bytes),
                 Some(Outgoing::Message(message)) => {
-                    if let Some(bytes) = protocol.and_then(|p| message.encoded(p)) {
+                    if let Some(bytes) = protocol.get().and_then(|&p| message.encoded(p)) {
                         out.extend_from_slice(bytes);
                     }
                 }
@@ -170,6 +173,11 @@ impl Connection {
 
     pub(crate) fn protocol(&self) -> Option<HubProtocol> {
         self.protocol.get().copied()
+    }
+
+    /// The protocol cell, for the writer that encodes queued messages.
+    pub(crate) fn protocol_cell(&self) -> &OnceLock<HubProtocol> {
+        &self.protocol
     }
 
     pub(crate) fn set_protocol(&self, protocol: HubProtocol) {

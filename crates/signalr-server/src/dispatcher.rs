@@ -29,12 +29,14 @@ pub(crate) struct Endpoint {
 
 type Params = Query<Vec<(String, String)>>;
 
-/// A query parameter, looked up case-insensitively as ASP.NET does (§A1).
+/// A query parameter, looked up case-insensitively as ASP.NET does (§A1). An empty value counts
+/// as absent (ASP.NET `StringValues.IsNullOrEmpty`).
 fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(key, _)| key.eq_ignore_ascii_case(name))
         .map(|(_, value)| value.as_str())
+        .filter(|value| !value.is_empty())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response {
@@ -119,7 +121,8 @@ async fn negotiate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Res
     let minimum = endpoint.hub.connection_options.minimum_negotiate_version;
     let requested = match param(&params, "negotiateVersion") {
         None => 0,
-        Some(value) => match value.parse::<i64>() {
+        // ASP.NET parses with `int.TryParse`: anything outside Int32 is "non-integer".
+        Some(value) => match value.parse::<i32>() {
             Ok(version) => version,
             Err(_) => {
                 return axum::Json(NegotiateResponse::error(
@@ -129,7 +132,7 @@ async fn negotiate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Res
             }
         },
     };
-    if requested < i64::from(minimum) {
+    if i64::from(requested) < i64::from(minimum) {
         return axum::Json(NegotiateResponse::error(format!(
             "The client requested version '{requested}', but the server does not support this version."
         )))
@@ -203,13 +206,14 @@ async fn receive(
     } else {
         TransportType::LongPolling
     };
-    if !endpoint.enabled(transport) {
-        return transport_disabled(transport);
-    }
+    // As in ASP.NET, the `id` is checked before whether the transport is enabled.
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
     };
+    if !endpoint.enabled(transport) {
+        return transport_disabled(transport);
+    }
     if !connection.bind_transport(transport) {
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
     }
@@ -259,7 +263,7 @@ async fn run_websocket(
         }
     };
     let writer = async {
-        while let Some(batch) = outbox.next_batch(connection.protocol()).await {
+        while let Some(batch) = outbox.next_batch(connection.protocol_cell()).await {
             if !batch.data.is_empty() {
                 let frame = match connection.protocol() {
                     Some(HubProtocol::MessagePack) => Message::Binary(batch.data),
@@ -346,9 +350,9 @@ fn server_sent_events(
             return Some((Ok::<_, std::io::Error>(Bytes::from_static(b":\r\n")), state));
         }
         loop {
-            let protocol = state.connection.protocol();
+            let connection = state.connection.clone();
             let batch = tokio::select! {
-                batch = state.outbox.next_batch(protocol) => batch?,
+                batch = state.outbox.next_batch(connection.protocol_cell()) => batch?,
                 () = state.connection.closed.cancelled() => return None,
             };
             if batch.end && batch.data.is_empty() {
@@ -427,9 +431,8 @@ async fn long_poll(
             () = mine.cancelled() => return poll_response(StatusCode::NO_CONTENT, Bytes::new()),
             () = connection.closed.cancelled() => return poll_response(StatusCode::NO_CONTENT, Bytes::new()),
         };
-        let protocol = connection.protocol();
         tokio::select! {
-            batch = outbox.next_batch(protocol) => match batch {
+            batch = outbox.next_batch(connection.protocol_cell()) => match batch {
                 Some(batch) if !batch.data.is_empty() => {
                     connection.touch_write(std::time::Instant::now());
                     poll_response(StatusCode::OK, batch.data)

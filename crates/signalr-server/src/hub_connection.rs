@@ -125,7 +125,8 @@ async fn handshake(
             connection,
             format!(
                 "The server does not support version {} of the '{}' protocol.",
-                request.version, request.protocol
+                request.version,
+                protocol.name()
             ),
         )
         .await;
@@ -137,7 +138,7 @@ async fn handshake(
             connection,
             format!(
                 "Cannot use the '{}' protocol on the current transport. The transport does not support 'Binary' transfer format.",
-                request.protocol
+                protocol.name()
             ),
         )
         .await;
@@ -217,6 +218,11 @@ async fn message_loop(
             reply = async { in_flight.as_mut().expect("guarded by the select condition").await }, if in_flight.is_some() => {
                 in_flight = None;
                 last_received = Instant::now();
+                // A method that closed its own connection gets no Completion.
+                let close = signals.close.lock().ok().and_then(|mut c| c.take());
+                if let Some(close) = close {
+                    return Outcome::Close(close);
+                }
                 if let Some(reply) = reply {
                     let _ = connection.send(Outgoing::Message(SerializedMessage::new(reply))).await;
                 }
