@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
-use crate::json::{RECORD_SEPARATOR, split_frame};
+use crate::json::{RECORD_SEPARATOR, expect_object, split_frame};
 
 /// The client's first message: `{"protocol":"json","version":1}` (reference §A5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +31,10 @@ impl HandshakeRequest {
         max_size: Option<usize>,
     ) -> Result<Option<Self>, ProtocolError> {
         match split_frame(buf, max_size)? {
-            Some(frame) => Ok(Some(serde_json::from_slice(&frame)?)),
+            Some(frame) => {
+                expect_object(&frame)?;
+                Ok(Some(serde_json::from_slice(&frame)?))
+            }
             None => Ok(None),
         }
     }
@@ -57,8 +60,15 @@ pub struct HandshakeResponse {
 struct WireResponse {
     #[serde(default)]
     error: Option<String>,
-    #[serde(rename = "type", default)]
-    kind: Option<serde_json::Value>,
+    /// Present (even as `null`) means the peer sent a hub message, not a handshake response.
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    kind: Option<serde::de::IgnoredAny>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde::de::IgnoredAny>, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(Some)
 }
 
 impl HandshakeResponse {
@@ -83,6 +93,7 @@ impl HandshakeResponse {
         let Some(frame) = split_frame(buf, None)? else {
             return Ok(None);
         };
+        expect_object(&frame)?;
         let wire: WireResponse = serde_json::from_slice(&frame)?;
         if wire.kind.is_some() {
             return Err(ProtocolError::Invalid(

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use crate::error::{EncodeError, ProtocolError};
 use crate::message::{
     CancelInvocation, Close, Completion, CompletionResult, HubMessage, Invocation, Payload,
-    StreamInvocation, StreamItem,
+    StreamInvocation, StreamItem, msgpack_deserializer,
 };
 
 /// The record separator that ends every JSON message and every handshake message.
@@ -38,7 +38,9 @@ pub(crate) fn split_frame(
             Ok(Some(frame.slice(..pos)))
         }
         None => match max_message_size {
-            Some(limit) if buf.len() >= limit => Err(ProtocolError::MessageTooLarge { limit }),
+            Some(limit) if !buf.is_empty() && buf.len() >= limit => {
+                Err(ProtocolError::MessageTooLarge { limit })
+            }
             _ => Ok(None),
         },
     }
@@ -85,9 +87,19 @@ fn required<T>(value: Option<T>, name: &str) -> Result<T, ProtocolError> {
     value.ok_or_else(|| ProtocolError::Invalid(format!("Missing required property '{name}'.")))
 }
 
+/// Fails unless `frame` holds a JSON object: serde would also accept an array for a struct, which
+/// ASP.NET does not.
+pub(crate) fn expect_object(frame: &[u8]) -> Result<(), ProtocolError> {
+    match frame.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ProtocolError::Invalid("Expected a JSON object.".into())),
+    }
+}
+
 /// Parses one JSON frame (without its record separator). `Ok(None)` for an unknown message type,
 /// which is ignored (reference §A6.1).
 pub(crate) fn parse_frame(frame: &Bytes) -> Result<Option<HubMessage>, ProtocolError> {
+    expect_object(frame)?;
     let wire: WireMessage<'_> = serde_json::from_slice(frame)?;
     let headers = wire.headers.unwrap_or_default();
     let arguments = |args: Option<Vec<&RawValue>>| -> Result<Vec<Payload>, ProtocolError> {
@@ -161,7 +173,7 @@ pub(crate) fn write_payload(w: &mut impl Write, payload: &Payload) -> Result<(),
     match payload {
         Payload::Json(bytes) => w.write_all(bytes).map_err(EncodeError::from_display),
         Payload::MessagePack(bytes) => {
-            let mut de = rmp_serde::Deserializer::from_read_ref(&bytes[..]);
+            let mut de = msgpack_deserializer(bytes);
             let mut ser = serde_json::Serializer::new(w);
             serde_transcode::transcode(&mut de, &mut ser).map_err(EncodeError::from_display)
         }

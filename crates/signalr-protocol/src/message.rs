@@ -13,6 +13,24 @@ use serde::de::DeserializeOwned;
 /// Unknown headers are carried along and otherwise ignored.
 pub type Headers = HashMap<String, String>;
 
+/// How deeply a received MessagePack payload may nest when it is bound with serde
+/// ([`Payload::deserialize`]) or transcoded to JSON: 128 levels, the limit `serde_json` applies to
+/// JSON payloads.
+///
+/// `rmp_serde`'s own default (1024) is too deep for the recursion it bounds: a peer could send an
+/// argument nested ~500 levels deep and overflow a 2 MiB thread stack (the size of Tokio's worker
+/// threads) in a debug build, which aborts the whole process.
+pub(crate) const MAX_PAYLOAD_DEPTH: usize = 128;
+
+/// A serde deserializer over one MessagePack value, with the [`MAX_PAYLOAD_DEPTH`] limit.
+pub(crate) fn msgpack_deserializer(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    de
+}
+
 /// One value inside a hub message: an argument, a stream item or a completion result.
 ///
 /// Values that arrived from the wire keep their encoded bytes and are bound lazily with serde
@@ -23,9 +41,11 @@ pub type Headers = HashMap<String, String>;
 /// transcoded.
 #[derive(Clone)]
 pub enum Payload {
-    /// One complete JSON value as UTF-8 text, as received with the JSON protocol.
+    /// One complete JSON value as UTF-8 text, as received with the JSON protocol. Written to the
+    /// wire as is: whoever builds one by hand must put exactly one valid JSON value in it.
     Json(Bytes),
-    /// One complete MessagePack value, as received with the MessagePack protocol.
+    /// One complete MessagePack value, as received with the MessagePack protocol. Written to the
+    /// wire as is: whoever builds one by hand must put exactly one valid MessagePack value in it.
     MessagePack(Bytes),
     /// A Rust value to be serialized by the protocol that writes the message.
     Value(Arc<dyn erased_serde::Serialize + Send + Sync>),
@@ -51,7 +71,7 @@ impl Payload {
                 serde_json::from_slice(bytes).map_err(PayloadError::from_display)
             }
             Payload::MessagePack(bytes) => {
-                rmp_serde::from_slice(bytes).map_err(PayloadError::from_display)
+                T::deserialize(&mut msgpack_deserializer(bytes)).map_err(PayloadError::from_display)
             }
             Payload::Value(value) => {
                 let json = serde_json::to_value(&**value).map_err(PayloadError::from_display)?;

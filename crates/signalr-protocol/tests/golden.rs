@@ -642,6 +642,35 @@ fn json_argument_payloads_keep_their_text() {
 }
 
 #[test]
+fn json_numbers_bind_exactly() {
+    // The shortest round-trip text of a double (what .NET and JS write) must parse back to the
+    // same double, also after transcoding to MessagePack. serde_json's default float parser is
+    // off by one ULP on this one; the crate enables `float_roundtrip`.
+    let expected = -6.447872854208868e176_f64;
+    let frame = b"{\"type\":1,\"target\":\"T\",\"arguments\":[-6.447872854208868e+176]}\x1e";
+    let message = decode_one(HubProtocol::Json, frame);
+    let HubMessage::Invocation(call) = &message else {
+        panic!("expected an invocation");
+    };
+    assert_eq!(
+        call.arguments[0].deserialize::<f64>().unwrap().to_bits(),
+        expected.to_bits()
+    );
+    let HubMessage::Invocation(call) = decode_one(
+        HubProtocol::MessagePack,
+        &encode(HubProtocol::MessagePack, &message),
+    ) else {
+        panic!("expected an invocation");
+    };
+    let Payload::MessagePack(raw) = &call.arguments[0] else {
+        panic!("expected a MessagePack payload");
+    };
+    let mut f64_bytes = vec![0xCB];
+    f64_bytes.extend(expected.to_bits().to_be_bytes());
+    assert_eq!(&raw[..], &f64_bytes[..]);
+}
+
+#[test]
 fn json_null_result_is_a_value_and_absent_result_is_void() {
     let HubMessage::Completion(done) = decode_one(
         HubProtocol::Json,
@@ -1160,7 +1189,14 @@ fn transport_names() {
     assert_eq!(TransportType::ServerSentEvents.name(), "ServerSentEvents");
     assert_eq!(TransportType::LongPolling.name(), "LongPolling");
     assert_eq!(HubProtocol::from_name("json"), Some(HubProtocol::Json));
-    assert_eq!(HubProtocol::from_name("JSON"), None);
+    // Names are matched ignoring ASCII case, like ASP.NET's DefaultHubProtocolResolver.
+    assert_eq!(HubProtocol::from_name("JSON"), Some(HubProtocol::Json));
+    assert_eq!(
+        HubProtocol::from_name("MessagePack"),
+        Some(HubProtocol::MessagePack)
+    );
+    assert_eq!(HubProtocol::from_name("blazorpack"), None);
+    assert_eq!(HubProtocol::from_name("json "), None);
     assert_eq!(HubProtocol::Json.name(), "json");
     assert_eq!(HubProtocol::MessagePack.name(), "messagepack");
 }

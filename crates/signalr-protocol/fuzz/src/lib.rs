@@ -30,7 +30,9 @@ pub fn split_options(data: &[u8]) -> (Option<usize>, usize, &[u8]) {
         return (None, 0, data);
     };
     let (limit, rest) = match rest {
-        [lo, hi, tail @ ..] if flags & 1 == 1 => (Some(usize::from(u16::from_le_bytes([*lo, *hi]))), tail),
+        [lo, hi, tail @ ..] if flags & 1 == 1 => {
+            (Some(usize::from(u16::from_le_bytes([*lo, *hi]))), tail)
+        }
         _ => (None, rest),
     };
     match rest.split_first() {
@@ -187,25 +189,20 @@ pub fn msgpack_messages(data: &[u8]) {
 pub fn handshake_request(data: &[u8]) {
     let (limit, _, data) = split_options(data);
     let mut buf = BytesMut::from(data);
-    loop {
-        match HandshakeRequest::parse(&mut buf, limit) {
-            Ok(Some(request)) => {
-                let mut out = BytesMut::new();
-                request.write(&mut out);
-                let parsed = HandshakeRequest::parse(&mut out, None)
-                    .expect("a written request parses")
-                    .expect("a written request is complete");
-                assert_eq!(parsed, request);
-                assert!(out.is_empty());
-                // What follows is hub messages of the chosen protocol, if it is a known one.
-                if let Some(protocol) = HubProtocol::from_name(&request.protocol) {
-                    let (messages, _) = decode_stream(protocol, &buf, limit, 0);
-                    for message in &messages {
-                        reencode(protocol, message);
-                    }
-                }
+    while let Ok(Some(request)) = HandshakeRequest::parse(&mut buf, limit) {
+        let mut out = BytesMut::new();
+        request.write(&mut out);
+        let parsed = HandshakeRequest::parse(&mut out, None)
+            .expect("a written request parses")
+            .expect("a written request is complete");
+        assert_eq!(parsed, request);
+        assert!(out.is_empty());
+        // What follows is hub messages of the chosen protocol, if it is a known one.
+        if let Some(protocol) = HubProtocol::from_name(&request.protocol) {
+            let (messages, _) = decode_stream(protocol, &buf, limit, 0);
+            for message in &messages {
+                reencode(protocol, message);
             }
-            Ok(None) | Err(_) => break,
         }
     }
 }
@@ -213,19 +210,14 @@ pub fn handshake_request(data: &[u8]) {
 /// Target `handshake_response`: the client side of the handshake.
 pub fn handshake_response(data: &[u8]) {
     let mut buf = BytesMut::from(data);
-    loop {
-        match HandshakeResponse::parse(&mut buf) {
-            Ok(Some(response)) => {
-                let mut out = BytesMut::new();
-                response.write(&mut out);
-                let parsed = HandshakeResponse::parse(&mut out)
-                    .expect("a written response parses")
-                    .expect("a written response is complete");
-                assert_eq!(parsed, response);
-                assert!(out.is_empty());
-            }
-            Ok(None) | Err(_) => break,
-        }
+    while let Ok(Some(response)) = HandshakeResponse::parse(&mut buf) {
+        let mut out = BytesMut::new();
+        response.write(&mut out);
+        let parsed = HandshakeResponse::parse(&mut out)
+            .expect("a written response parses")
+            .expect("a written response is complete");
+        assert_eq!(parsed, response);
+        assert!(out.is_empty());
     }
 }
 
