@@ -50,7 +50,9 @@ pub use message::{
     CancelInvocation, Close, Completion, CompletionResult, Headers, HubMessage, Invocation,
     Payload, PayloadError, StreamInvocation, StreamItem,
 };
-pub use negotiate::{AvailableTransport, NegotiateResponse, TransferFormat, TransportType};
+pub use negotiate::{
+    AvailableTransport, NegotiateRequest, NegotiateResponse, TransferFormat, TransportType,
+};
 
 /// A hub protocol: the encoding of [`HubMessage`]s after the handshake (reference §A7, §A8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -85,3 +85,63 @@ impl NegotiateResponse {
         }
     }
 }
+
+/// The query of `POST {hub}/negotiate` (reference §A2.1): the body is empty, everything is in
+/// the query string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NegotiateRequest {
+    /// `negotiateVersion`: 0 when absent; official clients send 1.
+    pub negotiate_version: u32,
+    /// `useStatefulReconnect=true` (§A10).
+    pub use_stateful_reconnect: bool,
+}
+
+impl NegotiateRequest {
+    /// The highest negotiate version there is (§A2.2); higher requests are answered with it.
+    pub const MAX_VERSION: u32 = 1;
+
+    /// Reads the request from decoded query pairs. Keys match case-insensitively, as ASP.NET's
+    /// query lookups do (§A1); a requested version above [`Self::MAX_VERSION`] becomes it, and
+    /// versions below `minimum_version` are refused.
+    ///
+    /// # Errors
+    /// The text ASP.NET sends in the `error` property of an HTTP 200 response (§A2.2):
+    /// `The client requested a non-integer protocol version.` when the value is not an Int32, and
+    /// `The client requested version 'N', but the server does not support this version.` below
+    /// `minimum_version` (an absent version counts as 0).
+    pub fn from_query<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        minimum_version: u32,
+    ) -> Result<Self, String> {
+        let mut requested: i64 = 0;
+        let mut use_stateful_reconnect = false;
+        for (key, value) in pairs {
+            if key.eq_ignore_ascii_case("negotiateVersion") {
+                requested = value
+                    .parse::<i32>()
+                    .map_err(|_| "The client requested a non-integer protocol version.".to_owned())?
+                    .into();
+            } else if key.eq_ignore_ascii_case("useStatefulReconnect") {
+                use_stateful_reconnect = value.eq_ignore_ascii_case("true");
+            }
+        }
+        if requested < i64::from(minimum_version) {
+            return Err(format!(
+                "The client requested version '{requested}', but the server does not support this version."
+            ));
+        }
+        Ok(NegotiateRequest {
+            negotiate_version: requested.clamp(0, i64::from(Self::MAX_VERSION)) as u32,
+            use_stateful_reconnect,
+        })
+    }
+
+    /// The query pairs a client sends, e.g. `negotiateVersion=1`.
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![("negotiateVersion", self.negotiate_version.to_string())];
+        if self.use_stateful_reconnect {
+            pairs.push(("useStatefulReconnect", "true".to_owned()));
+        }
+        pairs
+    }
+}

@@ -39,3 +39,40 @@ fn zero_limit_on_empty_buffer_needs_more_data() {
         Ok(None)
     ));
 }
+
+#[test]
+fn negotiate_request_from_query() {
+    use signalr_protocol::NegotiateRequest;
+    let parse = |q: &[(&'static str, &'static str)], min| {
+        NegotiateRequest::from_query(q.iter().copied(), min)
+    };
+    assert_eq!(parse(&[], 0).map(|r| r.negotiate_version), Ok(0));
+    assert_eq!(
+        parse(&[("NegotiateVersion", "7")], 0).map(|r| r.negotiate_version),
+        Ok(1)
+    );
+    assert_eq!(
+        parse(&[("negotiateVersion", "2147483648")], 0),
+        Err("The client requested a non-integer protocol version.".to_owned())
+    );
+    assert_eq!(
+        parse(&[], 1),
+        Err(
+            "The client requested version '0', but the server does not support this version."
+                .to_owned()
+        )
+    );
+    let request = parse(
+        &[("negotiateVersion", "1"), ("useStatefulReconnect", "true")],
+        0,
+    )
+    .expect("valid");
+    assert!(request.use_stateful_reconnect);
+    assert_eq!(
+        request.query_pairs(),
+        vec![
+            ("negotiateVersion", "1".to_owned()),
+            ("useStatefulReconnect", "true".to_owned())
+        ]
+    );
+}

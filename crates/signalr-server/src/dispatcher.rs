@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
 use signalr_protocol::{
-    AvailableTransport, HubProtocol, NegotiateResponse, TransferFormat, TransportType,
+    AvailableTransport, HubProtocol, NegotiateRequest, NegotiateResponse, TransferFormat,
+    TransportType,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -119,26 +120,11 @@ fn transfer_formats(transport: TransportType) -> Vec<TransferFormat> {
 /// `POST {hub}/negotiate` (§A2).
 async fn negotiate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Response {
     let minimum = endpoint.hub.connection_options.minimum_negotiate_version;
-    let requested = match param(&params, "negotiateVersion") {
-        None => 0,
-        // ASP.NET parses with `int.TryParse`: anything outside Int32 is "non-integer".
-        Some(value) => match value.parse::<i32>() {
-            Ok(version) => version,
-            Err(_) => {
-                return axum::Json(NegotiateResponse::error(
-                    "The client requested a non-integer protocol version.",
-                ))
-                .into_response();
-            }
-        },
+    let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let version = match NegotiateRequest::from_query(pairs, minimum) {
+        Ok(request) => request.negotiate_version,
+        Err(error) => return axum::Json(NegotiateResponse::error(error)).into_response(),
     };
-    if i64::from(requested) < i64::from(minimum) {
-        return axum::Json(NegotiateResponse::error(format!(
-            "The client requested version '{requested}', but the server does not support this version."
-        )))
-        .into_response();
-    }
-    let version: u32 = if requested >= 1 { 1 } else { 0 };
     let connection = endpoint.manager.create(version);
     let transports = endpoint
         .hub
