@@ -116,13 +116,41 @@ impl Outbox {
     }
 }
 
-/// Data of the HTTP request that opened the transport (for the hub's caller context).
+/// Data of the HTTP request that opened the transport (ASP.NET `Context.GetHttpContext()`).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionRequest {
     /// Request headers.
     pub headers: HeaderMap,
     /// The query string, without `?`.
     pub query: String,
+    /// The client's address, when the server records it (axum `ConnectInfo<SocketAddr>`).
+    pub remote_addr: Option<std::net::SocketAddr>,
+}
+
+impl ConnectionRequest {
+    /// A query parameter (percent-decoded), by exact name.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    }
+
+    /// A header value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A cookie from the `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
 }
 
 struct Activity {
@@ -156,6 +184,8 @@ pub(crate) struct Connection {
     /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
     pub current_poll: Mutex<Option<(u64, CancellationToken)>>,
     pub request: OnceLock<ConnectionRequest>,
+    /// The user authenticated when the connection was made (negotiate or skip-negotiation).
+    pub user: OnceLock<crate::auth::User>,
     last_write: Mutex<Instant>,
     manager: Weak<ConnectionManager>,
 }
@@ -351,6 +381,7 @@ impl ConnectionManager {
             }),
             current_poll: Mutex::new(None),
             request: OnceLock::new(),
+            user: OnceLock::new(),
             last_write: Mutex::new(Instant::now()),
             manager: Arc::downgrade(self),
         });

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,8 +17,10 @@ use signalr_protocol::{
     AvailableTransport, HubProtocol, NegotiateRequest, NegotiateResponse, TransferFormat,
     TransportType,
 };
+use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AuthRequest, User, bearer_token};
 use crate::connection::{Connection, ConnectionManager, ConnectionRequest, Outbox};
 use crate::hub::HubInner;
 use crate::hub_connection;
@@ -87,6 +90,35 @@ impl Endpoint {
         }
     }
 
+    /// Authenticates the request and applies the hub's authorization policy: 401 for invalid
+    /// credentials or an anonymous user the policy refuses, 403 for an authenticated one.
+    async fn authorize(&self, headers: &HeaderMap, params: &Params) -> Result<User, Response> {
+        let user = match &self.hub.authenticator {
+            None => User::anonymous(),
+            Some(authenticator) => {
+                let request = AuthRequest {
+                    token: bearer_token(headers, params),
+                    headers,
+                };
+                match authenticator.authenticate(request).await {
+                    Ok(user) => user.unwrap_or_default(),
+                    Err(err) => {
+                        tracing::debug!(%err, "authentication failed");
+                        return Err(StatusCode::UNAUTHORIZED.into_response());
+                    }
+                }
+            }
+        };
+        match &self.hub.policy {
+            Some(policy) if !policy.allows(&user) => Err(if user.is_authenticated() {
+                StatusCode::FORBIDDEN.into_response()
+            } else {
+                StatusCode::UNAUTHORIZED.into_response()
+            }),
+            _ => Ok(user),
+        }
+    }
+
     /// Looks the `id` query parameter up.
     fn lookup(&self, params: &Params) -> Result<Arc<Connection>, LookupError> {
         let token = param(params, "id").ok_or(LookupError::MissingId)?;
@@ -118,7 +150,15 @@ fn transfer_formats(transport: TransportType) -> Vec<TransferFormat> {
 }
 
 /// `POST {hub}/negotiate` (§A2).
-async fn negotiate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Response {
+async fn negotiate(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
+    let user = match endpoint.authorize(&headers, &params).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let minimum = endpoint.hub.connection_options.minimum_negotiate_version;
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let version = match NegotiateRequest::from_query(pairs, minimum) {
@@ -126,6 +166,7 @@ async fn negotiate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Res
         Err(error) => return axum::Json(NegotiateResponse::error(error)).into_response(),
     };
     let connection = endpoint.manager.create(version);
+    let _ = connection.user.set(user);
     let transports = endpoint
         .hub
         .connection_options
@@ -158,9 +199,17 @@ async fn receive(
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let user = match endpoint.authorize(&parts.headers, &params).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let info = ConnectionRequest {
         headers: parts.headers.clone(),
         query: parts.uri.query().unwrap_or_default().to_owned(),
+        remote_addr: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
     };
     if is_upgrade {
         if !endpoint.enabled(TransportType::WebSockets) {
@@ -172,7 +221,11 @@ async fn receive(
         };
         // Without `id` the client skipped negotiation: the connection is made here (§A3.2).
         let connection = match param(&params, "id") {
-            None => endpoint.manager.create(1),
+            None => {
+                let connection = endpoint.manager.create(1);
+                let _ = connection.user.set(user);
+                connection
+            }
             Some(token) => match endpoint.manager.get(token) {
                 Some(connection) => connection,
                 None => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
@@ -442,7 +495,15 @@ async fn long_poll(
 }
 
 /// `POST {hub}?id=`: client-to-server data for SSE and long polling (§A3.3).
-async fn send(State(endpoint): State<Arc<Endpoint>>, params: Params, body: Bytes) -> Response {
+async fn send(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    params: Params,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = endpoint.authorize(&headers, &params).await {
+        return response;
+    }
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),

@@ -1,32 +1,50 @@
 //! The hub protocol on one connection: handshake (reference §A5), message dispatch (§A6),
 //! keep-alive and client timeout (§A9), and the Close message (§A6.8).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use signalr_protocol::{
-    Close, Completion, HandshakeRequest, HandshakeResponse, HubMessage, HubProtocol, ProtocolError,
-    TransferFormat, TransportType,
+    Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
+    HubProtocol, Payload, ProtocolError, StreamItem, TransferFormat, TransportType,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, Outgoing, SerializedMessage};
-use crate::hub::{ConnectionSignals, HubCallerContext, HubInner, InvokeError};
+use crate::context::{ConnectionContext, HubCallerContext};
+use crate::error::HubError;
+use crate::filter::{HubInvocation, Next, NextConnected, NextDisconnected};
+use crate::handler::{InvokeError, MethodOutput};
+use crate::hub::{HubInner, MethodEntry};
+
+/// Invocations parsed but waiting for a free slot (parallel limit); above this the connection
+/// stops reading.
+const MAX_QUEUED_INVOCATIONS: usize = 32;
 
 /// How the message loop ended.
 enum Outcome {
     /// The transport went away or the connection was disposed: nothing more can be sent.
     TransportClosed,
     /// The client sent Close: end without sending one back.
-    ClientClosed,
+    ClientClosed(Option<String>),
     /// The server closes: send this Close message, then close the transport.
     Close(Close),
 }
 
-/// Runs the hub protocol on `connection` until it ends, then removes it from the hub.
+/// ASP.NET's detail for an error, as appended with detailed errors.
+fn error_detail(err: &HubError) -> String {
+    if err.is_hub_error() {
+        format!("HubException: {err}")
+    } else {
+        err.to_string()
+    }
+}
+
+/// Runs the hub protocol on `connection` until it ends.
 pub(crate) async fn run(
     hub: Arc<HubInner>,
     connection: Arc<Connection>,
@@ -39,22 +57,48 @@ pub(crate) async fn run(
     };
     tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), "handshake complete");
 
-    let signals = Arc::new(ConnectionSignals::default());
-    hub.lifetime.add(connection.clone());
-    let outcome = message_loop(
-        &hub,
-        &connection,
-        &signals,
-        protocol,
-        &mut inbound,
-        &mut buf,
-    )
-    .await;
-    hub.lifetime.remove(&connection.id);
+    let context = ConnectionContext::new(connection.clone(), hub.clone());
+    hub.lifetime.add(context.clone());
+    let lifetime_token = connection.closed.child_token();
+    let connecting = HubCallerContext::new(context.clone(), lifetime_token.clone(), true);
+    let connected = NextConnected::new(hub.filters.clone(), hub.on_connected.clone())
+        .run(connecting)
+        .await;
+    let outcome = match connected {
+        Err(err) => {
+            tracing::warn!(connection_id = %connection.id, error = %err, "on_connected failed");
+            Outcome::Close(Close {
+                error: Some(detailed(
+                    &hub,
+                    "Connection closed with an error.".into(),
+                    &error_detail(&err),
+                )),
+                allow_reconnect: false,
+            })
+        }
+        Ok(()) => {
+            let mut state = LoopState {
+                hub: hub.clone(),
+                context: context.clone(),
+                protocol,
+                queued: VecDeque::new(),
+                running: 0,
+                done: mpsc::unbounded_channel(),
+            };
+            state.run(&mut inbound, &mut buf).await
+        }
+    };
 
+    context.shut_down();
+    hub.lifetime.remove(&connection.id);
+    let disconnect_error = match &outcome {
+        Outcome::TransportClosed => None,
+        Outcome::ClientClosed(error) => error.clone(),
+        Outcome::Close(close) => close.error.clone(),
+    };
     match outcome {
         Outcome::TransportClosed => {}
-        Outcome::ClientClosed => {
+        Outcome::ClientClosed(_) => {
             let _ = connection.send(Outgoing::End).await;
         }
         Outcome::Close(close) => {
@@ -62,6 +106,14 @@ pub(crate) async fn run(
             let _ = connection.send(Outgoing::Message(message)).await;
             let _ = connection.send(Outgoing::End).await;
         }
+    }
+    lifetime_token.cancel();
+    let caller = HubCallerContext::new(context, lifetime_token, false);
+    if let Err(err) = NextDisconnected::new(hub.filters.clone(), hub.on_disconnected.clone())
+        .run(caller, disconnect_error)
+        .await
+    {
+        tracing::warn!(connection_id = %connection.id, error = %err, "on_disconnected failed");
     }
     tracing::debug!(connection_id = %connection.id, "hub connection ended");
 }
@@ -151,108 +203,14 @@ async fn handshake(
     Some(protocol)
 }
 
-/// What one received message asks the loop to do.
-enum Step {
-    Continue,
-    Invoke(BoxFuture<'static, Option<HubMessage>>),
-    End(Outcome),
-}
-
 fn error_close(hub: &HubInner, err: &ProtocolError) -> Close {
-    let mut error = "Connection closed with an error.".to_owned();
-    if hub.options.enable_detailed_errors {
-        error.push_str(&format!(" InvalidDataException: {err}"));
-    }
     Close {
-        error: Some(error),
+        error: Some(detailed(
+            hub,
+            "Connection closed with an error.".into(),
+            &format!("InvalidDataException: {err}"),
+        )),
         allow_reconnect: true,
-    }
-}
-
-async fn message_loop(
-    hub: &Arc<HubInner>,
-    connection: &Arc<Connection>,
-    signals: &Arc<ConnectionSignals>,
-    protocol: HubProtocol,
-    inbound: &mut mpsc::Receiver<Bytes>,
-    buf: &mut BytesMut,
-) -> Outcome {
-    let options = &hub.options;
-    let inherent_keep_alive = connection.transport() == Some(TransportType::LongPolling);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_received = Instant::now();
-    let mut client_timeout_armed = false;
-    let mut in_flight: Option<BoxFuture<'static, Option<HubMessage>>> = None;
-
-    loop {
-        // Dispatch what is buffered; one invocation at a time
-        // (MaximumParallelInvocationsPerClient = 1, reference §A11).
-        while in_flight.is_none() {
-            let message = match protocol.parse_message(buf, options.maximum_receive_message_size) {
-                Ok(Some(message)) => message,
-                Ok(None) => break,
-                Err(err) => {
-                    tracing::debug!(connection_id = %connection.id, %err, "closing connection after a protocol error");
-                    return Outcome::Close(error_close(hub, &err));
-                }
-            };
-            if matches!(message, HubMessage::Ping) {
-                client_timeout_armed = true;
-            }
-            match dispatch(hub, connection, signals, message) {
-                Step::Continue => {}
-                Step::Invoke(future) => in_flight = Some(future),
-                Step::End(outcome) => return outcome,
-            }
-        }
-
-        tokio::select! {
-            () = connection.closed.cancelled() => return Outcome::TransportClosed,
-            () = signals.notify.notified() => {
-                let close = signals.close.lock().ok().and_then(|mut c| c.take());
-                if let Some(close) = close {
-                    return Outcome::Close(close);
-                }
-            }
-            reply = async { in_flight.as_mut().expect("guarded by the select condition").await }, if in_flight.is_some() => {
-                in_flight = None;
-                last_received = Instant::now();
-                // A method that closed its own connection gets no Completion.
-                let close = signals.close.lock().ok().and_then(|mut c| c.take());
-                if let Some(close) = close {
-                    return Outcome::Close(close);
-                }
-                if let Some(reply) = reply {
-                    let _ = connection.send(Outgoing::Message(SerializedMessage::new(reply))).await;
-                }
-            }
-            bytes = inbound.recv(), if in_flight.is_none() => match bytes {
-                Some(bytes) => {
-                    last_received = Instant::now();
-                    buf.extend_from_slice(&bytes);
-                }
-                None => return Outcome::TransportClosed,
-            },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                if !inherent_keep_alive {
-                    let idle = connection.last_write_elapsed(now);
-                    if idle >= options.keep_alive_interval {
-                        let ping = SerializedMessage::new(HubMessage::Ping);
-                        let _ = connection.try_send(Outgoing::Message(ping));
-                        connection.touch_write(now);
-                    }
-                }
-                if client_timeout_armed
-                    && in_flight.is_none()
-                    && now.duration_since(last_received) > options.client_timeout_interval
-                {
-                    tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
-                    return Outcome::Close(Close { error: None, allow_reconnect: true });
-                }
-            }
-        }
     }
 }
 
@@ -264,106 +222,460 @@ fn detailed(hub: &HubInner, generic: String, detail: &str) -> String {
     }
 }
 
-fn dispatch(
-    hub: &Arc<HubInner>,
-    connection: &Arc<Connection>,
-    signals: &Arc<ConnectionSignals>,
-    message: HubMessage,
-) -> Step {
-    match message {
-        HubMessage::Invocation(invocation) => {
-            let target = invocation.target;
-            let id = invocation.invocation_id;
-            let fail = |error: String| match &id {
-                Some(id) => Step::Invoke(
-                    futures_util::future::ready(Some(HubMessage::Completion(
-                        Completion::with_error(id.clone(), error),
-                    )))
-                    .boxed(),
-                ),
-                None => Step::Continue,
-            };
-            let Some(method) = hub.method(&target) else {
-                tracing::debug!(connection_id = %connection.id, %target, "unknown hub method");
-                return fail(detailed(
-                    hub,
-                    format!("Failed to invoke '{target}' due to an error on the server."),
-                    "HubException: Method does not exist.",
-                ));
-            };
-            if !invocation.stream_ids.is_empty() {
-                return fail(format!(
-                    "Client sent {} stream(s), Hub method expects 0.",
-                    invocation.stream_ids.len()
-                ));
+fn failed_to_invoke(target: &str) -> String {
+    format!("Failed to invoke '{target}' due to an error on the server.")
+}
+
+/// A checked invocation: its method, upload-stream receivers and cancellation.
+type Prepared = (
+    Arc<MethodEntry>,
+    Vec<crate::handler::UploadReceiver>,
+    CancellationToken,
+);
+
+/// A non-streaming invocation waiting for a free slot.
+struct QueuedInvocation {
+    invocation_id: Option<String>,
+    target: String,
+    method: Arc<MethodEntry>,
+    arguments: Vec<Payload>,
+    streams: Vec<mpsc::Receiver<Result<Payload, String>>>,
+    stream_ids: Vec<String>,
+    cancellation: CancellationToken,
+}
+
+struct LoopState {
+    hub: Arc<HubInner>,
+    context: Arc<ConnectionContext>,
+    protocol: HubProtocol,
+    queued: VecDeque<QueuedInvocation>,
+    running: usize,
+    done: (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
+}
+
+impl LoopState {
+    fn connection(&self) -> &Arc<Connection> {
+        &self.context.connection
+    }
+
+    async fn reply(&self, message: HubMessage) {
+        let _ = self
+            .connection()
+            .send(Outgoing::Message(SerializedMessage::new(message)))
+            .await;
+    }
+
+    async fn reply_error(&self, invocation_id: Option<&str>, error: String) {
+        if let Some(id) = invocation_id {
+            self.reply(HubMessage::Completion(Completion::with_error(id, error)))
+                .await;
+        }
+    }
+
+    async fn run(&mut self, inbound: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut) -> Outcome {
+        let options = self.hub.options.clone();
+        let inherent_keep_alive = self.connection().transport() == Some(TransportType::LongPolling);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_received = Instant::now();
+        let mut client_timeout_armed = false;
+        let max_parallel = options.maximum_parallel_invocations_per_client.max(1);
+
+        loop {
+            while self.running < max_parallel {
+                let Some(queued) = self.queued.pop_front() else {
+                    break;
+                };
+                self.start_invocation(queued);
             }
-            let caller = HubCallerContext {
-                connection: connection.clone(),
-                hub: hub.clone(),
-                signals: signals.clone(),
-            };
-            let call = (method.handler)(caller, invocation.arguments);
-            let hub = hub.clone();
-            Step::Invoke(
-                async move {
-                    let result = call.await;
-                    let Some(id) = id else {
-                        if let Err(InvokeError::Method(err)) = &result {
-                            tracing::debug!(%target, %err, "hub method failed (non-blocking call)");
-                        }
-                        return None;
-                    };
-                    let detailed_errors = hub.options.enable_detailed_errors;
-                    let completion = match result {
-                        Ok(Some(value)) => Completion::with_result(id, value),
-                        Ok(None) => Completion::void(id),
-                        Err(InvokeError::Binding(detail)) => Completion::with_error(
-                            id,
-                            detailed(
-                                &hub,
-                                format!(
-                                    "Failed to invoke '{target}' due to an error on the server."
-                                ),
-                                &detail,
-                            ),
-                        ),
-                        Err(InvokeError::Method(err)) => {
-                            tracing::debug!(%target, %err, "hub method failed");
-                            Completion::with_error(id, err.client_message(&target, detailed_errors))
-                        }
-                    };
-                    Some(HubMessage::Completion(completion))
+            while self.queued.len() < MAX_QUEUED_INVOCATIONS {
+                let message = match self
+                    .protocol
+                    .parse_message(buf, options.maximum_receive_message_size)
+                {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(err) => {
+                        tracing::debug!(connection_id = %self.connection().id, %err, "closing connection after a protocol error");
+                        return Outcome::Close(error_close(&self.hub, &err));
+                    }
+                };
+                if matches!(message, HubMessage::Ping) {
+                    client_timeout_armed = true;
                 }
-                .boxed(),
-            )
+                if let Some(outcome) = self.dispatch(message).await {
+                    return outcome;
+                }
+                if self.running < max_parallel && !self.queued.is_empty() {
+                    break;
+                }
+            }
+            if self.running < max_parallel && !self.queued.is_empty() {
+                continue;
+            }
+
+            let connection = self.context.connection.clone();
+            tokio::select! {
+                () = connection.closed.cancelled() => return Outcome::TransportClosed,
+                () = self.context.close_notify.notified() => {
+                    if let Some(close) = self.context.take_close_request() {
+                        return Outcome::Close(close);
+                    }
+                }
+                Some(()) = self.done.1.recv() => {
+                    self.running = self.running.saturating_sub(1);
+                }
+                bytes = inbound.recv(), if self.queued.len() < MAX_QUEUED_INVOCATIONS => match bytes {
+                    Some(bytes) => {
+                        last_received = Instant::now();
+                        buf.extend_from_slice(&bytes);
+                    }
+                    None => return Outcome::TransportClosed,
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if !inherent_keep_alive && connection.last_write_elapsed(now) >= options.keep_alive_interval {
+                        let ping = SerializedMessage::new(HubMessage::Ping);
+                        let _ = connection.try_send(Outgoing::Message(ping));
+                        connection.touch_write(now);
+                    }
+                    if client_timeout_armed && now.duration_since(last_received) > options.client_timeout_interval {
+                        tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
+                        return Outcome::Close(Close { error: None, allow_reconnect: true });
+                    }
+                }
+            }
         }
-        HubMessage::StreamInvocation(invocation) => {
-            let target = invocation.target;
-            let error = if hub.method(&target).is_some() {
-                format!(
-                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-                )
-            } else {
-                detailed(
-                    hub,
-                    format!("Failed to invoke '{target}' due to an error on the server."),
-                    "HubException: Method does not exist.",
-                )
+    }
+
+    /// Checks an invocation against the method and registers its upload streams. `Err` is the
+    /// Completion error to answer with.
+    fn prepare(
+        &self,
+        invocation_id: Option<&str>,
+        target: &str,
+        arguments: &[Payload],
+        stream_ids: &[String],
+        streaming: bool,
+    ) -> Result<Prepared, String> {
+        let Some(method) = self.hub.method(target).cloned() else {
+            tracing::debug!(connection_id = %self.connection().id, %target, "unknown hub method");
+            return Err(detailed(
+                &self.hub,
+                failed_to_invoke(target),
+                "HubException: Method does not exist.",
+            ));
+        };
+        let user = &self.context.user;
+        if method
+            .policy
+            .as_ref()
+            .is_some_and(|policy| !policy.allows(user))
+        {
+            return Err(format!(
+                "Failed to invoke '{target}' because user is unauthorized"
+            ));
+        }
+        if method.streaming && !streaming {
+            return Err(format!(
+                "The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+            ));
+        }
+        if !method.streaming && streaming {
+            return Err(format!(
+                "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+            ));
+        }
+        if stream_ids.len() != method.stream_parameters {
+            return Err(format!(
+                "Client sent {} stream(s), Hub method expects {}.",
+                stream_ids.len(),
+                method.stream_parameters
+            ));
+        }
+        if arguments.len() != method.value_parameters {
+            return Err(detailed(
+                &self.hub,
+                failed_to_invoke(target),
+                &format!(
+                    "InvalidDataException: Invocation provides {} argument(s) but target expects {}.",
+                    arguments.len(),
+                    method.value_parameters
+                ),
+            ));
+        }
+        let cancellation = self.connection().closed.child_token();
+        if let Some(id) = invocation_id {
+            let Ok(mut invocations) = self.context.invocations.lock() else {
+                return Err(failed_to_invoke(target));
             };
-            let completion = Completion::with_error(invocation.invocation_id, error);
-            Step::Invoke(
-                futures_util::future::ready(Some(HubMessage::Completion(completion))).boxed(),
-            )
+            if invocations.contains_key(id) {
+                return Err(format!("Invocation ID '{id}' is already in use."));
+            }
+            invocations.insert(id.to_owned(), cancellation.clone());
         }
-        HubMessage::Close(close) => {
-            tracing::debug!(connection_id = %connection.id, error = ?close.error, "client sent Close");
-            Step::End(Outcome::ClientClosed)
+        let mut receivers = Vec::with_capacity(stream_ids.len());
+        if let Ok(mut uploads) = self.context.uploads.lock() {
+            for stream_id in stream_ids {
+                let (tx, rx) = mpsc::channel(self.hub.options.stream_buffer_capacity.max(1));
+                uploads.insert(stream_id.clone(), tx);
+                receivers.push(rx);
+            }
         }
-        HubMessage::Ping
-        | HubMessage::Ack { .. }
-        | HubMessage::Sequence { .. }
-        | HubMessage::CancelInvocation(_)
-        | HubMessage::StreamItem(_)
-        | HubMessage::Completion(_) => Step::Continue,
+        Ok((method, receivers, cancellation))
+    }
+
+    /// Handles one message; `Some` ends the loop.
+    async fn dispatch(&mut self, message: HubMessage) -> Option<Outcome> {
+        match message {
+            HubMessage::Invocation(invocation) => {
+                let id = invocation.invocation_id;
+                match self.prepare(
+                    id.as_deref(),
+                    &invocation.target,
+                    &invocation.arguments,
+                    &invocation.stream_ids,
+                    false,
+                ) {
+                    Ok((method, streams, cancellation)) => {
+                        self.queued.push_back(QueuedInvocation {
+                            invocation_id: id,
+                            target: invocation.target,
+                            method,
+                            arguments: invocation.arguments,
+                            streams,
+                            stream_ids: invocation.stream_ids,
+                            cancellation,
+                        })
+                    }
+                    Err(error) => self.reply_error(id.as_deref(), error).await,
+                }
+            }
+            HubMessage::StreamInvocation(invocation) => {
+                let id = invocation.invocation_id;
+                match self.prepare(
+                    Some(&id),
+                    &invocation.target,
+                    &invocation.arguments,
+                    &invocation.stream_ids,
+                    true,
+                ) {
+                    Ok((method, streams, cancellation)) => self.start_stream(QueuedInvocation {
+                        invocation_id: Some(id),
+                        target: invocation.target,
+                        method,
+                        arguments: invocation.arguments,
+                        streams,
+                        stream_ids: invocation.stream_ids,
+                        cancellation,
+                    }),
+                    Err(error) => self.reply_error(Some(&id), error).await,
+                }
+            }
+            HubMessage::CancelInvocation(cancel) => {
+                let token = self
+                    .context
+                    .invocations
+                    .lock()
+                    .ok()
+                    .and_then(|i| i.get(&cancel.invocation_id).cloned());
+                if let Some(token) = token {
+                    token.cancel();
+                }
+            }
+            HubMessage::StreamItem(item) => {
+                let sender = self
+                    .context
+                    .uploads
+                    .lock()
+                    .ok()
+                    .and_then(|u| u.get(&item.invocation_id).cloned());
+                if let Some(sender) = sender {
+                    // Waits while the stream's buffer is full (StreamBufferCapacity back-pressure).
+                    let _ = sender.send(Ok(item.item)).await;
+                }
+            }
+            HubMessage::Completion(completion) => {
+                let upload = self
+                    .context
+                    .uploads
+                    .lock()
+                    .ok()
+                    .and_then(|mut u| u.remove(&completion.invocation_id));
+                if let Some(sender) = upload {
+                    if let CompletionResult::Error(error) = completion.result {
+                        let _ = sender.send(Err(error)).await;
+                    }
+                } else if !self
+                    .context
+                    .complete_result(&completion.invocation_id, completion.result)
+                {
+                    tracing::debug!(connection_id = %self.connection().id, invocation_id = %completion.invocation_id, "unexpected completion");
+                }
+            }
+            HubMessage::Close(close) => {
+                tracing::debug!(connection_id = %self.connection().id, error = ?close.error, "client sent Close");
+                return Some(Outcome::ClientClosed(close.error));
+            }
+            HubMessage::Ping | HubMessage::Ack { .. } | HubMessage::Sequence { .. } => {}
+        }
+        None
+    }
+
+    fn invocation(&self, queued: QueuedInvocation) -> (HubInvocation, QueuedParts) {
+        let caller =
+            HubCallerContext::new(self.context.clone(), queued.cancellation.clone(), false);
+        let invocation = HubInvocation {
+            caller,
+            method: queued.method.name.clone(),
+            arguments: queued.arguments,
+            streams: queued.streams,
+            handler: queued.method.handler.clone(),
+        };
+        let parts = QueuedParts {
+            context: self.context.clone(),
+            hub: self.hub.clone(),
+            invocation_id: queued.invocation_id,
+            target: queued.target,
+            stream_ids: queued.stream_ids,
+            cancellation: queued.cancellation,
+        };
+        (invocation, parts)
+    }
+
+    fn start_invocation(&mut self, queued: QueuedInvocation) {
+        self.running += 1;
+        let done = self.done.0.clone();
+        let (invocation, parts) = self.invocation(queued);
+        tokio::spawn(async move {
+            let result = Next::new(parts.hub.filters.clone()).run(invocation).await;
+            parts.finish();
+            if let Some(id) = &parts.invocation_id {
+                if !parts.context.close_requested() {
+                    let completion = parts.completion(id, result);
+                    let _ = parts
+                        .context
+                        .connection
+                        .send(Outgoing::Message(SerializedMessage::new(
+                            HubMessage::Completion(completion),
+                        )))
+                        .await;
+                }
+            } else if let Err(err) = result {
+                let error = match err {
+                    InvokeError::Binding(detail) => detail,
+                    InvokeError::Method(err) => err.to_string(),
+                };
+                tracing::debug!(target = %parts.target, %error, "non-blocking hub method call failed");
+            }
+            let _ = done.send(());
+        });
+    }
+
+    fn start_stream(&mut self, queued: QueuedInvocation) {
+        let (invocation, parts) = self.invocation(queued);
+        tokio::spawn(async move {
+            let id = parts.invocation_id.clone().unwrap_or_default();
+            let detailed_errors = parts.hub.options.enable_detailed_errors;
+            let connection = parts.context.connection.clone();
+            let cancellation = parts.cancellation.clone();
+            let result = tokio::select! {
+                result = Next::new(parts.hub.filters.clone()).run(invocation) => Some(result),
+                () = cancellation.cancelled() => None,
+            };
+            let error = match result {
+                None => None,
+                Some(Ok(MethodOutput::Stream(mut stream))) => loop {
+                    let item = tokio::select! {
+                        item = stream.next() => item,
+                        () = cancellation.cancelled() => break None,
+                    };
+                    match item {
+                        Some(Ok(item)) => {
+                            let message = HubMessage::StreamItem(StreamItem {
+                                headers: Default::default(),
+                                invocation_id: id.clone(),
+                                item,
+                            });
+                            tokio::select! {
+                                sent = connection.send(Outgoing::Message(SerializedMessage::new(message))) => {
+                                    if sent.is_err() { break None; }
+                                }
+                                () = cancellation.cancelled() => break None,
+                            }
+                        }
+                        Some(Err(err)) => break Some(err.stream_message(detailed_errors)),
+                        None => break None,
+                    }
+                },
+                Some(Ok(_)) => None,
+                Some(Err(InvokeError::Binding(detail))) => Some(detailed(
+                    &parts.hub,
+                    failed_to_invoke(&parts.target),
+                    &detail,
+                )),
+                Some(Err(InvokeError::Method(err))) => {
+                    Some(err.invocation_message(&parts.target, detailed_errors))
+                }
+            };
+            parts.finish();
+            if !parts.context.close_requested() {
+                let completion = match error {
+                    Some(error) => Completion::with_error(id, error),
+                    None => Completion::void(id),
+                };
+                let _ = connection
+                    .send(Outgoing::Message(SerializedMessage::new(
+                        HubMessage::Completion(completion),
+                    )))
+                    .await;
+            }
+        });
+    }
+}
+
+/// What an invocation task needs after the method ran.
+struct QueuedParts {
+    context: Arc<ConnectionContext>,
+    hub: Arc<HubInner>,
+    invocation_id: Option<String>,
+    target: String,
+    stream_ids: Vec<String>,
+    cancellation: CancellationToken,
+}
+
+impl QueuedParts {
+    /// Forgets the invocation's cancellation and upload streams.
+    fn finish(&self) {
+        if let Some(id) = &self.invocation_id {
+            if let Ok(mut invocations) = self.context.invocations.lock() {
+                invocations.remove(id);
+            }
+        }
+        if let Ok(mut uploads) = self.context.uploads.lock() {
+            for stream_id in &self.stream_ids {
+                uploads.remove(stream_id);
+            }
+        }
+        self.cancellation.cancel();
+    }
+
+    fn completion(&self, id: &str, result: Result<MethodOutput, InvokeError>) -> Completion {
+        let detailed_errors = self.hub.options.enable_detailed_errors;
+        match result {
+            Ok(MethodOutput::Value(value)) => Completion::with_result(id, value),
+            Ok(MethodOutput::Void) => Completion::void(id),
+            Ok(MethodOutput::Stream(_)) => {
+                Completion::with_error(id, failed_to_invoke(&self.target))
+            }
+            Err(InvokeError::Binding(detail)) => Completion::with_error(
+                id,
+                detailed(&self.hub, failed_to_invoke(&self.target), &detail),
+            ),
+            Err(InvokeError::Method(err)) => {
+                tracing::debug!(target = %self.target, error = %err, "hub method failed");
+                Completion::with_error(id, err.invocation_message(&self.target, detailed_errors))
+            }
+        }
     }
 }

@@ -46,21 +46,41 @@
 //! fan-out reaches it is closed as a slow consumer; see
 //! [`ConnectionOptions::outgoing_queue_capacity`].
 
+mod auth;
+mod clients;
 mod connection;
+mod context;
 mod dispatcher;
+mod error;
+mod filter;
+mod handler;
 mod hub;
 mod hub_connection;
 mod options;
 
 use std::sync::Arc;
 
-pub use connection::ConnectionRequest;
-pub use hub::{
-    ClientProxy, Hub, HubBuilder, HubCallerClients, HubCallerContext, HubError, HubMethod,
-    IntoArguments, IntoHubResult,
+pub use auth::{
+    AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
 };
+pub use clients::{
+    ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
+    SingleClientProxy,
+};
+pub use connection::ConnectionRequest;
+pub use context::HubCallerContext;
+pub use error::{ClientResultError, HubError};
+pub use filter::{HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected};
+pub use handler::{
+    HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,
+    MethodOutput, State, UploadStream,
+};
+pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
 pub use options::{ConnectionOptions, HubOptions};
 pub use signalr_protocol::{HubProtocol, Payload, TransportType};
+
+#[doc(hidden)]
+pub use handler::{ArgumentKind, ArgumentSource, markers};
 
 impl Hub {
     /// The axum [`Router`](axum::Router) serving this hub: `/negotiate` and `/`. Mount it at

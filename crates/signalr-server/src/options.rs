@@ -25,6 +25,16 @@ pub struct HubOptions {
     pub enable_detailed_errors: bool,
     /// Hub protocols clients may choose in the handshake. Default JSON and MessagePack.
     pub supported_protocols: Vec<HubProtocol>,
+    /// Items buffered per client-to-server stream before the connection stops reading. Default 10
+    /// (`StreamBufferCapacity`, §A6.6).
+    pub stream_buffer_capacity: usize,
+    /// Hub method invocations of one client that may run at once; further ones wait in order.
+    /// Default 1 (`MaximumParallelInvocationsPerClient`, §A11). Streaming methods do not count.
+    pub maximum_parallel_invocations_per_client: usize,
+    /// How long the server waits for a client result (§A6.9). Default 30 s. ASP.NET waits until
+    /// the call's cancellation token fires; a bound keeps a silent client from holding a hub
+    /// method forever.
+    pub client_result_timeout: Duration,
 }
 
 impl Default for HubOptions {
@@ -36,6 +46,9 @@ impl Default for HubOptions {
             maximum_receive_message_size: Some(32 * 1024),
             enable_detailed_errors: false,
             supported_protocols: vec![HubProtocol::Json, HubProtocol::MessagePack],
+            stream_buffer_capacity: 10,
+            maximum_parallel_invocations_per_client: 1,
+            client_result_timeout: Duration::from_secs(30),
         }
     }
 }

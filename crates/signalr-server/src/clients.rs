@@ -1,0 +1,533 @@
+//! Calling client methods: the in-memory lifetime manager (connections, groups, users of one hub
+//! on this server) and the proxies hub code uses (ASP.NET `Clients.*` and `Groups`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use signalr_protocol::{CompletionResult, HubMessage, Invocation, Payload};
+
+use crate::connection::{Connection, Outgoing, SerializedMessage};
+use crate::context::{ConnectionContext, HubCallerContext};
+use crate::error::ClientResultError;
+use crate::handler::IntoArguments;
+
+/// Which connections a message reaches.
+#[derive(Debug, Clone)]
+enum Recipients {
+    All,
+    AllExcept(Vec<String>),
+    Connections(Vec<String>),
+    Groups(Vec<String>),
+    GroupExcept(String, Vec<String>),
+    Users(Vec<String>),
+}
+
+#[derive(Default)]
+struct Registry {
+    connections: HashMap<String, Arc<ConnectionContext>>,
+    groups: HashMap<String, HashSet<String>>,
+    memberships: HashMap<String, HashSet<String>>,
+    users: HashMap<String, HashSet<String>>,
+}
+
+/// The connections, groups and users of one hub on this server.
+#[derive(Default)]
+pub(crate) struct LocalLifetime {
+    registry: RwLock<Registry>,
+}
+
+impl LocalLifetime {
+    pub(crate) fn add(&self, connection: Arc<ConnectionContext>) {
+        let Ok(mut registry) = self.registry.write() else {
+            return;
+        };
+        let id = connection.id().to_owned();
+        if let Some(user) = &connection.user_id {
+            registry
+                .users
+                .entry(user.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        registry.connections.insert(id, connection);
+    }
+
+    /// Removes the connection with its group memberships; groups left empty disappear.
+    pub(crate) fn remove(&self, connection_id: &str) {
+        let Ok(mut registry) = self.registry.write() else {
+            return;
+        };
+        let Some(connection) = registry.connections.remove(connection_id) else {
+            return;
+        };
+        if let Some(user) = &connection.user_id {
+            if let Some(set) = registry.users.get_mut(user) {
+                set.remove(connection_id);
+                if set.is_empty() {
+                    registry.users.remove(user);
+                }
+            }
+        }
+        for group in registry
+            .memberships
+            .remove(connection_id)
+            .unwrap_or_default()
+        {
+            if let Some(members) = registry.groups.get_mut(&group) {
+                members.remove(connection_id);
+                if members.is_empty() {
+                    registry.groups.remove(&group);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.registry
+            .read()
+            .map(|r| r.connections.len())
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn group_count(&self) -> usize {
+        self.registry.read().map(|r| r.groups.len()).unwrap_or(0)
+    }
+
+    fn add_to_group(&self, connection_id: &str, group: &str) {
+        let Ok(mut registry) = self.registry.write() else {
+            return;
+        };
+        if !registry.connections.contains_key(connection_id) {
+            return;
+        }
+        registry
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .insert(connection_id.to_owned());
+        registry
+            .memberships
+            .entry(connection_id.to_owned())
+            .or_default()
+            .insert(group.to_owned());
+    }
+
+    fn remove_from_group(&self, connection_id: &str, group: &str) {
+        let Ok(mut registry) = self.registry.write() else {
+            return;
+        };
+        if let Some(members) = registry.groups.get_mut(group) {
+            members.remove(connection_id);
+            if members.is_empty() {
+                registry.groups.remove(group);
+            }
+        }
+        if let Some(groups) = registry.memberships.get_mut(connection_id) {
+            groups.remove(group);
+        }
+    }
+
+    fn connection(&self, connection_id: &str) -> Option<Arc<ConnectionContext>> {
+        self.registry
+            .read()
+            .ok()?
+            .connections
+            .get(connection_id)
+            .cloned()
+    }
+
+    fn resolve(&self, recipients: &Recipients) -> Vec<Arc<Connection>> {
+        let Ok(registry) = self.registry.read() else {
+            return Vec::new();
+        };
+        let by_id = |id: &String| registry.connections.get(id).map(|c| c.connection.clone());
+        match recipients {
+            Recipients::All => registry
+                .connections
+                .values()
+                .map(|c| c.connection.clone())
+                .collect(),
+            Recipients::AllExcept(excluded) => registry
+                .connections
+                .iter()
+                .filter(|(id, _)| !excluded.contains(id))
+                .map(|(_, c)| c.connection.clone())
+                .collect(),
+            Recipients::Connections(ids) => {
+                let unique: HashSet<&String> = ids.iter().collect();
+                unique.into_iter().filter_map(by_id).collect()
+            }
+            Recipients::Groups(groups) => {
+                let members: HashSet<&String> = groups
+                    .iter()
+                    .filter_map(|g| registry.groups.get(g))
+                    .flatten()
+                    .collect();
+                members.into_iter().filter_map(by_id).collect()
+            }
+            Recipients::GroupExcept(group, excluded) => registry
+                .groups
+                .get(group)
+                .into_iter()
+                .flatten()
+                .filter(|id| !excluded.contains(id))
+                .filter_map(by_id)
+                .collect(),
+            Recipients::Users(users) => {
+                let members: HashSet<&String> = users
+                    .iter()
+                    .filter_map(|u| registry.users.get(u))
+                    .flatten()
+                    .collect();
+                members.into_iter().filter_map(by_id).collect()
+            }
+        }
+    }
+
+    async fn send(&self, recipients: &Recipients, message: HubMessage) {
+        let targets = self.resolve(recipients);
+        let message = SerializedMessage::new(message);
+        if let [single] = targets.as_slice() {
+            if matches!(recipients, Recipients::Connections(ids) if ids.len() == 1) {
+                // One addressed connection waits for room in its queue (back-pressure).
+                let _ = single.send(Outgoing::Message(message)).await;
+                return;
+            }
+        }
+        for connection in targets {
+            let _ = connection.try_send(Outgoing::Message(message.clone()));
+        }
+    }
+}
+
+fn invocation(method: &str, arguments: impl IntoArguments) -> HubMessage {
+    HubMessage::Invocation(Invocation {
+        target: method.to_owned(),
+        arguments: arguments.into_arguments(),
+        ..Default::default()
+    })
+}
+
+/// Sends client method calls; implemented by [`ClientProxy`] and [`SingleClientProxy`], and what
+/// typed client traits generated by `#[hub_client]` build on.
+pub trait ClientSender: Send + Sync {
+    /// Calls `method` with `arguments` on the proxy's clients (no answer expected).
+    fn send_payloads(&self, method: &str, arguments: Vec<Payload>) -> BoxFuture<'_, ()>;
+}
+
+/// A set of clients to call methods on (ASP.NET `IClientProxy`).
+#[derive(Clone)]
+#[must_use]
+pub struct ClientProxy {
+    lifetime: Arc<LocalLifetime>,
+    recipients: Recipients,
+}
+
+impl ClientProxy {
+    /// Calls `method` on every client of the set without expecting an answer (an Invocation
+    /// without id, reference §A6.2). Takes `()`, a tuple of up to 12 `Serialize` values, or a
+    /// `Vec<Payload>`.
+    ///
+    /// The message is serialized at most once per protocol and queued to each connection. The
+    /// future completes when the message is **queued**, not when it is delivered. One addressed
+    /// connection (`client(id)`) waits for room in its queue; a fan-out never waits: a connection
+    /// whose queue is full is closed as a slow consumer
+    /// ([`ConnectionOptions::outgoing_queue_capacity`](crate::ConnectionOptions)). Unknown
+    /// connection ids, groups and users are ignored, as in ASP.NET. A value that fails to
+    /// serialize is logged and not sent.
+    pub async fn send(&self, method: &str, arguments: impl IntoArguments) {
+        self.lifetime
+            .send(&self.recipients, invocation(method, arguments))
+            .await;
+    }
+}
+
+impl ClientSender for ClientProxy {
+    fn send_payloads(&self, method: &str, arguments: Vec<Payload>) -> BoxFuture<'_, ()> {
+        let message = invocation(method, arguments);
+        Box::pin(async move { self.lifetime.send(&self.recipients, message).await })
+    }
+}
+
+/// One client (ASP.NET `ISingleClientProxy`): send to it, or invoke a method on it and await its
+/// result (client results, reference §A6.9).
+#[derive(Clone)]
+#[must_use]
+pub struct SingleClientProxy {
+    lifetime: Arc<LocalLifetime>,
+    connection_id: String,
+    /// Set when the caller is inside `on_connected`, where client results are refused.
+    connecting: bool,
+}
+
+impl SingleClientProxy {
+    /// The connection this proxy addresses.
+    pub fn connection_id(&self) -> &str {
+        &self.connection_id
+    }
+
+    /// Calls `method` without expecting an answer; see [`ClientProxy::send`].
+    pub async fn send(&self, method: &str, arguments: impl IntoArguments) {
+        let recipients = Recipients::Connections(vec![self.connection_id.clone()]);
+        self.lifetime
+            .send(&recipients, invocation(method, arguments))
+            .await;
+    }
+
+    /// Invokes `method` on the client and waits for its result, bound to `T` with serde.
+    ///
+    /// Waits at most [`HubOptions::client_result_timeout`](crate::HubOptions) (30 s by default).
+    ///
+    /// # Errors
+    /// [`ClientResultError::Client`] with the client's error text (`Client didn't provide a
+    /// result.` when it has no handler); [`ClientResultError::Disconnected`] when the connection
+    /// closes first; [`ClientResultError::UnknownConnection`]; [`ClientResultError::Timeout`];
+    /// [`ClientResultError::InvalidResult`] when the result does not bind to `T` (a void result
+    /// binds as `null`); [`ClientResultError::NotAllowedInOnConnected`].
+    pub async fn invoke<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        arguments: impl IntoArguments,
+    ) -> Result<T, ClientResultError> {
+        if self.connecting {
+            return Err(ClientResultError::NotAllowedInOnConnected);
+        }
+        let connection = self
+            .lifetime
+            .connection(&self.connection_id)
+            .ok_or_else(|| ClientResultError::UnknownConnection(self.connection_id.clone()))?;
+        let timeout: Duration = connection.hub.options.client_result_timeout;
+        let (id, receiver) = connection.register_result();
+        let message = HubMessage::Invocation(Invocation {
+            invocation_id: Some(id.clone()),
+            target: method.to_owned(),
+            arguments: arguments.into_arguments(),
+            ..Default::default()
+        });
+        let disconnected = || ClientResultError::Disconnected(self.connection_id.clone());
+        if connection
+            .connection
+            .send(Outgoing::Message(SerializedMessage::new(message)))
+            .await
+            .is_err()
+        {
+            connection.forget_result(&id);
+            return Err(disconnected());
+        }
+        let result = tokio::select! {
+            result = receiver => result.map_err(|_| disconnected())?,
+            () = tokio::time::sleep(timeout) => {
+                connection.forget_result(&id);
+                return Err(ClientResultError::Timeout);
+            }
+            () = connection.connection.closed.cancelled() => return Err(disconnected()),
+        };
+        match result {
+            CompletionResult::Error(error) => Err(ClientResultError::Client(error)),
+            CompletionResult::Value(payload) => payload
+                .deserialize()
+                .map_err(|e| ClientResultError::InvalidResult(e.to_string())),
+            CompletionResult::Void => serde_json::from_value(serde_json::Value::Null)
+                .map_err(|e| ClientResultError::InvalidResult(e.to_string())),
+        }
+    }
+}
+
+impl ClientSender for SingleClientProxy {
+    fn send_payloads(&self, method: &str, arguments: Vec<Payload>) -> BoxFuture<'_, ()> {
+        let recipients = Recipients::Connections(vec![self.connection_id.clone()]);
+        let message = invocation(method, arguments);
+        Box::pin(async move { self.lifetime.send(&recipients, message).await })
+    }
+}
+
+/// The clients of a hub, from outside any hub method (ASP.NET `IHubClients`).
+#[derive(Clone)]
+pub struct HubClients {
+    lifetime: Arc<LocalLifetime>,
+}
+
+impl HubClients {
+    pub(crate) fn new(lifetime: Arc<LocalLifetime>) -> Self {
+        HubClients { lifetime }
+    }
+
+    fn proxy(&self, recipients: Recipients) -> ClientProxy {
+        ClientProxy {
+            lifetime: self.lifetime.clone(),
+            recipients,
+        }
+    }
+
+    fn strings<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Vec<String> {
+        items.into_iter().map(Into::into).collect()
+    }
+
+    /// Every connection of the hub.
+    pub fn all(&self) -> ClientProxy {
+        self.proxy(Recipients::All)
+    }
+
+    /// Every connection except the listed connection ids.
+    pub fn all_except<S: Into<String>>(
+        &self,
+        connection_ids: impl IntoIterator<Item = S>,
+    ) -> ClientProxy {
+        self.proxy(Recipients::AllExcept(Self::strings(connection_ids)))
+    }
+
+    /// One connection, by connection id; also for client results.
+    pub fn client(&self, connection_id: impl Into<String>) -> SingleClientProxy {
+        SingleClientProxy {
+            lifetime: self.lifetime.clone(),
+            connection_id: connection_id.into(),
+            connecting: false,
+        }
+    }
+
+    /// The listed connections.
+    pub fn clients<S: Into<String>>(
+        &self,
+        connection_ids: impl IntoIterator<Item = S>,
+    ) -> ClientProxy {
+        self.proxy(Recipients::Connections(Self::strings(connection_ids)))
+    }
+
+    /// The members of a group.
+    pub fn group(&self, group: impl Into<String>) -> ClientProxy {
+        self.proxy(Recipients::Groups(vec![group.into()]))
+    }
+
+    /// The members of any of the groups (each connection once).
+    pub fn groups<S: Into<String>>(&self, groups: impl IntoIterator<Item = S>) -> ClientProxy {
+        self.proxy(Recipients::Groups(Self::strings(groups)))
+    }
+
+    /// The members of a group except the listed connection ids.
+    pub fn group_except<S: Into<String>>(
+        &self,
+        group: impl Into<String>,
+        connection_ids: impl IntoIterator<Item = S>,
+    ) -> ClientProxy {
+        self.proxy(Recipients::GroupExcept(
+            group.into(),
+            Self::strings(connection_ids),
+        ))
+    }
+
+    /// Every connection of a user (by user identifier).
+    pub fn user(&self, user_id: impl Into<String>) -> ClientProxy {
+        self.proxy(Recipients::Users(vec![user_id.into()]))
+    }
+
+    /// Every connection of the listed users.
+    pub fn users<S: Into<String>>(&self, user_ids: impl IntoIterator<Item = S>) -> ClientProxy {
+        self.proxy(Recipients::Users(Self::strings(user_ids)))
+    }
+}
+
+/// The clients as seen from a hub method (ASP.NET `IHubCallerClients`): everything of
+/// [`HubClients`] plus the caller-relative sets.
+#[derive(Clone)]
+pub struct HubCallerClients {
+    clients: HubClients,
+    caller: HubCallerContext,
+}
+
+impl std::ops::Deref for HubCallerClients {
+    type Target = HubClients;
+    fn deref(&self) -> &HubClients {
+        &self.clients
+    }
+}
+
+impl HubCallerClients {
+    pub(crate) fn new(lifetime: Arc<LocalLifetime>, caller: HubCallerContext) -> Self {
+        HubCallerClients {
+            clients: HubClients::new(lifetime),
+            caller,
+        }
+    }
+
+    /// The connection that made the call; also for client results. Inside `on_connected`,
+    /// `invoke` is refused as in ASP.NET.
+    pub fn caller(&self) -> SingleClientProxy {
+        SingleClientProxy {
+            lifetime: self.clients.lifetime.clone(),
+            connection_id: self.caller.connection_id().to_owned(),
+            connecting: self.caller.connecting,
+        }
+    }
+
+    /// Every connection except the caller.
+    pub fn others(&self) -> ClientProxy {
+        self.clients.all_except([self.caller.connection_id()])
+    }
+
+    /// The members of a group except the caller.
+    pub fn others_in_group(&self, group: impl Into<String>) -> ClientProxy {
+        self.clients
+            .group_except(group, [self.caller.connection_id()])
+    }
+}
+
+/// Adds connections to groups and removes them (ASP.NET `IGroupManager`). A group exists while it
+/// has members; memberships end with the connection. Groups belong to one hub.
+#[derive(Clone)]
+pub struct GroupManager {
+    lifetime: Arc<LocalLifetime>,
+}
+
+impl GroupManager {
+    pub(crate) fn new(lifetime: Arc<LocalLifetime>) -> Self {
+        GroupManager { lifetime }
+    }
+
+    /// Adds a connection to a group. Once this returns, sends to the group reach it. Unknown
+    /// connection ids are ignored.
+    pub async fn add_to_group(&self, connection_id: &str, group: &str) {
+        self.lifetime.add_to_group(connection_id, group);
+    }
+
+    /// Removes a connection from a group.
+    pub async fn remove_from_group(&self, connection_id: &str, group: &str) {
+        self.lifetime.remove_from_group(connection_id, group);
+    }
+}
+
+/// A handle for sending to a hub's clients from outside hub methods (ASP.NET `IHubContext`):
+/// background tasks, HTTP handlers. Cheap to clone; messages sent through one handle, one after
+/// the other, reach each connection in that order.
+#[derive(Clone)]
+pub struct HubContext {
+    lifetime: Arc<LocalLifetime>,
+}
+
+impl HubContext {
+    pub(crate) fn new(lifetime: Arc<LocalLifetime>) -> Self {
+        HubContext { lifetime }
+    }
+
+    /// The hub's clients.
+    pub fn clients(&self) -> HubClients {
+        HubClients::new(self.lifetime.clone())
+    }
+
+    /// The hub's groups.
+    pub fn groups(&self) -> GroupManager {
+        GroupManager::new(self.lifetime.clone())
+    }
+
+    /// Connections that completed the handshake and are open.
+    pub fn connection_count(&self) -> usize {
+        self.lifetime.count()
+    }
+
+    /// Groups with at least one member.
+    pub fn group_count(&self) -> usize {
+        self.lifetime.group_count()
+    }
+}

@@ -1,0 +1,243 @@
+//! The per-connection hub state and the caller context handed to hub methods
+//! (ASP.NET `HubCallerContext`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::http::Extensions;
+use signalr_protocol::{Close, CompletionResult, HubProtocol, Payload, TransportType};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::User;
+use crate::clients::{GroupManager, HubCallerClients};
+use crate::connection::{Connection, ConnectionRequest};
+use crate::hub::HubInner;
+
+/// The hub-side state of one connection, shared by its message loop and its invocations.
+pub(crate) struct ConnectionContext {
+    pub connection: Arc<Connection>,
+    pub hub: Arc<HubInner>,
+    pub user: User,
+    pub user_id: Option<String>,
+    /// A close requested by hub code, picked up by the message loop.
+    pub close_request: Mutex<Option<Close>>,
+    pub close_notify: Notify,
+    items: Mutex<Extensions>,
+    /// Client results awaited by the server, by invocation id (`s1`, `s2`, ...).
+    pending_results: Mutex<HashMap<String, oneshot::Sender<CompletionResult>>>,
+    next_result_id: AtomicU64,
+    /// Cancellation of running invocations and streams, by invocation id.
+    pub invocations: Mutex<HashMap<String, CancellationToken>>,
+    /// Upload streams being received, by stream id.
+    pub uploads: Mutex<HashMap<String, mpsc::Sender<Result<Payload, String>>>>,
+}
+
+impl ConnectionContext {
+    pub(crate) fn new(connection: Arc<Connection>, hub: Arc<HubInner>) -> Arc<Self> {
+        let user = connection.user.get().cloned().unwrap_or_default();
+        let user_id = (hub.user_id_provider)(&user);
+        Arc::new(ConnectionContext {
+            connection,
+            hub,
+            user,
+            user_id,
+            close_request: Mutex::new(None),
+            close_notify: Notify::new(),
+            items: Mutex::new(Extensions::new()),
+            pending_results: Mutex::new(HashMap::new()),
+            next_result_id: AtomicU64::new(1),
+            invocations: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.connection.id
+    }
+
+    pub(crate) fn request_close(&self, close: Close) {
+        if let Ok(mut slot) = self.close_request.lock() {
+            slot.get_or_insert(close);
+        }
+        self.close_notify.notify_one();
+    }
+
+    pub(crate) fn take_close_request(&self) -> Option<Close> {
+        self.close_request.lock().ok()?.take()
+    }
+
+    pub(crate) fn close_requested(&self) -> bool {
+        self.close_request
+            .lock()
+            .map(|c| c.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Registers a client result to await; returns its invocation id.
+    pub(crate) fn register_result(&self) -> (String, oneshot::Receiver<CompletionResult>) {
+        let id = format!("s{}", self.next_result_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut pending) = self.pending_results.lock() {
+            pending.insert(id.clone(), tx);
+        }
+        (id, rx)
+    }
+
+    pub(crate) fn forget_result(&self, id: &str) {
+        if let Ok(mut pending) = self.pending_results.lock() {
+            pending.remove(id);
+        }
+    }
+
+    /// Routes a Completion from the client to the awaited client result; `false` if none.
+    pub(crate) fn complete_result(&self, id: &str, result: CompletionResult) -> bool {
+        let sender = self
+            .pending_results
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(id));
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends everything still running for the connection.
+    pub(crate) fn shut_down(&self) {
+        if let Ok(mut invocations) = self.invocations.lock() {
+            for (_, token) in invocations.drain() {
+                token.cancel();
+            }
+        }
+        if let Ok(mut uploads) = self.uploads.lock() {
+            uploads.clear();
+        }
+        if let Ok(mut pending) = self.pending_results.lock() {
+            pending.clear();
+        }
+    }
+}
+
+/// The caller of a hub method (ASP.NET `HubCallerContext` plus the hub's `Clients` and `Groups`).
+///
+/// Cheap to clone. It stays usable after the call: sends to a closed connection are ignored.
+#[derive(Clone)]
+pub struct HubCallerContext {
+    pub(crate) connection: Arc<ConnectionContext>,
+    pub(crate) cancellation: CancellationToken,
+    pub(crate) connecting: bool,
+}
+
+impl std::fmt::Debug for HubCallerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubCallerContext")
+            .field("connection_id", &self.connection_id())
+            .field("user_identifier", &self.user_identifier())
+            .finish()
+    }
+}
+
+impl HubCallerContext {
+    pub(crate) fn new(
+        connection: Arc<ConnectionContext>,
+        cancellation: CancellationToken,
+        connecting: bool,
+    ) -> Self {
+        HubCallerContext {
+            connection,
+            cancellation,
+            connecting,
+        }
+    }
+
+    /// The caller's public connection id (the negotiate `connectionId`).
+    pub fn connection_id(&self) -> &str {
+        self.connection.id()
+    }
+
+    /// The caller's user (anonymous without authentication).
+    pub fn user(&self) -> &User {
+        &self.connection.user
+    }
+
+    /// The user identifier that `Clients.user(id)` addresses, from the hub's user-id provider
+    /// (default: [`User::name_identifier`]).
+    pub fn user_identifier(&self) -> Option<&str> {
+        self.connection.user_id.as_deref()
+    }
+
+    /// The transport the caller is connected with.
+    pub fn transport(&self) -> Option<TransportType> {
+        self.connection.connection.transport()
+    }
+
+    /// The hub protocol the caller chose in the handshake.
+    pub fn protocol(&self) -> Option<HubProtocol> {
+        self.connection.connection.protocol()
+    }
+
+    /// Headers, query string and remote address of the HTTP request that opened the transport.
+    pub fn request(&self) -> Option<&ConnectionRequest> {
+        self.connection.connection.request.get()
+    }
+
+    /// The clients of this hub, relative to the caller.
+    pub fn clients(&self) -> HubCallerClients {
+        HubCallerClients::new(self.connection.hub.lifetime.clone(), self.clone())
+    }
+
+    /// Group membership of this hub's connections.
+    pub fn groups(&self) -> GroupManager {
+        GroupManager::new(self.connection.hub.lifetime.clone())
+    }
+
+    /// Stores a per-connection value (ASP.NET `Context.Items`), one per type; returns the
+    /// previous one.
+    pub fn insert_item<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.connection.items.lock().ok()?.insert(value)
+    }
+
+    /// A per-connection value stored with [`HubCallerContext::insert_item`].
+    pub fn item<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.connection.items.lock().ok()?.get::<T>().cloned()
+    }
+
+    /// The application state of type `T` registered with
+    /// [`HubBuilder::state`](crate::HubBuilder::state).
+    pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.connection.hub.state.get::<T>().cloned()
+    }
+
+    /// Cancelled when the client cancels this invocation (CancelInvocation, reference §A6.5) or
+    /// the connection closes. In `on_connected`/`on_disconnected` it is the connection's.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancellation
+    }
+
+    /// Closes the caller's connection: sends a Close message with `error` (`None` for a normal
+    /// close) and `allow_reconnect` (reference §A6.8), then closes the transport. The invocation
+    /// in progress gets no Completion.
+    pub fn close(&self, error: Option<String>, allow_reconnect: bool) {
+        self.connection.request_close(Close {
+            error,
+            allow_reconnect,
+        });
+    }
+
+    /// Ends the connection without error and without reconnect (ASP.NET `Context.Abort()`).
+    pub fn abort(&self) {
+        self.close(None, false);
+    }
+
+    /// The remote address, when the server was started with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.request().and_then(|r| r.remote_addr)
+    }
+}

@@ -1,0 +1,241 @@
+//! Hub filters: code that wraps every hub method invocation, connect and disconnect (ASP.NET
+//! `IHubFilter`, classic `HubPipelineModule`). A filter can log, reject (return an error without
+//! calling `next`), transform arguments or results, and handle errors (inspect and replace the
+//! `Err` that `next` returns, like `OnIncomingError`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use signalr_protocol::Payload;
+use tokio::sync::mpsc;
+
+use crate::context::HubCallerContext;
+use crate::error::HubError;
+use crate::handler::{ErasedMethod, InvokeError, MethodOutput};
+
+/// One call of a hub method, as filters see it.
+pub struct HubInvocation {
+    /// The caller.
+    pub caller: HubCallerContext,
+    /// The hub method's name, as registered.
+    pub method: String,
+    /// The client's arguments, before binding; a filter may replace them.
+    pub arguments: Vec<Payload>,
+    pub(crate) streams: Vec<mpsc::Receiver<Result<Payload, String>>>,
+    pub(crate) handler: ErasedMethod,
+}
+
+impl std::fmt::Debug for HubInvocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubInvocation")
+            .field("method", &self.method)
+            .field("arguments", &self.arguments)
+            .finish()
+    }
+}
+
+pub(crate) type Filters = Arc<[Arc<dyn HubFilter>]>;
+pub(crate) type ConnectedFn =
+    Arc<dyn Fn(HubCallerContext) -> BoxFuture<'static, Result<(), HubError>> + Send + Sync>;
+pub(crate) type DisconnectedFn = Arc<
+    dyn Fn(HubCallerContext, Option<String>) -> BoxFuture<'static, Result<(), HubError>>
+        + Send
+        + Sync,
+>;
+
+/// The rest of the invocation pipeline: the next filter, or the hub method itself.
+pub struct Next {
+    filters: Filters,
+    index: usize,
+}
+
+impl Next {
+    pub(crate) fn new(filters: Filters) -> Self {
+        Next { filters, index: 0 }
+    }
+
+    /// Runs the rest of the pipeline.
+    pub fn run(
+        self,
+        invocation: HubInvocation,
+    ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>> {
+        match self.filters.get(self.index).cloned() {
+            Some(filter) => filter.invoke(
+                invocation,
+                Next {
+                    filters: self.filters,
+                    index: self.index + 1,
+                },
+            ),
+            None => {
+                (invocation.handler)(invocation.caller, invocation.arguments, invocation.streams)
+            }
+        }
+    }
+}
+
+/// The rest of the connect pipeline.
+pub struct NextConnected {
+    filters: Filters,
+    index: usize,
+    handler: Option<ConnectedFn>,
+}
+
+impl NextConnected {
+    pub(crate) fn new(filters: Filters, handler: Option<ConnectedFn>) -> Self {
+        NextConnected {
+            filters,
+            index: 0,
+            handler,
+        }
+    }
+
+    /// Runs the rest of the pipeline (ending with the hub's `on_connected`).
+    pub fn run(self, caller: HubCallerContext) -> BoxFuture<'static, Result<(), HubError>> {
+        match self.filters.get(self.index).cloned() {
+            Some(filter) => filter.on_connected(
+                caller,
+                NextConnected {
+                    filters: self.filters,
+                    index: self.index + 1,
+                    handler: self.handler,
+                },
+            ),
+            None => match self.handler {
+                Some(handler) => handler(caller),
+                None => Box::pin(async { Ok(()) }),
+            },
+        }
+    }
+}
+
+/// The rest of the disconnect pipeline.
+pub struct NextDisconnected {
+    filters: Filters,
+    index: usize,
+    handler: Option<DisconnectedFn>,
+}
+
+impl NextDisconnected {
+    pub(crate) fn new(filters: Filters, handler: Option<DisconnectedFn>) -> Self {
+        NextDisconnected {
+            filters,
+            index: 0,
+            handler,
+        }
+    }
+
+    /// Runs the rest of the pipeline (ending with the hub's `on_disconnected`).
+    pub fn run(
+        self,
+        caller: HubCallerContext,
+        error: Option<String>,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        match self.filters.get(self.index).cloned() {
+            Some(filter) => filter.on_disconnected(
+                caller,
+                error,
+                NextDisconnected {
+                    filters: self.filters,
+                    index: self.index + 1,
+                    handler: self.handler,
+                },
+            ),
+            None => match self.handler {
+                Some(handler) => handler(caller, error),
+                None => Box::pin(async { Ok(()) }),
+            },
+        }
+    }
+}
+
+/// A hub filter. Every method has a default that just calls `next`; override what you need.
+/// Filters run in the order they were added, the first added outermost.
+pub trait HubFilter: Send + Sync + 'static {
+    /// Wraps one hub method invocation (streaming ones too: the output is then the stream).
+    fn invoke(
+        self: Arc<Self>,
+        invocation: HubInvocation,
+        next: Next,
+    ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>> {
+        next.run(invocation)
+    }
+
+    /// Wraps `on_connected`. An error closes the connection with
+    /// `Connection closed with an error.`.
+    fn on_connected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        next: NextConnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        next.run(caller)
+    }
+
+    /// Wraps `on_disconnected`; `error` says why the connection ended, `None` for a normal close.
+    fn on_disconnected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        error: Option<String>,
+        next: NextDisconnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        next.run(caller, error)
+    }
+}
+
+/// A filter that logs every invocation, connect and disconnect with `tracing` at `info` (errors
+/// at `warn`), with the connection id, method and duration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoggingFilter;
+
+impl HubFilter for LoggingFilter {
+    fn invoke(
+        self: Arc<Self>,
+        invocation: HubInvocation,
+        next: Next,
+    ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>> {
+        Box::pin(async move {
+            let method = invocation.method.clone();
+            let connection_id = invocation.caller.connection_id().to_owned();
+            let started = Instant::now();
+            tracing::info!(%connection_id, %method, "invoking hub method");
+            let result = next.run(invocation).await;
+            let elapsed_us = started.elapsed().as_micros();
+            match &result {
+                Ok(_) => {
+                    tracing::info!(%connection_id, %method, elapsed_us, "hub method completed")
+                }
+                Err(InvokeError::Binding(detail)) => {
+                    tracing::warn!(%connection_id, %method, %detail, "hub method arguments did not bind")
+                }
+                Err(InvokeError::Method(err)) => {
+                    tracing::warn!(%connection_id, %method, elapsed_us, error = %err, "hub method failed")
+                }
+            }
+            result
+        })
+    }
+
+    fn on_connected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        next: NextConnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        Box::pin(async move {
+            tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user_identifier(), transport = ?caller.transport(), "client connected");
+            next.run(caller).await
+        })
+    }
+
+    fn on_disconnected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        error: Option<String>,
+        next: NextDisconnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        Box::pin(async move {
+            tracing::info!(connection_id = %caller.connection_id(), error = ?error, "client disconnected");
+            next.run(caller, error).await
+        })
+    }
+}

@@ -1,0 +1,445 @@
+//! Hub method signatures: how parameters are bound (serde arguments, upload streams, application
+//! state) and what a method may return (a value, `Result<T, HubError>`, or a stream).
+
+use std::any::TypeId;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use signalr_protocol::Payload;
+use tokio::sync::mpsc;
+
+use crate::context::HubCallerContext;
+use crate::error::HubError;
+
+/// What a hub method produced.
+pub enum MethodOutput {
+    /// The method returned nothing: the Completion has no `result`.
+    Void,
+    /// The method returned a value.
+    Value(Payload),
+    /// A server-to-client stream (reference §A6.5): each item becomes a StreamItem; an error ends
+    /// the stream with a Completion error.
+    Stream(BoxStream<'static, Result<Payload, HubError>>),
+}
+
+impl std::fmt::Debug for MethodOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MethodOutput::Void => f.write_str("Void"),
+            MethodOutput::Value(value) => f.debug_tuple("Value").field(value).finish(),
+            MethodOutput::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// Why an invocation could not run or failed.
+#[derive(Debug)]
+pub enum InvokeError {
+    /// The arguments did not bind. The text is the detail shown with detailed errors
+    /// (`InvalidDataException: ...`).
+    Binding(String),
+    /// The method (or a filter) returned an error.
+    Method(HubError),
+}
+
+impl From<HubError> for InvokeError {
+    fn from(err: HubError) -> Self {
+        InvokeError::Method(err)
+    }
+}
+
+/// Markers that keep the implementations of [`IntoHubResult`] and [`IntoStreamItem`] apart; they
+/// are inferred and never named by users.
+#[doc(hidden)]
+pub mod markers {
+    /// A plain value.
+    pub enum Value {}
+    /// `Result<T, HubError>`.
+    pub enum Fallible {}
+    /// A stream whose items use the inner marker.
+    pub struct Streaming<M>(std::marker::PhantomData<M>);
+}
+
+/// What a hub method's future may return:
+/// - `()`: the Completion carries no result;
+/// - any `Serialize` value: the Completion's `result`;
+/// - `Result<T, HubError>`;
+/// - a `Stream` of `T` or of `Result<T, HubError>`: a streaming method, called with
+///   StreamInvocation (reference §A6.5).
+pub trait IntoHubResult<Marker>: Send + 'static {
+    /// Whether methods returning this type are streaming methods.
+    const STREAMING: bool;
+    /// Converts the return value.
+    ///
+    /// # Errors
+    /// The method's [`HubError`].
+    fn into_output(self) -> Result<MethodOutput, HubError>;
+}
+
+fn value_output<T: Serialize + Send + Sync + 'static>(value: T) -> MethodOutput {
+    if TypeId::of::<T>() == TypeId::of::<()>() {
+        MethodOutput::Void
+    } else {
+        MethodOutput::Value(Payload::from_value(value))
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> IntoHubResult<markers::Value> for T {
+    const STREAMING: bool = false;
+    fn into_output(self) -> Result<MethodOutput, HubError> {
+        Ok(value_output(self))
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> IntoHubResult<markers::Fallible>
+    for Result<T, HubError>
+{
+    const STREAMING: bool = false;
+    fn into_output(self) -> Result<MethodOutput, HubError> {
+        self.map(value_output)
+    }
+}
+
+/// An item of a server-to-client stream: `T: Serialize` or `Result<T, HubError>`.
+pub trait IntoStreamItem<Marker>: Send + 'static {
+    /// Converts the item.
+    ///
+    /// # Errors
+    /// The item's [`HubError`], which ends the stream.
+    fn into_item(self) -> Result<Payload, HubError>;
+}
+
+impl<T: Serialize + Send + Sync + 'static> IntoStreamItem<markers::Value> for T {
+    fn into_item(self) -> Result<Payload, HubError> {
+        Ok(Payload::from_value(self))
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> IntoStreamItem<markers::Fallible>
+    for Result<T, HubError>
+{
+    fn into_item(self) -> Result<Payload, HubError> {
+        self.map(Payload::from_value)
+    }
+}
+
+impl<S, M> IntoHubResult<markers::Streaming<M>> for S
+where
+    S: Stream + Send + 'static,
+    S::Item: IntoStreamItem<M>,
+    M: 'static,
+{
+    const STREAMING: bool = true;
+    fn into_output(self) -> Result<MethodOutput, HubError> {
+        Ok(MethodOutput::Stream(
+            self.map(IntoStreamItem::into_item).boxed(),
+        ))
+    }
+}
+
+/// The application state handed to hub methods, like axum's `State`: register it with
+/// [`HubBuilder::state`](crate::HubBuilder::state) and take `State<T>` as a parameter.
+/// It does not count as a client argument.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);
+
+/// A client-to-server stream parameter (reference §A6.6): the client passes a stream (a
+/// `Subject` in JavaScript) as the argument, its items arrive here as they are sent.
+///
+/// Items are `Ok(T)`; an item that does not bind to `T`, or the client completing the stream with
+/// an error, yields one `Err(message)` and ends the stream. The server buffers up to
+/// [`HubOptions::stream_buffer_capacity`](crate::HubOptions::stream_buffer_capacity) items per
+/// stream; beyond that the connection's reading waits (back-pressure).
+pub struct UploadStream<T> {
+    receiver: mpsc::Receiver<Result<Payload, String>>,
+    done: bool,
+    _item: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for UploadStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadStream")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T: DeserializeOwned> Stream for UploadStream<T> {
+    type Item = Result<T, String>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(Ok(payload))) => match payload.deserialize::<T>() {
+                Ok(item) => Poll::Ready(Some(Ok(item))),
+                Err(err) => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(err.to_string())))
+                }
+            },
+            Poll::Ready(Some(Err(error))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// How a parameter is bound.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgumentKind {
+    /// From the invocation's `arguments`, with serde.
+    Value,
+    /// From the invocation's `streamIds` (an upload stream).
+    Stream,
+    /// Supplied by the server (application state); not sent by the client.
+    Injected,
+}
+
+/// Where parameters are bound from.
+#[doc(hidden)]
+pub struct ArgumentSource<'a> {
+    pub(crate) values: std::slice::Iter<'a, Payload>,
+    pub(crate) streams: std::vec::IntoIter<mpsc::Receiver<Result<Payload, String>>>,
+    pub(crate) caller: &'a HubCallerContext,
+}
+
+/// A parameter of a hub method: any `DeserializeOwned` type (a client argument),
+/// [`UploadStream<T>`] or [`State<T>`].
+pub trait HubArgument: Sized + Send + 'static {
+    /// How the parameter is bound.
+    #[doc(hidden)]
+    const KIND: ArgumentKind;
+    /// Binds the parameter.
+    #[doc(hidden)]
+    fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String>;
+}
+
+const BINDING_ERROR: &str = "InvalidDataException: Error binding arguments. Make sure that the types of the provided values match the types of the hub method being invoked.";
+
+impl<T: DeserializeOwned + Send + 'static> HubArgument for T {
+    const KIND: ArgumentKind = ArgumentKind::Value;
+    fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
+        let payload = source
+            .values
+            .next()
+            .ok_or_else(|| BINDING_ERROR.to_owned())?;
+        payload.deserialize::<T>().map_err(|err| {
+            tracing::debug!(%err, "hub method argument failed to bind");
+            BINDING_ERROR.to_owned()
+        })
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> HubArgument for UploadStream<T> {
+    const KIND: ArgumentKind = ArgumentKind::Stream;
+    fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
+        let receiver = source
+            .streams
+            .next()
+            .ok_or_else(|| BINDING_ERROR.to_owned())?;
+        Ok(UploadStream {
+            receiver,
+            done: false,
+            _item: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> HubArgument for State<T> {
+    const KIND: ArgumentKind = ArgumentKind::Injected;
+    fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
+        source.caller.state::<T>().map(State).ok_or_else(|| {
+            format!(
+                "InvalidOperationException: no application state of type {} was registered with HubBuilder::state",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+}
+
+/// The erased form every hub method is stored as.
+pub(crate) type ErasedMethod = std::sync::Arc<
+    dyn Fn(
+            HubCallerContext,
+            Vec<Payload>,
+            Vec<mpsc::Receiver<Result<Payload, String>>>,
+        ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>>
+        + Send
+        + Sync,
+>;
+
+/// A function usable as a hub method: `async fn(HubCallerContext, A1, ..., An) -> R` with up to 12
+/// parameters, each a [`HubArgument`], and `R:` [`IntoHubResult`].
+///
+/// Client arguments are bound from JSON or MessagePack with serde; a count or type mismatch
+/// answers ASP.NET's `Failed to invoke '<m>' due to an error on the server.` (reference §A6.4).
+pub trait HubMethod<Args>: Clone + Send + Sync + 'static {
+    /// Whether the method returns a stream.
+    #[doc(hidden)]
+    const STREAMING: bool;
+    /// The kinds of the parameters after the caller context, in order.
+    #[doc(hidden)]
+    fn parameter_kinds() -> Vec<ArgumentKind>;
+    /// Binds the arguments and runs the method.
+    #[doc(hidden)]
+    fn call(
+        &self,
+        caller: HubCallerContext,
+        values: Vec<Payload>,
+        streams: Vec<mpsc::Receiver<Result<Payload, String>>>,
+    ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>>;
+}
+
+/// Binds a tuple of parameters from one invocation.
+#[doc(hidden)]
+pub trait BindAll: Sized {
+    fn bind_all(source: &mut ArgumentSource<'_>) -> Result<Self, String>;
+}
+
+macro_rules! impl_bind_all {
+    ($($arg:ident),*) => {
+        impl<$($arg: HubArgument),*> BindAll for ($($arg,)*) {
+            #[allow(unused_variables)]
+            fn bind_all(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
+                Ok(($($arg::bind(source)?,)*))
+            }
+        }
+    };
+}
+
+impl_bind_all!();
+impl_bind_all!(A1);
+impl_bind_all!(A1, A2);
+impl_bind_all!(A1, A2, A3);
+impl_bind_all!(A1, A2, A3, A4);
+impl_bind_all!(A1, A2, A3, A4, A5);
+impl_bind_all!(A1, A2, A3, A4, A5, A6);
+impl_bind_all!(A1, A2, A3, A4, A5, A6, A7);
+impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8);
+impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+
+fn bind_all<T: BindAll>(
+    caller: &HubCallerContext,
+    values: &[Payload],
+    streams: Vec<UploadReceiver>,
+) -> Result<T, String> {
+    let mut source = ArgumentSource {
+        values: values.iter(),
+        streams: streams.into_iter(),
+        caller,
+    };
+    T::bind_all(&mut source)
+}
+
+/// The receiving end of one upload stream.
+pub(crate) type UploadReceiver = mpsc::Receiver<Result<Payload, String>>;
+
+macro_rules! impl_hub_method {
+    ($($arg:ident),*) => {
+        impl<F, Fut, R, M $(, $arg)*> HubMethod<(M, $($arg,)*)> for F
+        where
+            F: Fn(HubCallerContext $(, $arg)*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = R> + Send + 'static,
+            R: IntoHubResult<M>,
+            $($arg: HubArgument,)*
+        {
+            const STREAMING: bool = R::STREAMING;
+
+            fn parameter_kinds() -> Vec<ArgumentKind> {
+                vec![$($arg::KIND),*]
+            }
+
+            #[allow(non_snake_case, unused_mut, unused_variables)]
+            fn call(
+                &self,
+                caller: HubCallerContext,
+                values: Vec<Payload>,
+                streams: Vec<mpsc::Receiver<Result<Payload, String>>>,
+            ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>> {
+                let bound = bind_all::<($($arg,)*)>(&caller, &values, streams);
+                match bound {
+                    Ok(($($arg,)*)) => {
+                        let future = (self)(caller $(, $arg)*);
+                        Box::pin(async move { Ok(future.await.into_output()?) })
+                    }
+                    Err(detail) => Box::pin(async move { Err(InvokeError::Binding(detail)) }),
+                }
+            }
+        }
+    };
+}
+
+impl_hub_method!();
+impl_hub_method!(A1);
+impl_hub_method!(A1, A2);
+impl_hub_method!(A1, A2, A3);
+impl_hub_method!(A1, A2, A3, A4);
+impl_hub_method!(A1, A2, A3, A4, A5);
+impl_hub_method!(A1, A2, A3, A4, A5, A6);
+impl_hub_method!(A1, A2, A3, A4, A5, A6, A7);
+impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8);
+impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+
+/// Arguments of a client method call: `()`, a tuple of up to 12 `Serialize` values, or a
+/// `Vec<Payload>`.
+pub trait IntoArguments {
+    /// The arguments as payloads, serialized later by each connection's protocol.
+    fn into_arguments(self) -> Vec<Payload>;
+}
+
+impl IntoArguments for Vec<Payload> {
+    fn into_arguments(self) -> Vec<Payload> {
+        self
+    }
+}
+
+impl IntoArguments for () {
+    fn into_arguments(self) -> Vec<Payload> {
+        Vec::new()
+    }
+}
+
+macro_rules! impl_into_arguments {
+    ($($arg:ident),*) => {
+        impl<$($arg: Serialize + Send + Sync + 'static),*> IntoArguments for ($($arg,)*) {
+            #[allow(non_snake_case)]
+            fn into_arguments(self) -> Vec<Payload> {
+                let ($($arg,)*) = self;
+                vec![$(Payload::from_value($arg)),*]
+            }
+        }
+    };
+}
+
+impl_into_arguments!(A1);
+impl_into_arguments!(A1, A2);
+impl_into_arguments!(A1, A2, A3);
+impl_into_arguments!(A1, A2, A3, A4);
+impl_into_arguments!(A1, A2, A3, A4, A5);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
