@@ -180,6 +180,11 @@ pub(crate) struct Connection {
     /// Cancelled when the connection is disposed.
     pub closed: CancellationToken,
     started: AtomicBool,
+    /// WebSocket frames go out as Binary (MessagePack, or a raw connection that last received a
+    /// binary frame) instead of Text.
+    binary: AtomicBool,
+    /// A raw connection (no hub protocol) mirrors the frame type it receives.
+    raw: AtomicBool,
     activity: Mutex<Activity>,
     /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
     pub current_poll: Mutex<Option<(u64, CancellationToken)>>,
@@ -212,6 +217,26 @@ impl Connection {
 
     pub(crate) fn set_protocol(&self, protocol: HubProtocol) {
         let _ = self.protocol.set(protocol);
+        if protocol.transfer_format() == signalr_protocol::TransferFormat::Binary {
+            self.binary.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether WebSocket frames go out as Binary.
+    pub(crate) fn binary_frames(&self) -> bool {
+        self.binary.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection as raw (no hub protocol).
+    pub(crate) fn set_raw(&self) {
+        self.raw.store(true, Ordering::Release);
+    }
+
+    /// Records the type of a received WebSocket frame; raw connections answer in kind.
+    pub(crate) fn received_frame(&self, binary: bool) {
+        if self.raw.load(Ordering::Acquire) {
+            self.binary.store(binary, Ordering::Release);
+        }
     }
 
     /// Marks the application as started; `true` only for the first caller.
@@ -375,6 +400,8 @@ impl ConnectionManager {
             })),
             closed: CancellationToken::new(),
             started: AtomicBool::new(false),
+            binary: AtomicBool::new(false),
+            raw: AtomicBool::new(false),
             activity: Mutex::new(Activity {
                 active_requests: 0,
                 inactive_since: Instant::now(),

@@ -14,21 +14,46 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
 use signalr_protocol::{
-    AvailableTransport, HubProtocol, NegotiateRequest, NegotiateResponse, TransferFormat,
-    TransportType,
+    AvailableTransport, NegotiateRequest, NegotiateResponse, TransferFormat, TransportType,
 };
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthRequest, User, bearer_token};
+use crate::auth::{Authenticator, AuthorizationPolicy};
 use crate::connection::{Connection, ConnectionManager, ConnectionRequest, Outbox};
 use crate::hub::HubInner;
 use crate::hub_connection;
+use crate::options::ConnectionOptions;
+use crate::raw::{RawConnection, RawHandler};
 
-/// Shared state of one mounted hub.
+/// What runs on the connections of an endpoint.
+pub(crate) enum Application {
+    /// The hub protocol and a hub.
+    Hub(Arc<HubInner>),
+    /// A raw connection handler (no hub protocol).
+    Raw(RawHandler),
+}
+
+/// Shared state of one mounted endpoint.
 pub(crate) struct Endpoint {
-    pub hub: Arc<HubInner>,
+    pub application: Application,
+    pub options: ConnectionOptions,
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    pub policy: Option<AuthorizationPolicy>,
     pub manager: Arc<ConnectionManager>,
+}
+
+impl Endpoint {
+    pub(crate) fn for_hub(hub: Arc<HubInner>) -> Self {
+        Endpoint {
+            options: hub.connection_options.clone(),
+            authenticator: hub.authenticator.clone(),
+            policy: hub.policy.clone(),
+            manager: ConnectionManager::new(hub.connection_options.clone()),
+            application: Application::Hub(hub),
+        }
+    }
 }
 
 type Params = Query<Vec<(String, String)>>;
@@ -73,19 +98,34 @@ pub(crate) fn router(endpoint: Arc<Endpoint>) -> Router {
 
 impl Endpoint {
     fn enabled(&self, transport: TransportType) -> bool {
-        self.hub.connection_options.transports.contains(&transport)
+        self.options.transports.contains(&transport)
     }
 
-    /// Starts the hub protocol on the connection's first transport request.
+    /// Starts the application on the connection's first transport request.
     fn start_application(&self, connection: &Arc<Connection>, request: ConnectionRequest) {
         let _ = connection.request.set(request);
-        if connection.start() {
-            if let Some(inbound) = connection.take_inbound() {
+        if !connection.start() {
+            return;
+        }
+        let Some(inbound) = connection.take_inbound() else {
+            return;
+        };
+        match &self.application {
+            Application::Hub(hub) => {
                 tokio::spawn(hub_connection::run(
-                    self.hub.clone(),
+                    hub.clone(),
                     connection.clone(),
                     inbound,
                 ));
+            }
+            Application::Raw(handler) => {
+                connection.set_raw();
+                let future = handler(RawConnection::new(connection.clone(), inbound));
+                let connection = connection.clone();
+                tokio::spawn(async move {
+                    future.await;
+                    let _ = connection.send(crate::connection::Outgoing::End).await;
+                });
             }
         }
     }
@@ -93,7 +133,7 @@ impl Endpoint {
     /// Authenticates the request and applies the hub's authorization policy: 401 for invalid
     /// credentials or an anonymous user the policy refuses, 403 for an authenticated one.
     async fn authorize(&self, headers: &HeaderMap, params: &Params) -> Result<User, Response> {
-        let user = match &self.hub.authenticator {
+        let user = match &self.authenticator {
             None => User::anonymous(),
             Some(authenticator) => {
                 let request = AuthRequest {
@@ -109,7 +149,7 @@ impl Endpoint {
                 }
             }
         };
-        match &self.hub.policy {
+        match &self.policy {
             Some(policy) if !policy.allows(&user) => Err(if user.is_authenticated() {
                 StatusCode::FORBIDDEN.into_response()
             } else {
@@ -159,7 +199,7 @@ async fn negotiate(
         Ok(user) => user,
         Err(response) => return response,
     };
-    let minimum = endpoint.hub.connection_options.minimum_negotiate_version;
+    let minimum = endpoint.options.minimum_negotiate_version;
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let version = match NegotiateRequest::from_query(pairs, minimum) {
         Ok(request) => request.negotiate_version,
@@ -168,8 +208,7 @@ async fn negotiate(
     let connection = endpoint.manager.create(version);
     let _ = connection.user.set(user);
     let transports = endpoint
-        .hub
-        .connection_options
+        .options
         .transports
         .iter()
         .map(|&transport| AvailableTransport {
@@ -291,8 +330,14 @@ async fn run_websocket(
     let reader = async {
         while let Some(Ok(message)) = stream.next().await {
             let bytes = match message {
-                Message::Text(text) => Bytes::from(text),
-                Message::Binary(bytes) => bytes,
+                Message::Text(text) => {
+                    connection.received_frame(false);
+                    Bytes::from(text)
+                }
+                Message::Binary(bytes) => {
+                    connection.received_frame(true);
+                    bytes
+                }
                 Message::Close(_) => break,
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
@@ -304,15 +349,14 @@ async fn run_websocket(
     let writer = async {
         while let Some(batch) = outbox.next_batch(connection.protocol_cell()).await {
             if !batch.data.is_empty() {
-                let frame = match connection.protocol() {
-                    Some(HubProtocol::MessagePack) => Message::Binary(batch.data),
-                    _ => match Utf8Bytes::try_from(batch.data) {
+                let frame = if connection.binary_frames() {
+                    Message::Binary(batch.data)
+                } else {
+                    match Utf8Bytes::try_from(batch.data.clone()) {
                         Ok(text) => Message::Text(text),
-                        Err(_) => {
-                            tracing::error!(connection_id = %connection.id, "non-UTF-8 text frame dropped");
-                            continue;
-                        }
-                    },
+                        // Only raw connections can produce non-UTF-8 data in text mode.
+                        Err(_) => Message::Binary(batch.data),
+                    }
                 };
                 if sink.send(frame).await.is_err() {
                     return;
@@ -478,7 +522,7 @@ async fn long_poll(
                 }
                 _ => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
             },
-            () = tokio::time::sleep(endpoint.hub.connection_options.long_polling_timeout) => {
+            () = tokio::time::sleep(endpoint.options.long_polling_timeout) => {
                 poll_response(StatusCode::OK, Bytes::new())
             }
             () = mine.cancelled() => poll_response(StatusCode::NO_CONTENT, Bytes::new()),

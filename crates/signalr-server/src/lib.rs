@@ -57,6 +57,7 @@ mod handler;
 mod hub;
 mod hub_connection;
 mod options;
+mod raw;
 
 use std::sync::Arc;
 
@@ -77,6 +78,7 @@ pub use handler::{
 };
 pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
 pub use options::{ConnectionOptions, HubOptions};
+pub use raw::{RawConnection, connection_router};
 pub use signalr_protocol::{HubProtocol, Payload, TransportType};
 
 #[doc(hidden)]
@@ -89,10 +91,6 @@ impl Hub {
     /// Each call makes a separate set of connections (a separate endpoint) over the same hub;
     /// clients of all endpoints reach each other through the hub's clients.
     pub fn router(&self) -> axum::Router {
-        let endpoint = Arc::new(dispatcher::Endpoint {
-            hub: self.inner.clone(),
-            manager: connection::ConnectionManager::new(self.inner.connection_options.clone()),
-        });
-        dispatcher::router(endpoint)
+        dispatcher::router(Arc::new(dispatcher::Endpoint::for_hub(self.inner.clone())))
     }
 }
