@@ -15,6 +15,7 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 
 echo "== interop: official @microsoft/signalr client against our server"
-cargo build -p chat-server
+cargo build -p chat-server -p conformance-server
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
-(cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" npm test)
+(cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" \
+  CONFORMANCE_SERVER_BIN="$PWD/../target/debug/conformance-server" npm test)

@@ -43,15 +43,24 @@ const closedPromises = new WeakMap();
  * Builds (does not start) a HubConnection.
  * @param {string} url full hub URL, e.g. http://127.0.0.1:1234/chat
  * @param {{ transport?: signalR.HttpTransportType, skipNegotiation?: boolean,
- *   protocol?: "json" | "messagepack", httpClient?: signalR.HttpClient }} [options]
+ *   protocol?: "json" | "messagepack", httpClient?: signalR.HttpClient,
+ *   headers?: Record<string, string>, accessTokenFactory?: () => string | Promise<string> }} [options]
  */
-export function buildConnection(url, { transport, skipNegotiation = false, protocol = "json", httpClient } = {}) {
+export function buildConnection(url, {
+    transport, skipNegotiation = false, protocol = "json", httpClient, headers, accessTokenFactory,
+} = {}) {
     const httpOptions = { skipNegotiation };
     if (transport !== undefined) {
         httpOptions.transport = transport;
     }
     if (httpClient) {
         httpOptions.httpClient = httpClient;
+    }
+    if (headers) {
+        httpOptions.headers = headers;
+    }
+    if (accessTokenFactory) {
+        httpOptions.accessTokenFactory = accessTokenFactory;
     }
     const connection = new signalR.HubConnectionBuilder()
         .withUrl(url, httpOptions)

@@ -1,7 +1,9 @@
-// Starts the Rust `chat-server` binary for the interop tests and returns its base URL.
+// Starts the Rust `chat-server` binary (or another server binary, e.g. `conformance-server`) for
+// the interop tests and returns its base URL.
 //
-// Binary: $CHAT_SERVER_BIN, or ../target/debug/chat-server relative to the interop folder.
-// It is started with `--port 0` plus the caller's extra arguments and must print
+// Binary: $CHAT_SERVER_BIN, or ../target/debug/chat-server relative to the interop folder; the
+// `bin` option picks another one (`conformanceServerBin`: $CONFORMANCE_SERVER_BIN, or
+// ../target/debug/conformance-server). It is started with `--port 0` plus the caller's extra arguments and must print
 // `Listening on http://<host>:<port>` on stdout once it accepts connections.
 
 import { spawn } from "node:child_process";
@@ -16,6 +18,11 @@ export const serverBin = process.env.CHAT_SERVER_BIN
     ? path.resolve(interopDir, process.env.CHAT_SERVER_BIN)
     : path.resolve(interopDir, "..", "target", "debug", "chat-server");
 
+/** Absolute path of the conformance server binary (the hubs of ASP.NET's client functional tests). */
+export const conformanceServerBin = process.env.CONFORMANCE_SERVER_BIN
+    ? path.resolve(interopDir, process.env.CONFORMANCE_SERVER_BIN)
+    : path.resolve(interopDir, "..", "target", "debug", "conformance-server");
+
 const LISTENING = /Listening on (http:\/\/\S+)/;
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5_000;
@@ -23,20 +30,24 @@ const STOP_TIMEOUT_MS = 5_000;
 /**
  * Starts the server.
  * @param {string[]} [extraArgs] extra CLI arguments, e.g. ["--detailed-errors"].
- * @param {{ timeoutMs?: number }} [options]
+ * @param {{ timeoutMs?: number, bin?: string }} [options] `bin`: the binary to start (default
+ *   `serverBin`, the chat-server).
  * @returns {Promise<{ url: string, args: string[], pid: number, stderr: () => string,
  *   stdout: () => string, stop: () => Promise<void> }>}
  */
 export async function startServer(extraArgs = [], options = {}) {
     const timeoutMs = options.timeoutMs ?? START_TIMEOUT_MS;
+    const bin = options.bin ?? serverBin;
     const args = ["--port", "0", ...extraArgs];
 
-    if (!existsSync(serverBin)) {
-        throw new Error(`chat-server binary not found at ${serverBin} ` +
-            "(build it with `cargo build -p chat-server` or set CHAT_SERVER_BIN)");
+    if (!existsSync(bin)) {
+        const name = path.basename(bin);
+        const envVar = bin === conformanceServerBin ? "CONFORMANCE_SERVER_BIN" : "CHAT_SERVER_BIN";
+        throw new Error(`${name} binary not found at ${bin} ` +
+            `(build it with \`cargo build -p ${name}\` or set ${envVar})`);
     }
 
-    const child = spawn(serverBin, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
     let stdoutBuf = "";
     let stderrBuf = "";
     let exited = false;
@@ -51,7 +62,7 @@ export async function startServer(extraArgs = [], options = {}) {
     child.stderr.on("data", (chunk) => { stderrBuf += chunk; });
     child.stdout.setEncoding("utf8");
 
-    const describe = () => `${serverBin} ${args.join(" ")}`;
+    const describe = () => `${bin} ${args.join(" ")}`;
 
     let url;
     try {

@@ -198,11 +198,14 @@ for (const cell of cells) {
             });
         }
 
-        test("Throw rejects with exactly the thrown message", TEST, async (t) => {
+        test("Throw rejects with the thrown message behind ASP.NET's HubException prefix", TEST, async (t) => {
             const connection = await openCell(t);
             await assert.rejects(call(connection, "Throw", "boom: ÿ"), (error) => {
                 assert.ok(error instanceof Error);
-                assert.equal(error.message, "boom: ÿ");
+                assert.equal(
+                    error.message,
+                    "An unexpected error occurred invoking 'Throw' on the server. HubException: boom: ÿ",
+                );
                 return true;
             });
             assert.equal(connection.state, HubConnectionState.Connected);

@@ -102,8 +102,16 @@ impl Endpoint {
     }
 
     /// Starts the application on the connection's first transport request.
-    fn start_application(&self, connection: &Arc<Connection>, request: ConnectionRequest) {
+    ///
+    /// As in ASP.NET, the connection's user is the user of this transport request.
+    fn start_application(
+        &self,
+        connection: &Arc<Connection>,
+        request: ConnectionRequest,
+        user: User,
+    ) {
         let _ = connection.request.set(request);
+        let _ = connection.user.set(user);
         if !connection.start() {
             return;
         }
@@ -206,7 +214,8 @@ async fn negotiate(
         Err(error) => return axum::Json(NegotiateResponse::error(error)).into_response(),
     };
     let connection = endpoint.manager.create(version);
-    let _ = connection.user.set(user);
+    // The connection's user is set by its first transport request (see start_application).
+    let _ = user;
     let transports = endpoint
         .options
         .transports
@@ -260,17 +269,13 @@ async fn receive(
         };
         // Without `id` the client skipped negotiation: the connection is made here (§A3.2).
         let connection = match param(&params, "id") {
-            None => {
-                let connection = endpoint.manager.create(1);
-                let _ = connection.user.set(user);
-                connection
-            }
+            None => endpoint.manager.create(1),
             Some(token) => match endpoint.manager.get(token) {
                 Some(connection) => connection,
                 None => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
             },
         };
-        return websocket(endpoint, connection, upgrade, info);
+        return websocket(endpoint, connection, upgrade, info, user);
     }
 
     let wants_sse = parts
@@ -296,8 +301,8 @@ async fn receive(
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
     }
     match transport {
-        TransportType::ServerSentEvents => server_sent_events(&endpoint, connection, info),
-        _ => long_poll(&endpoint, connection, info).await,
+        TransportType::ServerSentEvents => server_sent_events(&endpoint, connection, info, user),
+        _ => long_poll(&endpoint, connection, info, user).await,
     }
 }
 
@@ -306,6 +311,7 @@ fn websocket(
     connection: Arc<Connection>,
     upgrade: WebSocketUpgrade,
     info: ConnectionRequest,
+    user: User,
 ) -> Response {
     if !connection.bind_transport(TransportType::WebSockets) {
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
@@ -315,7 +321,7 @@ fn websocket(
     };
     upgrade.on_upgrade(move |socket| async move {
         let _active = connection.begin_request();
-        endpoint.start_application(&connection, info);
+        endpoint.start_application(&connection, info, user);
         run_websocket(&connection, outbox, socket).await;
         connection.dispose();
     })
@@ -407,12 +413,13 @@ fn server_sent_events(
     endpoint: &Endpoint,
     connection: Arc<Connection>,
     info: ConnectionRequest,
+    user: User,
 ) -> Response {
     let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
         return StatusCode::CONFLICT.into_response();
     };
     let active = connection.begin_request();
-    endpoint.start_application(&connection, info);
+    endpoint.start_application(&connection, info, user);
     struct State {
         outbox: tokio::sync::OwnedMutexGuard<Outbox>,
         connection: Arc<Connection>,
@@ -493,11 +500,12 @@ async fn long_poll(
     endpoint: &Endpoint,
     connection: Arc<Connection>,
     info: ConnectionRequest,
+    user: User,
 ) -> Response {
     let _active = connection.begin_request();
     if !connection.is_started() {
         // The first poll starts the application and returns at once.
-        endpoint.start_application(&connection, info);
+        endpoint.start_application(&connection, info, user);
         return poll_response(StatusCode::OK, Bytes::new());
     }
     static POLLS: AtomicU64 = AtomicU64::new(0);
@@ -565,7 +573,14 @@ async fn send(
 }
 
 /// `DELETE {hub}?id=`: ends a long-polling connection (§A3.5); answers 202.
-async fn terminate(State(endpoint): State<Arc<Endpoint>>, params: Params) -> Response {
+async fn terminate(
+    State(endpoint): State<Arc<Endpoint>>,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
+    if let Err(response) = endpoint.authorize(&headers, &params).await {
+        return response;
+    }
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),

@@ -4,12 +4,15 @@ use std::fmt;
 
 /// The error a hub method returns.
 ///
-/// Two kinds, as in ASP.NET: [`HubError::new`] is a `HubException`, whose message always reaches
-/// the client verbatim in the Completion's `error`; any other error (converted with `?` from any
-/// `std::error::Error`) is *unexpected*, and the client sees only
-/// `An unexpected error occurred invoking '<method>' on the server.` unless
-/// [`HubOptions::enable_detailed_errors`](crate::HubOptions::enable_detailed_errors) is on
-/// (reference §A6.4).
+/// Two kinds, as in ASP.NET (`ErrorMessageHelper`, reference §A6.4):
+/// - [`HubError::new`] is a `HubException`: its message always reaches the client, as
+///   `An unexpected error occurred invoking '<method>' on the server. HubException: <message>`
+///   (in a stream: `An error occurred on the server while streaming results. HubException:
+///   <message>`);
+/// - any other error (converted with `?` from any `std::error::Error`) is *unexpected*: the
+///   client sees only `An unexpected error occurred invoking '<method>' on the server.`, followed
+///   by the error's text when
+///   [`HubOptions::enable_detailed_errors`](crate::HubOptions::enable_detailed_errors) is on.
 pub struct HubError {
     kind: HubErrorKind,
 }
@@ -20,47 +23,42 @@ enum HubErrorKind {
 }
 
 impl HubError {
-    /// An error whose `message` is sent to the client as is (ASP.NET `HubException`).
+    /// An error whose `message` always reaches the client (ASP.NET `HubException`).
     pub fn new(message: impl Into<String>) -> Self {
         HubError {
             kind: HubErrorKind::Hub(message.into()),
         }
     }
 
-    /// Whether the message is meant for the client ([`HubError::new`]).
+    /// Whether the message is meant for the client ([`HubError::new`], a `HubException`).
     pub fn is_hub_error(&self) -> bool {
         matches!(self.kind, HubErrorKind::Hub(_))
     }
 
+    /// `message` with this error appended as ASP.NET's `BuildErrorMessage` does: always for a
+    /// `HubException`, otherwise only with detailed errors.
+    pub(crate) fn build_message(&self, message: String, detailed: bool) -> String {
+        match &self.kind {
+            HubErrorKind::Hub(text) => format!("{message} HubException: {text}"),
+            HubErrorKind::Unexpected(err) if detailed => format!("{message} {err}"),
+            HubErrorKind::Unexpected(_) => message,
+        }
+    }
+
     /// The text the client receives when this error ends an invocation of `method`.
     pub(crate) fn invocation_message(&self, method: &str, detailed: bool) -> String {
-        match &self.kind {
-            HubErrorKind::Hub(message) => message.clone(),
-            HubErrorKind::Unexpected(err) => {
-                let generic =
-                    format!("An unexpected error occurred invoking '{method}' on the server.");
-                if detailed {
-                    format!("{generic} {err}")
-                } else {
-                    generic
-                }
-            }
-        }
+        self.build_message(
+            format!("An unexpected error occurred invoking '{method}' on the server."),
+            detailed,
+        )
     }
 
     /// The text the client receives when this error ends a stream (reference §A6.4).
     pub(crate) fn stream_message(&self, detailed: bool) -> String {
-        match &self.kind {
-            HubErrorKind::Hub(message) => message.clone(),
-            HubErrorKind::Unexpected(err) => {
-                let generic = "An error occurred on the server while streaming results.".to_owned();
-                if detailed {
-                    format!("{generic} {err}")
-                } else {
-                    generic
-                }
-            }
-        }
+        self.build_message(
+            "An error occurred on the server while streaming results.".to_owned(),
+            detailed,
+        )
     }
 }
 

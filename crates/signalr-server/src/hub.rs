@@ -100,7 +100,7 @@ impl HubBuilder {
     /// let hub = Hub::builder()
     ///     .method("Add", |_: HubCallerContext, a: i64, b: i64| async move { a + b })
     ///     .method("Fail", |_: HubCallerContext| async move {
-    ///         Err::<(), _>(HubError::new("this text reaches the client"))
+    ///         Err::<(), _>(HubError::new("this text reaches the client, after ASP.NET's prefix"))
     ///     })
     ///     .method("Count", |_: HubCallerContext, to: u32| async move {
     ///         futures_util::stream::iter(1..=to)

@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, Outgoing, SerializedMessage};
 use crate::context::{ConnectionContext, HubCallerContext};
-use crate::error::HubError;
 use crate::filter::{HubInvocation, Next, NextConnected, NextDisconnected};
 use crate::handler::{InvokeError, MethodOutput};
 use crate::hub::{HubInner, MethodEntry};
@@ -33,15 +32,6 @@ enum Outcome {
     ClientClosed(Option<String>),
     /// The server closes: send this Close message, then close the transport.
     Close(Close),
-}
-
-/// ASP.NET's detail for an error, as appended with detailed errors.
-fn error_detail(err: &HubError) -> String {
-    if err.is_hub_error() {
-        format!("HubException: {err}")
-    } else {
-        err.to_string()
-    }
 }
 
 /// Runs the hub protocol on `connection` until it ends.
@@ -68,10 +58,9 @@ pub(crate) async fn run(
         Err(err) => {
             tracing::warn!(connection_id = %connection.id, error = %err, "on_connected failed");
             Outcome::Close(Close {
-                error: Some(detailed(
-                    &hub,
+                error: Some(err.build_message(
                     "Connection closed with an error.".into(),
-                    &error_detail(&err),
+                    hub.options.enable_detailed_errors,
                 )),
                 allow_reconnect: false,
             })
@@ -286,7 +275,7 @@ impl LoopState {
                 let Some(queued) = self.queued.pop_front() else {
                     break;
                 };
-                self.start_invocation(queued);
+                self.start_invocation(queued, true);
             }
             while self.queued.len() < MAX_QUEUED_INVOCATIONS {
                 let message = match self
@@ -438,7 +427,7 @@ impl LoopState {
                     false,
                 ) {
                     Ok((method, streams, cancellation)) => {
-                        self.queued.push_back(QueuedInvocation {
+                        let queued = QueuedInvocation {
                             invocation_id: id,
                             target: invocation.target,
                             method,
@@ -446,7 +435,15 @@ impl LoopState {
                             streams,
                             stream_ids: invocation.stream_ids,
                             cancellation,
-                        })
+                        };
+                        // As in ASP.NET, methods with upload streams do not count against the
+                        // parallel-invocation limit: they start at once, so their stream items
+                        // can always be delivered.
+                        if queued.streams.is_empty() {
+                            self.queued.push_back(queued);
+                        } else {
+                            self.start_invocation(queued, false);
+                        }
                     }
                     Err(error) => self.reply_error(id.as_deref(), error).await,
                 }
@@ -543,9 +540,13 @@ impl LoopState {
         (invocation, parts)
     }
 
-    fn start_invocation(&mut self, queued: QueuedInvocation) {
-        self.running += 1;
-        let done = self.done.0.clone();
+    /// Runs a non-streaming invocation; `counted` ones occupy a parallel-invocation slot until
+    /// they finish.
+    fn start_invocation(&mut self, queued: QueuedInvocation, counted: bool) {
+        let done = counted.then(|| {
+            self.running += 1;
+            self.done.0.clone()
+        });
         let (invocation, parts) = self.invocation(queued);
         tokio::spawn(async move {
             let result = Next::new(parts.hub.filters.clone()).run(invocation).await;
@@ -568,7 +569,9 @@ impl LoopState {
                 };
                 tracing::debug!(target = %parts.target, %error, "non-blocking hub method call failed");
             }
-            let _ = done.send(());
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
         });
     }
 
@@ -579,7 +582,10 @@ impl LoopState {
             let detailed_errors = parts.hub.options.enable_detailed_errors;
             let connection = parts.context.connection.clone();
             let cancellation = parts.cancellation.clone();
+            // The method runs first even if a CancelInvocation is already queued (as in ASP.NET,
+            // which calls the method before reading the next message).
             let result = tokio::select! {
+                biased;
                 result = Next::new(parts.hub.filters.clone()).run(invocation) => Some(result),
                 () = cancellation.cancelled() => None,
             };

@@ -56,6 +56,7 @@ mod filter;
 mod handler;
 mod hub;
 mod hub_connection;
+mod jwt;
 mod options;
 mod raw;
 
@@ -77,8 +78,10 @@ pub use handler::{
     MethodOutput, State, UploadStream,
 };
 pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
+pub use jwt::JwtAuthenticator;
 pub use options::{ConnectionOptions, HubOptions};
 pub use raw::{RawConnection, connection_router};
+pub use signalr_macros::{hub, hub_client};
 pub use signalr_protocol::{HubProtocol, Payload, TransportType};
 
 #[doc(hidden)]

@@ -1,0 +1,211 @@
+//! Helpers shared by both macros.
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, LitStr, Pat, Signature, Type};
+
+/// Collects errors so that one expansion reports all of them at once.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(existing) => existing.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    pub(crate) fn add(&mut self, span: Span, message: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    pub(crate) fn into_compile_errors(self) -> proc_macro2::TokenStream {
+        self.0
+            .map(syn::Error::into_compile_error)
+            .unwrap_or_default()
+    }
+}
+
+/// `send_message` -> `SendMessage` (the C# method name a client calls). Raw identifiers lose
+/// their `r#`.
+pub(crate) fn pascal_case(ident: &Ident) -> String {
+    ident
+        .unraw()
+        .to_string()
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect::<String>()
+            })
+        })
+        .collect()
+}
+
+/// Parses `name = "..."` into a non-empty string literal.
+pub(crate) fn parse_name(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<LitStr> {
+    let name: LitStr = meta.value()?.parse()?;
+    if name.value().trim().is_empty() {
+        return Err(syn::Error::new(name.span(), "the name must not be empty"));
+    }
+    Ok(name)
+}
+
+/// Whether `ty` is a path whose last segment is `name` (e.g. `HubCallerContext` or
+/// `signalr_server::HubCallerContext`).
+pub(crate) fn is_type_named(ty: &Type, name: &str) -> bool {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == name && segment.arguments.is_none()),
+        Type::Group(group) => is_type_named(&group.elem, name),
+        Type::Paren(paren) => is_type_named(&paren.elem, name),
+        _ => false,
+    }
+}
+
+/// Whether `ty` contains an `impl Trait` anywhere.
+pub(crate) fn contains_impl_trait(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl Finder {
+        fn tokens(&mut self, tokens: proc_macro2::TokenStream) {
+            for token in tokens {
+                match token {
+                    proc_macro2::TokenTree::Ident(ident) if ident == "impl" => self.0 = true,
+                    proc_macro2::TokenTree::Group(group) => self.tokens(group.stream()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut finder = Finder(false);
+    finder.tokens(quote::ToTokens::to_token_stream(ty));
+    finder.0
+}
+
+/// The typed parameters of a signature after the receiver: `(pattern, type)`.
+pub(crate) fn typed_inputs(sig: &Signature) -> Vec<(&Pat, &Type)> {
+    sig.inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(typed) => Some((&*typed.pat, &*typed.ty)),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+/// Checks that the signature has a `&self` receiver. `what` names the item in the message.
+pub(crate) fn check_ref_self(sig: &Signature, what: &str, errors: &mut Errors, why: &str) -> bool {
+    match sig.receiver() {
+        None => {
+            errors.add(
+                sig.paren_token.span.join(),
+                format!("{what} `{}` must take `&self`{why}", sig.ident),
+            );
+            false
+        }
+        Some(receiver) if receiver.mutability.is_some() && receiver.reference.is_some() => {
+            errors.add(
+                receiver
+                    .mutability
+                    .map_or_else(|| receiver.span(), |token| token.span),
+                format!(
+                    "{what} `{}` must take `&self`, not `&mut self`{why}",
+                    sig.ident
+                ),
+            );
+            false
+        }
+        Some(receiver) if receiver.reference.is_none() || receiver.colon_token.is_some() => {
+            errors.add(
+                receiver.span(),
+                format!("{what} `{}` must take `&self`{why}", sig.ident),
+            );
+            false
+        }
+        Some(_) => true,
+    }
+}
+
+/// Checks the parts of a signature neither macro supports: generics, `unsafe`, `const`,
+/// `extern`, variadics and `impl Trait` parameters.
+pub(crate) fn check_plain_signature(sig: &Signature, what: &str, errors: &mut Errors) -> bool {
+    let mut ok = true;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.add(
+            sig.generics.span(),
+            format!("{what} `{}` cannot be generic", sig.ident),
+        );
+        ok = false;
+    }
+    if let Some(token) = &sig.unsafety {
+        errors.add(
+            token.span,
+            format!("{what} `{}` cannot be `unsafe`", sig.ident),
+        );
+        ok = false;
+    }
+    if let Some(token) = &sig.constness {
+        errors.add(
+            token.span,
+            format!("{what} `{}` cannot be `const`", sig.ident),
+        );
+        ok = false;
+    }
+    if let Some(abi) = &sig.abi {
+        errors.add(
+            abi.span(),
+            format!("{what} `{}` cannot have an ABI", sig.ident),
+        );
+        ok = false;
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.add(
+            variadic.span(),
+            format!("{what} `{}` cannot be variadic", sig.ident),
+        );
+        ok = false;
+    }
+    for (_, ty) in typed_inputs(sig) {
+        if contains_impl_trait(ty) {
+            errors.add(
+                ty.span(),
+                format!(
+                    "{what} `{}` cannot take `impl Trait` parameters; name the type",
+                    sig.ident
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pascal_case;
+    use proc_macro2::Span;
+    use syn::Ident;
+
+    fn pascal(name: &str) -> String {
+        pascal_case(&Ident::new(name, Span::call_site()))
+    }
+
+    #[test]
+    fn pascal_case_of_snake_case() {
+        assert_eq!(pascal("send_message"), "SendMessage");
+        assert_eq!(pascal("echo"), "Echo");
+        assert_eq!(pascal("get_x2_value"), "GetX2Value");
+        assert_eq!(pascal("_private__thing_"), "PrivateThing");
+        assert_eq!(pascal("AlreadyPascal"), "AlreadyPascal");
+        assert_eq!(
+            pascal_case(&Ident::new_raw("type", Span::call_site())),
+            "Type"
+        );
+    }
+}
