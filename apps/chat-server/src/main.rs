@@ -139,9 +139,12 @@ async fn main() -> std::io::Result<()> {
     println!("Listening on http://{address}");
     println!("Chat hub: http://{address}/chat  (try: node interop/chat.mjs http://{address})");
     tracing::info!(%address, "chat server started");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }
