@@ -130,6 +130,15 @@ impl LocalLifetime {
         }
     }
 
+    fn close_all(&self, close: &signalr_protocol::Close) {
+        let Ok(registry) = self.registry.read() else {
+            return;
+        };
+        for connection in registry.connections.values() {
+            connection.request_close(close.clone());
+        }
+    }
+
     fn connection(&self, connection_id: &str) -> Option<Arc<ConnectionContext>> {
         self.registry
             .read()
@@ -529,5 +538,16 @@ impl HubContext {
     /// Groups with at least one member.
     pub fn group_count(&self) -> usize {
         self.lifetime.group_count()
+    }
+
+    /// Closes every connection of the hub: each gets a Close message (reference §A6.8) with
+    /// `error` and `allow_reconnect`, then its transport closes. For graceful shutdown, call this
+    /// before stopping the HTTP server (`allow_reconnect: true` lets clients with automatic
+    /// reconnect come back to a restarted server). Returns at once; the closes are queued.
+    pub fn close_all(&self, error: Option<String>, allow_reconnect: bool) {
+        self.lifetime.close_all(&signalr_protocol::Close {
+            error,
+            allow_reconnect,
+        });
     }
 }
