@@ -215,13 +215,6 @@ fn failed_to_invoke(target: &str) -> String {
     format!("Failed to invoke '{target}' due to an error on the server.")
 }
 
-/// A checked invocation: its method, upload-stream receivers and cancellation.
-type Prepared = (
-    Arc<MethodEntry>,
-    Vec<crate::handler::UploadReceiver>,
-    CancellationToken,
-);
-
 /// A non-streaming invocation waiting for a free slot.
 struct QueuedInvocation {
     invocation_id: Option<String>,
@@ -337,16 +330,19 @@ impl LoopState {
         }
     }
 
-    /// Checks an invocation against the method and registers its upload streams. `Err` is the
-    /// Completion error to answer with.
+    /// Checks an invocation (`target`, `arguments`, `stream_ids`) against the method and
+    /// registers its cancellation and upload streams. `Err` is the Completion error to answer.
     fn prepare(
         &self,
-        invocation_id: Option<&str>,
-        target: &str,
-        arguments: &[Payload],
-        stream_ids: &[String],
+        invocation_id: Option<String>,
+        (target_owned, arguments_owned, stream_ids_owned): (String, Vec<Payload>, Vec<String>),
         streaming: bool,
-    ) -> Result<Prepared, String> {
+    ) -> Result<QueuedInvocation, String> {
+        let target = target_owned.as_str();
+        let arguments = arguments_owned.as_slice();
+        let stream_ids = stream_ids_owned.as_slice();
+        let invocation_id_owned = invocation_id;
+        let invocation_id = invocation_id_owned.as_deref();
         let Some(method) = self.hub.method(target).cloned() else {
             tracing::debug!(connection_id = %self.connection().id, %target, "unknown hub method");
             return Err(detailed(
@@ -411,61 +407,45 @@ impl LoopState {
                 receivers.push(rx);
             }
         }
-        Ok((method, receivers, cancellation))
+        Ok(QueuedInvocation {
+            invocation_id: invocation_id_owned,
+            target: target_owned,
+            method,
+            arguments: arguments_owned,
+            streams: receivers,
+            stream_ids: stream_ids_owned,
+            cancellation,
+        })
     }
 
     /// Handles one message; `Some` ends the loop.
     async fn dispatch(&mut self, message: HubMessage) -> Option<Outcome> {
         match message {
             HubMessage::Invocation(invocation) => {
-                let id = invocation.invocation_id;
-                match self.prepare(
-                    id.as_deref(),
-                    &invocation.target,
-                    &invocation.arguments,
-                    &invocation.stream_ids,
-                    false,
-                ) {
-                    Ok((method, streams, cancellation)) => {
-                        let queued = QueuedInvocation {
-                            invocation_id: id,
-                            target: invocation.target,
-                            method,
-                            arguments: invocation.arguments,
-                            streams,
-                            stream_ids: invocation.stream_ids,
-                            cancellation,
-                        };
-                        // As in ASP.NET, methods with upload streams do not count against the
-                        // parallel-invocation limit: they start at once, so their stream items
-                        // can always be delivered.
-                        if queued.streams.is_empty() {
-                            self.queued.push_back(queued);
-                        } else {
-                            self.start_invocation(queued, false);
-                        }
-                    }
+                let id = invocation.invocation_id.clone();
+                let call = (
+                    invocation.target,
+                    invocation.arguments,
+                    invocation.stream_ids,
+                );
+                match self.prepare(invocation.invocation_id, call, false) {
+                    // As in ASP.NET, methods with upload streams do not count against the
+                    // parallel-invocation limit: they start at once, so their stream items can
+                    // always be delivered.
+                    Ok(queued) if queued.streams.is_empty() => self.queued.push_back(queued),
+                    Ok(queued) => self.start_invocation(queued, false),
                     Err(error) => self.reply_error(id.as_deref(), error).await,
                 }
             }
             HubMessage::StreamInvocation(invocation) => {
-                let id = invocation.invocation_id;
-                match self.prepare(
-                    Some(&id),
-                    &invocation.target,
-                    &invocation.arguments,
-                    &invocation.stream_ids,
-                    true,
-                ) {
-                    Ok((method, streams, cancellation)) => self.start_stream(QueuedInvocation {
-                        invocation_id: Some(id),
-                        target: invocation.target,
-                        method,
-                        arguments: invocation.arguments,
-                        streams,
-                        stream_ids: invocation.stream_ids,
-                        cancellation,
-                    }),
+                let id = invocation.invocation_id.clone();
+                let call = (
+                    invocation.target,
+                    invocation.arguments,
+                    invocation.stream_ids,
+                );
+                match self.prepare(Some(invocation.invocation_id), call, true) {
+                    Ok(queued) => self.start_stream(queued),
                     Err(error) => self.reply_error(Some(&id), error).await,
                 }
             }
