@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit, integration and doc tests, then the interop suite that
-# drives our server with the official @microsoft/signalr client. Installs what it needs.
+# drives our server with the official @microsoft/signalr client, then the demo server's tests in
+# headless Chromium and Node. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,9 @@ cargo build -p chat-server -p conformance-server
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" \
   CONFORMANCE_SERVER_BIN="$PWD/../target/debug/conformance-server" npm test)
+
+echo "== demo server: the browser demo in headless Chromium (playwright-core) + 200 Node clients"
+cargo build -p demo-server
+(cd apps/demo-server/web && npm ci --no-audit --no-fund --loglevel=error)
+command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+(cd apps/demo-server/web && DEMO_SERVER_BIN="$PWD/../../../target/debug/demo-server" npm test)

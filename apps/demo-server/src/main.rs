@@ -1,0 +1,209 @@
+//! The browser demo of SignalR for Rust, served with the official `@microsoft/signalr` browser
+//! client (and its MessagePack protocol), which `npm ci` installs into `web/node_modules`.
+//!
+//! | page | hub | what it shows |
+//! |---|---|---|
+//! | `/chat` | `/hubs/chat` | rooms (groups), join/leave notices, private messages by name, a chosen transport and protocol, automatic reconnect that rejoins the room |
+//! | `/stocks` | `/hubs/stocks` | ASP.NET's stock ticker: a background task broadcasts prices through the hub's `HubContext`; open/close/reset the market |
+//! | `/shape` | `/hubs/shape` | ASP.NET's MoveShape: drag in one window, it moves in every other; the server broadcasts the latest position at most every 40 ms |
+//! | `/status` | `/hubs/status` | live connections by transport and protocol, groups, messages in/out per second |
+//!
+//! `./scripts/demo.sh` installs the npm files when missing and runs this server. Ctrl-C (or
+//! SIGTERM) closes every connection with a Close message that allows reconnecting, then stops the
+//! HTTP server gracefully.
+
+mod assets;
+mod chat;
+mod shape;
+mod stats;
+mod stocks;
+
+use std::future::IntoFuture;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clap::Parser;
+use serde::Serialize;
+use signalr_server::{Hub, HubBuilder, HubCallerContext, HubContext, TransportType};
+use tracing_subscriber::EnvFilter;
+
+use crate::chat::ChatState;
+use crate::shape::Shape;
+use crate::stats::{Stats, StatsFilter, StatusSource};
+use crate::stocks::{StockContext, StockMarket};
+
+/// How long shutdown waits for the clients to get their Close message and go.
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// How long the HTTP server may take to finish its requests after that.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Parser, Debug)]
+#[command(about = "SignalR for Rust demo: chat, stock ticker, move shape and a live status page")]
+struct Args {
+    /// TCP port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// Address to bind (e.g. 0.0.0.0 to be reachable from other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// The `web/` folder whose `node_modules` holds `@microsoft/signalr` (after `npm ci`).
+    #[arg(long, default_value_os_t = assets::default_web_dir())]
+    web_dir: PathBuf,
+}
+
+/// What `Whoami()` answers on every hub: the connection as the server sees it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Whoami {
+    connection_id: String,
+    transport: Option<&'static str>,
+    protocol: Option<&'static str>,
+}
+
+/// A hub builder with what every demo hub has: the [`StatsFilter`] that counts its connections
+/// and invocations for the status page, and `Whoami()`.
+pub fn demo_hub(name: &'static str, stats: &Arc<Stats>) -> HubBuilder {
+    Hub::builder()
+        .filter(StatsFilter::new(name, stats.clone()))
+        .method("Whoami", |hub: HubCallerContext| async move {
+            Whoami {
+                connection_id: hub.connection_id().to_owned(),
+                transport: hub.transport().map(TransportType::name),
+                protocol: hub.protocol().map(|p| p.name()),
+            }
+        })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Closes every connection of every hub (each client gets a Close message that allows it to
+/// reconnect) and waits, at most [`CLOSE_GRACE`], until they are gone.
+async fn close_all(hubs: &[HubContext]) {
+    let open: usize = hubs.iter().map(HubContext::connection_count).sum();
+    tracing::info!(
+        connections = open,
+        "shutting down: closing every connection"
+    );
+    for hub in hubs {
+        hub.close_all(None, true);
+    }
+    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+    while hubs.iter().any(|h| h.connection_count() > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: usize = hubs.iter().map(HubContext::connection_count).sum();
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "connections still open after the grace period"
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    let missing = assets::missing_libraries(&args.web_dir);
+    if !missing.is_empty() {
+        tracing::warn!(
+            web_dir = %args.web_dir.display(),
+            "the @microsoft/signalr browser files are missing ({}): run `npm ci` in that folder \
+             (./scripts/demo.sh does); the pages cannot connect until then",
+            missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    let stats = Arc::new(Stats::default());
+    let chat_state = Arc::new(ChatState::default());
+    let market = StockMarket::new(stats.clone());
+    let stock_context = StockContext::default();
+    let shape_state = Shape::new(stats.clone());
+
+    let chat = chat::chat_hub(chat_state.clone(), stats.clone());
+    let stocks = stocks::stock_hub(market.clone(), stock_context.clone(), stats.clone());
+    stock_context.set(stocks.context());
+    let shape = shape::shape_hub(shape_state.clone(), stats.clone());
+    let mut hubs = vec![chat.context(), stocks.context(), shape.context()];
+    let source = StatusSource {
+        stats: stats.clone(),
+        chat: chat_state,
+        hubs: hubs.clone(),
+    };
+    let status = stats::status_hub(stats.clone(), source.clone());
+    hubs.push(status.context());
+
+    tokio::spawn(market.run_ticker(stocks.context()));
+    tokio::spawn(shape_state.run_broadcaster(shape.context()));
+    tokio::spawn(stats::run_sampler(source, status.context()));
+
+    let app = Router::new()
+        .nest("/hubs/chat", chat.router())
+        .nest("/hubs/stocks", stocks.router())
+        .nest("/hubs/shape", shape.router())
+        .nest("/hubs/status", status.router())
+        .merge(assets::router(args.web_dir.clone()));
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
+    let address = listener.local_addr()?;
+    println!("Listening on http://{address}");
+    println!("Open http://{address}/ in a browser: /chat, /stocks, /shape, /status (Ctrl-C stops)");
+    tracing::info!(%address, web_dir = %args.web_dir.display(), "demo server started");
+
+    let (shutting_down, shutdown_started) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        close_all(&hubs).await;
+        tracing::info!("stopping the HTTP server");
+        let _ = shutting_down.send(());
+    })
+    .into_future();
+    tokio::select! {
+        result = server => result?,
+        () = async {
+            if shutdown_started.await.is_ok() {
+                tokio::time::sleep(HTTP_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!("HTTP requests still open after the grace period; exiting"),
+    }
+    tracing::info!("demo server stopped");
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! The status page's numbers: connections by hub, transport and protocol (counted by a
+//! [`HubFilter`] around connect and disconnect), messages in (hub invocations, counted by the same
+//! filter) and out (counted where the demo sends), sampled once a second and pushed to the
+//! `/hubs/status` clients.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use signalr_server::{
+    Hub, HubCallerContext, HubContext, HubError, HubFilter, HubInvocation, InvokeError,
+    MethodOutput, Next, NextConnected, NextDisconnected,
+};
+
+use crate::chat::ChatState;
+
+/// Seconds of history kept for the status chart.
+pub const HISTORY_SECONDS: usize = 120;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Locks a mutex, ignoring poisoning (the data are counters and stay usable).
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Which kind of connection: hub, transport and hub protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionKind {
+    /// The hub's short name (`chat`, `stocks`, `shape`, `status`).
+    pub hub: &'static str,
+    /// `WebSockets`, `ServerSentEvents` or `LongPolling`.
+    pub transport: &'static str,
+    /// `json` or `messagepack`.
+    pub protocol: &'static str,
+}
+
+/// One second of the status chart.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    /// When the second ended, in ms since the Unix epoch.
+    pub at: u64,
+    /// Open connections of all hubs.
+    pub connections: usize,
+    /// Hub invocations received during the second.
+    pub messages_in: u64,
+    /// Client method calls sent during the second (one per recipient connection).
+    pub messages_out: u64,
+}
+
+/// A row of the connections table.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRow {
+    /// The hub's short name.
+    pub hub: &'static str,
+    /// The transport.
+    pub transport: &'static str,
+    /// The hub protocol.
+    pub protocol: &'static str,
+    /// Open connections of this kind.
+    pub count: usize,
+}
+
+/// A chat room and how many connections are in it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomRow {
+    /// The room (a SignalR group of the chat hub).
+    pub room: String,
+    /// Connections in the room.
+    pub members: usize,
+    /// The distinct names in the room.
+    pub names: Vec<String>,
+}
+
+/// Everything the status page shows, pushed every second as `Stats`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Seconds since the server started.
+    pub uptime_seconds: u64,
+    /// Open connections of all hubs.
+    pub connections: usize,
+    /// Open connections by hub, transport and protocol.
+    pub by_kind: Vec<ConnectionRow>,
+    /// Open connections by transport.
+    pub by_transport: BTreeMap<&'static str, usize>,
+    /// Open connections by hub protocol.
+    pub by_protocol: BTreeMap<&'static str, usize>,
+    /// Open connections by hub.
+    pub by_hub: BTreeMap<&'static str, usize>,
+    /// SignalR groups with members, over all hubs.
+    pub groups: usize,
+    /// The chat rooms.
+    pub rooms: Vec<RoomRow>,
+    /// Hub invocations received since start, by hub.
+    pub messages_in_total: BTreeMap<&'static str, u64>,
+    /// Client method calls sent since start, by hub.
+    pub messages_out_total: BTreeMap<&'static str, u64>,
+    /// The last [`HISTORY_SECONDS`] seconds, oldest first.
+    pub history: Vec<Sample>,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: BTreeMap<ConnectionKind, usize>,
+    messages_in: BTreeMap<&'static str, u64>,
+    messages_out: BTreeMap<&'static str, u64>,
+    history: VecDeque<Sample>,
+    sampled_in: u64,
+    sampled_out: u64,
+}
+
+/// The demo's counters, shared by every hub's [`StatsFilter`] and the sampling task.
+pub struct Stats {
+    started: Instant,
+    counters: Mutex<Counters>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            counters: Mutex::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats").finish_non_exhaustive()
+    }
+}
+
+impl Stats {
+    /// Counts an opened connection.
+    pub fn connected(&self, kind: ConnectionKind) {
+        *lock(&self.counters).connections.entry(kind).or_default() += 1;
+    }
+
+    /// Counts a closed connection.
+    pub fn disconnected(&self, kind: ConnectionKind) {
+        let mut counters = lock(&self.counters);
+        if let Some(count) = counters.connections.get_mut(&kind) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counters.connections.remove(&kind);
+            }
+        }
+    }
+
+    /// Counts one hub invocation received by `hub`.
+    pub fn received(&self, hub: &'static str) {
+        *lock(&self.counters).messages_in.entry(hub).or_default() += 1;
+    }
+
+    /// Counts `recipients` client method calls sent by `hub`.
+    pub fn sent(&self, hub: &'static str, recipients: usize) {
+        if recipients > 0 {
+            *lock(&self.counters).messages_out.entry(hub).or_default() +=
+                u64::try_from(recipients).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// Closes the current second: appends a [`Sample`] to the history.
+    pub fn sample(&self) {
+        let mut counters = lock(&self.counters);
+        let total_in: u64 = counters.messages_in.values().sum();
+        let total_out: u64 = counters.messages_out.values().sum();
+        let sample = Sample {
+            at: now_ms(),
+            connections: counters.connections.values().sum(),
+            messages_in: total_in - counters.sampled_in,
+            messages_out: total_out - counters.sampled_out,
+        };
+        counters.sampled_in = total_in;
+        counters.sampled_out = total_out;
+        counters.history.push_back(sample);
+        while counters.history.len() > HISTORY_SECONDS {
+            counters.history.pop_front();
+        }
+    }
+
+    /// What the status page shows; `groups` and `rooms` come from the hubs.
+    pub fn snapshot(&self, groups: usize, rooms: Vec<RoomRow>) -> Snapshot {
+        let counters = lock(&self.counters);
+        let mut by_transport = BTreeMap::new();
+        let mut by_protocol = BTreeMap::new();
+        let mut by_hub = BTreeMap::new();
+        for (kind, count) in &counters.connections {
+            *by_transport.entry(kind.transport).or_default() += count;
+            *by_protocol.entry(kind.protocol).or_default() += count;
+            *by_hub.entry(kind.hub).or_default() += count;
+        }
+        Snapshot {
+            uptime_seconds: self.started.elapsed().as_secs(),
+            connections: counters.connections.values().sum(),
+            by_kind: counters
+                .connections
+                .iter()
+                .map(|(kind, count)| ConnectionRow {
+                    hub: kind.hub,
+                    transport: kind.transport,
+                    protocol: kind.protocol,
+                    count: *count,
+                })
+                .collect(),
+            by_transport,
+            by_protocol,
+            by_hub,
+            groups,
+            rooms,
+            messages_in_total: counters.messages_in.clone(),
+            messages_out_total: counters.messages_out.clone(),
+            history: counters.history.iter().copied().collect(),
+        }
+    }
+}
+
+/// The connection kind remembered in the connection's items, so that the disconnect is counted
+/// under the same key as the connect.
+#[derive(Debug, Clone, Copy)]
+struct CountedAs(ConnectionKind);
+
+/// A hub filter that counts connections (by transport and protocol) and invocations of one hub.
+#[derive(Debug, Clone)]
+pub struct StatsFilter {
+    hub: &'static str,
+    stats: Arc<Stats>,
+}
+
+impl StatsFilter {
+    /// A filter for the hub called `hub` on the status page.
+    pub fn new(hub: &'static str, stats: Arc<Stats>) -> Self {
+        StatsFilter { hub, stats }
+    }
+}
+
+impl HubFilter for StatsFilter {
+    fn invoke(
+        self: Arc<Self>,
+        invocation: HubInvocation,
+        next: Next,
+    ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>> {
+        self.stats.received(self.hub);
+        next.run(invocation)
+    }
+
+    fn on_connected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        next: NextConnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        let kind = ConnectionKind {
+            hub: self.hub,
+            transport: caller.transport().map_or("unknown", |t| t.name()),
+            protocol: caller.protocol().map_or("unknown", |p| p.name()),
+        };
+        self.stats.connected(kind);
+        caller.insert_item(CountedAs(kind));
+        next.run(caller)
+    }
+
+    fn on_disconnected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        error: Option<String>,
+        next: NextDisconnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        if let Some(CountedAs(kind)) = caller.item::<CountedAs>() {
+            self.stats.disconnected(kind);
+        }
+        next.run(caller, error)
+    }
+}
+
+/// The `/hubs/status` hub: `GetStats()` answers the current [`Snapshot`]; every second the
+/// sampling task pushes `Stats(snapshot)` to every status client.
+pub fn status_hub(stats: Arc<Stats>, source: StatusSource) -> Hub {
+    crate::demo_hub("status", &stats)
+        .state(source)
+        .method("GetStats", |hub: HubCallerContext| async move {
+            hub.state::<StatusSource>().map(|source| source.snapshot())
+        })
+        .build()
+}
+
+/// What a snapshot is made of: the counters, the chat rooms and the hubs (for group counts).
+#[derive(Clone)]
+pub struct StatusSource {
+    /// The counters.
+    pub stats: Arc<Stats>,
+    /// The chat rooms.
+    pub chat: Arc<ChatState>,
+    /// Every hub of the demo, for their group counts.
+    pub hubs: Vec<HubContext>,
+}
+
+impl StatusSource {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        let groups = self.hubs.iter().map(HubContext::group_count).sum();
+        self.stats.snapshot(groups, self.chat.rooms())
+    }
+}
+
+/// Once a second: closes the second's counters and pushes `Stats(snapshot)` to the status page.
+pub async fn run_sampler(source: StatusSource, status: HubContext) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        source.stats.sample();
+        let recipients = status.connection_count();
+        if recipients > 0 {
+            let snapshot = source.snapshot();
+            status.clients().all().send("Stats", (snapshot,)).await;
+            source.stats.sent("status", recipients);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WS_JSON: ConnectionKind = ConnectionKind {
+        hub: "chat",
+        transport: "WebSockets",
+        protocol: "json",
+    };
+    const LP_MSGPACK: ConnectionKind = ConnectionKind {
+        hub: "stocks",
+        transport: "LongPolling",
+        protocol: "messagepack",
+    };
+
+    #[test]
+    fn counts_connections_by_transport_protocol_and_hub() {
+        let stats = Stats::default();
+        stats.connected(WS_JSON);
+        stats.connected(WS_JSON);
+        stats.connected(LP_MSGPACK);
+        stats.disconnected(WS_JSON);
+        let snapshot = stats.snapshot(0, Vec::new());
+        assert_eq!(snapshot.connections, 2);
+        assert_eq!(snapshot.by_transport.get("WebSockets"), Some(&1));
+        assert_eq!(snapshot.by_transport.get("LongPolling"), Some(&1));
+        assert_eq!(snapshot.by_protocol.get("messagepack"), Some(&1));
+        assert_eq!(snapshot.by_hub.get("stocks"), Some(&1));
+        stats.disconnected(WS_JSON);
+        stats.disconnected(WS_JSON);
+        assert_eq!(stats.snapshot(0, Vec::new()).by_kind.len(), 1);
+    }
+
+    #[test]
+    fn samples_are_per_second_deltas() {
+        let stats = Stats::default();
+        stats.received("chat");
+        stats.received("chat");
+        stats.sent("chat", 10);
+        stats.sample();
+        stats.sent("chat", 3);
+        stats.sample();
+        let history = stats.snapshot(0, Vec::new()).history;
+        assert_eq!(history.len(), 2);
+        assert_eq!((history[0].messages_in, history[0].messages_out), (2, 10));
+        assert_eq!((history[1].messages_in, history[1].messages_out), (0, 3));
+        for _ in 0..HISTORY_SECONDS + 5 {
+            stats.sample();
+        }
+        assert_eq!(stats.snapshot(0, Vec::new()).history.len(), HISTORY_SECONDS);
+    }
+}
