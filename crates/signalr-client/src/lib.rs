@@ -1,0 +1,173 @@
+//! A client for ASP.NET Core SignalR hubs: connect to a hub on an ASP.NET Core server, Azure
+//! SignalR Service or a Rust `signalr-server`, call its methods, stream in both directions, answer
+//! its calls, and reconnect automatically.
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use signalr_hub_client::{HubConnectionBuilder, HubConnectionState};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let url = demo_server().await;
+//! // `url` is a hub, e.g. "http://127.0.0.1:5000/chat" (./scripts/demo.sh serves one).
+//! let connection = HubConnectionBuilder::new()
+//!     .with_url(url)
+//!     .with_automatic_reconnect()
+//!     .build()?;
+//!
+//! // A client method the server calls: arguments bound with serde, matched case-insensitively.
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let _subscription = connection.on("ReceiveMessage", move |(user, text): (String, String)| {
+//!     let _ = tx.send(format!("{user}: {text}"));
+//! });
+//!
+//! connection.start().await?;
+//! assert_eq!(connection.state(), HubConnectionState::Connected);
+//!
+//! // Fire and forget; the hub broadcasts ReceiveMessage back to every client.
+//! connection.send("SendMessage", ("ann", "hello")).await?;
+//! assert_eq!(rx.recv().await.as_deref(), Some("ann: hello"));
+//!
+//! // Call and await the result.
+//! let echoed: serde_json::Value = connection.invoke("Echo", (serde_json::json!({"n": 1}),)).await?;
+//! assert_eq!(echoed["n"], 1);
+//!
+//! // A server-to-client stream.
+//! let items: Vec<u32> = connection
+//!     .stream::<u32>("Count", (3,))
+//!     .await?
+//!     .map(|item| item.expect("item"))
+//!     .collect()
+//!     .await;
+//! assert_eq!(items, [1, 2, 3]);
+//!
+//! connection.stop().await;
+//! # Ok(())
+//! # }
+//! # async fn demo_server() -> String {
+//! #     use signalr_server::{Hub, HubCallerContext};
+//! #     let hub = Hub::builder()
+//! #         .method("SendMessage", |hub: HubCallerContext, user: String, text: String| async move {
+//! #             hub.clients().all().send("ReceiveMessage", (user, text)).await;
+//! #         })
+//! #         .method("Echo", |_: HubCallerContext, v: serde_json::Value| async move { v })
+//! #         .method("Count", |_: HubCallerContext, n: u32| async move { futures_util::stream::iter(1..=n) })
+//! #         .build();
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let url = format!("http://{}/chat", listener.local_addr().unwrap());
+//! #     let app = axum::Router::new().nest("/chat", hub.router());
+//! #     tokio::spawn(async move { axum::serve(listener, app).await });
+//! #     url
+//! # }
+//! ```
+//!
+//! Section numbers like §A6.9 refer to the protocol reference of this repository
+//! (`shared/reference/signalr-protocol.md`, Part A).
+//!
+//! # What it does
+//!
+//! | Feature | API |
+//! |---|---|
+//! | Negotiate v1 (v0 servers too), redirects with `url` + `accessToken` (max 100), §A2.5 checks | automatic |
+//! | WebSockets, Server-Sent Events (+ POST), long polling (+ POST, DELETE); fallback in the server's order, re-negotiating after a failed transport | [`HubConnectionBuilder::with_transports`] |
+//! | Skip negotiation (WebSockets only) | [`HubConnectionBuilder::skip_negotiation`] |
+//! | JSON and MessagePack hub protocols | [`HubConnectionBuilder::with_protocol`] |
+//! | Invoke, send, server-to-client streams (cancel on drop), upload streams | [`HubConnection::invoke`], [`HubConnection::send`], [`HubConnection::stream`], [`ClientStream`] |
+//! | Client methods, typed or dynamic, answering client results | [`HubConnection::on`] |
+//! | Keep-alive ping, server timeout, handshake timeout | [`HubConnectionBuilder::keep_alive_interval`], [`HubConnectionBuilder::server_timeout`], [`HubConnectionBuilder::handshake_timeout`] |
+//! | Automatic reconnect, custom retry policies | [`HubConnectionBuilder::with_automatic_reconnect`], [`RetryPolicy`] |
+//! | Lifetime events | [`HubConnection::on_closed`], [`HubConnection::on_reconnecting`], [`HubConnection::on_reconnected`] |
+//! | Bearer tokens, headers, query parameters, client certificates (mTLS), private roots | [`HubConnectionBuilder::with_access_token_provider`], [`HubConnectionBuilder::with_header`], [`HubConnectionBuilder::with_query`], [`HubConnectionBuilder::with_client_certificate`], [`HubConnectionBuilder::with_root_certificate`] |
+//!
+//! TLS is rustls with Mozilla's roots (`webpki-roots`), for HTTP (reqwest) and WebSockets
+//! (tokio-tungstenite) alike; no OpenSSL. The crate needs a Tokio runtime.
+//!
+//! # Connection lifetime
+//!
+//! `start()` goes `Disconnected -> Connecting -> Connected`; it fails (back to `Disconnected`)
+//! when negotiate, every transport, or the handshake fails. A failed start is never retried
+//! automatically; see [`HubConnection::start`] for the loop to write instead.
+//!
+//! An established connection that is lost (transport error, server timeout, the server closing,
+//! a Close message with `allowReconnect: true`) fails every pending call at once with
+//! `Invocation canceled due to the underlying connection being closed.` Then, with a retry policy,
+//! it goes `Reconnecting` ([`HubConnection::on_reconnecting`] with the error), waits the policy's
+//! delay, and tries a full connect (new negotiate, new connection id) until one succeeds
+//! (`Connected`, [`HubConnection::on_reconnected`] with the new id) or the policy returns `None`
+//! (`Disconnected`, [`HubConnection::on_closed`] with the last error). Without a policy, or after a
+//! Close message without `allowReconnect`, it goes straight to `Disconnected` and `on_closed`.
+//! The default policy waits 0, 2, 10 and 30 seconds ([`DefaultRetryPolicy`]).
+//!
+//! # Examples
+//!
+//! With the demo server running (`./scripts/demo.sh` in the repository, http://127.0.0.1:5000):
+//!
+//! ```sh
+//! cargo run -p signalr-hub-client --example chat -- http://127.0.0.1:5000/chat ann
+//! cargo run -p signalr-hub-client --example typed_handlers
+//! ```
+//!
+//! `chat` is a console chat: every line typed is sent with `SendMessage(user, text)`, every
+//! `ReceiveMessage` is printed. `typed_handlers` starts its own in-process hub and shows typed,
+//! dynamic and async handlers, client results, streams in both directions and reconnect events.
+//!
+//! # Differences from the official clients
+//!
+//! - Stateful reconnect (§A10, `withStatefulReconnect`) is not implemented: the client never asks
+//!   for it and refuses a server that turns it on unasked, as the official clients do.
+//! - Handlers are sync or async Rust closures of one argument (a tuple of the method's
+//!   arguments); their results are `Option`/`Result` values rather than "any return value".
+//! - After reconnect attempts run out, `on_closed` receives an error saying so (with the last
+//!   attempt's error as its source); the TS client passes no error there.
+//! - There is no `withCredentials`/cookie jar, no custom `HttpClient`, no logger option: logging is
+//!   `tracing` (target `signalr_hub_client`), and a subscriber is never installed by the crate.
+
+mod args;
+mod builder;
+mod connection;
+mod error;
+mod handlers;
+mod negotiate;
+mod retry;
+mod session;
+mod stream;
+mod tls;
+mod transport;
+
+pub use args::{Argument, ClientStream, IntoArgument, IntoArguments};
+pub use builder::{AccessTokenProvider, HubConnectionBuilder, IntoAccessToken};
+pub use connection::{HubConnection, HubConnectionState};
+pub use error::{BoxError, Error};
+pub use handlers::{Handler, HandlerOutcome, HandlerOutput, Subscription, markers};
+pub use retry::{DefaultRetryPolicy, RetryContext, RetryPolicy};
+pub use signalr_protocol::{HubProtocol, Payload};
+pub use stream::HubStream;
+
+/// A transport of the connection layer (reference §A3): `WebSockets`, `ServerSentEvents` or
+/// `LongPolling`. The same type as the server's and the protocol crate's `TransportType`.
+pub use signalr_protocol::TransportType as Transport;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn handles_and_futures_are_send() {
+        let connection = HubConnectionBuilder::new()
+            .with_url("http://127.0.0.1:1/hub")
+            .build()
+            .expect("build");
+        assert_send_sync(&connection);
+        assert_send_sync(&Error::new(error::Kind::Closed, "x"));
+        assert_send(&connection.start());
+        assert_send(&connection.stop());
+        assert_send(&connection.invoke::<u32>("M", (1, "two")));
+        assert_send(&connection.send("M", (ClientStream::new(futures_util::stream::iter([1])),)));
+        assert_send(&connection.stream::<u32>("M", ()));
+        let subscription = connection.on("M", |(): ()| {});
+        assert_send_sync(&subscription);
+    }
+}

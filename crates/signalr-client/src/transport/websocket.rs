@@ -1,0 +1,209 @@
+//! The WebSocket transport (reference §A3.2): full duplex; JSON in text frames, MessagePack in
+//! binary frames. Incoming frames of either kind are taken as bytes (some servers send JSON in
+//! binary frames).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Url;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    HTTP_TIMEOUT, HttpContext, Stopper, TransportConnection, TransportEvent, acknowledge, coalesce,
+    error_chain,
+};
+use crate::Transport;
+use crate::error::{Error, Kind};
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long a graceful stop waits for the server's close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens the WebSocket at `url` (an `http(s)` URL; the scheme becomes `ws(s)`), with the access
+/// token both as `Authorization: Bearer` and as the `access_token` query parameter.
+pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConnection, Error> {
+    let mut ws_url = http.with_access_token(url);
+    let scheme = if ws_url.scheme() == "https" {
+        "wss"
+    } else {
+        "ws"
+    };
+    if ws_url.set_scheme(scheme).is_err() {
+        return Err(Error::new(
+            Kind::Transport,
+            format!("Cannot make a WebSocket URL of '{url}'."),
+        ));
+    }
+    let mut request = ws_url.as_str().into_client_request().map_err(|err| {
+        Error::with_source(
+            Kind::Transport,
+            format!("Invalid WebSocket request: {err}"),
+            err,
+        )
+    })?;
+    for (name, value) in &http.request_headers() {
+        request.headers_mut().insert(name.clone(), value.clone());
+    }
+    let connector = if scheme == "wss" {
+        Connector::Rustls(http.tls.clone())
+    } else {
+        Connector::Plain
+    };
+    let connect =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
+    let (socket, _response) = tokio::time::timeout(HTTP_TIMEOUT, connect)
+        .await
+        .map_err(|_| {
+            Error::new(
+                Kind::Transport,
+                format!(
+                    "WebSocket failed to connect: no answer within {} s.",
+                    HTTP_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(connect_error)?;
+    tracing::debug!(url = %url, "WebSocket connected");
+
+    let (sender, outgoing) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(run(socket, outgoing, events_tx, token.clone(), http.binary));
+    Ok(TransportConnection {
+        kind: Transport::WebSockets,
+        sender,
+        events,
+        stopper: Stopper::new(token, vec![task]),
+    })
+}
+
+fn connect_error(err: tokio_tungstenite::tungstenite::Error) -> Error {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match err {
+        WsError::Http(response) => {
+            let status = response.status().as_u16();
+            Error::with_status(
+                Kind::Transport,
+                format!("WebSocket failed to connect: the server answered status code {status}."),
+                status,
+            )
+        }
+        other => Error::with_source(
+            Kind::Transport,
+            format!("WebSocket failed to connect: {}", error_chain(&other)),
+            other,
+        ),
+    }
+}
+
+async fn run(
+    mut socket: Socket,
+    mut outgoing: mpsc::UnboundedReceiver<super::Outgoing>,
+    events: mpsc::UnboundedSender<TransportEvent>,
+    token: CancellationToken,
+    binary: bool,
+) {
+    let closed = loop {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => {
+                close(&mut socket).await;
+                return;
+            }
+            message = socket.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let _ = events.send(TransportEvent::Data(text.into()));
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    let _ = events.send(TransportEvent::Data(bytes));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(frame))) => {
+                    break match frame {
+                        None => None,
+                        Some(frame) if frame.code == CloseCode::Normal => None,
+                        Some(frame) => {
+                            let reason = if frame.reason.is_empty() {
+                                "no reason given".to_owned()
+                            } else {
+                                frame.reason.as_str().to_owned()
+                            };
+                            Some(Error::new(
+                                Kind::Transport,
+                                format!(
+                                    "WebSocket closed with status code: {} ({reason}).",
+                                    u16::from(frame.code)
+                                ),
+                            ))
+                        }
+                    };
+                }
+                Some(Err(err)) => {
+                    break Some(Error::with_source(
+                        Kind::Transport,
+                        format!("WebSocket closed with an error: {}", error_chain(&err)),
+                        err,
+                    ));
+                }
+                None => {
+                    break Some(Error::new(
+                        Kind::Transport,
+                        "WebSocket closed without a close frame.",
+                    ));
+                }
+            },
+            next = outgoing.recv() => {
+                let Some(first) = next else {
+                    close(&mut socket).await;
+                    return;
+                };
+                let (data, acks) = coalesce(first, &mut outgoing);
+                let frame = if binary {
+                    Message::Binary(data)
+                } else {
+                    match Utf8Bytes::try_from(data.clone()) {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => Message::Binary(data),
+                    }
+                };
+                let result = socket.send(frame).await.map_err(|err| {
+                    Error::with_source(
+                        Kind::Transport,
+                        format!("WebSocket send failed: {}", error_chain(&err)),
+                        err,
+                    )
+                });
+                acknowledge(acks, &result);
+                if let Err(err) = result {
+                    break Some(err);
+                }
+            }
+        }
+    };
+    if let Some(err) = &closed {
+        tracing::debug!(error = %err, "WebSocket closed");
+    }
+    let _ = events.send(TransportEvent::Closed(closed));
+}
+
+/// Sends a normal close frame and waits briefly for the server's.
+async fn close(socket: &mut Socket) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: Utf8Bytes::from_static(""),
+        };
+        if socket.close(Some(frame)).await.is_err() {
+            return;
+        }
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+}
