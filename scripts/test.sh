@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit, integration and doc tests, then the interop suite that
-# drives our server with the official @microsoft/signalr client, then the demo server's tests in
-# headless Chromium and Node. Installs what it needs.
+# drives our server with the official @microsoft/signalr client, our Rust client against
+# aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,14 @@ cargo build -p chat-server -p conformance-server
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" \
   CONFORMANCE_SERVER_BIN="$PWD/../target/debug/conformance-server" npm test)
+
+echo "== interop: our Rust client against aiosignalr's server (PyPI)"
+if [ ! -x interop/aiosignalr/.venv/bin/python ]; then
+  python3 -m venv interop/aiosignalr/.venv
+fi
+interop/aiosignalr/.venv/bin/python -m pip install -q --disable-pip-version-check -r interop/aiosignalr/requirements.txt
+AIOSIGNALR_PYTHON="$PWD/interop/aiosignalr/.venv/bin/python" \
+  cargo test -p signalr-hub-client --test aiosignalr -- --ignored
 
 echo "== demo server: the browser demo in headless Chromium (playwright-core) + 200 Node clients"
 cargo build -p demo-server

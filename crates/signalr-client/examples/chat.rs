@@ -1,7 +1,7 @@
 //! A console chat client.
 //!
 //! Every line typed is sent with `SendMessage(user, text)`; every `ReceiveMessage(user, text)`
-//! from the hub is printed. Works against the demo server (`./scripts/demo.sh`, hub
+//! from the hub is printed. Works against the chat server (`cargo run -p chat-server`, hub
 //! `http://127.0.0.1:5000/chat`) or any ASP.NET Core chat hub with those two methods.
 //!
 //! ```sh

@@ -9,7 +9,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let url = demo_server().await;
-//! // `url` is a hub, e.g. "http://127.0.0.1:5000/chat" (./scripts/demo.sh serves one).
+//! // `url` is a hub, e.g. "http://127.0.0.1:5000/chat" (`cargo run -p chat-server` serves one).
 //! let connection = HubConnectionBuilder::new()
 //!     .with_url(url)
 //!     .with_automatic_reconnect()
@@ -100,7 +100,7 @@
 //!
 //! # Examples
 //!
-//! With the demo server running (`./scripts/demo.sh` in the repository, http://127.0.0.1:5000):
+//! With the chat server running (`cargo run -p chat-server` in the repository, http://127.0.0.1:5000):
 //!
 //! ```sh
 //! cargo run -p signalr-hub-client --example chat -- http://127.0.0.1:5000/chat ann
@@ -171,3 +171,9 @@ mod tests {
         assert_send_sync(&subscription);
     }
 }
+
+/// The repository README's Rust examples (server and client), compiled as doctests so they stay
+/// correct. They live here because this crate's tests see both the server and the client.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

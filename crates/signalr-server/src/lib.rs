@@ -97,8 +97,3 @@ impl Hub {
         dispatcher::router(Arc::new(dispatcher::Endpoint::for_hub(self.inner.clone())))
     }
 }
-
-/// The README's Rust examples, compiled as doctests so they stay correct.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
