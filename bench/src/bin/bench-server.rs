@@ -1,0 +1,94 @@
+//! The hub server under test: signalr-server with the benchmark hub, on `/hub`.
+//!
+//! Hub methods (names match case-insensitively):
+//! - `Echo(payload)` returns `payload`;
+//! - `Broadcast(payload)` calls `Receive(payload)` on every other connection;
+//! - `GroupBroadcast(group, payload)` calls `Receive(payload)` on the other members of `group`;
+//! - `JoinGroup(name)` adds the caller to group `name`.
+//!
+//! Prints `Listening on http://ADDR` on stdout once it accepts connections (the runner reads the
+//! port from that line). `RUST_LOG` turns on logging to stderr; without it no subscriber is
+//! installed, so tracing costs nothing.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use clap::Parser;
+use signalr_server::{Hub, HubCallerContext};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Benchmark hub server (signalr-server): Echo, Broadcast, GroupBroadcast, JoinGroup on /hub"
+)]
+struct Args {
+    /// TCP port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Leave Nagle's algorithm on (axum::serve's default). By default the server sets TCP_NODELAY
+    /// on every connection, as Kestrel and aiohttp do: with Nagle on, a small write that follows
+    /// an unacknowledged one waits for the peer's delayed ACK (~40 ms on Linux).
+    #[arg(long)]
+    nagle: bool,
+}
+
+fn bench_hub() -> Hub {
+    Hub::builder()
+        .method("Echo", |_: HubCallerContext, payload: String| async move {
+            payload
+        })
+        .method(
+            "Broadcast",
+            |hub: HubCallerContext, payload: String| async move {
+                hub.clients().others().send("Receive", (payload,)).await;
+            },
+        )
+        .method(
+            "GroupBroadcast",
+            |hub: HubCallerContext, group: String, payload: String| async move {
+                hub.clients()
+                    .others_in_group(group)
+                    .send("Receive", (payload,))
+                    .await;
+            },
+        )
+        .method(
+            "JoinGroup",
+            |hub: HubCallerContext, name: String| async move {
+                hub.groups().add_to_group(hub.connection_id(), &name).await;
+            },
+        )
+        .build()
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let args = Args::parse();
+    let app = Router::new().nest("/hub", bench_hub().router());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
+    let address = listener.local_addr()?;
+    let nodelay = !args.nagle;
+    let listener = listener.tap_io(move |tcp| {
+        if nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+    });
+    println!("Listening on http://{address}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+}

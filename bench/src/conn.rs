@@ -1,0 +1,449 @@
+//! One load-generator connection: SignalR over WebSockets (skip negotiation), on top of
+//! `signalr-protocol` and tokio-tungstenite.
+//!
+//! Lean on purpose: each connection reuses one read buffer and one write buffer, and invocations
+//! are stamped into a pre-encoded [`Template`] (an invocation id and a timestamp patched in place)
+//! instead of being encoded afresh, so sending allocates nothing once the buffers are warm.
+//! Received messages are parsed with [`HubProtocol::parse_message`], which allocates a little
+//! (the invocation id and target strings); the ceiling check tells whether that matters.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use signalr_protocol::{
+    CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage, HubProtocol, Invocation,
+    NegotiateResponse, Payload, msgpack,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Errors of the load generator: their text is all a benchmark needs.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Origin of the timestamps carried in payloads (one process, one clock).
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`base`].
+pub fn now_ns() -> u64 {
+    u64::try_from(base().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether new connections repair aiosignalr's MessagePack headers (see [`set_peer_fixup`]).
+static PEER_FIXUP: AtomicBool = AtomicBool::new(false);
+
+/// Turns the aiosignalr fix-up on for connections made from now on.
+///
+/// aiosignalr 0.1.1 writes the headers of MessagePack Completion, StreamItem and
+/// CancelInvocation messages as the integer 128 (`msgpack.packb` of its `_EMPTY_HEADERS = 0x80`)
+/// instead of an empty map. The JavaScript client ignores headers, but strict parsers (ASP.NET's
+/// .NET client, signalr-protocol) reject every such message. With the fix-up on, the load
+/// generator rewrites those two bytes (`cc 80`) to an empty map (`80`) before parsing.
+pub fn set_peer_fixup(on: bool) {
+    PEER_FIXUP.store(on, Ordering::Relaxed);
+}
+
+/// A connected, handshaken hub connection.
+pub struct Conn {
+    ws: WebSocketStream<TcpStream>,
+    protocol: HubProtocol,
+    /// Received bytes before the aiosignalr fix-up, when it is on.
+    fixup: Option<BytesMut>,
+    rbuf: BytesMut,
+    /// Where frames are built; [`Template::frame`] splits each frame off it.
+    pub wbuf: BytesMut,
+}
+
+fn ws_config() -> WebSocketConfig {
+    // 16 KiB instead of tungstenite's eager 128 KiB keeps 10,000 client connections small; the
+    // write buffer is flushed on every send anyway.
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+}
+
+impl Conn {
+    /// Opens `ws://addr/hub{query}` and completes the SignalR handshake for `protocol`.
+    pub async fn connect(addr: SocketAddr, query: &str, protocol: HubProtocol) -> Result<Conn> {
+        Conn::connect_with(addr, query, protocol, None).await
+    }
+
+    /// [`Conn::connect`] with a fixed socket receive buffer of `recv_buffer` bytes (which turns
+    /// the kernel's autotuning off), for a receiver that is meant to fall behind quickly.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        query: &str,
+        protocol: HubProtocol,
+        recv_buffer: Option<u32>,
+    ) -> Result<Conn> {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let url = format!("ws://{addr}/hub{query}");
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
+        let fixup = (protocol == HubProtocol::MessagePack && PEER_FIXUP.load(Ordering::Relaxed))
+            .then(BytesMut::new);
+        let mut conn = Conn {
+            ws,
+            protocol,
+            fixup: None,
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::with_capacity(4096),
+        };
+        let mut handshake = BytesMut::new();
+        HandshakeRequest {
+            protocol: protocol.name().to_owned(),
+            version: 1,
+        }
+        .write(&mut handshake);
+        conn.ws
+            .send(Message::Text(Utf8Bytes::try_from(handshake.freeze())?))
+            .await?;
+        loop {
+            if let Some(response) = HandshakeResponse::parse(&mut conn.rbuf)? {
+                if let Some(error) = response.error {
+                    return Err(format!("handshake refused: {error}").into());
+                }
+                // The handshake is JSON whatever the protocol: fix hub messages only.
+                conn.fixup = fixup;
+                return Ok(conn);
+            }
+            conn.fill().await?;
+        }
+    }
+
+    /// Sends one frame: text for JSON, binary for MessagePack (as the official clients do).
+    pub async fn send_frame(&mut self, frame: Bytes) -> Result<()> {
+        let message = match self.protocol {
+            HubProtocol::Json => Message::Text(Utf8Bytes::try_from(frame)?),
+            HubProtocol::MessagePack => Message::Binary(frame),
+        };
+        self.ws.send(message).await?;
+        Ok(())
+    }
+
+    /// Reads one more data frame into the read buffer.
+    async fn fill(&mut self) -> Result<()> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    self.rbuf.extend_from_slice(text.as_bytes());
+                    return Ok(());
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    match &mut self.fixup {
+                        Some(raw) => {
+                            raw.extend_from_slice(&bytes);
+                            fix_headers(raw, &mut self.rbuf);
+                        }
+                        None => self.rbuf.extend_from_slice(&bytes),
+                    }
+                    return Ok(());
+                }
+                Some(Ok(Message::Close(_))) | None => return Err("connection closed".into()),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// The next hub message (pings included).
+    pub async fn next_message(&mut self) -> Result<HubMessage> {
+        loop {
+            if let Some(message) = self.protocol.parse_message(&mut self.rbuf, None)? {
+                return Ok(message);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Waits for the answer to invocation `id`: its Completion (a hub server) or the invocation
+    /// itself echoed back (the ceiling). Returns the stamp found in the answer's payload.
+    pub async fn reply(&mut self, id: &[u8]) -> Result<Option<Stamp>> {
+        loop {
+            match self.next_message().await? {
+                HubMessage::Completion(c) if c.invocation_id.as_bytes() == id => {
+                    return match c.result {
+                        CompletionResult::Value(payload) => Ok(Stamp::read(&payload)),
+                        CompletionResult::Void => Ok(None),
+                        CompletionResult::Error(error) => Err(error.into()),
+                    };
+                }
+                HubMessage::Invocation(i)
+                    if i.invocation_id.as_deref().map(str::as_bytes) == Some(id) =>
+                {
+                    return Ok(i.arguments.last().and_then(Stamp::read));
+                }
+                HubMessage::Close(close) => {
+                    return Err(format!("server closed: {:?}", close.error).into());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Invokes `target(args)` and waits for its completion (used for `JoinGroup`).
+    pub async fn invoke(&mut self, id: &str, target: &str, args: Vec<Payload>) -> Result<()> {
+        let message = HubMessage::Invocation(Invocation {
+            invocation_id: Some(id.to_owned()),
+            target: target.to_owned(),
+            arguments: args,
+            ..Default::default()
+        });
+        self.protocol.write_message(&message, &mut self.wbuf)?;
+        let frame = self.wbuf.split().freeze();
+        self.send_frame(frame).await?;
+        self.reply(id.as_bytes()).await.map(drop)
+    }
+
+    /// Starts the WebSocket close handshake and waits (at most `limit`) for the server to end the
+    /// connection, so that the TIME_WAIT state stays on the server's side.
+    pub async fn close(mut self, limit: Duration) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(limit, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    /// Reads and drops everything until the connection ends; returns whether the server closed it
+    /// (rather than the time running out) and how many data frames arrived.
+    pub async fn drain(&mut self, limit: Duration) -> (bool, u64) {
+        let mut frames = 0;
+        let ended = tokio::time::timeout(limit, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => frames += 1,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+        .is_ok();
+        (ended, frames)
+    }
+}
+
+/// Moves the complete MessagePack messages of `raw` to `out`, rewriting the integer headers of
+/// aiosignalr's Completion / StreamItem / CancelInvocation to an empty map (see
+/// [`set_peer_fixup`]).
+fn fix_headers(raw: &mut BytesMut, out: &mut BytesMut) {
+    loop {
+        let Ok(Some((len, prefix))) = msgpack::read_varint(raw) else {
+            if msgpack::read_varint(raw).is_err() {
+                // Not ours to judge: hand the bytes to the parser, which reports the error.
+                out.extend_from_slice(raw);
+                raw.clear();
+            }
+            return;
+        };
+        if raw.len() < prefix + len {
+            return;
+        }
+        let body = &raw[prefix..prefix + len];
+        if body.len() >= 4
+            && body[0] & 0xf0 == 0x90
+            && matches!(body[1], 2 | 3 | 5)
+            && body[2..4] == [0xcc, 0x80]
+        {
+            msgpack::write_varint(out, len - 1);
+            out.extend_from_slice(&body[..2]);
+            out.put_u8(0x80);
+            out.extend_from_slice(&body[4..]);
+        } else {
+            out.extend_from_slice(&raw[..prefix + len]);
+        }
+        raw.advance(prefix + len);
+    }
+}
+
+/// What a benchmark payload carries: when it was sent and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// [`now_ns`] at sending.
+    pub sent_ns: u64,
+    /// Sequence number (broadcast slot bookkeeping).
+    pub seq: u32,
+}
+
+const STAMP_LEN: usize = 24;
+const ID_LEN: usize = 8;
+const ID_PLACEHOLDER: &[u8; ID_LEN] = b"IIIIIIII";
+const STAMP_PLACEHOLDER: &[u8; STAMP_LEN] = b"TTTTTTTTTTTTTTTTSSSSSSSS";
+
+fn hex(out: &mut [u8], mut value: u64) {
+    for byte in out.iter_mut().rev() {
+        *byte = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+fn unhex(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some((acc << 4) | u64::from(v))
+    })
+}
+
+impl Stamp {
+    /// Reads the stamp at the start of a string payload (JSON or MessagePack).
+    pub fn read(payload: &Payload) -> Option<Stamp> {
+        let text: &[u8] = match payload {
+            Payload::Json(bytes) => bytes.get(1..)?,
+            Payload::MessagePack(bytes) => {
+                let skip = match *bytes.first()? {
+                    0xa0..=0xbf => 1,
+                    0xd9 => 2,
+                    0xda => 3,
+                    0xdb => 5,
+                    _ => return None,
+                };
+                bytes.get(skip..)?
+            }
+            Payload::Value(_) => return None,
+        };
+        let digits = text.get(..STAMP_LEN)?;
+        Some(Stamp {
+            sent_ns: unhex(&digits[..16])?,
+            seq: u32::try_from(unhex(&digits[16..])?).ok()?,
+        })
+    }
+
+    /// Bytes of the invocation id used for sequence number `seq`.
+    pub fn id(seq: u32) -> [u8; ID_LEN] {
+        let mut id = [0; ID_LEN];
+        hex(&mut id, u64::from(seq));
+        id
+    }
+}
+
+/// A pre-encoded invocation with its id and its payload's stamp patched in per send.
+///
+/// The payload is a string of `payload_size` bytes: a 24-character stamp (16 hex digits of send
+/// time, 8 of sequence number) padded with `x`.
+pub struct Template {
+    bytes: Vec<u8>,
+    id_at: Option<usize>,
+    stamp_at: usize,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Template {
+    /// Encodes `target(leading_args..., payload)` once with `protocol`; with an invocation id
+    /// when `with_id` (a blocking invoke), without one otherwise (a send).
+    pub fn new(
+        protocol: HubProtocol,
+        target: &str,
+        with_id: bool,
+        leading_args: &[&str],
+        payload_size: usize,
+    ) -> Result<Template> {
+        let mut payload = String::from_utf8(STAMP_PLACEHOLDER.to_vec())?;
+        payload.extend(std::iter::repeat_n(
+            'x',
+            payload_size.saturating_sub(STAMP_LEN),
+        ));
+        let mut arguments: Vec<Payload> = leading_args
+            .iter()
+            .map(|a| Payload::from_value(a.to_string()))
+            .collect();
+        arguments.push(Payload::from_value(payload));
+        let message = HubMessage::Invocation(Invocation {
+            invocation_id: with_id.then(|| String::from_utf8_lossy(ID_PLACEHOLDER).into_owned()),
+            target: target.to_owned(),
+            arguments,
+            ..Default::default()
+        });
+        let mut out = BytesMut::new();
+        protocol.write_message(&message, &mut out)?;
+        let bytes = out.to_vec();
+        let id_at = if with_id {
+            Some(find(&bytes, ID_PLACEHOLDER).ok_or("no id placeholder")?)
+        } else {
+            None
+        };
+        let stamp_at = find(&bytes, STAMP_PLACEHOLDER).ok_or("no stamp placeholder")?;
+        Ok(Template {
+            bytes,
+            id_at,
+            stamp_at,
+        })
+    }
+
+    /// Builds the frame for sequence number `seq`, stamped now, in `buf` (whose allocation is
+    /// reused once the previous frame was written and dropped).
+    pub fn frame(&self, buf: &mut BytesMut, seq: u32) -> Bytes {
+        buf.reserve(self.bytes.len());
+        buf.extend_from_slice(&self.bytes);
+        if let Some(at) = self.id_at {
+            hex(&mut buf[at..at + ID_LEN], u64::from(seq));
+        }
+        let at = self.stamp_at;
+        hex(&mut buf[at..at + 16], now_ns());
+        hex(&mut buf[at + 16..at + STAMP_LEN], u64::from(seq));
+        buf.split().freeze()
+    }
+}
+
+/// `POST /hub/negotiate?negotiateVersion=1` over a fresh HTTP/1.1 connection (closed by the
+/// server); returns the connection token.
+pub async fn negotiate(addr: SocketAddr) -> Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::with_capacity(1024);
+    (&mut stream)
+        .take(64 * 1024)
+        .read_to_end(&mut response)
+        .await?;
+    let split = find(&response, b"\r\n\r\n").ok_or("negotiate: no end of headers")?;
+    let head = std::str::from_utf8(&response[..split])?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("negotiate: {}", head.lines().next().unwrap_or_default()).into());
+    }
+    let mut body = &response[split + 4..];
+    let chunked;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // One chunk is all a negotiate response needs.
+        let line = find(body, b"\r\n").ok_or("negotiate: bad chunk")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line])?.trim(), 16)?;
+        chunked = body
+            .get(line + 2..line + 2 + size)
+            .ok_or("negotiate: short chunk")?;
+        body = chunked;
+    }
+    let negotiate: NegotiateResponse = serde_json::from_slice(body)?;
+    negotiate
+        .connection_token
+        .or(negotiate.connection_id)
+        .ok_or_else(|| "negotiate: no connection token".into())
+}

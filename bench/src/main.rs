@@ -1,0 +1,557 @@
+//! `signalr-bench`: measures our SignalR server against a ceiling (raw WebSockets on the same
+//! stack) and a peer implementation (aiosignalr), in one run, and writes
+//! `bench/results/latest.md` (Markdown tables) and `bench/results/latest.png` (chart).
+//!
+//! ```text
+//! cargo run --release -p signalr-bench              # quick mode, under 3 minutes
+//! cargo run --release -p signalr-bench -- --full    # every scenario at every size
+//! ```
+//!
+//! Each server runs as its own process pinned to CPU 1; this process, the load generator (one
+//! thread), pins itself to CPU 0. Every server is killed when its scenario ends, when the run
+//! is interrupted (Ctrl-C, SIGTERM), when the runner panics, and by the kernel if the runner dies
+//! (`setpriv --pdeathsig KILL`). The README's "Benchmarks" section describes the scenarios.
+
+mod chart;
+mod conn;
+mod proc;
+mod report;
+mod scenarios;
+mod servers;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use signalr_protocol::HubProtocol;
+
+use crate::conn::Result;
+use crate::proc::ServerCommand;
+use crate::report::{CaseResult, RunInfo};
+use crate::scenarios::{BroadcastSpec, Outcome, Settings};
+use crate::servers::ServerKind;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "SignalR benchmarks: our server against a raw WebSocket ceiling and a peer (aiosignalr)",
+    long_about = None
+)]
+struct Cli {
+    /// Every scenario at every size (about 20 minutes). The default is the quick mode: small
+    /// sizes and short windows, under 3 minutes.
+    #[arg(long)]
+    full: bool,
+    /// Development smoke run: windows of a fraction of a second (with `--full`: at full sizes).
+    /// Checks that everything works; its figures are not measurements.
+    #[arg(long)]
+    smoke: bool,
+    /// Only these scenarios (comma-separated): echo, broadcast, group, fixed-rate, idle, storm,
+    /// slow.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Servers to measure (comma-separated): ceiling, ours, aiosignalr.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,ours,aiosignalr")]
+    servers: Vec<String>,
+    /// Only the cases whose parameters contain this text (e.g. "N=100, JSON, 32 B").
+    #[arg(long)]
+    case: Option<String>,
+    /// Override the warm-up, in seconds.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Override the measurement window, in seconds (e.g. longer ones under a profiler).
+    #[arg(long)]
+    window: Option<f64>,
+    /// Directory for latest.md and latest.png (default: bench/results).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Smoke,
+    Quick,
+    Full,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Smoke => "smoke",
+            Mode::Quick => "quick",
+            Mode::Full => "full",
+        }
+    }
+
+    fn settings(self) -> Settings {
+        let ms = Duration::from_millis;
+        match self {
+            Mode::Smoke => Settings {
+                warmup: ms(100),
+                window: ms(200),
+                reps: 3,
+                fixed_window: ms(1000),
+                idle_window: ms(500),
+                stall_window: ms(1000),
+                stall_extra: ms(500),
+            },
+            Mode::Quick => Settings {
+                warmup: ms(300),
+                window: ms(400),
+                reps: 3,
+                fixed_window: ms(1000),
+                idle_window: ms(1500),
+                stall_window: ms(1500),
+                stall_extra: ms(3000),
+            },
+            Mode::Full => Settings {
+                warmup: ms(1000),
+                window: ms(3000),
+                reps: 3,
+                fixed_window: ms(5000),
+                // Longer than the 15 s keep-alive interval, so server pings are counted.
+                idle_window: ms(16000),
+                stall_window: ms(5000),
+                stall_extra: ms(10000),
+            },
+        }
+    }
+
+    /// No case starts after this much time; quick mode must end within 3 minutes.
+    fn budget(self) -> Duration {
+        match self {
+            Mode::Smoke => Duration::from_secs(600),
+            Mode::Quick => Duration::from_secs(165),
+            Mode::Full => Duration::from_secs(3 * 3600),
+        }
+    }
+
+    /// The longest one case may take on one server.
+    fn case_limit(self, full_sizes: bool) -> Duration {
+        if self == Mode::Full || full_sizes {
+            Duration::from_secs(300)
+        } else {
+            Duration::from_secs(60)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Spec {
+    Echo {
+        n: usize,
+        protocol: HubProtocol,
+        size: usize,
+    },
+    Broadcast(BroadcastSpec),
+    FixedRate {
+        n: usize,
+        size: usize,
+    },
+    Idle {
+        n: usize,
+    },
+    Storm {
+        workers: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    scenario: &'static str,
+    /// Name for `--only`.
+    key: &'static str,
+    params: String,
+    label: (String, String),
+    spec: Spec,
+}
+
+fn proto(protocol: HubProtocol) -> &'static str {
+    match protocol {
+        HubProtocol::Json => "JSON",
+        HubProtocol::MessagePack => "MessagePack",
+    }
+}
+
+fn size_name(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 {
+        format!("{} KB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn count(n: usize) -> String {
+    report::significant(n as f64)
+}
+
+fn plan(full: bool) -> Vec<Case> {
+    let protocols = [HubProtocol::Json, HubProtocol::MessagePack];
+    let mut cases = Vec::new();
+    // N=100 JSON 32 B first: its ceiling figure is the load generator check.
+    let ns: &[usize] = if full { &[100, 1, 1000] } else { &[100, 1] };
+    for &n in ns {
+        for size in [32, 2048] {
+            for protocol in protocols {
+                cases.push(Case {
+                    scenario: "echo",
+                    key: "echo",
+                    params: format!("N={}, {}, {}", count(n), proto(protocol), size_name(size)),
+                    label: (
+                        format!("N={}", count(n)),
+                        format!(
+                            "{} {}",
+                            if protocol == HubProtocol::Json {
+                                "json"
+                            } else {
+                                "msgpack"
+                            },
+                            size_name(size).replace(' ', "")
+                        ),
+                    ),
+                    spec: Spec::Echo { n, protocol, size },
+                });
+            }
+        }
+    }
+    let ms: &[usize] = if full { &[100, 1000, 10_000] } else { &[100] };
+    let broadcast_protocols: &[HubProtocol] = if full {
+        &protocols
+    } else {
+        &[HubProtocol::Json]
+    };
+    for &m in ms {
+        for &protocol in broadcast_protocols {
+            cases.push(Case {
+                scenario: "broadcast",
+                key: "broadcast",
+                params: format!("M={}, {}, 32 B", count(m), proto(protocol)),
+                label: (
+                    format!("M={}", count(m)),
+                    if protocol == HubProtocol::Json {
+                        "json"
+                    } else {
+                        "msgpack"
+                    }
+                    .to_owned(),
+                ),
+                spec: Spec::Broadcast(BroadcastSpec {
+                    receivers: m,
+                    protocol,
+                    size: 32,
+                    total: None,
+                    slow: false,
+                }),
+            });
+        }
+    }
+    if full {
+        cases.push(Case {
+            scenario: "group",
+            key: "group",
+            params: "group of 100 among 10,000, JSON, 32 B".to_owned(),
+            label: ("group 100".to_owned(), "of 10,000".to_owned()),
+            spec: Spec::Broadcast(BroadcastSpec {
+                receivers: 100,
+                protocol: HubProtocol::Json,
+                size: 32,
+                total: Some(10_000),
+                slow: false,
+            }),
+        });
+    }
+    let fixed = if full { 10_000 } else { 1000 };
+    cases.push(Case {
+        scenario: "fixed rate",
+        key: "fixed-rate",
+        params: format!("{} connections × 1 msg/s, JSON, 2 KB", count(fixed)),
+        label: (format!("{} conns", count(fixed)), "1/s".to_owned()),
+        spec: Spec::FixedRate {
+            n: fixed,
+            size: 2048,
+        },
+    });
+    let idle = if full { 10_000 } else { 1000 };
+    cases.push(Case {
+        scenario: "idle density",
+        key: "idle",
+        params: format!("{} connections", count(idle)),
+        label: (format!("{} idle", count(idle)), String::new()),
+        spec: Spec::Idle { n: idle },
+    });
+    cases.push(Case {
+        scenario: "connect storm",
+        key: "storm",
+        params: "16 concurrent connectors, negotiate + WebSocket + handshake".to_owned(),
+        label: ("storm".to_owned(), String::new()),
+        spec: Spec::Storm { workers: 16 },
+    });
+    let slow = if full { 1000 } else { 100 };
+    cases.push(Case {
+        scenario: "slow consumer",
+        key: "slow",
+        params: format!("M={}, JSON, 2 KB, 1 receiver stops reading", count(slow)),
+        label: (format!("M={}", count(slow)), "1 stalled".to_owned()),
+        spec: Spec::Broadcast(BroadcastSpec {
+            receivers: slow,
+            protocol: HubProtocol::Json,
+            size: 2048,
+            total: None,
+            slow: true,
+        }),
+    });
+    cases
+}
+
+async fn run_case(
+    spec: &Spec,
+    kind: ServerKind,
+    command: &ServerCommand,
+    settings: &Settings,
+) -> Result<Outcome> {
+    match *spec {
+        Spec::Echo { n, protocol, size } => {
+            scenarios::echo(command, settings, n, protocol, size).await
+        }
+        Spec::Broadcast(spec) => scenarios::broadcast(kind, command, settings, spec).await,
+        Spec::FixedRate { n, size } => {
+            scenarios::fixed_rate(command, settings, n, HubProtocol::Json, size).await
+        }
+        Spec::Idle { n } => scenarios::idle(command, settings, n).await,
+        Spec::Storm { workers } => scenarios::storm(command, settings, workers).await,
+    }
+}
+
+fn shell(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn progress(kind: ServerKind, scenario: &str, result: &std::result::Result<Outcome, String>) {
+    match result {
+        Ok(outcome) => {
+            let name = report::headline(scenario);
+            let head = report::figure(outcome, name)
+                .map_or("–".to_owned(), |s| report::significant(s.median));
+            let p99 = report::figure(outcome, "p99 latency (µs)").map_or(String::new(), |s| {
+                format!(", p99 {} µs", report::significant(s.median))
+            });
+            eprintln!("   {:<10} {name} {head}{p99}", kind.name());
+        }
+        Err(err) => eprintln!("   {:<10} failed: {err}", kind.name()),
+    }
+}
+
+async fn run(cli: Cli, pinned: bool) -> Result<()> {
+    let started = Instant::now();
+    let mode = if cli.smoke {
+        Mode::Smoke
+    } else if cli.full {
+        Mode::Full
+    } else {
+        Mode::Quick
+    };
+    let mut settings = mode.settings();
+    if let Some(secs) = cli.warmup {
+        settings.warmup = Duration::try_from_secs_f64(secs)?;
+    }
+    if let Some(secs) = cli.window {
+        settings.window = Duration::try_from_secs_f64(secs)?;
+    }
+    servers::build_siblings().await?;
+    if !proc::exe_dir()?.ends_with("release") {
+        eprintln!("warning: not a release build; use cargo run --release -p signalr-bench");
+    }
+    let out_dir = cli
+        .out
+        .unwrap_or_else(|| servers::bench_dir().join("results"));
+    std::fs::create_dir_all(&out_dir)?;
+    let logs = std::env::temp_dir().join(format!("signalr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+
+    let mut kinds = Vec::new();
+    for name in &cli.servers {
+        let kind = ServerKind::parse(name).ok_or_else(|| format!("unknown server {name}"))?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    let mut peer_status = None;
+    let mut python = None;
+    if kinds.contains(&ServerKind::Peer) {
+        match servers::setup_peer().await {
+            Ok(path) => python = Some(path),
+            Err(err) => {
+                eprintln!("peer not available: {err}");
+                peer_status = Some(err.to_string());
+                kinds.retain(|&k| k != ServerKind::Peer);
+            }
+        }
+    }
+    let mut commands = Vec::new();
+    for &kind in &kinds {
+        commands.push((kind, servers::command(kind, python.as_deref(), &logs)?));
+    }
+
+    let mut cases = plan(cli.full);
+    if !cli.only.is_empty() {
+        cases.retain(|c| cli.only.iter().any(|o| o.trim() == c.key));
+    }
+    if let Some(text) = &cli.case {
+        cases.retain(|c| c.params.contains(text.as_str()));
+    }
+    eprintln!(
+        "{} mode: {} cases × {} servers; server logs in {}",
+        mode.name(),
+        cases.len(),
+        commands.len(),
+        logs.display()
+    );
+    let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    for case in cases {
+        if started.elapsed() > mode.budget() {
+            skipped.push(format!("{} ({})", case.scenario, case.params));
+            continue;
+        }
+        eprintln!("== {} ({})", case.scenario, case.params);
+        let mut per_server = Vec::new();
+        for (kind, command) in &commands {
+            conn::set_peer_fixup(*kind == ServerKind::Peer);
+            let result = tokio::time::timeout(
+                mode.case_limit(cli.full),
+                run_case(&case.spec, *kind, command, &settings),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
+            .map_err(|err| err.to_string());
+            progress(*kind, case.scenario, &result);
+            if results.is_empty() && *kind == ServerKind::Ceiling && case.scenario == "echo" {
+                if let Ok(outcome) = &result {
+                    let rate = report::figure(outcome, "invocations/s").map_or(0.0, |s| s.median);
+                    let cpu = stats::Summary::of(&outcome.gen_cpu_pct).map_or(0.0, |s| s.median);
+                    eprintln!(
+                        "   load generator alone: {} invocations/s against the ceiling, at {:.0} % of its core",
+                        report::significant(rate),
+                        cpu
+                    );
+                }
+            }
+            per_server.push((*kind, result));
+        }
+        results.push(CaseResult {
+            scenario: case.scenario,
+            params: case.params,
+            label: case.label,
+            results: per_server,
+        });
+    }
+
+    let info = RunInfo {
+        mode: if mode == Mode::Smoke && cli.full {
+            "smoke (full sizes)"
+        } else {
+            mode.name()
+        },
+        date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: format!(
+            "{}, {} cores",
+            shell("uname", &["-sr"]),
+            shell("nproc", &["--all"])
+        ),
+        servers: kinds,
+        peer_status,
+        method: format!(
+            "Every figure is repeated {} times: {} back-to-back windows of {:.1} s after a {:.1} s warm-up (fixed rate: {:.0} s windows; idle density: {} fresh servers, {:.1} s idle each)",
+            settings.reps,
+            settings.reps,
+            settings.window.as_secs_f64(),
+            settings.warmup.as_secs_f64(),
+            settings.fixed_window.as_secs_f64(),
+            settings.reps,
+            settings.idle_window.as_secs_f64()
+        ),
+        pinned,
+        seconds: started.elapsed().as_secs_f64(),
+        skipped,
+    };
+    let markdown = report::markdown(&info, &results);
+    let md_path = out_dir.join("latest.md");
+    std::fs::write(&md_path, markdown)?;
+    let png_path = out_dir.join("latest.png");
+    if let Err(err) = chart::draw(&png_path, &results) {
+        eprintln!("chart failed: {err}");
+    }
+    eprintln!(
+        "wrote {} and {} in {:.0} s",
+        md_path.display(),
+        png_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        proc::kill_all();
+        default_hook(info);
+    }));
+    // Room for 10,000 connections plus the servers' own files (children inherit the limit).
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("could not raise the open-file limit: {err}");
+    }
+    let pinned = proc::pin_self();
+    if !pinned {
+        eprintln!("warning: taskset not found; processes are not pinned to cores");
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, async {
+        tokio::select! {
+            result = run(cli, pinned) => result,
+            () = interrupted() => Err("interrupted".into()),
+        }
+    });
+    drop(local);
+    proc::kill_all();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

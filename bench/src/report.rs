@@ -1,0 +1,360 @@
+//! `results/latest.md`: the Markdown tables of a run.
+
+use std::fmt::Write as _;
+
+use crate::scenarios::Outcome;
+use crate::servers::ServerKind;
+use crate::stats::Summary;
+
+/// One scenario case on every server.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Scenario name as in the README table.
+    pub scenario: &'static str,
+    /// Parameters, human-readable.
+    pub params: String,
+    /// Two short lines for the chart's category label.
+    pub label: (String, String),
+    /// Per server: its outcome or why it failed.
+    pub results: Vec<(ServerKind, Result<Outcome, String>)>,
+}
+
+impl CaseResult {
+    /// The chart's two-line label.
+    pub fn short_label(&self) -> (String, String) {
+        self.label.clone()
+    }
+
+    fn outcome(&self, kind: ServerKind) -> Option<&Outcome> {
+        self.results
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, r)| r.as_ref().ok())
+    }
+}
+
+/// The summary of figure `name` in `outcome`.
+pub fn figure(outcome: &Outcome, name: &str) -> Option<Summary> {
+    outcome
+        .figures
+        .iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, values)| Summary::of(values))
+}
+
+/// The figure that sums a scenario up (chart).
+pub fn headline(scenario: &str) -> &'static str {
+    match scenario {
+        "echo" => "invocations/s",
+        "broadcast" | "group" => "deliveries/s",
+        "fixed rate" => "p99 latency (µs)",
+        "idle density" => "KiB per idle connection",
+        "connect storm" => "connections/s",
+        "slow consumer" => "deliveries/s during the stall",
+        _ => "",
+    }
+}
+
+/// 1234567 → "1.23M", 12345 → "12.3k" (axis labels).
+pub fn short_number(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{}M", significant(v / 1e6))
+    } else if a >= 1e4 {
+        format!("{}k", significant(v / 1e3))
+    } else {
+        significant(v)
+    }
+}
+
+/// Three significant digits, thousands separated, no trailing zeros.
+pub fn significant(v: f64) -> String {
+    if !v.is_finite() {
+        return "–".to_owned();
+    }
+    let a = v.abs();
+    if a >= 1000.0 {
+        let rounded = v.round() as i64;
+        let digits = rounded.unsigned_abs().to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        return if rounded < 0 { format!("-{out}") } else { out };
+    }
+    let decimals = if a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else {
+        3
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    }
+}
+
+fn cell(summary: Option<Summary>) -> String {
+    match summary {
+        None => "–".to_owned(),
+        Some(s) if (s.max - s.min).abs() <= f64::EPSILON * s.max.abs().max(1.0) => {
+            significant(s.median)
+        }
+        Some(s) => format!(
+            "{} ({}–{})",
+            significant(s.median),
+            significant(s.min),
+            significant(s.max)
+        ),
+    }
+}
+
+/// Facts about the run, for the report's header.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// quick / full / smoke.
+    pub mode: &'static str,
+    /// UTC date and time.
+    pub date: String,
+    /// `uname -sr`, cores.
+    pub machine: String,
+    /// The servers measured and why others were not.
+    pub servers: Vec<ServerKind>,
+    /// Why the peer did not run, if it did not.
+    pub peer_status: Option<String>,
+    /// Warm-up, window, repetitions.
+    pub method: String,
+    /// Whether the processes could be pinned.
+    pub pinned: bool,
+    /// Wall time of the run in seconds.
+    pub seconds: f64,
+    /// Cases skipped because the time budget ran out.
+    pub skipped: Vec<String>,
+}
+
+fn generator_check(out: &mut String, results: &[CaseResult]) {
+    let _ = writeln!(out, "## Load generator check\n");
+    let _ = writeln!(
+        out,
+        "The load generator (one thread on CPU 0) must outrun the server it measures. Against the \
+         ceiling it shows how fast it can go; against our server, *bound by* names what set the \
+         figure: our server (its CPU ≥ 90 %), the load generator (its CPU ≥ 90 %), or round trips \
+         (neither saturated: one invocation in flight per connection waits for the network \
+         stack).\n"
+    );
+    if let Some((params, outcome)) = results
+        .iter()
+        .filter(|c| c.scenario == "echo")
+        .find_map(|c| c.outcome(ServerKind::Ceiling).map(|o| (&c.params, o)))
+    {
+        let rate = figure(outcome, "invocations/s").map_or(f64::NAN, |s| s.median);
+        let cpu = Summary::of(&outcome.gen_cpu_pct).map_or(f64::NAN, |s| s.median);
+        let _ = writeln!(
+            out,
+            "Alone against the ceiling (echo, {params}) the load generator reached {} invocations/s at {} % of its core.\n",
+            significant(rate),
+            significant(cpu)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| echo case | ceiling invocations/s | ours invocations/s | ceiling / ours | server CPU (ours) | generator CPU (ours) | bound by |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let mut generator_bound = Vec::new();
+    for case in results.iter().filter(|c| c.scenario == "echo") {
+        let ceiling = case.outcome(ServerKind::Ceiling);
+        let ours = case.outcome(ServerKind::Ours);
+        let c_rate = ceiling.and_then(|o| figure(o, "invocations/s"));
+        let o_rate = ours.and_then(|o| figure(o, "invocations/s"));
+        let server_cpu = ours
+            .and_then(|o| figure(o, "server CPU %"))
+            .map(|s| s.median);
+        let gen_cpu = ours
+            .and_then(|o| Summary::of(&o.gen_cpu_pct))
+            .map(|s| s.median);
+        let ratio = match (c_rate, o_rate) {
+            (Some(c), Some(o)) if o.median > 0.0 => Some(c.median / o.median),
+            _ => None,
+        };
+        let bound = match (server_cpu, gen_cpu) {
+            (Some(s), _) if s >= 90.0 => "our server",
+            (_, Some(g)) if g >= 90.0 => {
+                generator_bound.push(case.params.clone());
+                "load generator"
+            }
+            (Some(_), Some(_)) => "round trips",
+            _ => "–",
+        };
+        let pct = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{} %", significant(v)));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {bound} |",
+            case.params,
+            cell(c_rate),
+            cell(o_rate),
+            ratio.map_or("–".to_owned(), |r| format!("{r:.2}×")),
+            pct(server_cpu),
+            pct(gen_cpu),
+        );
+    }
+    let verdict = if generator_bound.is_empty() {
+        "The load generator was never the bottleneck of an echo figure of our server.".to_owned()
+    } else {
+        format!(
+            "The load generator, not our server, bounded: {}. Those figures understate our server.",
+            generator_bound.join("; ")
+        )
+    };
+    let _ = writeln!(out, "\n{verdict}\n");
+}
+
+/// The whole Markdown report.
+pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# SignalR for Rust: benchmark results ({} mode)\n",
+        info.mode
+    );
+    let _ = writeln!(
+        out,
+        "Run {} on {}, {:.0} s. Written by `cargo run --release -p signalr-bench{}`; chart: [latest.png](latest.png).\n",
+        info.date,
+        info.machine,
+        info.seconds,
+        if info.mode == "full" {
+            " -- --full"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "Each server runs as its own process {}; the load generator (tokio-tungstenite + signalr-protocol, one thread) {}. {}. Cells: median (min–max).\n",
+        if info.pinned {
+            "pinned to CPU 1 (`taskset -c 1`)"
+        } else {
+            "(not pinned: taskset missing)"
+        },
+        if info.pinned { "on CPU 0" } else { "unpinned" },
+        info.method
+    );
+    let _ = writeln!(out, "Servers:\n");
+    for kind in ServerKind::ALL {
+        if info.servers.contains(&kind) {
+            let _ = writeln!(out, "- **{}**: {}", kind.name(), kind.description());
+        } else if kind == ServerKind::Peer {
+            let _ = writeln!(
+                out,
+                "- **{}**: not run ({})",
+                kind.name(),
+                info.peer_status.as_deref().unwrap_or("not selected")
+            );
+        } else {
+            let _ = writeln!(out, "- **{}**: not run (not selected)", kind.name());
+        }
+    }
+    let _ = writeln!(out);
+    generator_check(&mut out, results);
+
+    let _ = writeln!(out, "## Results\n");
+    let mut header = "| Scenario | Parameters | Figure |".to_owned();
+    let mut rule = "|---|---|---|".to_owned();
+    for kind in &info.servers {
+        let _ = write!(header, " {} |", kind.name());
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for case in results {
+        let mut names: Vec<&str> = Vec::new();
+        for (_, result) in &case.results {
+            if let Ok(outcome) = result {
+                for (name, _) in &outcome.figures {
+                    if !names.contains(&name.as_str()) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        if names.is_empty() {
+            names.push("(failed)");
+        }
+        for name in names {
+            let mut row = format!("| {} | {} | {} |", case.scenario, case.params, name);
+            for kind in &info.servers {
+                let text = match case.results.iter().find(|(k, _)| k == kind) {
+                    None => "–".to_owned(),
+                    Some((_, Err(_))) => "failed".to_owned(),
+                    Some((_, Ok(outcome))) => cell(figure(outcome, name)),
+                };
+                let _ = write!(row, " {text} |");
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+
+    let slow: Vec<(ServerKind, &Outcome)> = results
+        .iter()
+        .filter(|c| c.scenario == "slow consumer")
+        .flat_map(|c| c.results.iter())
+        .filter_map(|(k, r)| r.as_ref().ok().map(|o| (*k, o)))
+        .collect();
+    if !slow.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Slow consumer: server RSS over time\n\nOne receiver stops reading after the first window and stays stalled through the measured windows and a while longer; samples every 0.4 s as `seconds: MiB`.\n"
+        );
+        for (kind, outcome) in slow {
+            let samples: Vec<String> = outcome
+                .series
+                .iter()
+                .step_by(2)
+                .map(|(t, m)| format!("{t:.1}: {m:.1}"))
+                .collect();
+            let _ = writeln!(out, "- **{}**: {}", kind.name(), samples.join(", "));
+        }
+    }
+
+    let mut notes = Vec::new();
+    for case in results {
+        for (kind, result) in &case.results {
+            match result {
+                Err(err) => notes.push(format!(
+                    "{} ({}) on {}: failed: {err}",
+                    case.scenario,
+                    case.params,
+                    kind.name()
+                )),
+                Ok(outcome) => {
+                    for note in &outcome.notes {
+                        notes.push(format!(
+                            "{} ({}) on {}: {note}",
+                            case.scenario,
+                            case.params,
+                            kind.name()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for skipped in &info.skipped {
+        notes.push(format!("skipped, time budget spent: {skipped}"));
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    out
+}
