@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use signalr_server::{
@@ -140,7 +141,10 @@ async fn main() -> std::io::Result<()> {
     println!("Chat hub: http://{address}/chat  (try: node interop/chat.mjs http://{address})");
     tracing::info!(%address, "chat server started");
     axum::serve(
-        listener,
+        // TCP_NODELAY: small hub messages go out at once instead of waiting for Nagle's algorithm.
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {

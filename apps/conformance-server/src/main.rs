@@ -25,6 +25,7 @@ mod test_hub;
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::serve::ListenerExt;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -57,7 +58,10 @@ async fn main() -> std::io::Result<()> {
     println!("Listening on http://{address}");
     tracing::info!(%address, "conformance server started");
     axum::serve(
-        listener,
+        // TCP_NODELAY: small hub messages go out at once instead of waiting for Nagle's algorithm.
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::Serialize;
 use signalr_server::{Hub, HubBuilder, HubCallerContext, HubContext, TransportType};
@@ -184,7 +185,10 @@ async fn main() -> std::io::Result<()> {
 
     let (shutting_down, shutdown_started) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
-        listener,
+        // TCP_NODELAY: small hub messages go out at once instead of waiting for Nagle's algorithm.
+        listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        }),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {

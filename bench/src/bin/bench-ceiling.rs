@@ -43,17 +43,18 @@ struct Args {
     /// an unacknowledged one waits for the peer's delayed ACK (~40 ms on Linux).
     #[arg(long)]
     nagle: bool,
-    /// WebSocket read buffer per connection, in bytes (default: tungstenite's 128 KiB, as the hub
-    /// server uses). tungstenite allocates it eagerly and zero-fills the free part before every
-    /// socket read, so it sets both the memory of an idle connection and a memset per read.
-    #[arg(long)]
-    read_buffer_size: Option<usize>,
+    /// WebSocket read buffer per connection, in bytes (default 8 KiB, as signalr-server's
+    /// `ConnectionOptions::websocket_read_buffer_size`; tungstenite's own default is 128 KiB).
+    /// tungstenite allocates it eagerly and zero-fills the free part before every socket read, so
+    /// it sets both the memory of an idle connection and a memset per read.
+    #[arg(long, default_value_t = 8 * 1024)]
+    read_buffer_size: usize,
 }
 
 #[derive(Clone)]
 struct AppState {
     rooms: Arc<Rooms>,
-    read_buffer_size: Option<usize>,
+    read_buffer_size: usize,
 }
 
 /// Frames a room socket may have queued before a fan-out closes it (as the hub server's 1024).
@@ -115,9 +116,7 @@ async fn ws(
     State(state): State<AppState>,
 ) -> Response {
     let room = query.get("room").cloned();
-    if let Some(size) = state.read_buffer_size {
-        upgrade = upgrade.read_buffer_size(size);
-    }
+    upgrade = upgrade.read_buffer_size(state.read_buffer_size);
     let rooms = state.rooms;
     upgrade.on_upgrade(move |socket| async move {
         match room {

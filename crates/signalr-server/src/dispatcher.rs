@@ -319,6 +319,7 @@ fn websocket(
     let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
         return StatusCode::CONFLICT.into_response();
     };
+    let upgrade = upgrade.read_buffer_size(endpoint.options.websocket_read_buffer_size.max(1024));
     upgrade.on_upgrade(move |socket| async move {
         let _active = connection.begin_request();
         endpoint.start_application(&connection, info, user);
@@ -333,7 +334,11 @@ async fn run_websocket(
     socket: WebSocket,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let reader = async {
+    // The reader runs as its own task: in one `select!` with the writer, every writer wake-up
+    // would poll the socket for reading too (a wasted read per outgoing batch).
+    let reader_connection = connection.clone();
+    let mut reader = tokio::spawn(async move {
+        let connection = reader_connection;
         while let Some(Ok(message)) = stream.next().await {
             let bytes = match message {
                 Message::Text(text) => {
@@ -351,7 +356,7 @@ async fn run_websocket(
                 break;
             }
         }
-    };
+    });
     let writer = async {
         while let Some(batch) = outbox.next_batch(connection.protocol_cell()).await {
             if !batch.data.is_empty() {
@@ -380,10 +385,11 @@ async fn run_websocket(
         }
     };
     tokio::select! {
-        () = reader => {}
+        _ = &mut reader => {}
         () = writer => {}
         () = connection.closed.cancelled() => {}
     }
+    reader.abort();
 }
 
 /// Removes the connection when an SSE response body is dropped (client gone or stream ended).

@@ -4,6 +4,7 @@
 //!
 //! ```no_run
 //! use axum::Router;
+//! use axum::serve::ListenerExt;
 //! use signalr_server::{Hub, HubCallerContext};
 //!
 //! #[tokio::main]
@@ -20,6 +21,10 @@
 //!
 //!     let app = Router::new().nest("/chat", chat.router());
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//!     // Send small hub messages at once (TCP_NODELAY); axum leaves Nagle's algorithm on.
+//!     let listener = listener.tap_io(|tcp| {
+//!         let _ = tcp.set_nodelay(true);
+//!     });
 //!     axum::serve(listener, app).await
 //! }
 //! ```

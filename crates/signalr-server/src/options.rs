@@ -76,6 +76,10 @@ pub struct ConnectionOptions {
     /// Capacity of each connection's incoming queue, in transport reads (WebSocket frames, POST
     /// bodies). Default 32. When full, the transport stops reading: back-pressure on the client.
     pub incoming_queue_capacity: usize,
+    /// Size of each WebSocket's read buffer, in bytes. Default 8 KiB (tungstenite's own default
+    /// is 128 KiB, which it zero-fills before every read and keeps per connection: at 10,000
+    /// idle connections that is 1.3 GB). Larger messages are read in several chunks.
+    pub websocket_read_buffer_size: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -91,6 +95,7 @@ impl Default for ConnectionOptions {
             minimum_negotiate_version: 0,
             outgoing_queue_capacity: 1024,
             incoming_queue_capacity: 32,
+            websocket_read_buffer_size: 8 * 1024,
         }
     }
 }
