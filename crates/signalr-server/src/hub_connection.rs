@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use signalr_protocol::{
     Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
     HubProtocol, Payload, ProtocolError, StreamItem, TransferFormat, TransportType,
@@ -71,10 +73,15 @@ pub(crate) async fn run(
                 context: context.clone(),
                 protocol,
                 queued: VecDeque::new(),
-                running: 0,
-                done: mpsc::unbounded_channel(),
+                running: FuturesUnordered::new(),
             };
-            state.run(&mut inbound, &mut buf).await
+            let outcome = state.run(&mut inbound, &mut buf).await;
+            // Invocations still running go on as tasks (their cancellation fires below), as hub
+            // methods do in ASP.NET when the connection closes.
+            for invocation in std::mem::take(&mut state.running) {
+                tokio::spawn(invocation);
+            }
+            outcome
         }
     };
 
@@ -231,8 +238,9 @@ struct LoopState {
     context: Arc<ConnectionContext>,
     protocol: HubProtocol,
     queued: VecDeque<QueuedInvocation>,
-    running: usize,
-    done: (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
+    /// Counted invocations in progress, polled by the loop itself (no task per invocation:
+    /// one hand-off less on the hot path, and the loop keeps reading while they run).
+    running: FuturesUnordered<BoxFuture<'static, ()>>,
 }
 
 impl LoopState {
@@ -240,17 +248,22 @@ impl LoopState {
         &self.context.connection
     }
 
-    async fn reply(&self, message: HubMessage) {
-        let _ = self
-            .connection()
-            .send(Outgoing::Message(SerializedMessage::new(message)))
-            .await;
-    }
-
-    async fn reply_error(&self, invocation_id: Option<&str>, error: String) {
-        if let Some(id) = invocation_id {
-            self.reply(HubMessage::Completion(Completion::with_error(id, error)))
-                .await;
+    /// Answers an invocation that could not run with a Completion error. The future owns what it
+    /// needs (no borrow of the loop state across the await).
+    fn reply_error(
+        &self,
+        invocation_id: Option<&str>,
+        error: String,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let connection = self.context.connection.clone();
+        let completion =
+            invocation_id.map(|id| HubMessage::Completion(Completion::with_error(id, error)));
+        async move {
+            if let Some(message) = completion {
+                let _ = connection
+                    .send(Outgoing::Message(SerializedMessage::new(message)))
+                    .await;
+            }
         }
     }
 
@@ -264,7 +277,7 @@ impl LoopState {
         let max_parallel = options.maximum_parallel_invocations_per_client.max(1);
 
         loop {
-            while self.running < max_parallel {
+            while self.running.len() < max_parallel {
                 let Some(queued) = self.queued.pop_front() else {
                     break;
                 };
@@ -288,11 +301,11 @@ impl LoopState {
                 if let Some(outcome) = self.dispatch(message).await {
                     return outcome;
                 }
-                if self.running < max_parallel && !self.queued.is_empty() {
+                if self.running.len() < max_parallel && !self.queued.is_empty() {
                     break;
                 }
             }
-            if self.running < max_parallel && !self.queued.is_empty() {
+            if self.running.len() < max_parallel && !self.queued.is_empty() {
                 continue;
             }
 
@@ -304,9 +317,7 @@ impl LoopState {
                         return Outcome::Close(close);
                     }
                 }
-                Some(()) = self.done.1.recv() => {
-                    self.running = self.running.saturating_sub(1);
-                }
+                Some(()) = self.running.next(), if !self.running.is_empty() => {}
                 bytes = inbound.recv(), if self.queued.len() < MAX_QUEUED_INVOCATIONS => match bytes {
                     Some(bytes) => {
                         last_received = Instant::now();
@@ -523,12 +534,8 @@ impl LoopState {
     /// Runs a non-streaming invocation; `counted` ones occupy a parallel-invocation slot until
     /// they finish.
     fn start_invocation(&mut self, queued: QueuedInvocation, counted: bool) {
-        let done = counted.then(|| {
-            self.running += 1;
-            self.done.0.clone()
-        });
         let (invocation, parts) = self.invocation(queued);
-        tokio::spawn(async move {
+        let run = async move {
             let result = Next::new(parts.hub.filters.clone()).run(invocation).await;
             parts.finish();
             if let Some(id) = &parts.invocation_id {
@@ -549,10 +556,12 @@ impl LoopState {
                 };
                 tracing::debug!(target = %parts.target, %error, "non-blocking hub method call failed");
             }
-            if let Some(done) = done {
-                let _ = done.send(());
-            }
-        });
+        };
+        if counted {
+            self.running.push(Box::pin(run));
+        } else {
+            tokio::spawn(run);
+        }
     }
 
     fn start_stream(&mut self, queued: QueuedInvocation) {
