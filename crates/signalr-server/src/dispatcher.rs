@@ -203,10 +203,11 @@ async fn negotiate(
     headers: HeaderMap,
     params: Params,
 ) -> Response {
-    let user = match endpoint.authorize(&headers, &params).await {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
+    // The connection's user comes from its first transport request (see start_application);
+    // here only the hub's authorization policy is applied.
+    if let Err(response) = endpoint.authorize(&headers, &params).await {
+        return response;
+    }
     let minimum = endpoint.options.minimum_negotiate_version;
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let version = match NegotiateRequest::from_query(pairs, minimum) {
@@ -214,8 +215,6 @@ async fn negotiate(
         Err(error) => return axum::Json(NegotiateResponse::error(error)).into_response(),
     };
     let connection = endpoint.manager.create(version);
-    // The connection's user is set by its first transport request (see start_application).
-    let _ = user;
     let transports = endpoint
         .options
         .transports
@@ -235,6 +234,18 @@ async fn negotiate(
     .into_response()
 }
 
+/// The request data kept for the hub's caller context.
+fn connection_request(parts: &axum::http::request::Parts) -> ConnectionRequest {
+    ConnectionRequest {
+        headers: parts.headers.clone(),
+        query: parts.uri.query().unwrap_or_default().to_owned(),
+        remote_addr: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+    }
+}
+
 /// `GET {hub}`: WebSocket upgrade, SSE (`Accept: text/event-stream`) or a long poll (§A1).
 async fn receive(
     State(endpoint): State<Arc<Endpoint>>,
@@ -251,14 +262,6 @@ async fn receive(
         Ok(user) => user,
         Err(response) => return response,
     };
-    let info = ConnectionRequest {
-        headers: parts.headers.clone(),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        remote_addr: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
-    };
     if is_upgrade {
         if !endpoint.enabled(TransportType::WebSockets) {
             return transport_disabled(TransportType::WebSockets);
@@ -268,13 +271,12 @@ async fn receive(
             Err(rejection) => return rejection.into_response(),
         };
         // Without `id` the client skipped negotiation: the connection is made here (§A3.2).
-        let connection = match param(&params, "id") {
-            None => endpoint.manager.create(1),
-            Some(token) => match endpoint.manager.get(token) {
-                Some(connection) => connection,
-                None => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
-            },
+        let connection = match endpoint.lookup(&params) {
+            Ok(connection) => connection,
+            Err(LookupError::MissingId) => endpoint.manager.create(1),
+            Err(error) => return error.into_response(),
         };
+        let info = connection_request(&parts);
         return websocket(endpoint, connection, upgrade, info, user);
     }
 
@@ -301,8 +303,15 @@ async fn receive(
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
     }
     match transport {
-        TransportType::ServerSentEvents => server_sent_events(&endpoint, connection, info, user),
-        _ => long_poll(&endpoint, connection, info, user).await,
+        TransportType::ServerSentEvents => {
+            let info = connection_request(&parts);
+            server_sent_events(&endpoint, connection, info, user)
+        }
+        _ => {
+            // Only the first poll starts the application; later polls need no request data.
+            let start = (!connection.is_started()).then(|| (connection_request(&parts), user));
+            long_poll(&endpoint, connection, start).await
+        }
     }
 }
 
@@ -426,14 +435,14 @@ fn server_sent_events(
     };
     let active = connection.begin_request();
     endpoint.start_application(&connection, info, user);
-    struct State {
+    struct SseState {
         outbox: tokio::sync::OwnedMutexGuard<Outbox>,
         connection: Arc<Connection>,
         _active: crate::connection::ActiveRequest,
         _dispose: DisposeOnDrop,
         first: bool,
     }
-    let state = State {
+    let state = SseState {
         outbox,
         _dispose: DisposeOnDrop(connection.clone()),
         connection,
@@ -505,11 +514,10 @@ fn poll_response(status: StatusCode, body: Bytes) -> Response {
 async fn long_poll(
     endpoint: &Endpoint,
     connection: Arc<Connection>,
-    info: ConnectionRequest,
-    user: User,
+    start: Option<(ConnectionRequest, User)>,
 ) -> Response {
     let _active = connection.begin_request();
-    if !connection.is_started() {
+    if let Some((info, user)) = start {
         // The first poll starts the application and returns at once.
         endpoint.start_application(&connection, info, user);
         return poll_response(StatusCode::OK, Bytes::new());
