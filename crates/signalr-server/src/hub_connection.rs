@@ -11,7 +11,8 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use signalr_protocol::{
     Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
-    HubProtocol, Payload, ProtocolError, StreamItem, TransferFormat, TransportType,
+    HubProtocol, Invocation, Payload, ProtocolError, StreamInvocation, StreamItem, TransferFormat,
+    TransportType,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -87,22 +88,20 @@ pub(crate) async fn run(
 
     context.shut_down();
     hub.lifetime.remove(&connection.id);
-    let disconnect_error = match &outcome {
+    let disconnect_error = match outcome {
         Outcome::TransportClosed => None,
-        Outcome::ClientClosed(error) => error.clone(),
-        Outcome::Close(close) => close.error.clone(),
-    };
-    match outcome {
-        Outcome::TransportClosed => {}
-        Outcome::ClientClosed(_) => {
+        Outcome::ClientClosed(error) => {
             let _ = connection.send(Outgoing::End).await;
+            error
         }
         Outcome::Close(close) => {
+            let error = close.error.clone();
             let message = SerializedMessage::new(HubMessage::Close(close));
             let _ = connection.send(Outgoing::Message(message)).await;
             let _ = connection.send(Outgoing::End).await;
+            error
         }
-    }
+    };
     lifetime_token.cancel();
     let caller = HubCallerContext::new(context, lifetime_token, false);
     if let Err(err) = NextDisconnected::new(hub.filters.clone(), hub.on_disconnected.clone())
@@ -341,19 +340,16 @@ impl LoopState {
         }
     }
 
-    /// Checks an invocation (`target`, `arguments`, `stream_ids`) against the method and
-    /// registers its cancellation and upload streams. `Err` is the Completion error to answer.
-    fn prepare(
+    /// Checks an invocation of `target` with `arguments` values and `streams` upload streams
+    /// against the method. `Err` is the Completion error to answer with.
+    fn check(
         &self,
-        invocation_id: Option<String>,
-        (target_owned, arguments_owned, stream_ids_owned): (String, Vec<Payload>, Vec<String>),
+        invocation_id: Option<&str>,
+        target: &str,
+        arguments: usize,
+        streams: usize,
         streaming: bool,
-    ) -> Result<QueuedInvocation, String> {
-        let target = target_owned.as_str();
-        let arguments = arguments_owned.as_slice();
-        let stream_ids = stream_ids_owned.as_slice();
-        let invocation_id_owned = invocation_id;
-        let invocation_id = invocation_id_owned.as_deref();
+    ) -> Result<Arc<MethodEntry>, String> {
         let Some(method) = self.hub.method(target).cloned() else {
             tracing::debug!(connection_id = %self.connection().id, %target, "unknown hub method");
             return Err(detailed(
@@ -382,82 +378,126 @@ impl LoopState {
                 "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
             ));
         }
-        if stream_ids.len() != method.stream_parameters {
+        if streams != method.stream_parameters {
             return Err(format!(
-                "Client sent {} stream(s), Hub method expects {}.",
-                stream_ids.len(),
+                "Client sent {streams} stream(s), Hub method expects {}.",
                 method.stream_parameters
             ));
         }
-        if arguments.len() != method.value_parameters {
+        if arguments != method.value_parameters {
             return Err(detailed(
                 &self.hub,
                 failed_to_invoke(target),
                 &format!(
-                    "InvalidDataException: Invocation provides {} argument(s) but target expects {}.",
-                    arguments.len(),
+                    "InvalidDataException: Invocation provides {arguments} argument(s) but target expects {}.",
                     method.value_parameters
                 ),
             ));
         }
-        let cancellation = self.connection().closed.child_token();
         if let Some(id) = invocation_id {
-            let Ok(mut invocations) = self.context.invocations.lock() else {
+            let Ok(invocations) = self.context.invocations.lock() else {
                 return Err(failed_to_invoke(target));
             };
             if invocations.contains_key(id) {
                 return Err(format!("Invocation ID '{id}' is already in use."));
             }
-            invocations.insert(id.to_owned(), cancellation.clone());
         }
-        let mut receivers = Vec::with_capacity(stream_ids.len());
-        if let Ok(mut uploads) = self.context.uploads.lock() {
-            for stream_id in stream_ids {
-                let (tx, rx) = mpsc::channel(self.hub.options.stream_buffer_capacity.max(1));
-                uploads.insert(stream_id.clone(), tx);
-                receivers.push(rx);
+        Ok(method)
+    }
+
+    /// Registers a checked invocation's cancellation and upload streams.
+    fn register(
+        &self,
+        method: Arc<MethodEntry>,
+        invocation_id: Option<String>,
+        target: String,
+        arguments: Vec<Payload>,
+        stream_ids: Vec<String>,
+    ) -> QueuedInvocation {
+        let cancellation = self.connection().closed.child_token();
+        if let Some(id) = &invocation_id {
+            if let Ok(mut invocations) = self.context.invocations.lock() {
+                invocations.insert(id.clone(), cancellation.clone());
             }
         }
-        Ok(QueuedInvocation {
-            invocation_id: invocation_id_owned,
-            target: target_owned,
+        let mut streams = Vec::with_capacity(stream_ids.len());
+        if let Ok(mut uploads) = self.context.uploads.lock() {
+            for stream_id in &stream_ids {
+                let (tx, rx) = mpsc::channel(self.hub.options.stream_buffer_capacity.max(1));
+                uploads.insert(stream_id.clone(), tx);
+                streams.push(rx);
+            }
+        }
+        QueuedInvocation {
+            invocation_id,
+            target,
             method,
-            arguments: arguments_owned,
-            streams: receivers,
-            stream_ids: stream_ids_owned,
+            arguments,
+            streams,
+            stream_ids,
             cancellation,
-        })
+        }
     }
 
     /// Handles one message; `Some` ends the loop.
     async fn dispatch(&mut self, message: HubMessage) -> Option<Outcome> {
         match message {
-            HubMessage::Invocation(invocation) => {
-                let id = invocation.invocation_id.clone();
-                let call = (
-                    invocation.target,
-                    invocation.arguments,
-                    invocation.stream_ids,
+            HubMessage::Invocation(Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+                ..
+            }) => {
+                let checked = self.check(
+                    invocation_id.as_deref(),
+                    &target,
+                    arguments.len(),
+                    stream_ids.len(),
+                    false,
                 );
-                match self.prepare(invocation.invocation_id, call, false) {
-                    // As in ASP.NET, methods with upload streams do not count against the
-                    // parallel-invocation limit: they start at once, so their stream items can
-                    // always be delivered.
-                    Ok(queued) if queued.streams.is_empty() => self.queued.push_back(queued),
-                    Ok(queued) => self.start_invocation(queued, false),
-                    Err(error) => self.reply_error(id.as_deref(), error).await,
+                match checked {
+                    Err(error) => self.reply_error(invocation_id.as_deref(), error).await,
+                    Ok(method) => {
+                        let queued =
+                            self.register(method, invocation_id, target, arguments, stream_ids);
+                        // As in ASP.NET, methods with upload streams do not count against the
+                        // parallel-invocation limit: they start at once, so their stream items
+                        // can always be delivered.
+                        if queued.streams.is_empty() {
+                            self.queued.push_back(queued);
+                        } else {
+                            self.start_invocation(queued, false);
+                        }
+                    }
                 }
             }
-            HubMessage::StreamInvocation(invocation) => {
-                let id = invocation.invocation_id.clone();
-                let call = (
-                    invocation.target,
-                    invocation.arguments,
-                    invocation.stream_ids,
+            HubMessage::StreamInvocation(StreamInvocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+                ..
+            }) => {
+                let checked = self.check(
+                    Some(&invocation_id),
+                    &target,
+                    arguments.len(),
+                    stream_ids.len(),
+                    true,
                 );
-                match self.prepare(Some(invocation.invocation_id), call, true) {
-                    Ok(queued) => self.start_stream(queued),
-                    Err(error) => self.reply_error(Some(&id), error).await,
+                match checked {
+                    Err(error) => self.reply_error(Some(&invocation_id), error).await,
+                    Ok(method) => {
+                        let queued = self.register(
+                            method,
+                            Some(invocation_id),
+                            target,
+                            arguments,
+                            stream_ids,
+                        );
+                        self.start_stream(queued);
+                    }
                 }
             }
             HubMessage::CancelInvocation(cancel) => {
