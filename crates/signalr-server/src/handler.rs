@@ -304,6 +304,25 @@ pub trait HubMethod<Args>: Clone + Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<MethodOutput, InvokeError>>;
 }
 
+/// Invokes `$m!` once per supported parameter count, 0 to 12.
+macro_rules! for_each_arity {
+    ($m:ident) => {
+        $m!();
+        $m!(A1);
+        $m!(A1, A2);
+        $m!(A1, A2, A3);
+        $m!(A1, A2, A3, A4);
+        $m!(A1, A2, A3, A4, A5);
+        $m!(A1, A2, A3, A4, A5, A6);
+        $m!(A1, A2, A3, A4, A5, A6, A7);
+        $m!(A1, A2, A3, A4, A5, A6, A7, A8);
+        $m!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+        $m!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+        $m!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+        $m!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+    };
+}
+
 /// Binds a tuple of parameters from one invocation.
 #[doc(hidden)]
 pub trait BindAll: Sized {
@@ -321,19 +340,7 @@ macro_rules! impl_bind_all {
     };
 }
 
-impl_bind_all!();
-impl_bind_all!(A1);
-impl_bind_all!(A1, A2);
-impl_bind_all!(A1, A2, A3);
-impl_bind_all!(A1, A2, A3, A4);
-impl_bind_all!(A1, A2, A3, A4, A5);
-impl_bind_all!(A1, A2, A3, A4, A5, A6);
-impl_bind_all!(A1, A2, A3, A4, A5, A6, A7);
-impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8);
-impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
-impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
-impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
-impl_bind_all!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+for_each_arity!(impl_bind_all);
 
 fn bind_all<T: BindAll>(
     caller: &HubCallerContext,
@@ -386,19 +393,7 @@ macro_rules! impl_hub_method {
     };
 }
 
-impl_hub_method!();
-impl_hub_method!(A1);
-impl_hub_method!(A1, A2);
-impl_hub_method!(A1, A2, A3);
-impl_hub_method!(A1, A2, A3, A4);
-impl_hub_method!(A1, A2, A3, A4, A5);
-impl_hub_method!(A1, A2, A3, A4, A5, A6);
-impl_hub_method!(A1, A2, A3, A4, A5, A6, A7);
-impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8);
-impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
-impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
-impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
-impl_hub_method!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+for_each_arity!(impl_hub_method);
 
 /// Arguments of a client method call: `()`, a tuple of up to 12 `Serialize` values, or a
 /// `Vec<Payload>`.
@@ -413,16 +408,10 @@ impl IntoArguments for Vec<Payload> {
     }
 }
 
-impl IntoArguments for () {
-    fn into_arguments(self) -> Vec<Payload> {
-        Vec::new()
-    }
-}
-
 macro_rules! impl_into_arguments {
     ($($arg:ident),*) => {
         impl<$($arg: Serialize + Send + Sync + 'static),*> IntoArguments for ($($arg,)*) {
-            #[allow(non_snake_case)]
+            #[allow(non_snake_case, clippy::unused_unit)]
             fn into_arguments(self) -> Vec<Payload> {
                 let ($($arg,)*) = self;
                 vec![$(Payload::from_value($arg)),*]
@@ -431,15 +420,4 @@ macro_rules! impl_into_arguments {
     };
 }
 
-impl_into_arguments!(A1);
-impl_into_arguments!(A1, A2);
-impl_into_arguments!(A1, A2, A3);
-impl_into_arguments!(A1, A2, A3, A4);
-impl_into_arguments!(A1, A2, A3, A4, A5);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
-impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+for_each_arity!(impl_into_arguments);
