@@ -1,9 +1,12 @@
 //! The connection layer (ASP.NET "Http.Connections", reference §A3.6): connections keyed by their
 //! secret token, each an opaque duplex byte stream with one bounded incoming queue, one bounded
 //! outgoing queue and one writer at a time that coalesces what is queued into one transport write.
+//!
+//! Both queues are bounded twice: in items (a channel's capacity) and in bytes (a [`ByteBudget`]
+//! high-water mark, as ASP.NET's pipes pause their writer at 64 KiB).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,7 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use signalr_protocol::{HubMessage, HubProtocol, TransportType};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::options::ConnectionOptions;
@@ -63,43 +66,126 @@ impl SerializedMessage {
     }
 }
 
+/// A byte high-water mark shared by a queue's producers and its consumer.
+///
+/// A producer may add an item while fewer than `limit` bytes are queued (so one item larger
+/// than the limit still fits into an empty queue); at or above it, producers wait
+/// ([`ByteBudget::reserve`]) or fail ([`ByteBudget::try_reserve`]). At most `limit` plus one
+/// item's bytes are ever held.
+pub(crate) struct ByteBudget {
+    queued: AtomicUsize,
+    limit: usize,
+    room: Notify,
+}
+
+impl ByteBudget {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ByteBudget {
+            queued: AtomicUsize::new(0),
+            limit: limit.max(1),
+            room: Notify::new(),
+        })
+    }
+
+    /// Adds `len` bytes if the queue is below its limit.
+    fn try_reserve(&self, len: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued < self.limit).then(|| queued.saturating_add(len))
+            })
+            .is_ok()
+    }
+
+    /// Adds `len` bytes, waiting until the queue is below its limit.
+    async fn reserve(&self, len: usize) {
+        loop {
+            if self.try_reserve(len) {
+                return;
+            }
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.try_reserve(len) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes `len` bytes out; wakes waiting producers when that brings the queue below its limit.
+    fn release(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let before = self.queued.fetch_sub(len, Ordering::AcqRel);
+        if before >= self.limit && before - len < self.limit {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Bytes queued now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// An item of a connection's outgoing channel: bytes encoded with the connection's protocol.
+enum Queued {
+    Data(Bytes),
+    End,
+}
+
 /// What a transport writes next: everything that was queued, and whether the connection ends.
+/// Its bytes count against the outgoing budget until the batch is dropped (after the write).
 pub(crate) struct Batch {
     pub data: Bytes,
     pub end: bool,
+    reserved: usize,
+    budget: Arc<ByteBudget>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.budget.release(self.reserved);
+    }
 }
 
 /// The receiving half of the outgoing queue; whoever holds its lock is the connection's writer.
 pub(crate) struct Outbox {
-    rx: mpsc::Receiver<Outgoing>,
+    rx: mpsc::Receiver<Queued>,
+    budget: Arc<ByteBudget>,
     ended: bool,
 }
 
 impl Outbox {
     /// Waits for at least one queued item, then takes everything else already queued without
-    /// waiting and encodes it into one buffer. Returns `None` once the end was delivered.
+    /// waiting into one buffer. Returns `None` once the end was delivered.
     /// Cancel-safe: the only await is the first receive.
-    ///
-    /// The protocol is read per item, because the handshake response and the first hub messages
-    /// may share a batch while the protocol is being chosen.
-    pub(crate) async fn next_batch(&mut self, protocol: &OnceLock<HubProtocol>) -> Option<Batch> {
+    pub(crate) async fn next_batch(&mut self) -> Option<Batch> {
         if self.ended {
             return None;
         }
-        let first = self.rx.recv().await;
+        let mut item = self.rx.recv().await;
         let mut out = BytesMut::new();
+        let mut first: Option<Bytes> = None;
+        let mut reserved = 0;
         let mut end = false;
-        let mut item = first;
         loop {
             match item {
-                None | Some(Outgoing::End) => {
+                None | Some(Queued::End) => {
                     end = true;
                     break;
                 }
-                Some(Outgoing::Raw(bytes)) => out.extend_from_slice(&bytes),
-                Some(Outgoing::Message(message)) => {
-                    if let Some(bytes) = protocol.get().and_then(|&p| message.encoded(p)) {
-                        out.extend_from_slice(bytes);
+                Some(Queued::Data(bytes)) => {
+                    reserved += bytes.len();
+                    // A batch of one item is written without copying it.
+                    if first.is_none() && out.is_empty() {
+                        first = Some(bytes);
+                    } else {
+                        if let Some(previous) = first.take() {
+                            out.extend_from_slice(&previous);
+                        }
+                        out.extend_from_slice(&bytes);
                     }
                 }
             }
@@ -109,10 +195,40 @@ impl Outbox {
             }
         }
         self.ended = end;
+        let data = first.unwrap_or_else(|| out.freeze());
         Some(Batch {
-            data: out.freeze(),
+            data,
             end,
+            reserved,
+            budget: self.budget.clone(),
         })
+    }
+}
+
+/// One read of a transport, as handed to the application.
+pub(crate) enum Received {
+    /// Bytes of the client (a WebSocket message, a chunk of a POST body).
+    Data(Bytes),
+    /// The client sent a WebSocket message larger than the transport accepts; nothing more will
+    /// be read.
+    MessageTooLarge,
+}
+
+/// The application's end of a connection's incoming queue.
+pub(crate) struct Inbound {
+    rx: mpsc::Receiver<Received>,
+    budget: Arc<ByteBudget>,
+}
+
+impl Inbound {
+    /// The next read of the transport; `None` when the transport is gone. Its bytes leave the
+    /// incoming budget here: the caller owns (and bounds) them from now on.
+    pub(crate) async fn recv(&mut self) -> Option<Received> {
+        let received = self.rx.recv().await?;
+        if let Received::Data(bytes) = &received {
+            self.budget.release(bytes.len());
+        }
+        Some(received)
     }
 }
 
@@ -173,9 +289,11 @@ pub(crate) struct Connection {
     pub token: String,
     transport: OnceLock<TransportType>,
     protocol: OnceLock<HubProtocol>,
-    inbound_tx: mpsc::Sender<Bytes>,
-    inbound_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
-    outgoing_tx: mpsc::Sender<Outgoing>,
+    inbound_tx: mpsc::Sender<Received>,
+    inbound_rx: Mutex<Option<Inbound>>,
+    inbound_budget: Arc<ByteBudget>,
+    outgoing_tx: mpsc::Sender<Queued>,
+    outgoing_budget: Arc<ByteBudget>,
     pub outbox: Arc<tokio::sync::Mutex<Outbox>>,
     /// Cancelled when the connection is disposed.
     pub closed: CancellationToken,
@@ -186,6 +304,8 @@ pub(crate) struct Connection {
     /// A raw connection (no hub protocol) mirrors the frame type it receives.
     raw: AtomicBool,
     activity: Mutex<Activity>,
+    /// Held while a POST body is being read: one send at a time.
+    pub send_lock: tokio::sync::Mutex<()>,
     /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
     pub current_poll: Mutex<Option<(u64, CancellationToken)>>,
     pub request: OnceLock<ConnectionRequest>,
@@ -210,11 +330,6 @@ impl Connection {
         self.protocol.get().copied()
     }
 
-    /// The protocol cell, for the writer that encodes queued messages.
-    pub(crate) fn protocol_cell(&self) -> &OnceLock<HubProtocol> {
-        &self.protocol
-    }
-
     pub(crate) fn set_protocol(&self, protocol: HubProtocol) {
         let _ = self.protocol.set(protocol);
         if protocol.transfer_format() == signalr_protocol::TransferFormat::Binary {
@@ -230,6 +345,11 @@ impl Connection {
     /// Marks the connection as raw (no hub protocol).
     pub(crate) fn set_raw(&self) {
         self.raw.store(true, Ordering::Release);
+    }
+
+    /// Whether this is a raw connection (no hub protocol).
+    pub(crate) fn is_raw(&self) -> bool {
+        self.raw.load(Ordering::Acquire)
     }
 
     /// Records the type of a received WebSocket frame; raw connections answer in kind.
@@ -249,39 +369,109 @@ impl Connection {
         self.started.load(Ordering::Acquire)
     }
 
-    pub(crate) fn take_inbound(&self) -> Option<mpsc::Receiver<Bytes>> {
+    pub(crate) fn take_inbound(&self) -> Option<Inbound> {
         self.inbound_rx.lock().ok()?.take()
     }
 
-    /// Hands received transport bytes to the application, waiting for room (back-pressure).
-    /// `false` when the connection is gone.
+    /// Hands received transport bytes to the application, waiting while the incoming queue is
+    /// full (in reads or in bytes): back-pressure on the client. `false` when the connection is
+    /// gone.
     pub(crate) async fn receive(&self, bytes: Bytes) -> bool {
+        let len = bytes.len();
         tokio::select! {
-            sent = self.inbound_tx.send(bytes) => sent.is_ok(),
+            () = self.inbound_budget.reserve(len) => {}
+            () = self.closed.cancelled() => return false,
+        }
+        let sent = tokio::select! {
+            sent = self.inbound_tx.send(Received::Data(bytes)) => sent.is_ok(),
             () = self.closed.cancelled() => false,
+        };
+        if !sent {
+            self.inbound_budget.release(len);
         }
+        sent
     }
 
-    /// Queues a message, waiting for room. Used for messages a connection causes itself
-    /// (its Completions, its stream items).
-    pub(crate) async fn send(&self, item: Outgoing) -> Result<(), QueueError> {
+    /// Tells the application that the client sent a message too large for the transport.
+    pub(crate) async fn receive_too_large(&self) {
         tokio::select! {
-            sent = self.outgoing_tx.send(item) => sent.map_err(|_| QueueError::Closed),
-            () = self.closed.cancelled() => Err(QueueError::Closed),
+            _ = self.inbound_tx.send(Received::MessageTooLarge) => {}
+            () = self.closed.cancelled() => {}
         }
     }
 
-    /// Queues a message without waiting. A full queue closes the connection (slow consumer).
-    pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), QueueError> {
-        match self.outgoing_tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(connection_id = %self.id, "outgoing queue full: closing slow connection");
-                self.dispose();
-                Err(QueueError::Full)
+    /// Encodes an outgoing item with the connection's protocol. `None` drops it: a hub message
+    /// before the protocol is known, or one that failed to serialize (logged).
+    fn encode(&self, item: Outgoing) -> Option<Queued> {
+        match item {
+            Outgoing::Message(message) => {
+                let protocol = self.protocol()?;
+                message.encoded(protocol).cloned().map(Queued::Data)
+            }
+            Outgoing::Raw(bytes) => Some(Queued::Data(bytes)),
+            Outgoing::End => Some(Queued::End),
+        }
+    }
+
+    /// Queues a message, waiting for room (in messages and in bytes). Used for messages a
+    /// connection causes itself (its Completions, its stream items).
+    pub(crate) async fn send(&self, item: Outgoing) -> Result<(), QueueError> {
+        let Some(queued) = self.encode(item) else {
+            return Ok(());
+        };
+        let len = match &queued {
+            Queued::Data(bytes) => bytes.len(),
+            Queued::End => 0,
+        };
+        if len > 0 {
+            tokio::select! {
+                () = self.outgoing_budget.reserve(len) => {}
+                () = self.closed.cancelled() => return Err(QueueError::Closed),
             }
         }
+        let sent = tokio::select! {
+            sent = self.outgoing_tx.send(queued) => sent.map_err(|_| QueueError::Closed),
+            () = self.closed.cancelled() => Err(QueueError::Closed),
+        };
+        if sent.is_err() {
+            self.outgoing_budget.release(len);
+        }
+        sent
+    }
+
+    /// Queues a message without waiting. A full queue (in messages or in bytes) closes the
+    /// connection as a slow consumer.
+    pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), QueueError> {
+        let Some(queued) = self.encode(item) else {
+            return Ok(());
+        };
+        let len = match &queued {
+            Queued::Data(bytes) => bytes.len(),
+            Queued::End => 0,
+        };
+        if len > 0 && !self.outgoing_budget.try_reserve(len) {
+            return Err(self.slow_consumer());
+        }
+        match self.outgoing_tx.try_send(queued) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.outgoing_budget.release(len);
+                Err(QueueError::Closed)
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.outgoing_budget.release(len);
+                Err(self.slow_consumer())
+            }
+        }
+    }
+
+    fn slow_consumer(&self) -> QueueError {
+        if self.closed.is_cancelled() {
+            return QueueError::Closed;
+        }
+        tracing::warn!(connection_id = %self.id, queued_bytes = self.outgoing_budget.queued(), "outgoing queue full: closing slow connection");
+        self.dispose();
+        QueueError::Full
     }
 
     /// Records that the transport wrote (or a keep-alive was queued) at `now`.
@@ -386,18 +576,26 @@ impl ConnectionManager {
         };
         let (inbound_tx, inbound_rx) = mpsc::channel(self.options.incoming_queue_capacity.max(1));
         let (outgoing_tx, outgoing_rx) = mpsc::channel(self.options.outgoing_queue_capacity.max(1));
+        let inbound_budget = ByteBudget::new(self.options.incoming_buffer_size);
+        let outgoing_budget = ByteBudget::new(self.options.outgoing_buffer_size);
         let connection = Arc::new(Connection {
             id,
             token: token.clone(),
             transport: OnceLock::new(),
             protocol: OnceLock::new(),
             inbound_tx,
-            inbound_rx: Mutex::new(Some(inbound_rx)),
+            inbound_rx: Mutex::new(Some(Inbound {
+                rx: inbound_rx,
+                budget: inbound_budget.clone(),
+            })),
+            inbound_budget,
             outgoing_tx,
             outbox: Arc::new(tokio::sync::Mutex::new(Outbox {
                 rx: outgoing_rx,
+                budget: outgoing_budget.clone(),
                 ended: false,
             })),
+            outgoing_budget,
             closed: CancellationToken::new(),
             started: AtomicBool::new(false),
             binary: AtomicBool::new(false),
@@ -406,6 +604,7 @@ impl ConnectionManager {
                 active_requests: 0,
                 inactive_since: Instant::now(),
             }),
+            send_lock: tokio::sync::Mutex::new(()),
             current_poll: Mutex::new(None),
             request: OnceLock::new(),
             user: OnceLock::new(),

@@ -42,6 +42,8 @@ pub(crate) struct Endpoint {
     pub authenticator: Option<Arc<dyn Authenticator>>,
     pub policy: Option<AuthorizationPolicy>,
     pub manager: Arc<ConnectionManager>,
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    pub websocket_message_limit: usize,
 }
 
 impl Endpoint {
@@ -51,6 +53,12 @@ impl Endpoint {
             authenticator: hub.authenticator.clone(),
             policy: hub.policy.clone(),
             manager: ConnectionManager::new(hub.connection_options.clone()),
+            // Twice the hub message limit: clients coalesce messages sent at once into one
+            // WebSocket message (see HubOptions::maximum_receive_message_size).
+            websocket_message_limit: hub
+                .options
+                .maximum_receive_message_size
+                .map_or(usize::MAX, |max| max.saturating_mul(2)),
             application: Application::Hub(hub),
         }
     }
@@ -328,19 +336,81 @@ fn websocket(
     let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
         return StatusCode::CONFLICT.into_response();
     };
-    let upgrade = upgrade.read_buffer_size(endpoint.options.websocket_read_buffer_size.max(1024));
+    let limit = endpoint.websocket_message_limit;
+    let upgrade = upgrade
+        .read_buffer_size(endpoint.options.websocket_read_buffer_size.max(1024))
+        .max_message_size(limit)
+        .max_frame_size(limit);
     upgrade.on_upgrade(move |socket| async move {
         let _active = connection.begin_request();
         endpoint.start_application(&connection, info, user);
-        run_websocket(&connection, outbox, socket).await;
+        run_websocket(&connection, outbox, socket, &endpoint.options).await;
         connection.dispose();
     })
 }
 
+/// How the reading half of a WebSocket ended.
+enum ReadEnd {
+    /// The client sent a Close frame; the library has queued the reply, which the next flush sends.
+    PeerClosed,
+    /// The socket ended or failed without a Close frame.
+    Gone,
+    /// The client sent a message over the size limit: the application was told (a hub answers
+    /// with its Close message); the WebSocket closes once that is written.
+    TooLarge,
+    /// The client broke the WebSocket protocol: close at once with this code.
+    Violation(u16),
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Close code 1009: a message too big to process (RFC 6455 §7.4.1).
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// What a failed read means for the close handshake.
+fn read_error(error: axum::Error) -> ReadEnd {
+    let Ok(error) = error.into_inner().downcast::<tungstenite::Error>() else {
+        return ReadEnd::Gone;
+    };
+    match *error {
+        tungstenite::Error::Capacity(_) => ReadEnd::TooLarge,
+        // 1007: text that is not UTF-8 (invalid payload data).
+        tungstenite::Error::Utf8(_) => ReadEnd::Violation(1007),
+        // 1002: protocol error (unmasked frame, reserved bits or opcode, bad control frame...).
+        tungstenite::Error::Protocol(_) => ReadEnd::Violation(1002),
+        _ => ReadEnd::Gone,
+    }
+}
+
+type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// Sends a Close frame with `code`, waiting at most `timeout` for it to be written.
+async fn send_close(sink: &mut WsSink, code: u16, timeout: std::time::Duration) {
+    let close = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(""),
+    };
+    let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(close)))).await;
+}
+
+/// Runs a WebSocket until either side closes it, with the RFC 6455 close handshake: a client's
+/// Close frame is answered with one; the server's Close frame (1000 when the application ends,
+/// including a hub's Close after a message over the limit as in ASP.NET; 1009 for a raw
+/// connection's message over the limit; 1002/1007 after a protocol violation) is followed by a
+/// wait of at most [`ConnectionOptions::websocket_close_timeout`] for the client's. A write
+/// that takes longer than [`ConnectionOptions::transport_send_timeout`] drops the socket.
 async fn run_websocket(
     connection: &Arc<Connection>,
     mut outbox: tokio::sync::OwnedMutexGuard<Outbox>,
     socket: WebSocket,
+    options: &ConnectionOptions,
 ) {
     let (mut sink, mut stream) = socket.split();
     // The reader runs as its own task: in one `select!` with the writer, every writer wake-up
@@ -348,7 +418,19 @@ async fn run_websocket(
     let reader_connection = connection.clone();
     let mut reader = tokio::spawn(async move {
         let connection = reader_connection;
-        while let Some(Ok(message)) = stream.next().await {
+        loop {
+            let message = match stream.next().await {
+                None => return ReadEnd::Gone,
+                Some(Err(error)) => {
+                    let end = read_error(error);
+                    if matches!(end, ReadEnd::TooLarge) {
+                        tracing::debug!(connection_id = %connection.id, "WebSocket message over the size limit");
+                        connection.receive_too_large().await;
+                    }
+                    return end;
+                }
+                Some(Ok(message)) => message,
+            };
             let bytes = match message {
                 Message::Text(text) => {
                     connection.received_frame(false);
@@ -358,47 +440,75 @@ async fn run_websocket(
                     connection.received_frame(true);
                     bytes
                 }
-                Message::Close(_) => break,
+                Message::Close(_) => return ReadEnd::PeerClosed,
                 Message::Ping(_) | Message::Pong(_) => continue,
             };
             if !connection.receive(bytes).await {
-                break;
+                return ReadEnd::Gone;
             }
         }
     });
-    let writer = async {
-        while let Some(batch) = outbox.next_batch(connection.protocol_cell()).await {
-            if !batch.data.is_empty() {
-                let frame = if connection.binary_frames() {
-                    Message::Binary(batch.data)
-                } else {
-                    match Utf8Bytes::try_from(batch.data.clone()) {
-                        Ok(text) => Message::Text(text),
-                        // Only raw connections can produce non-UTF-8 data in text mode.
-                        Err(_) => Message::Binary(batch.data),
-                    }
-                };
-                if sink.send(frame).await.is_err() {
+    let _reader = AbortOnDrop(reader.abort_handle());
+    let mut reading = true;
+    let mut close_code = axum::extract::ws::close_code::NORMAL;
+    loop {
+        tokio::select! {
+            read = &mut reader, if reading => match read.unwrap_or(ReadEnd::Gone) {
+                ReadEnd::PeerClosed => {
+                    // Flushing sends the Close reply the library queued.
+                    let _ = tokio::time::timeout(options.websocket_close_timeout, sink.close()).await;
                     return;
                 }
-                connection.touch_write(std::time::Instant::now());
+                ReadEnd::Gone => return,
+                ReadEnd::Violation(code) => {
+                    tracing::debug!(connection_id = %connection.id, code, "WebSocket protocol violation");
+                    send_close(&mut sink, code, options.websocket_close_timeout).await;
+                    return;
+                }
+                ReadEnd::TooLarge => {
+                    // Nothing more can be read; let the application's Close message out first.
+                    // A hub says why in its Close message and closes normally, as ASP.NET does;
+                    // a raw connection gets 1009.
+                    reading = false;
+                    if connection.is_raw() {
+                        close_code = CLOSE_TOO_BIG;
+                    }
+                }
+            },
+            batch = outbox.next_batch() => {
+                let Some(batch) = batch else { return };
+                if !batch.data.is_empty() {
+                    let frame = if connection.binary_frames() {
+                        Message::Binary(batch.data.clone())
+                    } else {
+                        match Utf8Bytes::try_from(batch.data.clone()) {
+                            Ok(text) => Message::Text(text),
+                            // Only raw connections can produce non-UTF-8 data in text mode.
+                            Err(_) => Message::Binary(batch.data.clone()),
+                        }
+                    };
+                    match tokio::time::timeout(options.transport_send_timeout, sink.send(frame)).await {
+                        Ok(Ok(())) => connection.touch_write(std::time::Instant::now()),
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            tracing::debug!(connection_id = %connection.id, "WebSocket send timed out");
+                            return;
+                        }
+                    }
+                }
+                if batch.end {
+                    drop(batch);
+                    send_close(&mut sink, close_code, options.websocket_close_timeout).await;
+                    if reading {
+                        // Wait (bounded) for the client's Close frame.
+                        let _ = tokio::time::timeout(options.websocket_close_timeout, &mut reader).await;
+                    }
+                    return;
+                }
             }
-            if batch.end {
-                let close = CloseFrame {
-                    code: axum::extract::ws::close_code::NORMAL,
-                    reason: Utf8Bytes::from_static(""),
-                };
-                let _ = sink.send(Message::Close(Some(close))).await;
-                return;
-            }
+            () = connection.closed.cancelled() => return,
         }
-    };
-    tokio::select! {
-        _ = &mut reader => {}
-        () = writer => {}
-        () = connection.closed.cancelled() => {}
     }
-    reader.abort();
 }
 
 /// Removes the connection when an SSE response body is dropped (client gone or stream ended).
@@ -455,9 +565,8 @@ fn server_sent_events(
             return Some((Ok::<_, std::io::Error>(Bytes::from_static(b":\r\n")), state));
         }
         loop {
-            let connection = state.connection.clone();
             let batch = tokio::select! {
-                batch = state.outbox.next_batch(connection.protocol_cell()) => batch?,
+                batch = state.outbox.next_batch() => batch?,
                 () = state.connection.closed.cancelled() => return None,
             };
             if batch.end && batch.data.is_empty() {
@@ -537,10 +646,10 @@ async fn long_poll(
             () = connection.closed.cancelled() => return poll_response(StatusCode::NO_CONTENT, Bytes::new()),
         };
         tokio::select! {
-            batch = outbox.next_batch(connection.protocol_cell()) => match batch {
+            batch = outbox.next_batch() => match batch {
                 Some(batch) if !batch.data.is_empty() => {
                     connection.touch_write(std::time::Instant::now());
-                    poll_response(StatusCode::OK, batch.data)
+                    poll_response(StatusCode::OK, batch.data.clone())
                 }
                 _ => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
             },
@@ -561,13 +670,16 @@ async fn long_poll(
 }
 
 /// `POST {hub}?id=`: client-to-server data for SSE and long polling (§A3.3).
-async fn send(
-    State(endpoint): State<Arc<Endpoint>>,
-    headers: HeaderMap,
-    params: Params,
-    body: Bytes,
-) -> Response {
-    if let Err(response) = endpoint.authorize(&headers, &params).await {
+///
+/// The body is streamed into the connection's incoming queue chunk by chunk as the hub takes
+/// it (never more than [`ConnectionOptions::incoming_buffer_size`] plus one chunk is held), one
+/// POST at a time per connection: a concurrent one waits for the previous one to be read.
+async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(params) = Params::try_from_uri(&parts.uri) else {
+        return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
+    };
+    if let Err(response) = endpoint.authorize(&parts.headers, &params).await {
         return response;
     }
     let connection = match endpoint.lookup(&params) {
@@ -580,8 +692,21 @@ async fn send(
             "POST requests are not allowed for WebSocket connections.",
         );
     }
-    if !connection.receive(body).await {
-        return text(StatusCode::NOT_FOUND, NO_CONNECTION);
+    // A second POST waits for the first, as in ASP.NET (no 409); a stalled body is cut by the
+    // serving recipe's minimum data rate.
+    let _sending = tokio::select! {
+        guard = connection.send_lock.lock() => guard,
+        () = connection.closed.cancelled() => return text(StatusCode::NOT_FOUND, NO_CONNECTION),
+    };
+    let mut body = body.into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            // The body could not be read (client gone, too slow, malformed).
+            return text(StatusCode::BAD_REQUEST, "");
+        };
+        if !chunk.is_empty() && !connection.receive(chunk).await {
+            return text(StatusCode::NOT_FOUND, NO_CONNECTION);
+        }
     }
     text(StatusCode::OK, "")
 }

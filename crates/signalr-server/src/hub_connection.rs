@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -17,7 +17,7 @@ use signalr_protocol::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Connection, Outgoing, SerializedMessage};
+use crate::connection::{Connection, Inbound, Outgoing, Received, SerializedMessage};
 use crate::context::{ConnectionContext, HubCallerContext};
 use crate::filter::{HubInvocation, Next, NextConnected, NextDisconnected};
 use crate::handler::{InvokeError, MethodOutput};
@@ -38,11 +38,7 @@ enum Outcome {
 }
 
 /// Runs the hub protocol on `connection` until it ends.
-pub(crate) async fn run(
-    hub: Arc<HubInner>,
-    connection: Arc<Connection>,
-    mut inbound: mpsc::Receiver<Bytes>,
-) {
+pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inbound: Inbound) {
     let mut buf = BytesMut::new();
     let Some(protocol) = handshake(&hub, &connection, &mut inbound, &mut buf).await else {
         let _ = connection.send(Outgoing::End).await;
@@ -74,6 +70,8 @@ pub(crate) async fn run(
                 context: context.clone(),
                 protocol,
                 queued: VecDeque::new(),
+                queued_bytes: 0,
+                open_streams: Arc::default(),
                 running: FuturesUnordered::new(),
             };
             let outcome = state.run(&mut inbound, &mut buf).await;
@@ -124,7 +122,7 @@ async fn fail_handshake(connection: &Connection, error: String) -> Option<HubPro
 async fn handshake(
     hub: &HubInner,
     connection: &Connection,
-    inbound: &mut mpsc::Receiver<Bytes>,
+    inbound: &mut Inbound,
     buf: &mut BytesMut,
 ) -> Option<HubProtocol> {
     let options = &hub.options;
@@ -147,8 +145,11 @@ async fn handshake(
             }
         }
         tokio::select! {
-            bytes = inbound.recv() => match bytes {
-                Some(bytes) => buf.extend_from_slice(&bytes),
+            received = inbound.recv() => match received {
+                Some(Received::Data(bytes)) => buf.extend_from_slice(&bytes),
+                Some(Received::MessageTooLarge) => {
+                    return fail_handshake(connection, "Handshake was canceled.".into()).await;
+                }
                 None => return None,
             },
             () = connection.closed.cancelled() => return None,
@@ -198,6 +199,16 @@ async fn handshake(
     Some(protocol)
 }
 
+/// The Close message for a WebSocket message over the transport's limit: the same as for a hub
+/// message over the limit.
+fn too_large_close(hub: &HubInner) -> Close {
+    let limit = hub
+        .options
+        .maximum_receive_message_size
+        .unwrap_or(usize::MAX);
+    error_close(hub, &ProtocolError::MessageTooLarge { limit })
+}
+
 fn error_close(hub: &HubInner, err: &ProtocolError) -> Close {
     Close {
         error: Some(detailed(
@@ -230,6 +241,16 @@ struct QueuedInvocation {
     streams: Vec<mpsc::Receiver<Result<Payload, String>>>,
     stream_ids: Vec<String>,
     cancellation: CancellationToken,
+    /// Encoded size of the arguments.
+    bytes: usize,
+}
+
+/// Bytes of an argument as received (0 for values built by the server).
+fn payload_len(payload: &Payload) -> usize {
+    match payload {
+        Payload::Json(bytes) | Payload::MessagePack(bytes) => bytes.len(),
+        Payload::Value(_) => 0,
+    }
 }
 
 struct LoopState {
@@ -237,6 +258,11 @@ struct LoopState {
     context: Arc<ConnectionContext>,
     protocol: HubProtocol,
     queued: VecDeque<QueuedInvocation>,
+    /// Argument bytes held by `queued`: reading stops at the incoming buffer size, so parsed
+    /// invocations waiting for a slot hold no more than the transport's queue would.
+    queued_bytes: usize,
+    /// Server-to-client streams running (upload streams are counted by `context.uploads`).
+    open_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Counted invocations in progress, polled by the loop itself (no task per invocation:
     /// one hand-off less on the hot path, and the loop keeps reading while they run).
     running: FuturesUnordered<BoxFuture<'static, ()>>,
@@ -245,6 +271,23 @@ struct LoopState {
 impl LoopState {
     fn connection(&self) -> &Arc<Connection> {
         &self.context.connection
+    }
+
+    /// Whether more messages may be read and parsed.
+    fn can_queue(&self) -> bool {
+        self.queued.len() < MAX_QUEUED_INVOCATIONS
+            && self.queued_bytes < self.hub.connection_options.incoming_buffer_size
+    }
+
+    fn enqueue(&mut self, queued: QueuedInvocation) {
+        self.queued_bytes += queued.bytes;
+        self.queued.push_back(queued);
+    }
+
+    fn dequeue(&mut self) -> Option<QueuedInvocation> {
+        let queued = self.queued.pop_front()?;
+        self.queued_bytes -= queued.bytes;
+        Some(queued)
     }
 
     /// Answers an invocation that could not run with a Completion error. The future owns what it
@@ -266,7 +309,7 @@ impl LoopState {
         }
     }
 
-    async fn run(&mut self, inbound: &mut mpsc::Receiver<Bytes>, buf: &mut BytesMut) -> Outcome {
+    async fn run(&mut self, inbound: &mut Inbound, buf: &mut BytesMut) -> Outcome {
         let options = self.hub.options.clone();
         let inherent_keep_alive = self.connection().transport() == Some(TransportType::LongPolling);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -277,12 +320,12 @@ impl LoopState {
 
         loop {
             while self.running.len() < max_parallel {
-                let Some(queued) = self.queued.pop_front() else {
+                let Some(queued) = self.dequeue() else {
                     break;
                 };
                 self.start_invocation(queued, true);
             }
-            while self.queued.len() < MAX_QUEUED_INVOCATIONS {
+            while self.can_queue() {
                 let message = match self
                     .protocol
                     .parse_message(buf, options.maximum_receive_message_size)
@@ -317,11 +360,12 @@ impl LoopState {
                     }
                 }
                 Some(()) = self.running.next(), if !self.running.is_empty() => {}
-                bytes = inbound.recv(), if self.queued.len() < MAX_QUEUED_INVOCATIONS => match bytes {
-                    Some(bytes) => {
+                received = inbound.recv(), if self.can_queue() => match received {
+                    Some(Received::Data(bytes)) => {
                         last_received = Instant::now();
                         buf.extend_from_slice(&bytes);
                     }
+                    Some(Received::MessageTooLarge) => return Outcome::Close(too_large_close(&self.hub)),
                     None => return Outcome::TransportClosed,
                 },
                 _ = tick.tick() => {
@@ -384,6 +428,16 @@ impl LoopState {
                 method.stream_parameters
             ));
         }
+        if streaming || streams > 0 {
+            let maximum = self.hub.options.maximum_streams_per_client;
+            let uploads = self.context.uploads.lock().map_or(0, |u| u.len());
+            let open = self.open_streams.load(std::sync::atomic::Ordering::Acquire) + uploads;
+            if open + usize::from(streaming) + streams > maximum {
+                return Err(format!(
+                    "Failed to invoke '{target}' because the connection already has the maximum number of open streams ({maximum})."
+                ));
+            }
+        }
         if arguments != method.value_parameters {
             return Err(detailed(
                 &self.hub,
@@ -428,6 +482,7 @@ impl LoopState {
                 streams.push(rx);
             }
         }
+        let bytes = arguments.iter().map(payload_len).sum();
         QueuedInvocation {
             invocation_id,
             target,
@@ -436,6 +491,7 @@ impl LoopState {
             streams,
             stream_ids,
             cancellation,
+            bytes,
         }
     }
 
@@ -465,7 +521,7 @@ impl LoopState {
                         // parallel-invocation limit: they start at once, so their stream items
                         // can always be delivered.
                         if queued.streams.is_empty() {
-                            self.queued.push_back(queued);
+                            self.enqueue(queued);
                         } else {
                             self.start_invocation(queued, false);
                         }
@@ -606,7 +662,9 @@ impl LoopState {
 
     fn start_stream(&mut self, queued: QueuedInvocation) {
         let (invocation, parts) = self.invocation(queued);
+        let open_streams = OpenStream::new(&self.open_streams);
         tokio::spawn(async move {
+            let _open = open_streams;
             let id = parts.invocation_id.clone().unwrap_or_default();
             let detailed_errors = parts.hub.options.enable_detailed_errors;
             let connection = parts.context.connection.clone();
@@ -666,6 +724,22 @@ impl LoopState {
                     .await;
             }
         });
+    }
+}
+
+/// Counts a running server-to-client stream until dropped.
+struct OpenStream(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

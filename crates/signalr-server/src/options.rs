@@ -20,6 +20,11 @@ pub struct HubOptions {
     /// Largest hub message accepted from a client, in bytes, framing included; `None` = unlimited.
     /// Default 32 KiB (`MaximumReceiveMessageSize`, §A11). A larger message closes the connection
     /// with `Connection closed with an error.`.
+    ///
+    /// On WebSockets it also bounds each WebSocket message (and frame) at twice this size: the
+    /// official clients put several hub messages sent at once into one WebSocket message, and
+    /// ASP.NET, which reads frames as a byte stream, accepts that. A larger WebSocket message gets
+    /// the same Close message, then the WebSocket close code 1009 (message too big).
     pub maximum_receive_message_size: Option<usize>,
     /// Send exception details to clients (`EnableDetailedErrors`, §A6.4). Default `false`.
     pub enable_detailed_errors: bool,
@@ -31,6 +36,11 @@ pub struct HubOptions {
     /// Hub method invocations of one client that may run at once; further ones wait in order.
     /// Default 1 (`MaximumParallelInvocationsPerClient`, §A11). Streaming methods do not count.
     pub maximum_parallel_invocations_per_client: usize,
+    /// Server-to-client streams and client-to-server (upload) streams one connection may have
+    /// open at once. Default 1,024 (ours: ASP.NET has no such limit). An invocation that would
+    /// open more is answered with the Completion error `Failed to invoke '<method>' because the
+    /// connection already has the maximum number of open streams (<n>).`.
+    pub maximum_streams_per_client: usize,
     /// How long the server waits for a client result (§A6.9). Default 30 s. ASP.NET waits until
     /// the call's cancellation token fires; a bound keeps a silent client from holding a hub
     /// method forever.
@@ -48,6 +58,7 @@ impl Default for HubOptions {
             supported_protocols: vec![HubProtocol::Json, HubProtocol::MessagePack],
             stream_buffer_capacity: 10,
             maximum_parallel_invocations_per_client: 1,
+            maximum_streams_per_client: 1024,
             client_result_timeout: Duration::from_secs(30),
         }
     }
@@ -68,14 +79,40 @@ pub struct ConnectionOptions {
     pub long_polling_timeout: Duration,
     /// Lowest negotiate version accepted. Default 0 (`MinimumProtocolVersion`, §A2.2).
     pub minimum_negotiate_version: u32,
-    /// Capacity of each connection's outgoing queue, in messages. Default 1024. When a message
-    /// fanned out to many connections (all, others, a group) finds a connection's queue full, that
-    /// connection is closed as a slow consumer instead of stalling the others (DESIGN.md rule 4);
-    /// the caller's own Completion and stream items wait for room instead.
+    /// Capacity of each connection's outgoing queue, in messages. Default 1024. The queue is
+    /// also bounded in bytes by [`outgoing_buffer_size`](Self::outgoing_buffer_size); it is full
+    /// when either bound is reached.
+    ///
+    /// **Slow-consumer policy**: when a message fanned out to many connections (all, others, a
+    /// group, users) finds a connection's queue full, that connection is closed as a slow
+    /// consumer instead of stalling the others (its transport response ends and its socket is
+    /// released); the caller's own Completions and stream items, and a send to one addressed
+    /// connection, wait for room instead (back-pressure).
     pub outgoing_queue_capacity: usize,
-    /// Capacity of each connection's incoming queue, in transport reads (WebSocket frames, POST
-    /// bodies). Default 32. When full, the transport stops reading: back-pressure on the client.
+    /// High-water mark of each connection's outgoing queue, in bytes of encoded messages not yet
+    /// written to the transport. Default 128 KiB (ASP.NET's two 64 KiB pipes, application and
+    /// transport, `ApplicationMaxBufferSize` + `TransportMaxBufferSize`, §A3.6). A message is
+    /// queued while fewer bytes than this are waiting, so one message larger than the limit
+    /// still goes out; at most this plus one message is held.
+    pub outgoing_buffer_size: usize,
+    /// Capacity of each connection's incoming queue, in transport reads (WebSocket messages,
+    /// chunks of POST bodies). Default 32. When full, the transport stops reading: back-pressure
+    /// on the client.
     pub incoming_queue_capacity: usize,
+    /// High-water mark of each connection's incoming queue, in bytes received but not yet taken
+    /// by the hub (or raw handler). Default 64 KiB (ASP.NET `TransportMaxBufferSize`, §A3.6). At
+    /// or above it the transport stops reading (WebSockets) or waits before reading the next
+    /// chunk of a POST body. For raw connections it is also the largest WebSocket message
+    /// accepted (hub connections follow [`HubOptions::maximum_receive_message_size`]).
+    pub incoming_buffer_size: usize,
+    /// How long the server waits for the client's WebSocket Close frame after sending its own,
+    /// before dropping the TCP connection. Default 5 s (ASP.NET `WebSockets.CloseTimeout`).
+    pub websocket_close_timeout: Duration,
+    /// Longest time one transport write may take (a WebSocket frame, an SSE event, a poll
+    /// response) before the connection is closed and its socket released. Default 10 s (ASP.NET
+    /// `TransportSendTimeout`, §A3.6). A client that stops reading is caught by this even when
+    /// nothing else is sent to it.
+    pub transport_send_timeout: Duration,
     /// Size of each WebSocket's read buffer, in bytes. Default 8 KiB (tungstenite's own default
     /// is 128 KiB, which it zero-fills before every read and keeps per connection: at 10,000
     /// idle connections that is 1.3 GB). Larger messages are read in several chunks.
@@ -94,7 +131,11 @@ impl Default for ConnectionOptions {
             long_polling_timeout: Duration::from_secs(90),
             minimum_negotiate_version: 0,
             outgoing_queue_capacity: 1024,
+            outgoing_buffer_size: 128 * 1024,
             incoming_queue_capacity: 32,
+            incoming_buffer_size: 64 * 1024,
+            websocket_close_timeout: Duration::from_secs(5),
+            transport_send_timeout: Duration::from_secs(10),
             websocket_read_buffer_size: 8 * 1024,
         }
     }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use signalr_protocol::TransportType;
-use tokio::sync::mpsc;
 
-use crate::connection::{Connection, ConnectionRequest, Outgoing};
+use crate::connection::{Connection, ConnectionRequest, Inbound, Outgoing, Received};
 use crate::dispatcher::{Application, Endpoint};
 use crate::options::ConnectionOptions;
 
@@ -20,7 +19,7 @@ pub(crate) type RawHandler = Arc<dyn Fn(RawConnection) -> BoxFuture<'static, ()>
 /// closes when the handler returns or the client goes away.
 pub struct RawConnection {
     connection: Arc<Connection>,
-    inbound: mpsc::Receiver<Bytes>,
+    inbound: Inbound,
 }
 
 impl std::fmt::Debug for RawConnection {
@@ -32,7 +31,7 @@ impl std::fmt::Debug for RawConnection {
 }
 
 impl RawConnection {
-    pub(crate) fn new(connection: Arc<Connection>, inbound: mpsc::Receiver<Bytes>) -> Self {
+    pub(crate) fn new(connection: Arc<Connection>, inbound: Inbound) -> Self {
         RawConnection {
             connection,
             inbound,
@@ -55,10 +54,15 @@ impl RawConnection {
     }
 
     /// The next chunk of bytes from the client, as one transport read delivered it (a WebSocket
-    /// message or a POST body; boundaries carry no meaning). `None` when the client is gone.
+    /// message or a chunk of a POST body; boundaries carry no meaning). `None` when the client is
+    /// gone, or sent a WebSocket message larger than
+    /// [`ConnectionOptions::incoming_buffer_size`] (the WebSocket then closes with 1009).
     pub async fn receive(&mut self) -> Option<Bytes> {
         tokio::select! {
-            bytes = self.inbound.recv() => bytes,
+            received = self.inbound.recv() => match received? {
+                Received::Data(bytes) => Some(bytes),
+                Received::MessageTooLarge => None,
+            },
             () = self.connection.closed.cancelled() => None,
         }
     }
@@ -96,6 +100,7 @@ where
     let handler: RawHandler = Arc::new(move |connection| Box::pin(handler(connection)));
     let endpoint = Endpoint {
         manager: crate::connection::ConnectionManager::new(options.clone()),
+        websocket_message_limit: options.incoming_buffer_size.max(1),
         options,
         authenticator: None,
         policy: None,
