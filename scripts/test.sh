@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit, integration and doc tests, then the interop suite that
-# drives our server with the official @microsoft/signalr client, our Rust client against
+# drives our server with the official @microsoft/signalr client and the official .NET client
+# (when ../shared/peers is there), our Rust client against
 # aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ cargo build -p chat-server -p conformance-server
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" \
   CONFORMANCE_SERVER_BIN="$PWD/../target/debug/conformance-server" npm test)
+
+echo "== interop: official ASP.NET Core .NET client against our conformance server (about 35 s)"
+CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/dotnet/core-client.sh
 
 echo "== interop: our Rust client against aiosignalr's server (PyPI)"
 if [ ! -x interop/aiosignalr/.venv/bin/python ]; then

@@ -402,6 +402,17 @@ impl LoopState {
                 "HubException: Method does not exist.",
             ));
         };
+        // ASP.NET counts the arguments while it parses the message, before any other check.
+        if arguments != method.value_parameters {
+            return Err(detailed(
+                &self.hub,
+                failed_to_invoke(target),
+                &format!(
+                    "InvalidDataException: Invocation provides {arguments} argument(s) but target expects {}.",
+                    method.value_parameters
+                ),
+            ));
+        }
         let user = &self.context.user;
         if method
             .policy
@@ -423,8 +434,10 @@ impl LoopState {
             ));
         }
         if streams != method.stream_parameters {
+            // ASP.NET throws this as a HubException inside the invocation, so the client always
+            // gets it in the unexpected-error form, detailed errors or not.
             return Err(format!(
-                "Client sent {streams} stream(s), Hub method expects {}.",
+                "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {streams} stream(s), Hub method expects {}.",
                 method.stream_parameters
             ));
         }
@@ -437,16 +450,6 @@ impl LoopState {
                     "Failed to invoke '{target}' because the connection already has the maximum number of open streams ({maximum})."
                 ));
             }
-        }
-        if arguments != method.value_parameters {
-            return Err(detailed(
-                &self.hub,
-                failed_to_invoke(target),
-                &format!(
-                    "InvalidDataException: Invocation provides {arguments} argument(s) but target expects {}.",
-                    method.value_parameters
-                ),
-            ));
         }
         if let Some(id) = invocation_id {
             let Ok(invocations) = self.context.invocations.lock() else {

@@ -655,6 +655,15 @@ async fn method_policy_refuses_anonymous_callers() {
             "Failed to invoke 'secret' because user is unauthorized"
         )
     );
+    // ASP.NET counts the arguments while it parses the message, before it authorizes the call:
+    // a wrong argument count is reported as such even to a caller the policy would refuse.
+    assert_eq!(
+        invoke(&mut anonymous, "5", "Secret", json!([1])).await,
+        completion_error(
+            "5",
+            "Failed to invoke 'Secret' due to an error on the server."
+        )
+    );
     // The connection stays usable after a refusal.
     anonymous.assert_echo("4", json!("still here")).await;
     anonymous.close().await;

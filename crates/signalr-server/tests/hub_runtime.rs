@@ -920,7 +920,8 @@ async fn upload_stream_count_mismatch() {
             "streamIds": stream_ids,
         }))
         .await;
-        a.expect(json!({"type": 3, "invocationId": id, "error": error}))
+        // ASP.NET reports the count as a HubException from the method, detailed errors or not.
+        a.expect(json!({"type": 3, "invocationId": id, "error": hub_ex(target, error)}))
             .await;
     }
     // Sum without streamIds at all.
@@ -928,9 +929,117 @@ async fn upload_stream_count_mismatch() {
     a.expect(json!({
         "type": 3,
         "invocationId": "5",
-        "error": "Client sent 0 stream(s), Hub method expects 1.",
+        "error": hub_ex("Sum", "Client sent 0 stream(s), Hub method expects 1."),
     }))
     .await;
+    finish(&server).await;
+}
+
+/// When an invocation is wrong in several ways, the client hears about the first failing check in
+/// ASP.NET's order: the argument count (checked while the message is parsed), then streaming vs
+/// non-streaming invocation, then the upload stream count. Each case is what ASP.NET Core 10 answered
+/// to the same message (detailed errors on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_checks_follow_aspnet_order() {
+    let detailed = options(|o| o.enable_detailed_errors = true);
+    let hub = upload_methods(stream_methods(
+        basic_methods(Hub::builder()),
+        Log::default(),
+    ));
+    let server = serve(hub.options(detailed)).await;
+    let mut a = connect(&server).await;
+    let count = |target: &str, given: usize, expected: usize| {
+        format!(
+            "Failed to invoke '{target}' due to an error on the server. InvalidDataException: Invocation provides {given} argument(s) but target expects {expected}."
+        )
+    };
+    let streaming = "The client attempted to invoke the streaming 'CountThenFail' method with a non-streaming invocation.";
+    let non_streaming = "The client attempted to invoke the non-streaming 'Negate' method with a streaming invocation.";
+    for (id, kind, target, arguments, stream_ids, error) in [
+        // Argument count before the stream count.
+        (
+            "1",
+            1,
+            "Negate",
+            json!([]),
+            json!(["s"]),
+            count("Negate", 0, 1),
+        ),
+        ("2", 1, "Sum", json!(["x"]), json!([]), count("Sum", 1, 0)),
+        // Argument count before the invocation kind.
+        (
+            "3",
+            1,
+            "CountThenFail",
+            json!(["x"]),
+            json!([]),
+            count("CountThenFail", 1, 0),
+        ),
+        (
+            "4",
+            4,
+            "Negate",
+            json!([]),
+            json!([]),
+            count("Negate", 0, 1),
+        ),
+        (
+            "5",
+            4,
+            "CountThenFail",
+            json!(["x"]),
+            json!(["s"]),
+            count("CountThenFail", 1, 0),
+        ),
+        // Invocation kind before the stream count.
+        (
+            "6",
+            1,
+            "CountThenFail",
+            json!([]),
+            json!(["s"]),
+            streaming.to_owned(),
+        ),
+        (
+            "7",
+            4,
+            "Negate",
+            json!([1]),
+            json!(["s"]),
+            non_streaming.to_owned(),
+        ),
+        // The stream count last, as a HubException from the method.
+        (
+            "8",
+            1,
+            "Negate",
+            json!([1]),
+            json!(["s"]),
+            hub_ex("Negate", "Client sent 1 stream(s), Hub method expects 0."),
+        ),
+        (
+            "9",
+            4,
+            "CountThenFail",
+            json!([]),
+            json!(["s"]),
+            hub_ex(
+                "CountThenFail",
+                "Client sent 1 stream(s), Hub method expects 0.",
+            ),
+        ),
+    ] {
+        a.send(json!({
+            "type": kind,
+            "invocationId": id,
+            "target": target,
+            "arguments": arguments,
+            "streamIds": stream_ids,
+        }))
+        .await;
+        a.expect(json!({"type": 3, "invocationId": id, "error": error}))
+            .await;
+    }
     finish(&server).await;
 }
 
@@ -2344,7 +2453,7 @@ async fn msgpack_upload_stream() {
         {},
         "3",
         1,
-        "Client sent 2 stream(s), Hub method expects 1."
+        hub_ex("Sum", "Client sent 2 stream(s), Hub method expects 1.")
     ]))
     .await;
     finish(&server).await;
