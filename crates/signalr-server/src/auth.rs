@@ -4,6 +4,17 @@
 //! browsers must send it for WebSockets and Server-Sent Events, the `access_token` query
 //! parameter; reference §A3.2) into a [`User`]. An [`AuthorizationPolicy`] decides whether a user
 //! may use a hub or a hub method.
+//!
+//! Where the server differs from ASP.NET, deliberately:
+//! * the `access_token` query parameter counts only on the WebSocket upgrade and the SSE GET,
+//!   the two requests browsers cannot put an `Authorization` header on; on negotiate, POST
+//!   sends, long polls and DELETE it is ignored (a token leaked with a URL cannot be replayed);
+//! * a request on an existing connection by another user than the connection's (see
+//!   [`User::same_identity`]) gets 403, where ASP.NET goes on as the first user and logs a
+//!   warning.
+//!
+//! A 401 carries `WWW-Authenticate: Bearer` (`Bearer error="invalid_token"` when credentials
+//! were sent and rejected), as ASP.NET's JWT bearer handler answers.
 
 use std::sync::Arc;
 
@@ -64,6 +75,23 @@ impl User {
             .or_else(|| self.claim("sub"))
     }
 
+    /// Whether `other` is the same person: both anonymous, or both authenticated with the same
+    /// name identifier (or, without one, the same name). Claims that change when a token is
+    /// refreshed (`exp`, `iat`, ...) do not matter.
+    pub fn same_identity(&self, other: &User) -> bool {
+        if self.authenticated != other.authenticated {
+            return false;
+        }
+        if !self.authenticated {
+            return true;
+        }
+        match (self.name_identifier(), other.name_identifier()) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.name() == other.name(),
+            _ => false,
+        }
+    }
+
     /// The user's name: the `name` claim, or `unique_name`.
     pub fn name(&self) -> Option<String> {
         self.claim("name").or_else(|| self.claim("unique_name"))
@@ -73,8 +101,8 @@ impl User {
 /// The credentials of one HTTP request to a hub endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthRequest<'a> {
-    /// The bearer token, from `Authorization: Bearer <token>` or the `access_token` query
-    /// parameter (the header wins).
+    /// The bearer token, from `Authorization: Bearer <token>` or, on WebSocket upgrades and SSE
+    /// requests only, the `access_token` query parameter (the header wins).
     pub token: Option<&'a str>,
     /// All request headers (for cookie or custom schemes).
     pub headers: &'a HeaderMap,
@@ -145,11 +173,11 @@ impl AuthorizationPolicy {
     }
 }
 
-/// The bearer token of a request: `Authorization: Bearer`, else the `access_token` query
-/// parameter.
+/// The bearer token of a request: `Authorization: Bearer`, else (when `query` is given) the
+/// `access_token` query parameter.
 pub(crate) fn bearer_token<'a>(
     headers: &'a HeaderMap,
-    query: &'a [(String, String)],
+    query: Option<&'a [(String, String)]>,
 ) -> Option<&'a str> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -160,7 +188,7 @@ pub(crate) fn bearer_token<'a>(
         })
         .filter(|t| !t.is_empty());
     header.or_else(|| {
-        query
+        query?
             .iter()
             .find(|(k, _)| k == "access_token")
             .map(|(_, v)| v.as_str())

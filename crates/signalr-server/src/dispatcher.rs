@@ -76,6 +76,15 @@ fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// 401 with a `WWW-Authenticate` challenge.
+fn unauthorized(challenge: &'static str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
+    )
+        .into_response()
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
@@ -147,20 +156,33 @@ impl Endpoint {
     }
 
     /// Authenticates the request and applies the hub's authorization policy: 401 for invalid
-    /// credentials or an anonymous user the policy refuses, 403 for an authenticated one.
-    async fn authorize(&self, headers: &HeaderMap, params: &Params) -> Result<User, Response> {
+    /// credentials or an anonymous user the policy refuses (with `WWW-Authenticate: Bearer`, and
+    /// `error="invalid_token"` for rejected credentials, as ASP.NET's JWT handler answers), 403
+    /// for an authenticated one.
+    ///
+    /// `query_token`: whether the `access_token` query parameter counts. Only the requests a
+    /// browser cannot put an `Authorization` header on (the WebSocket upgrade and the
+    /// Server-Sent-Events GET) may carry the token in the URL; elsewhere it is ignored, so a
+    /// token leaked in a URL cannot be replayed on negotiate, sends, polls or DELETE.
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        params: &Params,
+        query_token: bool,
+    ) -> Result<User, Response> {
+        self.check_origin(headers)?;
         let user = match &self.authenticator {
             None => User::anonymous(),
             Some(authenticator) => {
                 let request = AuthRequest {
-                    token: bearer_token(headers, params),
+                    token: bearer_token(headers, query_token.then_some(params.as_slice())),
                     headers,
                 };
                 match authenticator.authenticate(request).await {
                     Ok(user) => user.unwrap_or_default(),
                     Err(err) => {
                         tracing::debug!(%err, "authentication failed");
-                        return Err(StatusCode::UNAUTHORIZED.into_response());
+                        return Err(unauthorized(r#"Bearer error="invalid_token""#));
                     }
                 }
             }
@@ -169,9 +191,44 @@ impl Endpoint {
             Some(policy) if !policy.allows(&user) => Err(if user.is_authenticated() {
                 StatusCode::FORBIDDEN.into_response()
             } else {
-                StatusCode::UNAUTHORIZED.into_response()
+                unauthorized("Bearer")
             }),
             _ => Ok(user),
+        }
+    }
+
+    /// Refuses (403) a request whose `Origin` header is not among
+    /// [`ConnectionOptions::allowed_origins`] (when that list is not empty). Requests without
+    /// `Origin` (non-browser clients) pass, as in ASP.NET's `WebSocketOptions.AllowedOrigins`.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let allowed = &self.options.allowed_origins;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or_default();
+        if allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
+            return Ok(());
+        }
+        tracing::debug!(%origin, "request from an origin that is not allowed");
+        Err(StatusCode::FORBIDDEN.into_response())
+    }
+
+    /// Refuses (403) a request on `connection` made by another user than the one the connection
+    /// belongs to. Stricter than ASP.NET, which goes on with the connection's first user and
+    /// only logs a warning.
+    fn check_user(&self, connection: &Connection, user: &User) -> Result<(), Response> {
+        match connection.user.get() {
+            Some(owner) if !owner.same_identity(user) => {
+                tracing::warn!(connection_id = %connection.id, "request by another user than the connection's: refused");
+                Err(StatusCode::FORBIDDEN.into_response())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -213,7 +270,7 @@ async fn negotiate(
 ) -> Response {
     // The connection's user comes from its first transport request (see start_application);
     // here only the hub's authorization policy is applied.
-    if let Err(response) = endpoint.authorize(&headers, &params).await {
+    if let Err(response) = endpoint.authorize(&headers, &params, false).await {
         return response;
     }
     let minimum = endpoint.options.minimum_negotiate_version;
@@ -266,7 +323,18 @@ async fn receive(
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let user = match endpoint.authorize(&parts.headers, &params).await {
+    let wants_sse = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    // Browsers cannot set headers on WebSockets and EventSource: only these may carry the token
+    // in the query (§A3.2).
+    let user = match endpoint
+        .authorize(&parts.headers, &params, is_upgrade || wants_sse)
+        .await
+    {
         Ok(user) => user,
         Err(response) => return response,
     };
@@ -288,12 +356,6 @@ async fn receive(
         return websocket(endpoint, connection, upgrade, info, user);
     }
 
-    let wants_sse = parts
-        .headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
     let transport = if wants_sse {
         TransportType::ServerSentEvents
     } else {
@@ -309,6 +371,9 @@ async fn receive(
     }
     if !connection.bind_transport(transport) {
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
+    }
+    if let Err(response) = endpoint.check_user(&connection, &user) {
+        return response;
     }
     match transport {
         TransportType::ServerSentEvents => {
@@ -679,13 +744,17 @@ async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Respon
     let Ok(params) = Params::try_from_uri(&parts.uri) else {
         return text(StatusCode::BAD_REQUEST, ID_REQUIRED);
     };
-    if let Err(response) = endpoint.authorize(&parts.headers, &params).await {
-        return response;
-    }
+    let user = match endpoint.authorize(&parts.headers, &params, false).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
     };
+    if let Err(response) = endpoint.check_user(&connection, &user) {
+        return response;
+    }
     if connection.transport() == Some(TransportType::WebSockets) {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -717,13 +786,17 @@ async fn terminate(
     headers: HeaderMap,
     params: Params,
 ) -> Response {
-    if let Err(response) = endpoint.authorize(&headers, &params).await {
-        return response;
-    }
+    let user = match endpoint.authorize(&headers, &params, false).await {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
     let connection = match endpoint.lookup(&params) {
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
     };
+    if let Err(response) = endpoint.check_user(&connection, &user) {
+        return response;
+    }
     if connection.transport() != Some(TransportType::LongPolling) {
         return text(
             StatusCode::BAD_REQUEST,

@@ -77,8 +77,24 @@ pub struct ConnectionOptions {
     /// How long a long-polling request waits for data before answering an empty 200. Default 90 s
     /// (`LongPolling.PollTimeout`, §A3.5).
     pub long_polling_timeout: Duration,
-    /// Lowest negotiate version accepted. Default 0 (`MinimumProtocolVersion`, §A2.2).
+    /// Lowest negotiate version accepted. Default 0 (`MinimumProtocolVersion`, §A2.2), as in
+    /// ASP.NET.
+    ///
+    /// **Risk of the default**: with version 0 the connection token *is* the public connection
+    /// id, so anyone who learns a connection id (hub methods that pass ids around, logs, group
+    /// listings) can send and receive as that connection. Every current official client speaks
+    /// version 1; set this to 1 unless you must serve pre-3.0 clients.
     pub minimum_negotiate_version: u32,
+    /// Origins (`scheme://host[:port]`, compared case-insensitively; `"*"` = any) whose pages
+    /// may use this endpoint. Empty (the default) allows every origin, as ASP.NET does.
+    ///
+    /// **Risk of the default**: WebSocket upgrades are not subject to CORS, so any web page a
+    /// user visits can open a WebSocket to this endpoint with the user's cookies. When hubs
+    /// authenticate by cookie, list your sites here. A request whose `Origin` header is not
+    /// listed gets 403 (negotiate, the WebSocket upgrade and every other transport request);
+    /// requests without `Origin` (non-browser clients) are not affected. This is ASP.NET's
+    /// `WebSocketOptions.AllowedOrigins`, applied to all of the endpoint's requests.
+    pub allowed_origins: Vec<String>,
     /// Capacity of each connection's outgoing queue, in messages. Default 1024. The queue is
     /// also bounded in bytes by [`outgoing_buffer_size`](Self::outgoing_buffer_size); it is full
     /// when either bound is reached.
@@ -130,6 +146,7 @@ impl Default for ConnectionOptions {
             disconnect_timeout: Duration::from_secs(15),
             long_polling_timeout: Duration::from_secs(90),
             minimum_negotiate_version: 0,
+            allowed_origins: Vec::new(),
             outgoing_queue_capacity: 1024,
             outgoing_buffer_size: 128 * 1024,
             incoming_queue_capacity: 32,

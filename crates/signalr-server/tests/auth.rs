@@ -444,7 +444,8 @@ async fn negotiate_requires_a_valid_token() {
     .await;
     assert_refused(&basic, 401);
 
-    // A valid token as `Authorization: Bearer` (any case of the scheme) or `access_token`.
+    // A valid token as `Authorization: Bearer` (any case of the scheme); on negotiate, which
+    // browsers send with headers, `access_token` in the query does not count.
     negotiated_token(&negotiate_auth(&server, Some(&valid), "").await);
     let url = server.url("/hub/negotiate?negotiateVersion=1");
     let lowercase = send(
@@ -456,7 +457,10 @@ async fn negotiate_requires_a_valid_token() {
     )
     .await;
     negotiated_token(&lowercase);
-    negotiated_token(&negotiate_auth(&server, None, &format!("&access_token={valid}")).await);
+    assert_refused(
+        &negotiate_auth(&server, None, &format!("&access_token={valid}")).await,
+        401,
+    );
 
     // The header wins over the query string.
     let bad = "not-a-jwt";
@@ -562,7 +566,12 @@ async fn long_polling_and_sse_requests_require_a_valid_token() {
     };
     let sent = post_auth(handshake).await;
     assert_eq!((sent.status, sent.body.as_str()), (200, ""), "{sent:?}");
-    let response = get(format!("?id={id}&access_token={valid}"), None).await;
+    // A long poll can send headers: a token in its query does not count.
+    assert_refused(
+        &get(format!("?id={id}&access_token={valid}"), None).await,
+        401,
+    );
+    let response = get(format!("?id={id}"), Some(valid.clone())).await;
     assert_eq!((response.status, response.body.as_str()), (200, "{}\u{1e}"));
     let sent = post_auth(invocation("1", "WhoAmI", json!([]))).await;
     assert_eq!(sent.status, 200, "{sent:?}");
@@ -1264,5 +1273,166 @@ async fn connection_user_is_the_transport_requests_user() {
         completion_result("1", json!("secret for alice"))
     );
     ws.close().await;
+    finish(&server).await;
+}
+
+/// 401 answers carry ASP.NET's JWT challenge: `WWW-Authenticate: Bearer`, with
+/// `error="invalid_token"` when a token was sent and rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_answers_carry_a_bearer_challenge() {
+    let server = start_protected().await;
+    let challenge = |response: &HttpResponse| {
+        response
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let anonymous = negotiate_auth(&server, None, "").await;
+    assert_refused(&anonymous, 401);
+    assert_eq!(challenge(&anonymous).as_deref(), Some("Bearer"));
+    let invalid = negotiate_auth(&server, Some("not-a-jwt"), "").await;
+    assert_refused(&invalid, 401);
+    assert_eq!(
+        challenge(&invalid).as_deref(),
+        Some(r#"Bearer error="invalid_token""#)
+    );
+    let valid = token_for("alice", json!({}));
+    let id = negotiated_token(&negotiate_auth(&server, Some(&valid), "").await);
+    let poll = poll_query(&server, &format!("?id={id}")).await;
+    assert_refused(&poll, 401);
+    assert_eq!(challenge(&poll).as_deref(), Some("Bearer"));
+    finish_protected(&server, &valid).await;
+}
+
+/// A connection belongs to the user of its first transport request: a later request on it with
+/// another user's valid token gets 403 (ASP.NET goes on as the first user and logs a warning;
+/// we refuse). A refreshed token of the same user (new `exp`) is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_token_on_a_connection_is_refused() {
+    let server = start_protected().await;
+    let alice = token_for("alice", json!({}));
+    let alice_refreshed = token_for("alice", json!({"exp": now() + 7200}));
+    assert_ne!(alice, alice_refreshed);
+    let bob = token_for("bob", json!({}));
+    let id = negotiated_token(&negotiate_auth(&server, Some(&alice), "").await);
+    let request = |method: reqwest::Method, token: &str, body: &str| {
+        send(
+            "request",
+            server
+                .http
+                .request(method, server.url(&format!("/hub?id={id}")))
+                .bearer_auth(token)
+                .body(body.to_owned()),
+        )
+    };
+    let first = request(reqwest::Method::GET, &alice, "").await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_refused(
+        &request(reqwest::Method::POST, &bob, &handshake).await,
+        403,
+    );
+    assert_refused(&request(reqwest::Method::GET, &bob, "").await, 403);
+    assert_refused(&request(reqwest::Method::DELETE, &bob, "").await, 403);
+    let sent = request(reqwest::Method::POST, &alice_refreshed, &handshake).await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let poll = request(reqwest::Method::GET, &alice, "").await;
+    assert_eq!((poll.status, poll.body.as_str()), (200, "{}\u{1e}"));
+    let sent = request(
+        reqwest::Method::POST,
+        &alice,
+        &invocation("1", "WhoAmI", json!([])),
+    )
+    .await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let poll = request(reqwest::Method::GET, &alice, "").await;
+    assert!(poll.body.contains(r#""userIdentifier":"alice""#), "{poll:?}");
+    let deleted = request(reqwest::Method::DELETE, &alice, "").await;
+    assert_eq!(deleted.status, 202, "{deleted:?}");
+    finish_protected(&server, &alice).await;
+}
+
+/// `access_token` in the query counts only on the WebSocket upgrade and the SSE GET (browsers
+/// cannot set headers there); on negotiate, POST sends, polls and DELETE it is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_tokens_count_only_on_websocket_and_sse() {
+    let server = start_protected().await;
+    let valid = token_for("alice", json!({}));
+    assert_refused(
+        &negotiate_auth(&server, None, &format!("&access_token={valid}")).await,
+        401,
+    );
+    // Long polling: the first poll with the header, then query-only requests are anonymous.
+    let id = negotiated_token(&negotiate_auth(&server, Some(&valid), "").await);
+    let first = send(
+        "long poll",
+        server
+            .http
+            .get(server.url(&format!("/hub?id={id}")))
+            .bearer_auth(&valid),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
+    assert_refused(
+        &post_query(&server, &format!("?id={id}&access_token={valid}"), handshake).await,
+        401,
+    );
+    assert_refused(
+        &delete_query(&server, &format!("?id={id}&access_token={valid}")).await,
+        401,
+    );
+    // SSE and WebSockets accept it.
+    let id = negotiated_token(&negotiate_auth(&server, Some(&valid), "").await);
+    let mut stream = sse_query(&server, &format!("?id={id}&access_token={valid}")).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.take(3).await, ":\r\n");
+    drop(stream);
+    let id = negotiated_token(&negotiate_auth(&server, Some(&valid), "").await);
+    let ws = ws_connect_query(&server, &format!("?id={id}&access_token={valid}")).await;
+    assert!(ws.is_ok(), "WebSocket with a query token refused");
+    finish_protected(&server, &valid).await;
+}
+
+/// `ConnectionOptions::allowed_origins`: a listed origin (any case) and requests without
+/// `Origin` pass; another origin gets 403 on negotiate and on the WebSocket upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_origins_refuse_other_pages() {
+    let options = signalr_server::ConnectionOptions {
+        allowed_origins: vec!["https://app.example".into()],
+        ..Default::default()
+    };
+    let server = serve(with_methods(Hub::builder()).connection_options(options).build()).await;
+    let negotiate_from = |origin: Option<&str>| {
+        let mut request = server
+            .http
+            .post(server.url("/hub/negotiate?negotiateVersion=1"));
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        send("negotiate", request)
+    };
+    assert_eq!(negotiate_from(None).await.status, 200);
+    assert_eq!(negotiate_from(Some("https://APP.example")).await.status, 200);
+    assert_refused(&negotiate_from(Some("https://evil.example")).await, 403);
+    // The upgrade itself (skip negotiation), with a hand-made request to set Origin.
+    for (origin, expected) in [("https://evil.example", 403), ("https://app.example", 101)] {
+        let mut request = server
+            .ws_url("/hub")
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header"));
+        let status = match tokio_tungstenite::connect_async(request).await {
+            Ok((_, response)) => response.status().as_u16(),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status().as_u16()
+            }
+            Err(other) => panic!("unexpected WebSocket error {other}"),
+        };
+        assert_eq!(status, expected, "upgrade from {origin}");
+    }
     finish(&server).await;
 }
