@@ -129,6 +129,47 @@ impl ByteBudget {
     }
 }
 
+/// A latch the writer waits on before its first write.
+///
+/// The hub queues its handshake response, registers the connection with the hub's clients, then
+/// opens the gate: a client that sees the handshake response can count on being reachable by
+/// `Clients.All` and friends, and nothing a fan-out queued can overtake the handshake response.
+pub(crate) struct Gate {
+    open: AtomicBool,
+    opened: Notify,
+}
+
+impl Gate {
+    fn new() -> Arc<Self> {
+        Arc::new(Gate {
+            open: AtomicBool::new(false),
+            opened: Notify::new(),
+        })
+    }
+
+    /// Opens the gate (idempotent).
+    pub(crate) fn open(&self) {
+        if !self.open.swap(true, Ordering::AcqRel) {
+            self.opened.notify_waiters();
+        }
+    }
+
+    async fn wait(&self) {
+        loop {
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            opened.await;
+        }
+    }
+}
+
 /// An item of a connection's outgoing channel: bytes encoded with the connection's protocol.
 enum Queued {
     Data(Bytes),
@@ -154,17 +195,20 @@ impl Drop for Batch {
 pub(crate) struct Outbox {
     rx: mpsc::Receiver<Queued>,
     budget: Arc<ByteBudget>,
+    gate: Arc<Gate>,
     ended: bool,
 }
 
 impl Outbox {
     /// Waits for at least one queued item, then takes everything else already queued without
     /// waiting into one buffer. Returns `None` once the end was delivered.
-    /// Cancel-safe: the only await is the first receive.
+    /// Cancel-safe: nothing is taken before the first receive completes. Waits for the
+    /// connection's [`Gate`] first.
     pub(crate) async fn next_batch(&mut self) -> Option<Batch> {
         if self.ended {
             return None;
         }
+        self.gate.wait().await;
         let mut item = self.rx.recv().await;
         let mut out = BytesMut::new();
         let mut first: Option<Bytes> = None;
@@ -295,6 +339,8 @@ pub(crate) struct Connection {
     outgoing_tx: mpsc::Sender<Queued>,
     outgoing_budget: Arc<ByteBudget>,
     pub outbox: Arc<tokio::sync::Mutex<Outbox>>,
+    /// Opened once the application may be written to the client (see [`Gate`]).
+    pub writer_gate: Arc<Gate>,
     /// Cancelled when the connection is disposed.
     pub closed: CancellationToken,
     started: AtomicBool,
@@ -578,6 +624,7 @@ impl ConnectionManager {
         let (outgoing_tx, outgoing_rx) = mpsc::channel(self.options.outgoing_queue_capacity.max(1));
         let inbound_budget = ByteBudget::new(self.options.incoming_buffer_size);
         let outgoing_budget = ByteBudget::new(self.options.outgoing_buffer_size);
+        let writer_gate = Gate::new();
         let connection = Arc::new(Connection {
             id,
             token: token.clone(),
@@ -593,8 +640,10 @@ impl ConnectionManager {
             outbox: Arc::new(tokio::sync::Mutex::new(Outbox {
                 rx: outgoing_rx,
                 budget: outgoing_budget.clone(),
+                gate: writer_gate.clone(),
                 ended: false,
             })),
+            writer_gate,
             outgoing_budget,
             closed: CancellationToken::new(),
             started: AtomicBool::new(false),

@@ -80,7 +80,10 @@ fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
 fn unauthorized(challenge: &'static str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge))],
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        )],
     )
         .into_response()
 }
@@ -145,6 +148,7 @@ impl Endpoint {
             }
             Application::Raw(handler) => {
                 connection.set_raw();
+                connection.writer_gate.open();
                 let future = handler(RawConnection::new(connection.clone(), inbound));
                 let connection = connection.clone();
                 tokio::spawn(async move {

@@ -41,6 +41,7 @@ enum Outcome {
 pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inbound: Inbound) {
     let mut buf = BytesMut::new();
     let Some(protocol) = handshake(&hub, &connection, &mut inbound, &mut buf).await else {
+        connection.writer_gate.open();
         let _ = connection.send(Outgoing::End).await;
         return;
     };
@@ -48,6 +49,8 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
 
     let context = ConnectionContext::new(connection.clone(), hub.clone());
     hub.lifetime.add(context.clone());
+    // The handshake response is queued: let it out now that the connection is reachable.
+    connection.writer_gate.open();
     let lifetime_token = connection.closed.child_token();
     let connecting = HubCallerContext::new(context.clone(), lifetime_token.clone(), true);
     let connected = NextConnected::new(hub.filters.clone(), hub.on_connected.clone())

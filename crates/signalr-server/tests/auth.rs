@@ -1329,10 +1329,7 @@ async fn another_users_token_on_a_connection_is_refused() {
     let first = request(reqwest::Method::GET, &alice, "").await;
     assert_eq!(first.status, 200, "{first:?}");
     let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
-    assert_refused(
-        &request(reqwest::Method::POST, &bob, &handshake).await,
-        403,
-    );
+    assert_refused(&request(reqwest::Method::POST, &bob, &handshake).await, 403);
     assert_refused(&request(reqwest::Method::GET, &bob, "").await, 403);
     assert_refused(&request(reqwest::Method::DELETE, &bob, "").await, 403);
     let sent = request(reqwest::Method::POST, &alice_refreshed, &handshake).await;
@@ -1347,7 +1344,10 @@ async fn another_users_token_on_a_connection_is_refused() {
     .await;
     assert_eq!(sent.status, 200, "{sent:?}");
     let poll = request(reqwest::Method::GET, &alice, "").await;
-    assert!(poll.body.contains(r#""userIdentifier":"alice""#), "{poll:?}");
+    assert!(
+        poll.body.contains(r#""userIdentifier":"alice""#),
+        "{poll:?}"
+    );
     let deleted = request(reqwest::Method::DELETE, &alice, "").await;
     assert_eq!(deleted.status, 202, "{deleted:?}");
     finish_protected(&server, &alice).await;
@@ -1376,7 +1376,12 @@ async fn query_tokens_count_only_on_websocket_and_sse() {
     assert_eq!(first.status, 200, "{first:?}");
     let handshake = format!("{{\"protocol\":\"json\",\"version\":1}}{RS}");
     assert_refused(
-        &post_query(&server, &format!("?id={id}&access_token={valid}"), handshake).await,
+        &post_query(
+            &server,
+            &format!("?id={id}&access_token={valid}"),
+            handshake,
+        )
+        .await,
         401,
     );
     assert_refused(
@@ -1403,7 +1408,12 @@ async fn allowed_origins_refuse_other_pages() {
         allowed_origins: vec!["https://app.example".into()],
         ..Default::default()
     };
-    let server = serve(with_methods(Hub::builder()).connection_options(options).build()).await;
+    let server = serve(
+        with_methods(Hub::builder())
+            .connection_options(options)
+            .build(),
+    )
+    .await;
     let negotiate_from = |origin: Option<&str>| {
         let mut request = server
             .http
@@ -1414,7 +1424,10 @@ async fn allowed_origins_refuse_other_pages() {
         send("negotiate", request)
     };
     assert_eq!(negotiate_from(None).await.status, 200);
-    assert_eq!(negotiate_from(Some("https://APP.example")).await.status, 200);
+    assert_eq!(
+        negotiate_from(Some("https://APP.example")).await.status,
+        200
+    );
     assert_refused(&negotiate_from(Some("https://evil.example")).await, 403);
     // The upgrade itself (skip negotiation), with a hand-made request to set Origin.
     for (origin, expected) in [("https://evil.example", 403), ("https://app.example", 101)] {
