@@ -9,7 +9,6 @@ use std::net::{IpAddr, SocketAddr};
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use signalr_server::{
@@ -140,15 +139,11 @@ async fn main() -> std::io::Result<()> {
     println!("Listening on http://{address}");
     println!("Chat hub: http://{address}/chat  (try: node interop/chat.mjs http://{address})");
     tracing::info!(%address, "chat server started");
-    axum::serve(
-        // TCP_NODELAY: small hub messages go out at once instead of waiting for Nagle's algorithm.
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    // Kestrel's request limits (header timeout and size, minimum body rate, a cap on half-sent
+    // requests), TCP_NODELAY and the client address on every request.
+    signalr_server::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }

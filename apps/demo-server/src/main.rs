@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use serde::Serialize;
 use signalr_server::{Hub, HubBuilder, HubCallerContext, HubContext, TransportType};
@@ -184,20 +183,16 @@ async fn main() -> std::io::Result<()> {
     tracing::info!(%address, web_dir = %args.web_dir.display(), "demo server started");
 
     let (shutting_down, shutdown_started) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        // TCP_NODELAY: small hub messages go out at once instead of waiting for Nagle's algorithm.
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        close_all(&hubs).await;
-        tracing::info!("stopping the HTTP server");
-        let _ = shutting_down.send(());
-    })
-    .into_future();
+    // Kestrel's request limits (header timeout and size, minimum body rate, a cap on half-sent
+    // requests), TCP_NODELAY and the client address on every request.
+    let server = signalr_server::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            close_all(&hubs).await;
+            tracing::info!("stopping the HTTP server");
+            let _ = shutting_down.send(());
+        })
+        .into_future();
     tokio::select! {
         result = server => result?,
         () = async {

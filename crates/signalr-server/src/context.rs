@@ -235,8 +235,8 @@ impl HubCallerContext {
         self.close(None, false);
     }
 
-    /// The remote address, when the server was started with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`.
+    /// The remote address, when the server records it: [`serve`](crate::serve()) always does;
+    /// with `axum::serve`, pass `app.into_make_service_with_connect_info::<SocketAddr>()`.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.request().and_then(|r| r.remote_addr)
     }

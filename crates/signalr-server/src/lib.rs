@@ -4,7 +4,6 @@
 //!
 //! ```no_run
 //! use axum::Router;
-//! use axum::serve::ListenerExt;
 //! use signalr_server::{Hub, HubCallerContext};
 //!
 //! #[tokio::main]
@@ -21,11 +20,9 @@
 //!
 //!     let app = Router::new().nest("/chat", chat.router());
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
-//!     // Send small hub messages at once (TCP_NODELAY); axum leaves Nagle's algorithm on.
-//!     let listener = listener.tap_io(|tcp| {
-//!         let _ = tcp.set_nodelay(true);
-//!     });
-//!     axum::serve(listener, app).await
+//!     // axum::serve with Kestrel's limits: header timeout, header size, minimum body rate,
+//!     // a cap on half-sent requests, TCP_NODELAY (see the `serve` module).
+//!     signalr_server::serve(listener, app).await
 //! }
 //! ```
 //!
@@ -64,6 +61,7 @@ mod hub_connection;
 mod jwt;
 mod options;
 mod raw;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -86,6 +84,7 @@ pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
 pub use jwt::JwtAuthenticator;
 pub use options::{ConnectionOptions, HubOptions};
 pub use raw::{RawConnection, connection_router};
+pub use serve::serve;
 pub use signalr_macros::{hub, hub_client};
 pub use signalr_protocol::{HubProtocol, Payload, TransportType};
 

@@ -125,7 +125,7 @@ pub async fn start_with(options: HubOptions, connection_options: ConnectionOptio
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
-    tokio::spawn(axum::serve(listener, app).into_future());
+    tokio::spawn(signalr_server::serve(listener, app).into_future());
     TestServer {
         addr,
         hub,
