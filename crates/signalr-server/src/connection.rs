@@ -350,6 +350,10 @@ pub(crate) struct Connection {
     /// A raw connection (no hub protocol) mirrors the frame type it receives.
     raw: AtomicBool,
     activity: Mutex<Activity>,
+    /// The HTTP connection carrying the server-to-client half (the SSE response, the latest long
+    /// poll), when served by [`crate::serve`]: aborted when this connection is closed as a slow
+    /// consumer, so its socket is freed at once even while a write to it is stuck.
+    transport_abort: Mutex<Option<crate::serve::ConnectionAbort>>,
     /// Held while a POST body is being read: one send at a time.
     pub send_lock: tokio::sync::Mutex<()>,
     /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
@@ -517,7 +521,24 @@ impl Connection {
         }
         tracing::warn!(connection_id = %self.id, queued_bytes = self.outgoing_budget.queued(), "outgoing queue full: closing slow connection");
         self.dispose();
+        self.abort_transport();
         QueueError::Full
+    }
+
+    /// Records the HTTP connection that now carries the server-to-client half (SSE, long poll).
+    pub(crate) fn set_transport_abort(&self, abort: Option<crate::serve::ConnectionAbort>) {
+        if let Ok(mut current) = self.transport_abort.lock() {
+            *current = abort;
+        }
+    }
+
+    /// Drops the HTTP connection of the server-to-client half at once (its socket is freed even
+    /// if a response write to it is stuck).
+    pub(crate) fn abort_transport(&self) {
+        let abort = self.transport_abort.lock().ok().and_then(|mut a| a.take());
+        if let Some(abort) = abort {
+            abort.abort();
+        }
     }
 
     /// Records that the transport wrote (or a keep-alive was queued) at `now`.
@@ -653,6 +674,7 @@ impl ConnectionManager {
                 active_requests: 0,
                 inactive_since: Instant::now(),
             }),
+            transport_abort: Mutex::new(None),
             send_lock: tokio::sync::Mutex::new(()),
             current_poll: Mutex::new(None),
             request: OnceLock::new(),

@@ -26,6 +26,7 @@ use crate::hub::HubInner;
 use crate::hub_connection;
 use crate::options::ConnectionOptions;
 use crate::raw::{RawConnection, RawHandler};
+use crate::serve::ConnectionAbort;
 
 /// What runs on the connections of an endpoint.
 pub(crate) enum Application {
@@ -174,7 +175,8 @@ impl Endpoint {
         params: &Params,
         query_token: bool,
     ) -> Result<User, Response> {
-        self.check_origin(headers)?;
+        self.check_origin(headers)
+            .map_err(IntoResponse::into_response)?;
         let user = match &self.authenticator {
             None => User::anonymous(),
             Some(authenticator) => {
@@ -204,7 +206,7 @@ impl Endpoint {
     /// Refuses (403) a request whose `Origin` header is not among
     /// [`ConnectionOptions::allowed_origins`] (when that list is not empty). Requests without
     /// `Origin` (non-browser clients) pass, as in ASP.NET's `WebSocketOptions.AllowedOrigins`.
-    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), StatusCode> {
         let allowed = &self.options.allowed_origins;
         if allowed.is_empty() {
             return Ok(());
@@ -220,17 +222,17 @@ impl Endpoint {
             return Ok(());
         }
         tracing::debug!(%origin, "request from an origin that is not allowed");
-        Err(StatusCode::FORBIDDEN.into_response())
+        Err(StatusCode::FORBIDDEN)
     }
 
     /// Refuses (403) a request on `connection` made by another user than the one the connection
     /// belongs to. Stricter than ASP.NET, which goes on with the connection's first user and
     /// only logs a warning.
-    fn check_user(&self, connection: &Connection, user: &User) -> Result<(), Response> {
+    fn check_user(&self, connection: &Connection, user: &User) -> Result<(), StatusCode> {
         match connection.user.get() {
             Some(owner) if !owner.same_identity(user) => {
                 tracing::warn!(connection_id = %connection.id, "request by another user than the connection's: refused");
-                Err(StatusCode::FORBIDDEN.into_response())
+                Err(StatusCode::FORBIDDEN)
             }
             _ => Ok(()),
         }
@@ -376,17 +378,19 @@ async fn receive(
     if !connection.bind_transport(transport) {
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
     }
-    if let Err(response) = endpoint.check_user(&connection, &user) {
-        return response;
+    if let Err(status) = endpoint.check_user(&connection, &user) {
+        return status.into_response();
     }
     match transport {
         TransportType::ServerSentEvents => {
             let info = connection_request(&parts);
+            connection.set_transport_abort(parts.extensions.get::<ConnectionAbort>().cloned());
             server_sent_events(&endpoint, connection, info, user)
         }
         _ => {
             // Only the first poll starts the application; later polls need no request data.
             let start = (!connection.is_started()).then(|| (connection_request(&parts), user));
+            connection.set_transport_abort(parts.extensions.get::<ConnectionAbort>().cloned());
             long_poll(&endpoint, connection, start).await
         }
     }
@@ -756,8 +760,8 @@ async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Respon
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
     };
-    if let Err(response) = endpoint.check_user(&connection, &user) {
-        return response;
+    if let Err(status) = endpoint.check_user(&connection, &user) {
+        return status.into_response();
     }
     if connection.transport() == Some(TransportType::WebSockets) {
         return text(
@@ -798,8 +802,8 @@ async fn terminate(
         Ok(connection) => connection,
         Err(error) => return error.into_response(),
     };
-    if let Err(response) = endpoint.check_user(&connection, &user) {
-        return response;
+    if let Err(status) = endpoint.check_user(&connection, &user) {
+        return status.into_response();
     }
     if connection.transport() != Some(TransportType::LongPolling) {
         return text(

@@ -54,7 +54,7 @@ pub async fn serve_router(hub: Hub, router: axum::Router) -> TestServer {
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local address");
-    tokio::spawn(axum::serve(listener, router).into_future());
+    tokio::spawn(signalr_server::serve(listener, router).into_future());
     TestServer {
         addr,
         hub,
