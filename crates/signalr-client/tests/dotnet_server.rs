@@ -3,12 +3,17 @@
 //! the repository. Without that folder every test prints why it is skipped and checks nothing.
 //!
 //! - `every_transport_and_protocol`: each of WebSockets × JSON/MessagePack, Server-Sent Events ×
-//!   JSON and long polling × JSON/MessagePack runs the same checks (invoke, error texts, client
-//!   methods, streams both ways, cancel, client results, groups with a second connection, stop)
-//!   and prints a table of what passed; Server-Sent Events × MessagePack is refused by the client
-//!   before any request, as the server offers that transport for text only.
-//! - `redirect_and_jwt`: negotiate redirects with their access token, and the `[Authorize]` hub
-//!   (401 without a token, a JWT from `/generateJwtToken` on every cell).
+//!   JSON and long polling × JSON/MessagePack runs the same checks (invoke, request header, error
+//!   texts, client methods, streams both ways, cancel, complex objects, 50 parallel calls, client
+//!   results, groups with a second connection, stop) and prints a table of what passed;
+//!   Server-Sent Events × MessagePack is refused by the client before any request, as the server
+//!   offers that transport for text only.
+//! - `endpoints`: negotiate redirects with their access token, the `[Authorize]` hub (401 without
+//!   a token, a JWT from `/generateJwtToken` on every cell), transport fallback on the hub
+//!   without WebSockets, skip negotiation, a failing negotiate, restart after stop, a hub that
+//!   allows stateful reconnect, and an oversized message (the server closes with its error).
+//! - `keep_alive`: a server with a 1 s keep-alive and a 4 s client timeout, and a client with the
+//!   same: 6 s of silence break nothing on any cell.
 //! - `network_drop`: through `dotnet-peer proxy`, which cuts every TCP connection on `drop`:
 //!   WebSockets and Server-Sent Events reconnect automatically (new connection id); long polling
 //!   is not disconnected at all (the next poll opens a new socket; same id, no reconnect events),
@@ -110,6 +115,20 @@ impl Peer {
     /// `dotnet-peer server --port 0`; `address` is its base URL (`http://127.0.0.1:PORT`).
     async fn server(program: &PathBuf) -> Peer {
         Peer::start(program, &["server", "--port", "0"]).await
+    }
+
+    /// `dotnet-peer server --port 0` with a 1 s keep-alive and a 4 s client timeout.
+    async fn fast_keep_alive_server(program: &PathBuf) -> Peer {
+        let args = [
+            "server",
+            "--port",
+            "0",
+            "--keepalive-seconds",
+            "1",
+            "--client-timeout-seconds",
+            "4",
+        ];
+        Peer::start(program, &args).await
     }
 
     /// `dotnet-peer proxy --to HOST:PORT` in front of `server`; `address` is `127.0.0.1:PORT`.
@@ -902,6 +921,20 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
         within("stop", c.stop()).await
     }
     .await;
+    // A hub that allows stateful reconnect: this client never asks for it, so the server treats
+    // the connection as a plain one.
+    let stateful = async {
+        let c = started(
+            format!("{base}/testhub-stateful"),
+            Transport::WebSockets,
+            HubProtocol::Json,
+        )
+        .await?;
+        let echoed: String = call(&c, "Echo", ("plain",)).await?;
+        expect_eq("Echo", echoed.as_str(), "plain")?;
+        within("stop", c.stop()).await
+    }
+    .await;
     let oversized = async {
         let c = builder(
             format!("{base}/testhub"),
@@ -947,6 +980,7 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
             ("skip negotiation", skip),
             ("bad negotiate", bad),
             ("restart", restart),
+            ("stateful hub", stateful),
             ("oversized", oversized),
         ],
     ));
@@ -1048,6 +1082,57 @@ async fn network_drop() {
     let outcomes = futures_util::future::join_all(cells).await;
     report(
         "ASP.NET Core behind a proxy that cuts every connection:",
+        &outcomes,
+    );
+}
+
+/// An idle connection to a server with a 1 s keep-alive and a 4 s client timeout, with a client
+/// that pings every second and times the server out after 4 s: neither side gives up during 6 s
+/// of silence (long polling needs no pings: its poll cycle is the keep-alive), and calls work
+/// afterwards.
+async fn idle(base: &str, transport: Transport, protocol: HubProtocol) -> Check {
+    let c = builder(format!("{base}/testhub"), transport, protocol)
+        .keep_alive_interval(Duration::from_secs(1))
+        .server_timeout(Duration::from_secs(4))
+        .with_automatic_reconnect()
+        .build()
+        .map_err(|err| format!("build: {err}"))?;
+    let mut events = record_events(&c);
+    within("start", c.start())
+        .await?
+        .map_err(|err| format!("start: {err}"))?;
+    let id = c.connection_id();
+    quiet(
+        "lifetime events while idle",
+        &mut events,
+        Duration::from_secs(6),
+    )
+    .await?;
+    expect_eq("state", c.state(), HubConnectionState::Connected)?;
+    expect_eq("connection id", c.connection_id(), id)?;
+    let echoed: String = call(&c, "Echo", ("still",)).await?;
+    expect_eq("Echo after 6 s idle", echoed.as_str(), "still")?;
+    within("stop", c.stop()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive() {
+    let Some(program) = peer_program() else {
+        return;
+    };
+    let server = Peer::fast_keep_alive_server(&program).await;
+    let cells = CELLS.map(|(transport, protocol)| {
+        let base = server.address.clone();
+        async move {
+            (
+                cell_name(transport, protocol),
+                vec![("idle 6 s", idle(&base, transport, protocol).await)],
+            )
+        }
+    });
+    let outcomes = futures_util::future::join_all(cells).await;
+    report(
+        "ASP.NET Core with a 1 s keep-alive and a 4 s client timeout:",
         &outcomes,
     );
 }
