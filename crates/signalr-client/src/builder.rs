@@ -83,6 +83,8 @@ pub(crate) struct Config {
     pub headers: HeaderMap,
     pub token_provider: Option<Arc<dyn AccessTokenProvider>>,
     pub http: reqwest::Client,
+    /// The same HTTP client without a connection pool: every request opens a new socket.
+    pub fresh_http: reqwest::Client,
     pub tls: Arc<rustls::ClientConfig>,
     pub server_timeout: Duration,
     pub keep_alive_interval: Duration,
@@ -394,16 +396,21 @@ impl HubConnectionBuilder {
 
         let tls =
             crate::tls::client_config(&self.root_certificates, self.client_identity.as_ref())?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls((*tls).clone())
-            .build()
-            .map_err(|err| {
+        let http_client = |pooled: bool| {
+            let mut builder = reqwest::Client::builder().use_preconfigured_tls((*tls).clone());
+            if !pooled {
+                builder = builder.pool_max_idle_per_host(0);
+            }
+            builder.build().map_err(|err| {
                 Error::with_source(
                     Kind::Builder,
                     format!("Cannot build the HTTP client: {err}"),
                     err,
                 )
-            })?;
+            })
+        };
+        let http = http_client(true)?;
+        let fresh_http = http_client(false)?;
 
         Ok(HubConnection::from_config(Config {
             base_url: url,
@@ -413,6 +420,7 @@ impl HubConnectionBuilder {
             headers,
             token_provider: self.token_provider,
             http,
+            fresh_http,
             tls,
             server_timeout: self.server_timeout,
             keep_alive_interval: self.keep_alive_interval,

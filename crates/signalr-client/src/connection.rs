@@ -557,6 +557,7 @@ impl Inner {
         };
         let mut http = HttpContext {
             client: config.http.clone(),
+            fresh_client: config.fresh_http.clone(),
             tls: config.tls.clone(),
             headers: config.headers.clone(),
             token,

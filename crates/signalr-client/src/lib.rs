@@ -98,6 +98,12 @@
 //! Close message without `allowReconnect`, it goes straight to `Disconnected` and `on_closed`.
 //! The default policy waits 0, 2, 10 and 30 seconds ([`DefaultRetryPolicy`]).
 //!
+//! Long polling is different, as with the official clients and ASP.NET Core: its logical
+//! connection lives on the server between polls, so a poll whose TCP connection is cut before the
+//! response (a network drop, a proxy) is simply sent again on a new socket. The connection stays
+//! `Connected` with the same id and no reconnect event fires; it is lost only when that new
+//! socket fails too, no socket can be opened, or the server no longer knows the connection.
+//!
 //! # Examples
 //!
 //! With the chat server running (`cargo run -p chat-server` in the repository, http://127.0.0.1:5000):

@@ -12,7 +12,7 @@ use common::{
     COMBINATIONS, Event, TestServer, assert_quiet, hub_builder, next, probe, record_events, within,
 };
 use signalr_hub_client::{
-    Error, HubConnectionBuilder, HubConnectionState, RetryContext, Transport,
+    Error, HubConnectionBuilder, HubConnectionState, HubProtocol, RetryContext, Transport,
 };
 
 /// Brings a fresh hub up on `server`'s port *before* killing the old connections, so that the
@@ -91,6 +91,46 @@ async fn default_policy_reconnects_at_once_on_every_transport_and_protocol() {
         }
         assert_quiet(&mut events, Duration::from_millis(50)).await;
         fresh.kill().await;
+    }
+}
+
+#[tokio::test]
+async fn long_polling_rides_over_cut_sockets() {
+    // The server stays up and keeps the connection; only the TCP connections die (a network
+    // drop). The next poll goes out on a new socket: no disconnect, no reconnect, same id, as
+    // the official clients with ASP.NET Core.
+    for protocol in [HubProtocol::Json, HubProtocol::MessagePack] {
+        let (probe, _reports) = probe();
+        let server = TestServer::start(probe).await;
+        let connection = HubConnectionBuilder::new()
+            .with_url(server.url())
+            .with_transport(Transport::LongPolling)
+            .with_protocol(protocol)
+            .with_automatic_reconnect()
+            .build()
+            .expect("build");
+        let mut events = record_events(&connection);
+        within("start", connection.start()).await.expect("start");
+        let id = connection.connection_id().expect("id");
+        for round in 0..3 {
+            server.kill_connections();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let sum: i64 = within("Add", connection.invoke("Add", (round, 1)))
+                .await
+                .expect("Add after the sockets were cut");
+            assert_eq!(sum, round + 1);
+            let on_server: String = connection.invoke("ConnectionId", ()).await.expect("id");
+            assert_eq!(on_server, id, "{protocol:?}");
+        }
+        assert_eq!(connection.connection_id().as_deref(), Some(id.as_str()));
+        assert_eq!(connection.state(), HubConnectionState::Connected);
+        assert_quiet(&mut events, Duration::from_millis(100)).await;
+        within("stop", connection.stop()).await;
+        assert!(matches!(
+            next("closed", &mut events).await,
+            Event::Closed(None, HubConnectionState::Disconnected)
+        ));
+        server.kill().await;
     }
 }
 

@@ -18,7 +18,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Makes the first poll (which must answer 200 at once), then starts polling and the POST writer.
 pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConnection, Error> {
-    let response = poll_request(http, url)
+    let response = poll_request(&http.client, http, url)
         .await
         .map_err(|err| http_error("Long polling failed to connect", err))?;
     let status = response.status().as_u16();
@@ -54,8 +54,12 @@ pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConn
     })
 }
 
-/// `GET url&_=<ms>` (the TS client's cache buster).
-async fn poll_request(http: &HttpContext, url: &Url) -> reqwest::Result<reqwest::Response> {
+/// `GET url&_=<ms>` (the TS client's cache buster) with `client`, one of `http`'s two clients.
+async fn poll_request(
+    client: &reqwest::Client,
+    http: &HttpContext,
+    url: &Url,
+) -> reqwest::Result<reqwest::Response> {
     let mut poll_url = url.clone();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -64,7 +68,7 @@ async fn poll_request(http: &HttpContext, url: &Url) -> reqwest::Result<reqwest:
     poll_url
         .query_pairs_mut()
         .append_pair("_", &now.to_string());
-    http.client
+    client
         .get(poll_url)
         .headers(http.request_headers())
         .timeout(HTTP_TIMEOUT)
@@ -75,15 +79,21 @@ async fn poll_request(http: &HttpContext, url: &Url) -> reqwest::Result<reqwest:
 enum Poll {
     Data(bytes::Bytes),
     Empty,
+    /// The request failed on an open socket before any response arrived (reset, closed).
+    Broken(Error),
     Closed(Option<Error>),
 }
 
-async fn poll_once(http: &HttpContext, url: &Url) -> Poll {
-    let response = match poll_request(http, url).await {
+async fn poll_once(client: &reqwest::Client, http: &HttpContext, url: &Url) -> Poll {
+    let response = match poll_request(client, http, url).await {
         Ok(response) => response,
         // A poll that outlived the client's timeout is simply reissued (TS client).
         Err(err) if err.is_timeout() => return Poll::Empty,
-        Err(err) => return Poll::Closed(Some(http_error("Long polling failed", err))),
+        // No socket to the server at all (refused, unreachable): the server is gone.
+        Err(err) if err.is_connect() => {
+            return Poll::Closed(Some(http_error("Long polling failed", err)));
+        }
+        Err(err) => return Poll::Broken(http_error("Long polling failed", err)),
     };
     match response.status() {
         StatusCode::NO_CONTENT => Poll::Closed(None),
@@ -104,13 +114,30 @@ async fn poll_once(http: &HttpContext, url: &Url) -> Poll {
     }
 }
 
+/// Polls until the server ends the connection (204), a poll fails, or the transport is stopped.
+///
+/// A poll whose socket breaks before the response (the network dropped the TCP connection, a
+/// proxy cut it, the pool handed out a socket that died while idle) is no disconnect: the
+/// logical connection lives on the server, so the poll is reissued at once on a new socket (the
+/// pool-less client), as the .NET client's HTTP stack retries a request that failed on a reused
+/// connection before any response. The transport fails when that poll on a new socket fails too,
+/// when no socket can be opened at all (the server is unreachable), or when a response breaks
+/// while its body is read (the server counts that data as delivered: it cannot be asked for
+/// again).
 async fn poll_loop(
     http: HttpContext,
     url: Url,
     events: mpsc::UnboundedSender<TransportEvent>,
     token: CancellationToken,
 ) {
+    // Whether the last poll broke, so that this one goes out on a new socket.
+    let mut broke = false;
     let closed = loop {
+        let client = if broke {
+            &http.fresh_client
+        } else {
+            &http.client
+        };
         tokio::select! {
             () = token.cancelled() => {
                 // Stop: the pending poll is dropped (aborted), then DELETE ends the connection;
@@ -122,16 +149,22 @@ async fn poll_loop(
                     .timeout(DELETE_TIMEOUT)
                     .send();
                 match delete.await {
-                    Ok(response) => tracing::debug!(status = %response.status(), "long polling DELETE"),
+                    Ok(response) => tracing::debug!(%url, status = %response.status(), "long polling DELETE"),
                     Err(err) => tracing::debug!(error = %err, "long polling DELETE failed"),
                 }
                 return;
             }
-            poll = poll_once(&http, &url) => match poll {
+            poll = poll_once(client, &http, &url) => match poll {
                 Poll::Data(data) => {
+                    broke = false;
                     let _ = events.send(TransportEvent::Data(data));
                 }
-                Poll::Empty => {}
+                Poll::Empty => broke = false,
+                Poll::Broken(error) if !broke => {
+                    tracing::debug!(%error, "long poll broke before a response; polling again on a new socket");
+                    broke = true;
+                }
+                Poll::Broken(error) => break Some(error),
                 Poll::Closed(error) => break error,
             },
         }

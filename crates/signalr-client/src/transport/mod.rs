@@ -81,6 +81,8 @@ impl TransportConnection {
 #[derive(Clone)]
 pub(crate) struct HttpContext {
     pub client: reqwest::Client,
+    /// `client` without a connection pool, for a request that must go out on a new socket.
+    pub fresh_client: reqwest::Client,
     pub tls: std::sync::Arc<rustls::ClientConfig>,
     /// User headers plus the client's own.
     pub headers: HeaderMap,
