@@ -47,6 +47,27 @@
 //! many connections is serialized once per protocol. A connection whose queue is full when a
 //! fan-out reaches it is closed as a slow consumer; see
 //! [`ConnectionOptions::outgoing_queue_capacity`].
+//!
+//! # Limits: what one client can hold
+//! Every buffer a client can fill is bounded in bytes and every wait it can stretch has a
+//! timeout, so one client cannot take the server's memory or sockets:
+//!
+//! | what | bound (default) | option | ASP.NET |
+//! |---|---|---|---|
+//! | one hub message | 32 KiB | [`HubOptions::maximum_receive_message_size`] | same |
+//! | one WebSocket message or frame | 2 × the hub message limit; raw connections: 64 KiB | (derived) | none (frames are streamed) |
+//! | received bytes not yet taken by the hub | 64 KiB + one read | [`ConnectionOptions::incoming_buffer_size`] | `TransportMaxBufferSize` 64 KiB |
+//! | parsed invocations waiting for a slot | 32, and 64 KiB of arguments | — | none queued |
+//! | a POST body | streamed into the 64 KiB above, one POST per connection at a time | — | same (second POST waits) |
+//! | queued outgoing bytes | 128 KiB + one message (and 1,024 messages) | [`ConnectionOptions::outgoing_buffer_size`] | two 64 KiB pipes |
+//! | one transport write | 10 s | [`ConnectionOptions::transport_send_timeout`] | `TransportSendTimeout` 10 s |
+//! | open streams per connection | 1,024 | [`HubOptions::maximum_streams_per_client`] | none |
+//! | WebSocket close handshake | 5 s | [`ConnectionOptions::websocket_close_timeout`] | `CloseTimeout` 5 s |
+//! | request headers, slow requests, half-sent connections | 32 KiB / 100 headers (431), 30 s head, 240 B/s bodies, 1,024 pending | [`serve::ServeOptions`] | Kestrel's limits |
+//!
+//! The HTTP-level limits and the release of a stalled client's socket need the serving recipe
+//! [`serve()`](serve::serve) (a drop-in replacement for `axum::serve`); the rest holds with any
+//! server.
 
 mod auth;
 mod clients;
