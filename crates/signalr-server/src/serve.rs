@@ -54,9 +54,11 @@
 //! timeout.
 //!
 //! When `accept` itself fails for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`), the oldest
-//! pending connection is closed to free its descriptor and accepting resumes after a pause that
-//! grows from 10 ms to 1 s while the errors go on, so the server neither spins nor stops;
-//! errors about the one connection being accepted (reset or aborted by the peer) are skipped.
+//! pending connection is closed to free its descriptor and accepting resumes 1 ms later; when
+//! there is no pending connection to close, after a pause that grows from 10 ms to 1 s while the
+//! errors go on. So the server neither spins nor stops, and with a descriptor limit below the cap
+//! the cap in effect shrinks to what the limit allows. Errors about the one connection being
+//! accepted (reset or aborted by the peer) are skipped.
 //!
 //! # What every request carries
 //! Each request's extensions hold the client's address as axum's
@@ -105,6 +107,8 @@ const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// First and last pause after an `accept` error that is not about the accepted connection.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Pause after an `accept` error that closed a pending connection (time for its task to run).
+const ACCEPT_RETRY_AFTER_EVICTION: Duration = Duration::from_millis(1);
 /// Minimum interval between two warnings about accept errors or evicted connections.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -507,12 +511,21 @@ async fn run(server: Serve) -> io::Result<()> {
                 // Out of descriptors (or memory): free one held by a half-sent request, then wait
                 // instead of spinning on a listener that stays readable.
                 let freed = shared.pending.evict_oldest();
-                warnings.accept_error(&error, backoff, freed);
+                // With a descriptor freed, retry as soon as its connection task has closed it;
+                // otherwise back off further while the errors go on.
+                let pause = if freed {
+                    ACCEPT_RETRY_AFTER_EVICTION
+                } else {
+                    backoff
+                };
+                warnings.accept_error(&error, pause, freed);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = &mut signal => break,
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                if !freed {
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
             }
         }
     }
