@@ -124,10 +124,12 @@ pub struct ConnectionOptions {
     /// How long the server waits for the client's WebSocket Close frame after sending its own,
     /// before dropping the TCP connection. Default 5 s (ASP.NET `WebSockets.CloseTimeout`).
     pub websocket_close_timeout: Duration,
-    /// Longest time one transport write may take (a WebSocket frame, an SSE event, a poll
-    /// response) before the connection is closed and its socket released. Default 10 s (ASP.NET
-    /// `TransportSendTimeout`, §A3.6). A client that stops reading is caught by this even when
-    /// nothing else is sent to it.
+    /// Longest time one WebSocket write may take before the connection is closed and its socket
+    /// released. Default 10 s (ASP.NET `TransportSendTimeout`, §A3.6): a client that stops
+    /// reading is caught by this even when nothing else is sent to it. SSE and long-polling
+    /// responses are written by the HTTP server; with [`crate::serve()`] its
+    /// [`write_stall_timeout`](crate::serve::ServeOptions::write_stall_timeout) (also 10 s) does
+    /// the same for them.
     pub transport_send_timeout: Duration,
     /// Size of each WebSocket's read buffer, in bytes. Default 8 KiB (tungstenite's own default
     /// is 128 KiB, which it zero-fills before every read and keeps per connection: at 10,000

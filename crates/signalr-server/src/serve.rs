@@ -30,6 +30,7 @@
 //! | [`min_request_body_data_rate`](ServeOptions::min_request_body_data_rate) | 240 B/s after 5 s | `MinRequestBodyDataRate` (240 B/s, 5 s grace) | body read fails with [`RequestBodyTooSlow`] |
 //! | [`max_pending_connections`](ServeOptions::max_pending_connections) | 1,024 | none (Kestrel has only `MaxConcurrentConnections`, unlimited) | the oldest such connection is closed |
 //! | [`tcp_nodelay`](ServeOptions::tcp_nodelay) | on | `NoDelay` (on) | |
+//! | [`write_stall_timeout`](ServeOptions::write_stall_timeout) | 10 s | `MinResponseDataRate` (240 B/s, 5 s grace); SignalR `TransportSendTimeout` (10 s) | connection dropped |
 //!
 //! # Timeouts
 //! The header timeout runs from the moment the server starts waiting for a request head until
@@ -38,7 +39,9 @@
 //! keep-alive connection is closed after the header timeout too: there is no separate (longer)
 //! keep-alive timeout as in Kestrel, idle connections simply last at most
 //! [`header_read_timeout`](ServeOptions::header_read_timeout). Nothing limits how long a response
-//! takes (long polls, Server-Sent Events and WebSockets last as long as the hub keeps them).
+//! takes (long polls, Server-Sent Events and WebSockets last as long as the hub keeps them), but
+//! a write the client does not take within
+//! [`write_stall_timeout`](ServeOptions::write_stall_timeout) drops the connection.
 //!
 //! # Half-sent requests
 //! A connection counts as *pending* from the moment it is accepted until the head of its first
@@ -207,6 +210,7 @@ pub struct ServeOptions {
     min_request_body_data_rate: Option<MinDataRate>,
     max_pending_connections: usize,
     tcp_nodelay: bool,
+    write_stall_timeout: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -218,6 +222,7 @@ impl Default for ServeOptions {
             min_request_body_data_rate: Some(MinDataRate::new(240, Duration::from_secs(5))),
             max_pending_connections: 1024,
             tcp_nodelay: true,
+            write_stall_timeout: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -261,6 +266,17 @@ impl ServeOptions {
     /// [`MinDataRate`] for how it is measured and [`RequestBodyTooSlow`] for what a handler sees.
     pub fn min_request_body_data_rate(mut self, rate: Option<MinDataRate>) -> Self {
         self.min_request_body_data_rate = rate;
+        self
+    }
+
+    /// How long a write to a socket may make no progress at all (the client's receive window
+    /// stays full) before the connection is dropped; `None` never drops it. Default 10 s
+    /// (SignalR's `TransportSendTimeout`; Kestrel bounds the same stall with
+    /// `MinResponseDataRate`). It frees the socket of a client that stopped reading a long-poll
+    /// response, an SSE stream or a WebSocket, whatever else the server does; an idle
+    /// connection (nothing to write) is not affected.
+    pub fn write_stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_stall_timeout = timeout;
         self
     }
 
@@ -454,6 +470,7 @@ impl fmt::Debug for ConnectionAbort {
 struct Shared {
     app: Router,
     http: http1::Builder,
+    write_stall_timeout: Option<Duration>,
     body_rate: Option<MinDataRate>,
     pending: Pending,
 }
@@ -469,6 +486,7 @@ async fn run(server: Serve) -> io::Result<()> {
     let shared = Arc::new(Shared {
         app,
         http: http_builder(&options),
+        write_stall_timeout: options.write_stall_timeout,
         body_rate: options
             .min_request_body_data_rate
             .filter(|rate| rate.bytes_per_second > 0),
@@ -720,6 +738,8 @@ async fn serve_connection(
     let io = TokioIo::new(AbortableIo {
         inner: stream,
         abort: abort.inner.clone(),
+        stall_timeout: shared.write_stall_timeout,
+        stall: None,
     });
     let service = ConnectionService {
         shared: shared.clone(),
@@ -794,6 +814,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnectionService {
 struct AbortableIo {
     inner: TcpStream,
     abort: Arc<AbortInner>,
+    /// See [`ServeOptions::write_stall_timeout`].
+    stall_timeout: Option<Duration>,
+    /// Running while a write waits for room in the socket.
+    stall: Option<Pin<Box<Sleep>>>,
 }
 
 fn aborted_error() -> io::Error {
@@ -816,6 +840,12 @@ impl AbortableIo {
         }
         match poll(Pin::new(&mut self.inner), cx) {
             Poll::Pending => {
+                if write && self.write_stalled(cx) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client accepted no data within the write stall timeout",
+                    )));
+                }
                 let waker = if write {
                     &self.abort.write
                 } else {
@@ -829,7 +859,28 @@ impl AbortableIo {
                     Poll::Pending
                 }
             }
-            ready => ready,
+            ready => {
+                if write {
+                    self.stall = None;
+                }
+                ready
+            }
+        }
+    }
+
+    /// Starts (or polls) the stall timer of a pending write; `true` once it has expired.
+    fn write_stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.stall_timeout else {
+            return false;
+        };
+        let stall = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            tracing::debug!("dropping a connection whose client accepts no data");
+            true
+        } else {
+            false
         }
     }
 }

@@ -662,6 +662,36 @@ async fn connection_abort_closes_a_connection_whose_client_stopped_reading() {
     assert_fresh_request_works(addr).await;
 }
 
+/// `write_stall_timeout`: a client that stops reading a streaming response is dropped once a
+/// write has made no progress for that long, without anyone calling `abort()`.
+#[tokio::test]
+async fn a_write_stalled_past_the_timeout_drops_the_connection() {
+    let stall = Duration::from_millis(700);
+    let (addr, probe) = start(ServeOptions::new().write_stall_timeout(Some(stall))).await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write request");
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let started = Instant::now();
+    within("the stalled response body to be dropped", async {
+        while !probe.stream_dropped.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let dropped_after = started.elapsed();
+    println!(
+        "stalled response dropped {dropped_after:?} after the client stopped reading (timeout {stall:?})"
+    );
+    assert!(dropped_after >= stall, "{dropped_after:?}");
+    assert!(dropped_after < stall * 4, "{dropped_after:?}");
+    let (_, _) = wait_closed(&mut stream, Duration::from_secs(5)).await;
+    assert_fresh_request_works(addr).await;
+}
+
 #[tokio::test]
 async fn connection_abort_closes_an_upgraded_websocket() {
     let (addr, probe) = start(ServeOptions::new()).await;
