@@ -4,14 +4,15 @@
 //! real ASP.NET Core server from `../shared/peers/dotnet-peer`, serving the same benchmark hub on
 //! `/hub`), opens `--soak-conns` (10,000) WebSocket/JSON connections that each invoke
 //! `Echo(32 B)` once every 10 s (spread evenly, so 1,000 invocations/s in all), and then runs the
-//! phases in turn, `--soak-phase` (20) seconds each:
+//! phases in turn, `--soak-phase` (20) seconds each (slowloris twice that, to outlast a 30 s
+//! request-head timeout), between a `--soak-calm` (10 s) baseline and recovery:
 //!
 //! | phase | the attacker |
 //! |---|---|
 //! | `baseline` | nothing (reference figures) |
 //! | `ws-oversize` | keeps 64 WebSockets each holding 1 MiB of a fragmented text message that never ends (FIN never set), replacing any the server closes; and every 200 ms opens one more that sends a complete 40 KB message (over the 32 KiB limit) |
 //! | `big-posts` | 8 long-polling connections, each with a poll always pending and two concurrent 1 MiB POST bodies (valid Pings) in a loop; and every second a throwaway long-polling connection that POSTs one 2 MiB message |
-//! | `slowloris` | 2,000 request heads and 500 long-polling POST bodies trickled one byte every 2 s, reopened as soon as the server closes one |
+//! | `slowloris` | 2,000 negotiate request heads and 500 POST bodies (each to a long-polling connection of its own) trickled one byte every 2 s; each is reopened as soon as the server answers or closes it (the figures count answers by status) |
 //! | `fanout-stall` | 4 group members that joined the group `stall` and never read (8 KiB receive buffers), and a feeder sending `GroupBroadcast("stall", 30 KB)` 100 times a second |
 //! | `recovery` | nothing: do latency and memory come back? |
 //!
@@ -20,7 +21,10 @@
 //! stalled server shows up as latency, not as a lower rate), ordinary connections that failed
 //! (error, close or no reply within 10 s) and reconnects the server refused, the server's RSS and
 //! open file descriptors, and what the attacker saw. Each ordinary connection that fails
-//! reconnects (skip negotiation). The default run takes about 2 minutes per server.
+//! reconnects (skip negotiation). The default run takes about 2.5 minutes per server. The phase
+//! lengths are fixed, so the figures of one server can be set beside another's; "closed by
+//! server" counts attacker connections the server ended (for WebSockets: a Close frame or the
+//! end of the stream).
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -285,7 +289,7 @@ struct Attack {
     connect_failed: Cell<u64>,
     sent: Cell<u64>,
     /// Phase-specific figures (name, value), printed as they are.
-    extra: RefCell<Vec<(&'static str, u64)>>,
+    extra: RefCell<Vec<(String, u64)>>,
 }
 
 impl Attack {
@@ -305,11 +309,21 @@ impl Attack {
         self.sent.set(self.sent.get() + n as u64);
     }
 
-    fn bump(&self, name: &'static str) {
+    fn bump(&self, name: impl Into<String>) {
+        let name = name.into();
         let mut extra = self.extra.borrow_mut();
         match extra.iter_mut().find(|(k, _)| *k == name) {
             Some((_, v)) => *v += 1,
             None => extra.push((name, 1)),
+        }
+    }
+
+    /// Sets figure `name` to `value`.
+    fn set(&self, name: &str, value: u64) {
+        let mut extra = self.extra.borrow_mut();
+        match extra.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => extra.push((name.to_owned(), value)),
         }
     }
 
@@ -409,6 +423,48 @@ async fn until_closed(stream: &mut TcpStream) {
     }
 }
 
+/// Reads server frames until a Close frame (answered, as a client must) or the end of the stream.
+/// Returns whether a Close frame came.
+async fn ws_until_close(stream: &mut TcpStream) -> bool {
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        // Whole frames at the front of the buffer (server frames are not masked).
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (opcode, len7) = (buf[0] & 0x0f, usize::from(buf[1] & 0x7f));
+            let (len, at): (usize, usize) = match len7 {
+                126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 if buf.len() >= 10 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&buf[2..10]);
+                    (
+                        usize::try_from(u64::from_be_bytes(b)).unwrap_or(usize::MAX),
+                        10,
+                    )
+                }
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            if buf.len() < at.saturating_add(len) {
+                break;
+            }
+            if opcode == 8 {
+                let code = buf.get(at..at + len.min(2)).unwrap_or_default().to_vec();
+                let _ = stream.write_all(&frame(8, true, &code)).await;
+                return true;
+            }
+            buf.drain(..at + len);
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`); returns the status.
 async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<u16> {
     let mut stream = TcpStream::connect(addr).await?;
@@ -478,7 +534,7 @@ async fn ws_oversize(addr: SocketAddr, attack: Rc<Attack>) {
                 }
                 if ok {
                     // Hold it, never finishing the message, until the server gives up.
-                    until_closed(&mut ws).await;
+                    ws_until_close(&mut ws).await;
                 }
                 attack.ended(true);
                 sleep(Duration::from_millis(50)).await;
@@ -506,7 +562,7 @@ async fn ws_oversize(addr: SocketAddr, attack: Rc<Attack>) {
             if ws.write_all(&message).await.is_ok() {
                 attack.sent(message.len());
             }
-            let closed = timeout(Duration::from_secs(5), until_closed(&mut ws))
+            let closed = timeout(Duration::from_secs(5), ws_until_close(&mut ws))
                 .await
                 .is_ok();
             attack.bump(if closed {
@@ -558,7 +614,7 @@ async fn big_posts(addr: SocketAddr, attack: Rc<Attack>) {
                             match http(addr, "POST", &path, &pings).await {
                                 Ok(200) => attack.sent(pings.len()),
                                 Ok(st) => {
-                                    attack.bump(if st == 409 { "POST-409" } else { "POST-other" });
+                                    attack.bump(format!("1MiB-POST-{st}"));
                                     alive.set(false);
                                 }
                                 Err(_) => {
@@ -598,11 +654,7 @@ async fn big_posts(addr: SocketAddr, attack: Rc<Attack>) {
             match timeout(Duration::from_secs(30), http(addr, "POST", &path, &huge)).await {
                 Ok(Ok(st)) => {
                     attack.sent(huge.len());
-                    attack.bump(if st == 200 {
-                        "2MiB-200"
-                    } else {
-                        "2MiB-refused"
-                    });
+                    attack.bump(format!("2MiB-POST-{st}"));
                 }
                 _ => attack.bump("2MiB-no-answer"),
             }
@@ -612,9 +664,31 @@ async fn big_posts(addr: SocketAddr, attack: Rc<Attack>) {
     }
 }
 
-/// One trickler: sends `head`, then one byte of `tail` every 2 s, until the server closes.
-async fn trickle(addr: SocketAddr, head: Rc<Vec<u8>>, tail: Rc<Vec<u8>>, attack: Rc<Attack>) {
+/// One trickler: sends a request head (`body` false: an unfinished negotiate head; true: the
+/// complete head of a long-polling send on a connection of its own, with `Content-Length:
+/// 100000`), then one more byte every 2 s, until the server answers or closes; then again.
+async fn trickle(addr: SocketAddr, body: bool, attack: Rc<Attack>) {
+    let kind = if body { "body" } else { "head" };
     loop {
+        let head = if body {
+            match timeout(Duration::from_secs(10), long_polling(addr)).await {
+                Ok(Ok(path)) => format!(
+                    "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\n"
+                ),
+                _ => {
+                    attack.connect_failed.set(attack.connect_failed.get() + 1);
+                    sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        } else {
+            format!("POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ")
+        };
+        let tail: &[u8] = if body {
+            PING
+        } else {
+            b"abcdefghijklmnopqrstuvwxyz"
+        };
         let Ok(Ok(mut stream)) = timeout(Duration::from_secs(10), TcpStream::connect(addr)).await
         else {
             attack.connect_failed.set(attack.connect_failed.get() + 1);
@@ -623,16 +697,20 @@ async fn trickle(addr: SocketAddr, head: Rc<Vec<u8>>, tail: Rc<Vec<u8>>, attack:
         };
         attack.opened();
         let t0 = Instant::now();
-        let mut ok = stream.write_all(&head).await.is_ok();
+        let mut ok = stream.write_all(head.as_bytes()).await.is_ok();
         let mut i = 0;
         let mut chunk = [0u8; 1024];
+        let mut answer = None;
         while ok {
             tokio::select! {
                 read = stream.read(&mut chunk) => {
                     // Anything back (a 408/400, or the end) means the server gave up on us.
                     ok = false;
-                    if matches!(read, Ok(n) if n > 0) {
-                        attack.bump("answered");
+                    if let Ok(n) = read {
+                        answer = std::str::from_utf8(&chunk[..n])
+                            .ok()
+                            .and_then(|t| t.split_whitespace().nth(1))
+                            .map(str::to_owned);
                     }
                 }
                 () = sleep(Duration::from_secs(2)) => {
@@ -643,12 +721,8 @@ async fn trickle(addr: SocketAddr, head: Rc<Vec<u8>>, tail: Rc<Vec<u8>>, attack:
                 }
             }
         }
-        let lived = t0.elapsed().as_secs();
-        attack
-            .extra
-            .borrow_mut()
-            .retain(|(k, _)| *k != "last-lived-s");
-        attack.extra.borrow_mut().push(("last-lived-s", lived));
+        attack.bump(format!("{kind}-{}", answer.as_deref().unwrap_or("closed")));
+        attack.set(&format!("{kind}-last-lived-s"), t0.elapsed().as_secs());
         attack.ended(true);
         sleep(Duration::from_millis(100)).await;
     }
@@ -657,32 +731,8 @@ async fn trickle(addr: SocketAddr, head: Rc<Vec<u8>>, tail: Rc<Vec<u8>>, attack:
 /// slowloris: 2,000 trickled request heads and 500 trickled POST bodies.
 async fn slowloris(addr: SocketAddr, attack: Rc<Attack>) {
     let mut tasks = JoinSet::new();
-    let head = Rc::new(
-        format!("POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ")
-            .into_bytes(),
-    );
-    let tail = Rc::new(b"abcdefghijklmnopqrstuvwxyz".to_vec());
-    let path = match long_polling(addr).await {
-        Ok(path) => Some(path),
-        Err(err) => {
-            eprintln!("   slowloris: no long-polling connection for the body trickle: {err}");
-            None
-        }
-    };
     for i in 0..2500 {
-        let (head, tail) = match (&path, i >= 2000) {
-            (Some(path), true) => (
-                Rc::new(
-                    format!(
-                        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\n{{\"type\":6}}\x1e"
-                    )
-                    .into_bytes(),
-                ),
-                Rc::new(PING.to_vec()),
-            ),
-            _ => (head.clone(), tail.clone()),
-        };
-        tasks.spawn_local(trickle(addr, head, tail, attack.clone()));
+        tasks.spawn_local(trickle(addr, i >= 2000, attack.clone()));
         if i % 100 == 99 {
             sleep(Duration::from_millis(20)).await;
         }
@@ -835,10 +885,11 @@ pub async fn run(target: Target, command: &ServerCommand, o: &SoakOptions) -> Re
             }
             _ => {}
         }
-        let length = if phase == "baseline" || phase == "recovery" {
-            o.calm
-        } else {
-            o.phase
+        let length = match phase {
+            "baseline" | "recovery" => o.calm,
+            // Long enough to see Kestrel's 30 s request-head timeout.
+            "slowloris" => o.phase * 2,
+            _ => o.phase,
         };
         let phase_start = Instant::now();
         let mut last = Instant::now();
