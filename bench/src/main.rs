@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p signalr-bench              # quick mode, under 3 minutes
 //! cargo run --release -p signalr-bench -- --full    # every scenario at every size
+//! cargo run --release -p signalr-bench -- --soak    # ordinary clients while an attacker runs (see soak.rs)
 //! ```
 //!
 //! Each server runs as its own process pinned to CPU 1; this process, the load generator (one
@@ -18,6 +19,7 @@ mod proc;
 mod report;
 mod scenarios;
 mod servers;
+mod soak;
 mod stats;
 
 use std::path::PathBuf;
@@ -51,9 +53,28 @@ struct Cli {
     /// slow.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Servers to measure (comma-separated): ceiling, ours, aiosignalr.
-    #[arg(long, value_delimiter = ',', default_value = "ceiling,ours,aiosignalr")]
+    /// Servers to measure (comma-separated): ceiling, ours, aiosignalr (default: all three).
+    /// With `--soak`: ours, aspnetcore (default: ours).
+    #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
+    /// The soak under attack instead of the benchmarks: `--soak-conns` ordinary connections
+    /// echoing once every 10 s while one attacker runs each abuse phase in turn (`--only` picks
+    /// phases: ws-oversize, big-posts, slowloris, fanout-stall). Prints a table row every
+    /// `--soak-interval` seconds. About 2 minutes per server.
+    #[arg(long)]
+    soak: bool,
+    /// Ordinary connections of the soak.
+    #[arg(long, default_value_t = 10_000)]
+    soak_conns: usize,
+    /// Seconds per soak attack phase.
+    #[arg(long, default_value_t = 20.0)]
+    soak_phase: f64,
+    /// Seconds of the soak's baseline and recovery phases.
+    #[arg(long, default_value_t = 10.0)]
+    soak_calm: f64,
+    /// Seconds between soak report rows.
+    #[arg(long, default_value_t = 5.0)]
+    soak_interval: f64,
     /// Only the cases whose parameters contain this text (e.g. "N=100, JSON, 32 B").
     #[arg(long)]
     case: Option<String>,
@@ -348,7 +369,59 @@ fn progress(kind: ServerKind, scenario: &str, result: &std::result::Result<Outco
     }
 }
 
+/// `--soak`: runs the soak against each requested server in turn.
+async fn run_soak(cli: Cli) -> Result<()> {
+    servers::build_siblings().await?;
+    if !proc::exe_dir()?.ends_with("release") {
+        eprintln!("warning: not a release build; use cargo run --release -p signalr-bench");
+    }
+    let logs = std::env::temp_dir().join(format!("signalr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    let names = if cli.servers.is_empty() {
+        vec!["ours".to_owned()]
+    } else {
+        cli.servers.clone()
+    };
+    let secs = |s: f64| Duration::try_from_secs_f64(s);
+    let options = soak::SoakOptions {
+        conns: cli.soak_conns,
+        phase: secs(cli.soak_phase)?,
+        calm: secs(cli.soak_calm)?,
+        interval: secs(cli.soak_interval)?,
+        period: Duration::from_secs(10),
+        only: cli.only.iter().map(|s| s.trim().to_owned()).collect(),
+    };
+    for name in &options.only {
+        if !soak::PHASES.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown soak phase {name} (phases: {})",
+                soak::PHASES.join(", ")
+            )
+            .into());
+        }
+    }
+    for name in names {
+        let target = soak::Target::parse(&name)
+            .ok_or_else(|| format!("unknown soak server {name} (ours, aspnetcore)"))?;
+        let command = match soak::command(target, &logs) {
+            Ok(command) => command,
+            Err(err) if target == soak::Target::AspNetCore => {
+                eprintln!("skipping aspnetcore: {err}");
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        println!("\n### soak: {}\n", target.name());
+        soak::run(target, &command, &options).await?;
+    }
+    eprintln!("server logs in {}", logs.display());
+    Ok(())
+}
+
 async fn run(cli: Cli, pinned: bool) -> Result<()> {
+    if cli.soak {
+        return run_soak(cli).await;
+    }
     let started = Instant::now();
     let mode = if cli.smoke {
         Mode::Smoke
@@ -376,7 +449,15 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
 
     let mut kinds = Vec::new();
-    for name in &cli.servers {
+    let server_names = if cli.servers.is_empty() {
+        ServerKind::ALL
+            .iter()
+            .map(|k| k.name().to_owned())
+            .collect()
+    } else {
+        cli.servers.clone()
+    };
+    for name in &server_names {
         let kind = ServerKind::parse(name).ok_or_else(|| format!("unknown server {name}"))?;
         if !kinds.contains(&kind) {
             kinds.push(kind);
