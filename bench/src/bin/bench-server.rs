@@ -13,7 +13,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use signalr_server::{Hub, HubCallerContext};
 
@@ -28,7 +27,7 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// Leave Nagle's algorithm on (axum::serve's default). By default the server sets TCP_NODELAY
+    /// Leave Nagle's algorithm on. By default the server sets TCP_NODELAY
     /// on every connection, as Kestrel and aiohttp do: with Nagle on, a small write that follows
     /// an unacknowledged one waits for the peer's delayed ACK (~40 ms on Linux).
     #[arg(long)]
@@ -76,19 +75,12 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new().nest("/hub", bench_hub().router());
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let address = listener.local_addr()?;
-    let nodelay = !args.nagle;
-    let listener = listener.tap_io(move |tcp| {
-        if nodelay {
-            let _ = tcp.set_nodelay(true);
-        }
-    });
     println!("Listening on http://{address}");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    // The serving recipe the apps use (Kestrel's request limits, write stall timeout).
+    signalr_server::serve(listener, app)
+        .options(signalr_server::serve::ServeOptions::new().tcp_nodelay(!args.nagle))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }
