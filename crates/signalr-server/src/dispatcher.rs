@@ -487,7 +487,13 @@ async fn run_websocket(
                             Err(_) => Message::Binary(batch.data.clone()),
                         }
                     };
-                    match tokio::time::timeout(options.transport_send_timeout, sink.send(frame)).await {
+                    // A connection disposed meanwhile (a slow consumer) drops its socket at
+                    // once instead of waiting for the stuck write to time out.
+                    let sent = tokio::select! {
+                        sent = tokio::time::timeout(options.transport_send_timeout, sink.send(frame)) => sent,
+                        () = connection.closed.cancelled() => return,
+                    };
+                    match sent {
                         Ok(Ok(())) => connection.touch_write(std::time::Instant::now()),
                         Ok(Err(_)) => return,
                         Err(_) => {
