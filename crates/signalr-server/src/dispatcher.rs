@@ -2,7 +2,7 @@
 //! `{hub}` itself, with ASP.NET's status codes and bodies (§A3.1).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -489,6 +489,11 @@ async fn run_websocket(
     // The reader runs as its own task: in one `select!` with the writer, every writer wake-up
     // would poll the socket for reading too (a wasted read per outgoing batch).
     let reader_connection = connection.clone();
+    // Set by the reader before it tells the application about a message over the limit, so the
+    // application's end (which may reach the writer before the reader task's own result) is
+    // closed with the right code.
+    let too_large = Arc::new(AtomicBool::new(false));
+    let reader_too_large = too_large.clone();
     let mut reader = tokio::spawn(async move {
         let connection = reader_connection;
         loop {
@@ -498,6 +503,7 @@ async fn run_websocket(
                     let end = read_error(error);
                     if matches!(end, ReadEnd::TooLarge) {
                         tracing::debug!(connection_id = %connection.id, "WebSocket message over the size limit");
+                        reader_too_large.store(true, Ordering::Release);
                         connection.receive_too_large().await;
                     }
                     return end;
@@ -560,7 +566,13 @@ async fn run_websocket(
                             Err(_) => Message::Binary(batch.data.clone()),
                         }
                     };
-                    match tokio::time::timeout(options.transport_send_timeout, sink.send(frame)).await {
+                    // A connection disposed meanwhile (a slow consumer) drops its socket at
+                    // once instead of waiting for the stuck write to time out.
+                    let sent = tokio::select! {
+                        sent = tokio::time::timeout(options.transport_send_timeout, sink.send(frame)) => sent,
+                        () = connection.closed.cancelled() => return,
+                    };
+                    match sent {
                         Ok(Ok(())) => connection.touch_write(std::time::Instant::now()),
                         Ok(Err(_)) => return,
                         Err(_) => {
@@ -571,6 +583,12 @@ async fn run_websocket(
                 }
                 if batch.end {
                     drop(batch);
+                    if too_large.load(Ordering::Acquire) {
+                        reading = false;
+                        if connection.is_raw() {
+                            close_code = CLOSE_TOO_BIG;
+                        }
+                    }
                     send_close(&mut sink, close_code, options.websocket_close_timeout).await;
                     if reading {
                         // Wait (bounded) for the client's Close frame.

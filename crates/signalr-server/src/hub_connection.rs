@@ -380,7 +380,15 @@ impl LoopState {
                     }
                     if client_timeout_armed && now.duration_since(last_received) > options.client_timeout_interval {
                         tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
-                        return Outcome::Close(Close { error: None, allow_reconnect: true });
+                        // As ASP.NET: the timeout is an error (an OperationCanceledException).
+                        return Outcome::Close(Close {
+                            error: Some(detailed(
+                                &self.hub,
+                                "Connection closed with an error.".into(),
+                                "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
+                            )),
+                            allow_reconnect: true,
+                        });
                     }
                 }
             }

@@ -367,7 +367,7 @@ async fn client_timeout_after_first_ping() {
         .expect("socket open");
     assert_eq!(
         close.as_deref(),
-        Some("{\"type\":7,\"allowReconnect\":true}"),
+        Some("{\"type\":7,\"error\":\"Connection closed with an error.\",\"allowReconnect\":true}"),
         "no client-timeout Close within 4 s"
     );
     assert!(
