@@ -24,7 +24,7 @@ pub struct HubOptions {
     /// On WebSockets it also bounds each WebSocket message (and frame) at twice this size: the
     /// official clients put several hub messages sent at once into one WebSocket message, and
     /// ASP.NET, which reads frames as a byte stream, accepts that. A larger WebSocket message gets
-    /// the same Close message, then the WebSocket close code 1009 (message too big).
+    /// the same Close message, then WebSocket close code 1000, as ASP.NET closes after it.
     pub maximum_receive_message_size: Option<usize>,
     /// Send exception details to clients (`EnableDetailedErrors`, §A6.4). Default `false`.
     pub enable_detailed_errors: bool,
