@@ -41,6 +41,7 @@ pub mod json;
 mod message;
 pub mod msgpack;
 mod negotiate;
+mod query;
 
 use bytes::BytesMut;
 
@@ -53,6 +54,7 @@ pub use message::{
 pub use negotiate::{
     AvailableTransport, NegotiateRequest, NegotiateResponse, TransferFormat, TransportType,
 };
+pub use query::{QueryParam, is_dotnet_true, parse_dotnet_int32};
 
 /// A hub protocol: the encoding of [`HubMessage`]s after the handshake (reference §A7, §A8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

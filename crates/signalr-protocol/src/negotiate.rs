@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::query::{find_two, is_dotnet_true, parse_dotnet_int32};
+
 /// A transport of the connection layer (reference §A3); serialized with its ASP.NET name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransportType {
@@ -100,31 +102,33 @@ impl NegotiateRequest {
     /// The highest negotiate version there is (§A2.2); higher requests are answered with it.
     pub const MAX_VERSION: u32 = 1;
 
-    /// Reads the request from decoded query pairs. Keys match case-insensitively, as ASP.NET's
-    /// query lookups do (§A1); a requested version above [`Self::MAX_VERSION`] becomes it, and
-    /// versions below `minimum_version` are refused.
+    /// Reads the request from decoded query pairs (e.g. `form_urlencoded::parse` of the query
+    /// string), the way ASP.NET Core's negotiate does (§A2.2); see [`QueryParam`](crate::QueryParam) for how keys
+    /// and repeated keys are read:
+    ///
+    /// * `negotiateVersion`: absent = 0; otherwise its text (repeated values joined with `,`)
+    ///   must be `Int32` text as [`parse_dotnet_int32`] reads it (white space around it is fine,
+    ///   `1,1` is not); a version above [`Self::MAX_VERSION`] becomes it, one below
+    ///   `minimum_version` is refused. (As in ASP.NET, a `minimum_version` above
+    ///   [`Self::MAX_VERSION`] refuses lower versions but still answers with the maximum.)
+    /// * `useStatefulReconnect`: set when its text is `true` for [`is_dotnet_true`].
     ///
     /// # Errors
     /// The text ASP.NET sends in the `error` property of an HTTP 200 response (§A2.2):
-    /// `The client requested a non-integer protocol version.` when the value is not an Int32, and
-    /// `The client requested version 'N', but the server does not support this version.` below
-    /// `minimum_version` (an absent version counts as 0).
+    /// `The client requested a non-integer protocol version.` when the version text is not an
+    /// Int32, and `The client requested version 'N', but the server does not support this
+    /// version.` below `minimum_version` (an absent version counts as 0).
     pub fn from_query<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
         minimum_version: u32,
     ) -> Result<Self, String> {
-        let mut requested: i64 = 0;
-        let mut use_stateful_reconnect = false;
-        for (key, value) in pairs {
-            if key.eq_ignore_ascii_case("negotiateVersion") {
-                requested = value
-                    .parse::<i32>()
-                    .map_err(|_| "The client requested a non-integer protocol version.".to_owned())?
-                    .into();
-            } else if key.eq_ignore_ascii_case("useStatefulReconnect") {
-                use_stateful_reconnect = value.eq_ignore_ascii_case("true");
-            }
-        }
+        let (version, stateful) = find_two(pairs, "negotiateVersion", "useStatefulReconnect");
+        let requested: i64 = match version.value() {
+            None => 0,
+            Some(text) => parse_dotnet_int32(&text)
+                .ok_or_else(|| "The client requested a non-integer protocol version.".to_owned())?
+                .into(),
+        };
         if requested < i64::from(minimum_version) {
             return Err(format!(
                 "The client requested version '{requested}', but the server does not support this version."
@@ -132,7 +136,7 @@ impl NegotiateRequest {
         }
         Ok(NegotiateRequest {
             negotiate_version: requested.clamp(0, i64::from(Self::MAX_VERSION)) as u32,
-            use_stateful_reconnect,
+            use_stateful_reconnect: stateful.value().is_some_and(|text| is_dotnet_true(&text)),
         })
     }
 

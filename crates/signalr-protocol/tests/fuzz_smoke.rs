@@ -102,6 +102,13 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
                 .to_vec(),
             b"{\"useStatefulReconnect\":true,\"url\":\"u\",\"accessToken\":\"t\",\"error\":\"e\"}".to_vec(),
         ],
+        // Byte 0: the server's minimum version; then a raw query string.
+        "negotiate_query" => vec![
+            b"\x00negotiateVersion=1".to_vec(),
+            b"\x01negotiateVersion=1&useStatefulReconnect=true&id=abc".to_vec(),
+            b"\x00NegotiateVersion=%201%00&negotiateVersion=&ID=&id=T".to_vec(),
+            b"\x02negotiateVersion=-1&negotiateVersion=5&useStatefulReconnect=%C2%A0TRUE".to_vec(),
+        ],
         other => panic!("unknown target {other}"),
     }
 }
@@ -203,8 +210,82 @@ fn input(target: &'static str, with_options: bool) -> impl Strategy<Value = Vec<
     })
 }
 
+/// A negotiate query built from the pieces that matter: the parameter names in several cases
+/// (and near misses), values at the edges of .NET's `int.TryParse` / `bool.TryParse` syntax,
+/// percent-encoded or not, repeated keys; byte 0 is the minimum version.
+fn negotiate_query_input() -> impl Strategy<Value = Vec<u8>> {
+    let key = proptest::sample::select(vec![
+        "negotiateVersion",
+        "NEGOTIATEVERSION",
+        "negotiateversion",
+        "negotiateVer%C5%BFion",
+        "negotiate%56ersion",
+        "useStatefulReconnect",
+        "USESTATEFULRECONNECT",
+        "id",
+        "ID",
+        "Id",
+        "idx",
+        "",
+    ]);
+    let value = proptest::sample::select(vec![
+        "",
+        "0",
+        "1",
+        "2",
+        "-1",
+        "+1",
+        "%2B1",
+        "%2B%2B1",
+        "-0",
+        "01",
+        "%201",
+        "1%20",
+        "%0A1%0D",
+        "1%00",
+        "1%00%20",
+        "%001",
+        "2147483647",
+        "2147483648",
+        "-2147483648",
+        "-2147483649",
+        "1,1",
+        "x",
+        "%C2%A01",
+        "true",
+        "TRUE",
+        "%00true%20",
+        "%C2%A0true",
+        "true,true",
+        "T",
+        "a%2Bb",
+        "%FF",
+        "%zz",
+    ]);
+    let pair = (key, value, any::<bool>()).prop_map(|(k, v, bare)| {
+        if bare && v.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{k}={v}")
+        }
+    });
+    (0u8..4, proptest::collection::vec(pair, 0..6)).prop_map(|(minimum, pairs)| {
+        let mut v = vec![minimum];
+        v.extend_from_slice(pairs.join("&").as_bytes());
+        v
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+    #[test]
+    fn negotiate_query(data in prop_oneof![
+        1 => input("negotiate_query", false),
+        3 => negotiate_query_input(),
+    ]) {
+        bodies::negotiate_query(&data);
+    }
 
     #[test]
     fn json_messages(data in input("json", true)) {

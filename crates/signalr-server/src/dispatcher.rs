@@ -1,6 +1,7 @@
 //! The HTTP side of an endpoint (reference §A1–§A3): `POST {hub}/negotiate` and the transports on
 //! `{hub}` itself, with ASP.NET's status codes and bodies (§A3.1).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -14,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
 use signalr_protocol::{
-    AvailableTransport, NegotiateRequest, NegotiateResponse, TransferFormat, TransportType,
+    AvailableTransport, NegotiateRequest, NegotiateResponse, QueryParam, TransferFormat,
+    TransportType,
 };
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
@@ -67,14 +69,17 @@ impl Endpoint {
 
 type Params = Query<Vec<(String, String)>>;
 
-/// A query parameter, looked up case-insensitively as ASP.NET does (§A1). An empty value counts
-/// as absent (ASP.NET `StringValues.IsNullOrEmpty`).
-fn param<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.as_str())
-        .filter(|value| !value.is_empty())
+/// A query parameter as ASP.NET reads it (§A1, see [`QueryParam`]): keys match ignoring ASCII
+/// case, repeated values are joined with `,` (empty ones left out, so `id=&id=T` is `T` and
+/// `id=T&id=T` is `T,T`). `None` when absent or a single empty value (ASP.NET
+/// `StringValues.IsNullOrEmpty`); two empty values are the empty text.
+fn param<'a>(params: &'a Params, name: &str) -> Option<Cow<'a, str>> {
+    let param = QueryParam::find(params.iter().map(|(k, v)| (k.as_str(), v.as_str())), name);
+    if param.is_null_or_empty() {
+        None
+    } else {
+        param.value()
+    }
 }
 
 /// 401 with a `WWW-Authenticate` challenge.
@@ -241,7 +246,7 @@ impl Endpoint {
     /// Looks the `id` query parameter up.
     fn lookup(&self, params: &Params) -> Result<Arc<Connection>, LookupError> {
         let token = param(params, "id").ok_or(LookupError::MissingId)?;
-        self.manager.get(token).ok_or(LookupError::UnknownId)
+        self.manager.get(&token).ok_or(LookupError::UnknownId)
     }
 }
 

@@ -210,6 +210,39 @@ async fn negotiate_query_keys_are_case_insensitive() {
     finish(&server).await;
 }
 
+/// ASP.NET hands a repeated query key over as all its values joined with `,` (empty values left
+/// out) and parses versions with `int.TryParse`; checked against the real ASP.NET Core 10 server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_query_keys_are_joined_like_asp_net() {
+    let server = start().await;
+    // "1,1" is not an integer; "" + "1" is "1"; white space around the number is fine.
+    let response = negotiate_raw(&server, "?negotiateVersion=1&NegotiateVersion=1").await;
+    assert_negotiate_error(
+        &response,
+        "The client requested a non-integer protocol version.",
+    );
+    for query in [
+        "?negotiateVersion=&negotiateVersion=1",
+        "?negotiateVersion=%201%0A",
+    ] {
+        let response = negotiate_raw(&server, query).await;
+        assert_eq!(response.json()["negotiateVersion"], json!(1), "{query}");
+    }
+    let (_, token) = negotiate(&server).await;
+    // Two copies of the token are the text "T,T": no such connection.
+    poll_query(&server, &format!("?id={token}&id={token}"))
+        .await
+        .assert_text(404, "No Connection with that ID");
+    // Two empty ids are an empty (unknown) id, not a missing one.
+    poll_query(&server, "?id=&id=")
+        .await
+        .assert_text(404, "No Connection with that ID");
+    // An empty id next to the token is left out: this is the connection's first poll.
+    let first = poll_query(&server, &format!("?id=&Id={token}")).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    finish(&server).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Transport requests (§A3.1)
 // ---------------------------------------------------------------------------------------------

@@ -12,12 +12,13 @@
 //! * encoding with the other protocol (which transcodes payloads) either succeeds and decodes, or
 //!   fails with an `EncodeError` leaving the output buffer untouched.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::BytesMut;
 use signalr_protocol::{
     CompletionResult, HandshakeRequest, HandshakeResponse, Headers, HubMessage, HubProtocol,
-    NegotiateResponse, Payload,
+    NegotiateRequest, NegotiateResponse, Payload, QueryParam,
 };
 
 /// Takes the fuzzer's choices off the front of `data`: an optional size limit and a chunk size
@@ -229,4 +230,176 @@ pub fn negotiate(data: &[u8]) {
             serde_json::from_slice(&text).expect("a serialized negotiate response parses");
         assert_eq!(parsed, response);
     }
+}
+
+/// The server's lookup of one query parameter (`id` of transport requests) as the dispatcher
+/// does it: `None` when ASP.NET would answer "Connection ID required" (absent, or a single
+/// empty value), otherwise the text the connection is looked up by.
+pub fn server_lookup<'a>(pairs: &'a [(String, String)], name: &str) -> Option<Cow<'a, str>> {
+    let param = QueryParam::find(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), name);
+    if param.is_null_or_empty() {
+        return None;
+    }
+    param.value()
+}
+
+/// An independent reading of one parameter, for comparison: all values whose lower-cased key is
+/// `lower_name`, then ASP.NET's `StringValues` text (non-empty values joined with `,`).
+fn expected_text(pairs: &[(String, String)], lower_name: &str) -> (usize, Option<String>) {
+    let values: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k.to_ascii_lowercase() == lower_name)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let text = (!values.is_empty()).then(|| {
+        let kept: Vec<&str> = values.iter().copied().filter(|v| !v.is_empty()).collect();
+        kept.join(",")
+    });
+    (values.len(), text)
+}
+
+/// An independent byte-level reading of .NET `int.TryParse` text: `[ws]* [+-]? digit+ [ws]* NUL*`
+/// with ASCII white space, in `i32` range.
+fn expected_int32(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let white = |c: u8| matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+    let mut i = 0;
+    while i < b.len() && white(b[i]) {
+        i += 1;
+    }
+    let mut sign = 1i64;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        sign = if b[i] == b'-' { -1 } else { 1 };
+        i += 1;
+    }
+    let digits_start = i;
+    let mut value = 0i64;
+    while i < b.len() && b[i].is_ascii_digit() {
+        value = (value * 10 + i64::from(b[i] - b'0')).min(1 << 40);
+        i += 1;
+    }
+    if i == digits_start {
+        return None;
+    }
+    while i < b.len() && white(b[i]) {
+        i += 1;
+    }
+    while i < b.len() && b[i] == 0 {
+        i += 1;
+    }
+    let value = sign * value;
+    (i == b.len() && i64::from(i32::MIN) <= value && value <= i64::from(i32::MAX)).then_some(value)
+}
+
+const NON_INTEGER: &str = "The client requested a non-integer protocol version.";
+
+fn negotiate_from(pairs: &[(String, String)], minimum: u32) -> Result<NegotiateRequest, String> {
+    NegotiateRequest::from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), minimum)
+}
+
+/// Target `negotiate_query`: the query string of `POST {hub}/negotiate` and of the transport
+/// requests, as the server reads them.
+///
+/// Byte 0 is the server's minimum negotiate version (0–255, so minimums above the highest version
+/// are explored too); the rest is the raw query string, decoded with `form_urlencoded` like the
+/// server's query extractor does. Checks, besides "no panic":
+/// * `NegotiateRequest::from_query` gives exactly the outcome of an independent reading of
+///   ASP.NET's rules (repeated keys joined with `,`, `int.TryParse` / `bool.TryParse` syntax);
+/// * an `Ok` version is at most `MAX_VERSION`, at least the minimum (when the minimum is a
+///   version there is), and is the input's version clamped to the maximum;
+/// * key case does not matter (upper-casing every key gives the same outcome);
+/// * the request's own `query_pairs`, encoded and decoded again, give the same request back;
+/// * the server's `id` lookup matches the independent reading too (missing only for an absent or
+///   single empty `id`), and ignores key case.
+pub fn negotiate_query(data: &[u8]) {
+    let Some((&minimum, query)) = data.split_first() else {
+        return;
+    };
+    let minimum = u32::from(minimum);
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query).into_owned().collect();
+    let max = NegotiateRequest::MAX_VERSION;
+
+    let outcome = negotiate_from(&pairs, minimum);
+
+    // The same outcome, worked out independently.
+    let (_, version_text) = expected_text(&pairs, "negotiateversion");
+    let (_, stateful_text) = expected_text(&pairs, "usestatefulreconnect");
+    let expected = match version_text.as_deref().map(expected_int32) {
+        Some(None) => Err(NON_INTEGER.to_owned()),
+        requested => {
+            let requested = requested.flatten().unwrap_or(0);
+            if requested < i64::from(minimum) {
+                Err(format!(
+                    "The client requested version '{requested}', but the server does not support this version."
+                ))
+            } else {
+                let stateful = stateful_text.is_some_and(|t| {
+                    t.trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                        .eq_ignore_ascii_case("true")
+                });
+                Ok(NegotiateRequest {
+                    negotiate_version: requested.min(i64::from(max)) as u32,
+                    use_stateful_reconnect: stateful,
+                })
+            }
+        }
+    };
+    assert_eq!(
+        outcome,
+        expected,
+        "query {:?}",
+        String::from_utf8_lossy(query)
+    );
+
+    if let Ok(request) = &outcome {
+        let version = request.negotiate_version;
+        assert!(version <= max, "version {version} above the maximum");
+        if minimum <= max {
+            assert!(
+                version >= minimum,
+                "version {version} below the minimum {minimum}"
+            );
+        }
+        // What a client sends for this request reads back as the same request.
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in request.query_pairs() {
+            query.append_pair(key, &value);
+        }
+        let query = query.finish();
+        let again: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(
+            negotiate_from(&again, minimum.min(version)).as_ref(),
+            Ok(request)
+        );
+    }
+
+    // Keys match case-insensitively: upper-casing them changes nothing.
+    let upper: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+        .collect();
+    assert_eq!(
+        negotiate_from(&upper, minimum),
+        outcome,
+        "key case changed the outcome"
+    );
+
+    // The server's connection lookup by `id`.
+    let found = server_lookup(&pairs, "id");
+    let (count, text) = expected_text(&pairs, "id");
+    let single_empty = count == 1 && text.as_deref() == Some("");
+    match &found {
+        None => assert!(count == 0 || single_empty, "id {text:?} taken as missing"),
+        Some(key) => {
+            assert!(count > 0 && !single_empty);
+            assert_eq!(Some(key.as_ref()), text.as_deref());
+        }
+    }
+    assert_eq!(
+        server_lookup(&upper, "id"),
+        found,
+        "key case changed the id lookup"
+    );
 }
