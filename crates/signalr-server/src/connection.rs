@@ -134,39 +134,20 @@ impl ByteBudget {
 /// The hub queues its handshake response, registers the connection with the hub's clients, then
 /// opens the gate: a client that sees the handshake response can count on being reachable by
 /// `Clients.All` and friends, and nothing a fan-out queued can overtake the handshake response.
-pub(crate) struct Gate {
-    open: AtomicBool,
-    opened: Notify,
-}
+pub(crate) struct Gate(CancellationToken);
 
 impl Gate {
     fn new() -> Arc<Self> {
-        Arc::new(Gate {
-            open: AtomicBool::new(false),
-            opened: Notify::new(),
-        })
+        Arc::new(Gate(CancellationToken::new()))
     }
 
     /// Opens the gate (idempotent).
     pub(crate) fn open(&self) {
-        if !self.open.swap(true, Ordering::AcqRel) {
-            self.opened.notify_waiters();
-        }
+        self.0.cancel();
     }
 
     async fn wait(&self) {
-        loop {
-            if self.open.load(Ordering::Acquire) {
-                return;
-            }
-            let opened = self.opened.notified();
-            tokio::pin!(opened);
-            opened.as_mut().enable();
-            if self.open.load(Ordering::Acquire) {
-                return;
-            }
-            opened.await;
-        }
+        self.0.cancelled().await;
     }
 }
 
@@ -174,6 +155,16 @@ impl Gate {
 enum Queued {
     Data(Bytes),
     End,
+}
+
+impl Queued {
+    /// Bytes it counts against the outgoing budget.
+    fn len(&self) -> usize {
+        match self {
+            Queued::Data(bytes) => bytes.len(),
+            Queued::End => 0,
+        }
+    }
 }
 
 /// What a transport writes next: everything that was queued, and whether the connection ends.
@@ -469,10 +460,7 @@ impl Connection {
         let Some(queued) = self.encode(item) else {
             return Ok(());
         };
-        let len = match &queued {
-            Queued::Data(bytes) => bytes.len(),
-            Queued::End => 0,
-        };
+        let len = queued.len();
         if len > 0 {
             tokio::select! {
                 () = self.outgoing_budget.reserve(len) => {}
@@ -495,10 +483,7 @@ impl Connection {
         let Some(queued) = self.encode(item) else {
             return Ok(());
         };
-        let len = match &queued {
-            Queued::Data(bytes) => bytes.len(),
-            Queued::End => 0,
-        };
+        let len = queued.len();
         if len > 0 && !self.outgoing_budget.try_reserve(len) {
             return Err(self.slow_consumer());
         }

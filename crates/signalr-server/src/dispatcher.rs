@@ -386,16 +386,16 @@ async fn receive(
     if let Err(status) = endpoint.check_user(&connection, &user) {
         return status.into_response();
     }
+    // The HTTP connection that now carries the server-to-client half (SSE, this poll).
+    connection.set_transport_abort(parts.extensions.get::<ConnectionAbort>().cloned());
     match transport {
         TransportType::ServerSentEvents => {
             let info = connection_request(&parts);
-            connection.set_transport_abort(parts.extensions.get::<ConnectionAbort>().cloned());
             server_sent_events(&endpoint, connection, info, user)
         }
         _ => {
             // Only the first poll starts the application; later polls need no request data.
             let start = (!connection.is_started()).then(|| (connection_request(&parts), user));
-            connection.set_transport_abort(parts.extensions.get::<ConnectionAbort>().cloned());
             long_poll(&endpoint, connection, start).await
         }
     }
@@ -534,7 +534,6 @@ async fn run_websocket(
     });
     let _reader = AbortOnDrop(reader.abort_handle());
     let mut reading = true;
-    let mut close_code = axum::extract::ws::close_code::NORMAL;
     loop {
         tokio::select! {
             read = &mut reader, if reading => match read.unwrap_or(ReadEnd::Gone) {
@@ -549,15 +548,8 @@ async fn run_websocket(
                     send_close(&mut sink, code, options.websocket_close_timeout).await;
                     return;
                 }
-                ReadEnd::TooLarge => {
-                    // Nothing more can be read; let the application's Close message out first.
-                    // A hub says why in its Close message and closes normally, as ASP.NET does;
-                    // a raw connection gets 1009.
-                    reading = false;
-                    if connection.is_raw() {
-                        close_code = CLOSE_TOO_BIG;
-                    }
-                }
+                // Nothing more can be read; let the application's Close message out first.
+                ReadEnd::TooLarge => reading = false,
             },
             batch = outbox.next_batch() => {
                 let Some(batch) = batch else { return };
@@ -588,13 +580,16 @@ async fn run_websocket(
                 }
                 if batch.end {
                     drop(batch);
-                    if too_large.load(Ordering::Acquire) {
-                        reading = false;
-                        if connection.is_raw() {
-                            close_code = CLOSE_TOO_BIG;
-                        }
-                    }
-                    send_close(&mut sink, close_code, options.websocket_close_timeout).await;
+                    // A hub says why in its Close message and closes normally, as ASP.NET does;
+                    // a raw connection gets 1009 after a message over the limit.
+                    let too_large = too_large.load(Ordering::Acquire);
+                    reading &= !too_large;
+                    let code = if too_large && connection.is_raw() {
+                        CLOSE_TOO_BIG
+                    } else {
+                        axum::extract::ws::close_code::NORMAL
+                    };
+                    send_close(&mut sink, code, options.websocket_close_timeout).await;
                     if reading {
                         // Wait (bounded) for the client's Close frame.
                         let _ = tokio::time::timeout(options.websocket_close_timeout, &mut reader).await;
