@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::within;
+use common::{read_head, wait_closed, within};
 
 /// What the test routes share with the test.
 #[derive(Clone, Default)]
@@ -150,24 +150,6 @@ async fn start(options: ServeOptions) -> (SocketAddr, Probe) {
     (addr, probe)
 }
 
-/// Reads a response head (up to the blank line) and as much of the body as came with it.
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    within("a response head", async {
-        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.expect("read response head");
-            assert!(
-                n > 0,
-                "connection closed before a response head: {received:?}"
-            );
-            received.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&received).into_owned()
-}
-
 /// Reads a whole response sent with `Content-Length` on a connection that stays open.
 async fn read_response(stream: &mut TcpStream) -> String {
     let mut text = read_head(stream).await;
@@ -191,26 +173,6 @@ async fn read_response(stream: &mut TcpStream) -> String {
     }
     text.truncate(head_end);
     text + &String::from_utf8_lossy(&body)
-}
-
-/// Reads until the server closes the connection (EOF or reset), at most `limit`; returns the
-/// time it took and the bytes read meanwhile.
-async fn wait_closed(stream: &mut TcpStream, limit: Duration) -> (Duration, Vec<u8>) {
-    let started = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    common::within_for(limit, "the server to close the connection", async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
-                Err(error) => panic!("unexpected read error: {error}"),
-            }
-        }
-    })
-    .await;
-    (started.elapsed(), received)
 }
 
 /// Whether the server has closed `stream`, without waiting.

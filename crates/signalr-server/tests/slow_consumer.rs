@@ -13,7 +13,7 @@ use common::*;
 use runtime::{eventually, serve};
 use serde_json::json;
 use signalr_server::{ConnectionOptions, Hub, HubCallerContext};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// 30 KB of payload per broadcast.
@@ -38,20 +38,6 @@ async fn small_window(server: &TestServer) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     socket.connect(server.addr).await.expect("connect")
-}
-
-/// Reads the HTTP response head (up to the blank line).
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    within("response head", async {
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.expect("read head");
-            head.push(byte[0]);
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// Calls `Broadcast` from another connection until `stalled` is gone from the hub (closed as a
@@ -88,23 +74,6 @@ async fn broadcast_until_closed(server: &TestServer, connections_before: usize) 
     panic!("the stalled client was never closed as a slow consumer");
 }
 
-/// Waits until the server closes `stream` (EOF or reset), discarding nothing: the client only
-/// reads after the server has given up on it. Returns how long that took.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
-    let started = Instant::now();
-    let mut sink = vec![0u8; 64 * 1024];
-    within_for(limit, "the server to close the stalled socket", async {
-        loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_sse_client_is_closed_and_its_socket_released() {
     let server = start().await;
@@ -134,7 +103,7 @@ async fn stalled_sse_client_is_closed_and_its_socket_released() {
     let took = broadcast_until_closed(&server, 2).await;
     println!("SSE: closed as a slow consumer after {took} broadcasts of {PAYLOAD} B");
     // The whole payload offered (took × 30 KB) is far more than the buffers between us.
-    let elapsed = closed_within(&mut stream, Duration::from_secs(2)).await;
+    let (elapsed, _) = wait_closed(&mut stream, Duration::from_secs(2)).await;
     println!("SSE: socket closed {elapsed:?} after the slow-consumer close");
     finish(&server).await;
 }
@@ -164,7 +133,7 @@ async fn stalled_long_polling_client_is_closed_and_its_socket_released() {
     .await;
     let took = broadcast_until_closed(&server, 2).await;
     println!("long polling: closed as a slow consumer after {took} broadcasts of {PAYLOAD} B");
-    let elapsed = closed_within(&mut stream, Duration::from_secs(2)).await;
+    let (elapsed, _) = wait_closed(&mut stream, Duration::from_secs(2)).await;
     println!("long polling: socket closed {elapsed:?} after the slow-consumer close");
     finish(&server).await;
 }

@@ -11,11 +11,12 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use signalr_server::{ConnectionOptions, Hub, HubCallerContext, HubOptions};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -160,6 +161,44 @@ pub async fn within_for<T>(limit: Duration, what: &str, future: impl Future<Outp
 // ---------------------------------------------------------------------------------------------
 // Plain HTTP
 // ---------------------------------------------------------------------------------------------
+
+/// Reads a response head (up to the blank line) and as much of the body as came with it.
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    within("a response head", async {
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read response head");
+            assert!(
+                n > 0,
+                "connection closed before a response head: {received:?}"
+            );
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// Reads until the server closes the connection (EOF or reset), at most `limit`; returns the
+/// time it took and the bytes read meanwhile.
+pub async fn wait_closed(stream: &mut TcpStream, limit: Duration) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    within_for(limit, "the server to close the connection", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(error) => panic!("unexpected read error: {error}"),
+            }
+        }
+    })
+    .await;
+    (started.elapsed(), received)
+}
 
 /// A complete HTTP response.
 #[derive(Debug)]
