@@ -9,10 +9,10 @@ use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use signalr_protocol::{CompletionResult, HubMessage, Invocation, Payload};
 
-use crate::connection::{Connection, Outgoing, SerializedMessage};
 use crate::context::{ConnectionContext, HubCallerContext};
 use crate::error::ClientResultError;
 use crate::handler::IntoArguments;
+use crate::message::SerializedMessage;
 
 /// Which connections a message reaches.
 #[derive(Debug, Clone)]
@@ -148,22 +148,18 @@ impl LocalLifetime {
             .cloned()
     }
 
-    fn resolve(&self, recipients: &Recipients) -> Vec<Arc<Connection>> {
+    fn resolve(&self, recipients: &Recipients) -> Vec<Arc<ConnectionContext>> {
         let Ok(registry) = self.registry.read() else {
             return Vec::new();
         };
-        let by_id = |id: &String| registry.connections.get(id).map(|c| c.connection.clone());
+        let by_id = |id: &String| registry.connections.get(id).cloned();
         match recipients {
-            Recipients::All => registry
-                .connections
-                .values()
-                .map(|c| c.connection.clone())
-                .collect(),
+            Recipients::All => registry.connections.values().cloned().collect(),
             Recipients::AllExcept(excluded) => registry
                 .connections
                 .iter()
                 .filter(|(id, _)| !excluded.contains(id))
-                .map(|(_, c)| c.connection.clone())
+                .map(|(_, c)| c.clone())
                 .collect(),
             Recipients::Connections(ids) => {
                 let unique: HashSet<&String> = ids.iter().collect();
@@ -202,12 +198,12 @@ impl LocalLifetime {
         if let [single] = targets.as_slice() {
             if matches!(recipients, Recipients::Connections(ids) if ids.len() == 1) {
                 // One addressed connection waits for room in its queue (back-pressure).
-                let _ = single.send(Outgoing::Message(message)).await;
+                let _ = single.sink.send(message).await;
                 return;
             }
         }
         for connection in targets {
-            let _ = connection.try_send(Outgoing::Message(message.clone()));
+            connection.sink.try_send(&message);
         }
     }
 }
@@ -318,8 +314,8 @@ impl SingleClientProxy {
         });
         let disconnected = || ClientResultError::Disconnected(self.connection_id.clone());
         if connection
-            .connection
-            .send(Outgoing::Message(SerializedMessage::new(message)))
+            .sink
+            .send(SerializedMessage::new(message))
             .await
             .is_err()
         {
@@ -332,7 +328,7 @@ impl SingleClientProxy {
                 connection.forget_result(&id);
                 return Err(ClientResultError::Timeout);
             }
-            () = connection.connection.closed.cancelled() => return Err(disconnected()),
+            () = connection.closed.cancelled() => return Err(disconnected()),
         };
         match result {
             CompletionResult::Error(error) => Err(ClientResultError::Client(error)),

@@ -13,57 +13,18 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use signalr_protocol::{HubMessage, HubProtocol, TransportType};
+use signalr_protocol::TransportType;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::options::ConnectionOptions;
 
-/// One message in a connection's outgoing queue.
+/// One item for a connection's outgoing queue.
 pub(crate) enum Outgoing {
-    /// A hub message, encoded by the writer with the connection's protocol (once per protocol for
-    /// a message shared by many connections).
-    Message(Arc<SerializedMessage>),
-    /// Bytes already encoded (the handshake response).
-    Raw(Bytes),
+    /// Bytes already encoded by the application (hub messages in the connection's protocol).
+    Data(Bytes),
     /// Flush what is queued before this, then close the transport.
     End,
-}
-
-/// A hub message with its encodings, made lazily and at most once per protocol (DESIGN.md rule 3).
-pub(crate) struct SerializedMessage {
-    message: HubMessage,
-    json: OnceLock<Option<Bytes>>,
-    msgpack: OnceLock<Option<Bytes>>,
-}
-
-impl SerializedMessage {
-    pub(crate) fn new(message: HubMessage) -> Arc<Self> {
-        Arc::new(SerializedMessage {
-            message,
-            json: OnceLock::new(),
-            msgpack: OnceLock::new(),
-        })
-    }
-
-    /// The encoded bytes, or `None` when a user value failed to serialize (logged once).
-    pub(crate) fn encoded(&self, protocol: HubProtocol) -> Option<&Bytes> {
-        let cell = match protocol {
-            HubProtocol::Json => &self.json,
-            HubProtocol::MessagePack => &self.msgpack,
-        };
-        cell.get_or_init(|| {
-            let mut out = BytesMut::new();
-            match protocol.write_message(&self.message, &mut out) {
-                Ok(()) => Some(out.freeze()),
-                Err(err) => {
-                    tracing::error!(protocol = protocol.name(), %err, "dropping a message that failed to serialize");
-                    None
-                }
-            }
-        })
-        .as_ref()
-    }
 }
 
 /// A byte high-water mark shared by a queue's producers and its consumer.
@@ -151,18 +112,12 @@ impl Gate {
     }
 }
 
-/// An item of a connection's outgoing channel: bytes encoded with the connection's protocol.
-enum Queued {
-    Data(Bytes),
-    End,
-}
-
-impl Queued {
+impl Outgoing {
     /// Bytes it counts against the outgoing budget.
     fn len(&self) -> usize {
         match self {
-            Queued::Data(bytes) => bytes.len(),
-            Queued::End => 0,
+            Outgoing::Data(bytes) => bytes.len(),
+            Outgoing::End => 0,
         }
     }
 }
@@ -184,7 +139,7 @@ impl Drop for Batch {
 
 /// The receiving half of the outgoing queue; whoever holds its lock is the connection's writer.
 pub(crate) struct Outbox {
-    rx: mpsc::Receiver<Queued>,
+    rx: mpsc::Receiver<Outgoing>,
     budget: Arc<ByteBudget>,
     gate: Arc<Gate>,
     ended: bool,
@@ -207,11 +162,11 @@ impl Outbox {
         let mut end = false;
         loop {
             match item {
-                None | Some(Queued::End) => {
+                None | Some(Outgoing::End) => {
                     end = true;
                     break;
                 }
-                Some(Queued::Data(bytes)) => {
+                Some(Outgoing::Data(bytes)) => {
                     reserved += bytes.len();
                     // A batch of one item is written without copying it.
                     if first.is_none() && out.is_empty() {
@@ -323,11 +278,10 @@ pub(crate) struct Connection {
     pub id: String,
     pub token: String,
     transport: OnceLock<TransportType>,
-    protocol: OnceLock<HubProtocol>,
     inbound_tx: mpsc::Sender<Received>,
     inbound_rx: Mutex<Option<Inbound>>,
     inbound_budget: Arc<ByteBudget>,
-    outgoing_tx: mpsc::Sender<Queued>,
+    outgoing_tx: mpsc::Sender<Outgoing>,
     outgoing_budget: Arc<ByteBudget>,
     pub outbox: Arc<tokio::sync::Mutex<Outbox>>,
     /// Opened once the application may be written to the client (see [`Gate`]).
@@ -335,8 +289,8 @@ pub(crate) struct Connection {
     /// Cancelled when the connection is disposed.
     pub closed: CancellationToken,
     started: AtomicBool,
-    /// WebSocket frames go out as Binary (MessagePack, or a raw connection that last received a
-    /// binary frame) instead of Text.
+    /// WebSocket frames go out as Binary (a binary hub protocol, or a raw connection that last
+    /// received a binary frame) instead of Text.
     binary: AtomicBool,
     /// A raw connection (no hub protocol) mirrors the frame type it receives.
     raw: AtomicBool,
@@ -349,7 +303,7 @@ pub(crate) struct Connection {
     pub send_lock: tokio::sync::Mutex<()>,
     /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
     pub current_poll: Mutex<Option<(u64, CancellationToken)>>,
-    pub request: OnceLock<ConnectionRequest>,
+    pub request: OnceLock<Arc<ConnectionRequest>>,
     /// The user authenticated when the connection was made (negotiate or skip-negotiation).
     pub user: OnceLock<crate::auth::User>,
     last_write: Mutex<Instant>,
@@ -367,15 +321,9 @@ impl Connection {
         *self.transport.get_or_init(|| transport) == transport
     }
 
-    pub(crate) fn protocol(&self) -> Option<HubProtocol> {
-        self.protocol.get().copied()
-    }
-
-    pub(crate) fn set_protocol(&self, protocol: HubProtocol) {
-        let _ = self.protocol.set(protocol);
-        if protocol.transfer_format() == signalr_protocol::TransferFormat::Binary {
-            self.binary.store(true, Ordering::Release);
-        }
+    /// Sends WebSocket frames as Binary from now on (a binary hub protocol).
+    pub(crate) fn set_binary_frames(&self) {
+        self.binary.store(true, Ordering::Release);
     }
 
     /// Whether WebSocket frames go out as Binary.
@@ -441,26 +389,10 @@ impl Connection {
         }
     }
 
-    /// Encodes an outgoing item with the connection's protocol. `None` drops it: a hub message
-    /// before the protocol is known, or one that failed to serialize (logged).
-    fn encode(&self, item: Outgoing) -> Option<Queued> {
-        match item {
-            Outgoing::Message(message) => {
-                let protocol = self.protocol()?;
-                message.encoded(protocol).cloned().map(Queued::Data)
-            }
-            Outgoing::Raw(bytes) => Some(Queued::Data(bytes)),
-            Outgoing::End => Some(Queued::End),
-        }
-    }
-
     /// Queues a message, waiting for room (in messages and in bytes). Used for messages a
     /// connection causes itself (its Completions, its stream items).
     pub(crate) async fn send(&self, item: Outgoing) -> Result<(), QueueError> {
-        let Some(queued) = self.encode(item) else {
-            return Ok(());
-        };
-        let len = queued.len();
+        let len = item.len();
         if len > 0 {
             tokio::select! {
                 () = self.outgoing_budget.reserve(len) => {}
@@ -468,7 +400,7 @@ impl Connection {
             }
         }
         let sent = tokio::select! {
-            sent = self.outgoing_tx.send(queued) => sent.map_err(|_| QueueError::Closed),
+            sent = self.outgoing_tx.send(item) => sent.map_err(|_| QueueError::Closed),
             () = self.closed.cancelled() => Err(QueueError::Closed),
         };
         if sent.is_err() {
@@ -480,14 +412,11 @@ impl Connection {
     /// Queues a message without waiting. A full queue (in messages or in bytes) closes the
     /// connection as a slow consumer.
     pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), QueueError> {
-        let Some(queued) = self.encode(item) else {
-            return Ok(());
-        };
-        let len = queued.len();
+        let len = item.len();
         if len > 0 && !self.outgoing_budget.try_reserve(len) {
             return Err(self.slow_consumer());
         }
-        match self.outgoing_tx.try_send(queued) {
+        match self.outgoing_tx.try_send(item) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.outgoing_budget.release(len);
@@ -635,7 +564,6 @@ impl ConnectionManager {
             id,
             token: token.clone(),
             transport: OnceLock::new(),
-            protocol: OnceLock::new(),
             inbound_tx,
             inbound_rx: Mutex::new(Some(Inbound {
                 rx: inbound_rx,

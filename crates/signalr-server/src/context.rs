@@ -7,22 +7,60 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::Extensions;
+use futures_util::future::BoxFuture;
 use signalr_protocol::{Close, CompletionResult, HubProtocol, Payload, TransportType};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::User;
 use crate::clients::{GroupManager, HubCallerClients};
-use crate::connection::{Connection, ConnectionRequest};
+use crate::connection::ConnectionRequest;
 use crate::hub::HubInner;
+use crate::message::SerializedMessage;
 
-/// The hub-side state of one connection, shared by its message loop and its invocations.
+/// The connection is gone: nothing more can be sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gone;
+
+/// Where the messages of one connection go: the front door (protocol) that serves it encodes
+/// them in its own format and queues them for its transport.
+pub(crate) trait ClientSink: Send + Sync + 'static {
+    /// Queues `message` without waiting (fan-out). What happens when the connection cannot take
+    /// it (a full queue) is the front door's slow-consumer policy.
+    fn try_send(&self, message: &Arc<SerializedMessage>);
+
+    /// Queues `message`, waiting for room in the connection's queue (back-pressure).
+    fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>>;
+}
+
+/// What a front door knows about a connection when it hands it to the hub.
+pub(crate) struct ConnectionInfo {
+    /// The public connection id.
+    pub id: String,
+    pub sink: Arc<dyn ClientSink>,
+    /// Cancelled when the connection has ended for good.
+    pub closed: CancellationToken,
+    pub transport: Option<TransportType>,
+    /// The Core hub protocol chosen in the handshake; `None` for classic clients.
+    pub protocol: Option<HubProtocol>,
+    pub request: Option<Arc<ConnectionRequest>>,
+    pub user: User,
+}
+
+/// The hub-side state of one connection, shared by its front door and its invocations. It knows
+/// no wire protocol.
 pub(crate) struct ConnectionContext {
-    pub connection: Arc<Connection>,
+    pub id: String,
+    pub sink: Arc<dyn ClientSink>,
+    /// Cancelled when the connection has ended for good.
+    pub closed: CancellationToken,
+    pub transport: Option<TransportType>,
+    pub protocol: Option<HubProtocol>,
+    pub request: Option<Arc<ConnectionRequest>>,
     pub hub: Arc<HubInner>,
     pub user: User,
     pub user_id: Option<String>,
-    /// A close requested by hub code, picked up by the message loop.
+    /// A close requested by hub code, picked up by the front door.
     pub close_request: Mutex<Option<Close>>,
     pub close_notify: Notify,
     items: Mutex<Extensions>,
@@ -36,13 +74,17 @@ pub(crate) struct ConnectionContext {
 }
 
 impl ConnectionContext {
-    pub(crate) fn new(connection: Arc<Connection>, hub: Arc<HubInner>) -> Arc<Self> {
-        let user = connection.user.get().cloned().unwrap_or_default();
-        let user_id = (hub.user_id_provider)(&user);
+    pub(crate) fn new(info: ConnectionInfo, hub: Arc<HubInner>) -> Arc<Self> {
+        let user_id = (hub.user_id_provider)(&info.user);
         Arc::new(ConnectionContext {
-            connection,
+            id: info.id,
+            sink: info.sink,
+            closed: info.closed,
+            transport: info.transport,
+            protocol: info.protocol,
+            request: info.request,
             hub,
-            user,
+            user: info.user,
             user_id,
             close_request: Mutex::new(None),
             close_notify: Notify::new(),
@@ -55,7 +97,7 @@ impl ConnectionContext {
     }
 
     pub(crate) fn id(&self) -> &str {
-        &self.connection.id
+        &self.id
     }
 
     pub(crate) fn request_close(&self, close: Close) {
@@ -174,17 +216,17 @@ impl HubCallerContext {
 
     /// The transport the caller is connected with.
     pub fn transport(&self) -> Option<TransportType> {
-        self.connection.connection.transport()
+        self.connection.transport
     }
 
-    /// The hub protocol the caller chose in the handshake.
+    /// The hub protocol the caller chose in the handshake; `None` for a classic client.
     pub fn protocol(&self) -> Option<HubProtocol> {
-        self.connection.connection.protocol()
+        self.connection.protocol
     }
 
     /// Headers, query string and remote address of the HTTP request that opened the transport.
     pub fn request(&self) -> Option<&ConnectionRequest> {
-        self.connection.connection.request.get()
+        self.connection.request.as_deref()
     }
 
     /// The clients of this hub, relative to the caller.

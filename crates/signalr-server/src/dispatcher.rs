@@ -136,7 +136,7 @@ impl Endpoint {
         request: ConnectionRequest,
         user: User,
     ) {
-        let _ = connection.request.set(request);
+        let _ = connection.request.set(Arc::new(request));
         let _ = connection.user.set(user);
         if !connection.start() {
             return;

@@ -17,11 +17,12 @@ use signalr_protocol::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Connection, Inbound, Outgoing, Received, SerializedMessage};
-use crate::context::{ConnectionContext, HubCallerContext};
+use crate::connection::{Connection, Inbound, Outgoing, QueueError, Received};
+use crate::context::{ClientSink, ConnectionContext, ConnectionInfo, Gone, HubCallerContext};
 use crate::filter::{HubInvocation, Next, NextConnected, NextDisconnected};
 use crate::handler::{InvokeError, MethodOutput};
 use crate::hub::{HubInner, MethodEntry};
+use crate::message::SerializedMessage;
 
 /// Invocations parsed but waiting for a free slot (parallel limit); above this the connection
 /// stops reading.
@@ -37,6 +38,56 @@ enum Outcome {
     Close(Close),
 }
 
+/// A connection that speaks the ASP.NET Core hub protocol: messages are encoded with the
+/// protocol chosen in the handshake and queued on the connection.
+pub(crate) struct CoreClient {
+    connection: Arc<Connection>,
+    protocol: HubProtocol,
+}
+
+impl CoreClient {
+    /// Encodes a message meant for this connection alone.
+    fn encode(&self, message: &HubMessage) -> Option<bytes::Bytes> {
+        let mut out = BytesMut::new();
+        match self.protocol.write_message(message, &mut out) {
+            Ok(()) => Some(out.freeze()),
+            Err(err) => {
+                tracing::error!(protocol = self.protocol.name(), %err, "dropping a message that failed to serialize");
+                None
+            }
+        }
+    }
+
+    /// Queues a message for this connection, waiting for room.
+    async fn send_message(&self, message: &HubMessage) -> Result<(), QueueError> {
+        match self.encode(message) {
+            Some(bytes) => self.connection.send(Outgoing::Data(bytes)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl ClientSink for CoreClient {
+    fn try_send(&self, message: &Arc<SerializedMessage>) {
+        if let Some(bytes) = message.encoded(self.protocol) {
+            let _ = self.connection.try_send(Outgoing::Data(bytes.clone()));
+        }
+    }
+
+    fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>> {
+        Box::pin(async move {
+            match message.encoded(self.protocol) {
+                Some(bytes) => self
+                    .connection
+                    .send(Outgoing::Data(bytes.clone()))
+                    .await
+                    .map_err(|_| Gone),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
 /// Runs the hub protocol on `connection` until it ends.
 pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inbound: Inbound) {
     let mut buf = BytesMut::new();
@@ -47,7 +98,20 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
     };
     tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), "handshake complete");
 
-    let context = ConnectionContext::new(connection.clone(), hub.clone());
+    let core = Arc::new(CoreClient {
+        connection: connection.clone(),
+        protocol,
+    });
+    let info = ConnectionInfo {
+        id: connection.id.clone(),
+        sink: core.clone(),
+        closed: connection.closed.clone(),
+        transport: connection.transport(),
+        protocol: Some(protocol),
+        request: connection.request.get().cloned(),
+        user: connection.user.get().cloned().unwrap_or_default(),
+    };
+    let context = ConnectionContext::new(info, hub.clone());
     hub.lifetime.add(context.clone());
     // The handshake response is queued: let it out now that the connection is reachable.
     connection.writer_gate.open();
@@ -71,6 +135,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
             let mut state = LoopState {
                 hub: hub.clone(),
                 context: context.clone(),
+                core: core.clone(),
                 protocol,
                 queued: VecDeque::new(),
                 queued_bytes: 0,
@@ -97,8 +162,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
         }
         Outcome::Close(close) => {
             let error = close.error.clone();
-            let message = SerializedMessage::new(HubMessage::Close(close));
-            let _ = connection.send(Outgoing::Message(message)).await;
+            let _ = core.send_message(&HubMessage::Close(close)).await;
             let _ = connection.send(Outgoing::End).await;
             error
         }
@@ -118,7 +182,7 @@ async fn fail_handshake(connection: &Connection, error: String) -> Option<HubPro
     tracing::debug!(connection_id = %connection.id, %error, "handshake failed");
     let mut out = BytesMut::new();
     HandshakeResponse { error: Some(error) }.write(&mut out);
-    let _ = connection.send(Outgoing::Raw(out.freeze())).await;
+    let _ = connection.send(Outgoing::Data(out.freeze())).await;
     None
 }
 
@@ -194,9 +258,11 @@ async fn handshake(
         )
         .await;
     }
-    connection.set_protocol(protocol);
+    if protocol.transfer_format() == TransferFormat::Binary {
+        connection.set_binary_frames();
+    }
     connection
-        .send(Outgoing::Raw(HandshakeResponse::success_bytes()))
+        .send(Outgoing::Data(HandshakeResponse::success_bytes()))
         .await
         .ok()?;
     Some(protocol)
@@ -259,6 +325,7 @@ fn payload_len(payload: &Payload) -> usize {
 struct LoopState {
     hub: Arc<HubInner>,
     context: Arc<ConnectionContext>,
+    core: Arc<CoreClient>,
     protocol: HubProtocol,
     queued: VecDeque<QueuedInvocation>,
     /// Argument bytes held by `queued`: reading stops at the incoming buffer size, so parsed
@@ -273,7 +340,7 @@ struct LoopState {
 
 impl LoopState {
     fn connection(&self) -> &Arc<Connection> {
-        &self.context.connection
+        &self.core.connection
     }
 
     /// Whether more messages may be read and parsed.
@@ -300,14 +367,12 @@ impl LoopState {
         invocation_id: Option<&str>,
         error: String,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let connection = self.context.connection.clone();
+        let core = self.core.clone();
         let completion =
             invocation_id.map(|id| HubMessage::Completion(Completion::with_error(id, error)));
         async move {
             if let Some(message) = completion {
-                let _ = connection
-                    .send(Outgoing::Message(SerializedMessage::new(message)))
-                    .await;
+                let _ = core.send_message(&message).await;
             }
         }
     }
@@ -354,7 +419,7 @@ impl LoopState {
                 continue;
             }
 
-            let connection = self.context.connection.clone();
+            let connection = self.core.connection.clone();
             tokio::select! {
                 () = connection.closed.cancelled() => return Outcome::TransportClosed,
                 () = self.context.close_notify.notified() => {
@@ -374,8 +439,9 @@ impl LoopState {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if !inherent_keep_alive && connection.last_write_elapsed(now) >= options.keep_alive_interval {
-                        let ping = SerializedMessage::new(HubMessage::Ping);
-                        let _ = connection.try_send(Outgoing::Message(ping));
+                        if let Some(ping) = self.core.encode(&HubMessage::Ping) {
+                            let _ = connection.try_send(Outgoing::Data(ping));
+                        }
                         connection.touch_write(now);
                     }
                     if client_timeout_armed && now.duration_since(last_received) > options.client_timeout_interval {
@@ -482,7 +548,7 @@ impl LoopState {
         arguments: Vec<Payload>,
         stream_ids: Vec<String>,
     ) -> QueuedInvocation {
-        let cancellation = self.connection().closed.child_token();
+        let cancellation = self.context.closed.child_token();
         if let Some(id) = &invocation_id {
             if let Ok(mut invocations) = self.context.invocations.lock() {
                 invocations.insert(id.clone(), cancellation.clone());
@@ -632,6 +698,7 @@ impl LoopState {
         };
         let parts = QueuedParts {
             context: self.context.clone(),
+            core: self.core.clone(),
             hub: self.hub.clone(),
             invocation_id: queued.invocation_id,
             target: queued.target,
@@ -652,11 +719,8 @@ impl LoopState {
                 if !parts.context.close_requested() {
                     let completion = parts.completion(id, result);
                     let _ = parts
-                        .context
-                        .connection
-                        .send(Outgoing::Message(SerializedMessage::new(
-                            HubMessage::Completion(completion),
-                        )))
+                        .core
+                        .send_message(&HubMessage::Completion(completion))
                         .await;
                 }
             } else if let Err(err) = result {
@@ -681,7 +745,7 @@ impl LoopState {
             let _open = open_streams;
             let id = parts.invocation_id.clone().unwrap_or_default();
             let detailed_errors = parts.hub.options.enable_detailed_errors;
-            let connection = parts.context.connection.clone();
+            let core = parts.core.clone();
             let cancellation = parts.cancellation.clone();
             // The method runs first even if a CancelInvocation is already queued (as in ASP.NET,
             // which calls the method before reading the next message).
@@ -705,7 +769,7 @@ impl LoopState {
                                 item,
                             });
                             tokio::select! {
-                                sent = connection.send(Outgoing::Message(SerializedMessage::new(message))) => {
+                                sent = core.send_message(&message) => {
                                     if sent.is_err() { break None; }
                                 }
                                 () = cancellation.cancelled() => break None,
@@ -731,11 +795,7 @@ impl LoopState {
                     Some(error) => Completion::with_error(id, error),
                     None => Completion::void(id),
                 };
-                let _ = connection
-                    .send(Outgoing::Message(SerializedMessage::new(
-                        HubMessage::Completion(completion),
-                    )))
-                    .await;
+                let _ = core.send_message(&HubMessage::Completion(completion)).await;
             }
         });
     }
@@ -760,6 +820,7 @@ impl Drop for OpenStream {
 /// What an invocation task needs after the method ran.
 struct QueuedParts {
     context: Arc<ConnectionContext>,
+    core: Arc<CoreClient>,
     hub: Arc<HubInner>,
     invocation_id: Option<String>,
     target: String,

@@ -80,6 +80,7 @@ mod handler;
 mod hub;
 mod hub_connection;
 mod jwt;
+mod message;
 mod options;
 mod raw;
 pub mod serve;

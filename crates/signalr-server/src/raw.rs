@@ -50,7 +50,7 @@ impl RawConnection {
 
     /// The HTTP request that opened the transport.
     pub fn request(&self) -> Option<&ConnectionRequest> {
-        self.connection.request.get()
+        self.connection.request.get().map(|r| &**r)
     }
 
     /// The next chunk of bytes from the client, as one transport read delivered it (a WebSocket
@@ -71,7 +71,7 @@ impl RawConnection {
     /// go out as a text frame unless the client's last frame was binary (or they are not UTF-8).
     /// `false` when the connection is gone.
     pub async fn send(&self, data: Bytes) -> bool {
-        self.connection.send(Outgoing::Raw(data)).await.is_ok()
+        self.connection.send(Outgoing::Data(data)).await.is_ok()
     }
 }
 
