@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, Inbound, Outgoing, QueueError, Received};
 use crate::context::{ClientSink, ConnectionContext, ConnectionInfo, Gone, HubCallerContext};
-use crate::filter::{HubInvocation, Next, NextConnected, NextDisconnected};
-use crate::handler::{InvokeError, MethodOutput};
+use crate::engine::{self, InvocationError};
+use crate::filter::{NextConnected, NextDisconnected};
+use crate::handler::MethodOutput;
 use crate::hub::{HubInner, MethodEntry};
 use crate::message::SerializedMessage;
 
@@ -301,6 +302,55 @@ fn failed_to_invoke(target: &str) -> String {
     format!("Failed to invoke '{target}' due to an error on the server.")
 }
 
+/// The Completion error text of an outcome, in ASP.NET Core's words (reference §A6.4).
+fn error_text(hub: &HubInner, target: &str, err: &InvocationError) -> String {
+    match err {
+        InvocationError::UnknownMethod => detailed(
+            hub,
+            failed_to_invoke(target),
+            "HubException: Method does not exist.",
+        ),
+        InvocationError::ArgumentCount { provided, expected } => detailed(
+            hub,
+            failed_to_invoke(target),
+            &format!(
+                "InvalidDataException: Invocation provides {provided} argument(s) but target expects {expected}."
+            ),
+        ),
+        InvocationError::Unauthorized => {
+            format!("Failed to invoke '{target}' because user is unauthorized")
+        }
+        InvocationError::StreamingMismatch {
+            method_streams: true,
+        } => format!(
+            "The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
+        ),
+        InvocationError::StreamingMismatch {
+            method_streams: false,
+        } => format!(
+            "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+        ),
+        // ASP.NET throws this as a HubException inside the invocation, so the client always gets
+        // it in the unexpected-error form, detailed errors or not.
+        InvocationError::StreamCount { provided, expected } => format!(
+            "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {provided} stream(s), Hub method expects {expected}."
+        ),
+        InvocationError::TooManyStreams { maximum } => format!(
+            "Failed to invoke '{target}' because the connection already has the maximum number of open streams ({maximum})."
+        ),
+        InvocationError::DuplicateInvocationId(id) => {
+            format!("Invocation ID '{id}' is already in use.")
+        }
+        InvocationError::Binding(detail) => detailed(hub, failed_to_invoke(target), detail),
+        InvocationError::Method(err) => {
+            err.invocation_message(target, hub.options.enable_detailed_errors)
+        }
+    }
+}
+
+/// A running invocation, as the engine reports it.
+type InvocationFuture = BoxFuture<'static, Result<MethodOutput, InvocationError>>;
+
 /// A non-streaming invocation waiting for a free slot.
 struct QueuedInvocation {
     invocation_id: Option<String>,
@@ -471,72 +521,17 @@ impl LoopState {
         streams: usize,
         streaming: bool,
     ) -> Result<Arc<MethodEntry>, String> {
-        let Some(method) = self.hub.method(target).cloned() else {
-            tracing::debug!(connection_id = %self.connection().id, %target, "unknown hub method");
-            return Err(detailed(
-                &self.hub,
-                failed_to_invoke(target),
-                "HubException: Method does not exist.",
-            ));
+        let uploads = self.context.uploads.lock().map_or(0, |u| u.len());
+        let open_streams = self.open_streams.load(std::sync::atomic::Ordering::Acquire) + uploads;
+        let call = engine::Call {
+            target,
+            arguments,
+            streams,
+            streaming,
+            invocation_id,
+            open_streams,
         };
-        // ASP.NET counts the arguments while it parses the message, before any other check.
-        if arguments != method.value_parameters {
-            return Err(detailed(
-                &self.hub,
-                failed_to_invoke(target),
-                &format!(
-                    "InvalidDataException: Invocation provides {arguments} argument(s) but target expects {}.",
-                    method.value_parameters
-                ),
-            ));
-        }
-        let user = &self.context.user;
-        if method
-            .policy
-            .as_ref()
-            .is_some_and(|policy| !policy.allows(user))
-        {
-            return Err(format!(
-                "Failed to invoke '{target}' because user is unauthorized"
-            ));
-        }
-        if method.streaming && !streaming {
-            return Err(format!(
-                "The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."
-            ));
-        }
-        if !method.streaming && streaming {
-            return Err(format!(
-                "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-            ));
-        }
-        if streams != method.stream_parameters {
-            // ASP.NET throws this as a HubException inside the invocation, so the client always
-            // gets it in the unexpected-error form, detailed errors or not.
-            return Err(format!(
-                "An unexpected error occurred invoking '{target}' on the server. HubException: Client sent {streams} stream(s), Hub method expects {}.",
-                method.stream_parameters
-            ));
-        }
-        if streaming || streams > 0 {
-            let maximum = self.hub.options.maximum_streams_per_client;
-            let uploads = self.context.uploads.lock().map_or(0, |u| u.len());
-            let open = self.open_streams.load(std::sync::atomic::Ordering::Acquire) + uploads;
-            if open + usize::from(streaming) + streams > maximum {
-                return Err(format!(
-                    "Failed to invoke '{target}' because the connection already has the maximum number of open streams ({maximum})."
-                ));
-            }
-        }
-        if let Some(id) = invocation_id {
-            let Ok(invocations) = self.context.invocations.lock() else {
-                return Err(failed_to_invoke(target));
-            };
-            if invocations.contains_key(id) {
-                return Err(format!("Invocation ID '{id}' is already in use."));
-            }
-        }
-        Ok(method)
+        engine::check(&self.context, &call).map_err(|err| error_text(&self.hub, target, &err))
     }
 
     /// Registers a checked invocation's cancellation and upload streams.
@@ -686,16 +681,14 @@ impl LoopState {
         None
     }
 
-    fn invocation(&self, queued: QueuedInvocation) -> (HubInvocation, QueuedParts) {
-        let caller =
-            HubCallerContext::new(self.context.clone(), queued.cancellation.clone(), false);
-        let invocation = HubInvocation {
-            caller,
-            method: queued.method.name.clone(),
-            arguments: queued.arguments,
-            streams: queued.streams,
-            handler: queued.method.handler.clone(),
-        };
+    fn invocation(&self, queued: QueuedInvocation) -> (InvocationFuture, QueuedParts) {
+        let run = engine::invoke(
+            &self.context,
+            &queued.method,
+            queued.arguments,
+            queued.streams,
+            queued.cancellation.clone(),
+        );
         let parts = QueuedParts {
             context: self.context.clone(),
             core: self.core.clone(),
@@ -705,7 +698,7 @@ impl LoopState {
             stream_ids: queued.stream_ids,
             cancellation: queued.cancellation,
         };
-        (invocation, parts)
+        (run, parts)
     }
 
     /// Runs a non-streaming invocation; `counted` ones occupy a parallel-invocation slot until
@@ -713,7 +706,7 @@ impl LoopState {
     fn start_invocation(&mut self, queued: QueuedInvocation, counted: bool) {
         let (invocation, parts) = self.invocation(queued);
         let run = async move {
-            let result = Next::new(parts.hub.filters.clone()).run(invocation).await;
+            let result = invocation.await;
             parts.finish();
             if let Some(id) = &parts.invocation_id {
                 if !parts.context.close_requested() {
@@ -724,11 +717,7 @@ impl LoopState {
                         .await;
                 }
             } else if let Err(err) = result {
-                let error = match err {
-                    InvokeError::Binding(detail) => detail,
-                    InvokeError::Method(err) => err.to_string(),
-                };
-                tracing::debug!(target = %parts.target, %error, "non-blocking hub method call failed");
+                tracing::debug!(target = %parts.target, error = ?err, "non-blocking hub method call failed");
             }
         };
         if counted {
@@ -751,7 +740,7 @@ impl LoopState {
             // which calls the method before reading the next message).
             let result = tokio::select! {
                 biased;
-                result = Next::new(parts.hub.filters.clone()).run(invocation) => Some(result),
+                result = invocation => Some(result),
                 () = cancellation.cancelled() => None,
             };
             let error = match result {
@@ -780,14 +769,7 @@ impl LoopState {
                     }
                 },
                 Some(Ok(_)) => None,
-                Some(Err(InvokeError::Binding(detail))) => Some(detailed(
-                    &parts.hub,
-                    failed_to_invoke(&parts.target),
-                    &detail,
-                )),
-                Some(Err(InvokeError::Method(err))) => {
-                    Some(err.invocation_message(&parts.target, detailed_errors))
-                }
+                Some(Err(err)) => Some(error_text(&parts.hub, &parts.target, &err)),
             };
             parts.finish();
             if !parts.context.close_requested() {
@@ -844,21 +826,16 @@ impl QueuedParts {
         self.cancellation.cancel();
     }
 
-    fn completion(&self, id: &str, result: Result<MethodOutput, InvokeError>) -> Completion {
-        let detailed_errors = self.hub.options.enable_detailed_errors;
+    fn completion(&self, id: &str, result: Result<MethodOutput, InvocationError>) -> Completion {
         match result {
             Ok(MethodOutput::Value(value)) => Completion::with_result(id, value),
             Ok(MethodOutput::Void) => Completion::void(id),
             Ok(MethodOutput::Stream(_)) => {
                 Completion::with_error(id, failed_to_invoke(&self.target))
             }
-            Err(InvokeError::Binding(detail)) => Completion::with_error(
-                id,
-                detailed(&self.hub, failed_to_invoke(&self.target), &detail),
-            ),
-            Err(InvokeError::Method(err)) => {
-                tracing::debug!(target = %self.target, error = %err, "hub method failed");
-                Completion::with_error(id, err.invocation_message(&self.target, detailed_errors))
+            Err(err) => {
+                tracing::debug!(target = %self.target, error = ?err, "hub method failed");
+                Completion::with_error(id, error_text(&self.hub, &self.target, &err))
             }
         }
     }

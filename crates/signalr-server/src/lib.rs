@@ -74,6 +74,7 @@ mod clients;
 mod connection;
 mod context;
 mod dispatcher;
+mod engine;
 mod error;
 mod filter;
 mod handler;

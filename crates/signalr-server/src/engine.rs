@@ -1,0 +1,137 @@
+//! The invocation engine: what happens to a hub method call once a front door has parsed it,
+//! whatever the wire protocol. It resolves the method, checks the call (argument count,
+//! authorization, streams, invocation id), runs the filter pipeline and the method, and reports
+//! a structured outcome ([`InvocationError`] or the method's [`MethodOutput`]). Each front door
+//! renders outcomes in its own protocol's words: the ASP.NET Core front end
+//! (`hub_connection.rs`) as Completion texts, the classic one as hub results.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use signalr_protocol::Payload;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::{ConnectionContext, HubCallerContext};
+use crate::error::HubError;
+use crate::filter::{HubInvocation, Next};
+use crate::handler::{InvokeError, MethodOutput, UploadReceiver};
+use crate::hub::MethodEntry;
+
+/// Why a call did not produce a value, in protocol-neutral terms.
+#[derive(Debug)]
+pub(crate) enum InvocationError {
+    /// No hub method has that name.
+    UnknownMethod,
+    /// The method exists but takes another number of arguments.
+    ArgumentCount { provided: usize, expected: usize },
+    /// The caller fails the method's authorization policy.
+    Unauthorized,
+    /// A streaming method called without streaming (`method_streams`) or the reverse.
+    StreamingMismatch { method_streams: bool },
+    /// The call brings another number of upload streams than the method takes.
+    StreamCount { provided: usize, expected: usize },
+    /// The connection already has the maximum number of open streams.
+    TooManyStreams { maximum: usize },
+    /// The invocation id is already used by a call in progress.
+    DuplicateInvocationId(String),
+    /// The arguments did not bind; the text is the detail shown with detailed errors.
+    Binding(String),
+    /// The method (or a filter) failed.
+    Method(HubError),
+}
+
+impl From<InvokeError> for InvocationError {
+    fn from(err: InvokeError) -> Self {
+        match err {
+            InvokeError::Binding(detail) => InvocationError::Binding(detail),
+            InvokeError::Method(err) => InvocationError::Method(err),
+        }
+    }
+}
+
+/// A parsed call, as the engine checks it.
+pub(crate) struct Call<'a> {
+    pub target: &'a str,
+    /// Argument values sent.
+    pub arguments: usize,
+    /// Upload streams sent.
+    pub streams: usize,
+    /// Whether the client asked for a stream of results.
+    pub streaming: bool,
+    pub invocation_id: Option<&'a str>,
+    /// Streams the connection has open now (both directions).
+    pub open_streams: usize,
+}
+
+/// Resolves and checks a call, in ASP.NET's order: the method, its argument count,
+/// authorization, streaming kind, upload-stream count, the open-stream limit, the invocation id.
+pub(crate) fn check(
+    context: &ConnectionContext,
+    call: &Call<'_>,
+) -> Result<Arc<MethodEntry>, InvocationError> {
+    let hub = &context.hub;
+    let Some(method) = hub.method(call.target).cloned() else {
+        tracing::debug!(connection_id = %context.id, target = %call.target, "unknown hub method");
+        return Err(InvocationError::UnknownMethod);
+    };
+    if call.arguments != method.value_parameters {
+        return Err(InvocationError::ArgumentCount {
+            provided: call.arguments,
+            expected: method.value_parameters,
+        });
+    }
+    if method
+        .policy
+        .as_ref()
+        .is_some_and(|policy| !policy.allows(&context.user))
+    {
+        return Err(InvocationError::Unauthorized);
+    }
+    if method.streaming != call.streaming {
+        return Err(InvocationError::StreamingMismatch {
+            method_streams: method.streaming,
+        });
+    }
+    if call.streams != method.stream_parameters {
+        return Err(InvocationError::StreamCount {
+            provided: call.streams,
+            expected: method.stream_parameters,
+        });
+    }
+    if call.streaming || call.streams > 0 {
+        let maximum = hub.options.maximum_streams_per_client;
+        if call.open_streams + usize::from(call.streaming) + call.streams > maximum {
+            return Err(InvocationError::TooManyStreams { maximum });
+        }
+    }
+    if let Some(id) = call.invocation_id {
+        let in_use = context
+            .invocations
+            .lock()
+            .map_or(true, |invocations| invocations.contains_key(id));
+        if in_use {
+            return Err(InvocationError::DuplicateInvocationId(id.to_owned()));
+        }
+    }
+    Ok(method)
+}
+
+/// Runs a checked call through the hub's filters and the method. `cancellation` is what the
+/// method sees as [`HubCallerContext::cancellation`].
+pub(crate) fn invoke(
+    context: &Arc<ConnectionContext>,
+    method: &MethodEntry,
+    arguments: Vec<Payload>,
+    streams: Vec<UploadReceiver>,
+    cancellation: CancellationToken,
+) -> BoxFuture<'static, Result<MethodOutput, InvocationError>> {
+    let invocation = HubInvocation {
+        caller: HubCallerContext::new(context.clone(), cancellation, false),
+        method: method.name.clone(),
+        arguments,
+        streams,
+        handler: method.handler.clone(),
+    };
+    let run = Next::new(context.hub.filters.clone()).run(invocation);
+    Box::pin(async move { run.await.map_err(InvocationError::from) })
+}
