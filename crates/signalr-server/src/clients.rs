@@ -33,6 +33,12 @@ struct Registry {
     users: HashMap<String, HashSet<String>>,
 }
 
+fn sorted(groups: &HashSet<String>) -> Vec<String> {
+    let mut groups: Vec<String> = groups.iter().cloned().collect();
+    groups.sort();
+    groups
+}
+
 /// The connections, groups and users of one hub on this server.
 #[derive(Default)]
 pub(crate) struct LocalLifetime {
@@ -100,19 +106,23 @@ impl LocalLifetime {
         let Ok(mut registry) = self.registry.write() else {
             return;
         };
-        if !registry.connections.contains_key(connection_id) {
+        let Some(connection) = registry.connections.get(connection_id).cloned() else {
             return;
-        }
+        };
         registry
             .groups
             .entry(group.to_owned())
             .or_default()
             .insert(connection_id.to_owned());
-        registry
+        let groups = registry
             .memberships
             .entry(connection_id.to_owned())
-            .or_default()
-            .insert(group.to_owned());
+            .or_default();
+        if groups.insert(group.to_owned()) {
+            let groups = sorted(groups);
+            drop(registry);
+            connection.sink.groups_changed(&groups);
+        }
     }
 
     fn remove_from_group(&self, connection_id: &str, group: &str) {
@@ -125,9 +135,26 @@ impl LocalLifetime {
                 registry.groups.remove(group);
             }
         }
-        if let Some(groups) = registry.memberships.get_mut(connection_id) {
-            groups.remove(group);
+        let Some(groups) = registry.memberships.get_mut(connection_id) else {
+            return;
+        };
+        if groups.remove(group) {
+            let groups = sorted(groups);
+            let connection = registry.connections.get(connection_id).cloned();
+            drop(registry);
+            if let Some(connection) = connection {
+                connection.sink.groups_changed(&groups);
+            }
         }
+    }
+
+    /// The groups `connection_id` is a member of, sorted.
+    pub(crate) fn groups_of(&self, connection_id: &str) -> Vec<String> {
+        self.registry
+            .read()
+            .ok()
+            .and_then(|r| r.memberships.get(connection_id).map(sorted))
+            .unwrap_or_default()
     }
 
     fn close_all(&self, close: &signalr_protocol::Close) {
@@ -291,7 +318,7 @@ impl SingleClientProxy {
     /// result.` when it has no handler); [`ClientResultError::Disconnected`] when the connection
     /// closes first; [`ClientResultError::UnknownConnection`]; [`ClientResultError::Timeout`];
     /// [`ClientResultError::InvalidResult`] when the result does not bind to `T` (a void result
-    /// binds as `null`); [`ClientResultError::NotAllowedInOnConnected`].
+    /// binds as `null`); [`ClientResultError::NotAllowedInOnConnected`]; [`ClientResultError::Unsupported`] for a classic client.
     pub async fn invoke<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -304,6 +331,9 @@ impl SingleClientProxy {
             .lifetime
             .connection(&self.connection_id)
             .ok_or_else(|| ClientResultError::UnknownConnection(self.connection_id.clone()))?;
+        if !connection.sink.client_results() {
+            return Err(ClientResultError::Unsupported);
+        }
         let timeout: Duration = connection.hub.options.client_result_timeout;
         let (id, receiver) = connection.register_result();
         let message = HubMessage::Invocation(Invocation {

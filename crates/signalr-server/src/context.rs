@@ -31,6 +31,14 @@ pub(crate) trait ClientSink: Send + Sync + 'static {
 
     /// Queues `message`, waiting for room in the connection's queue (back-pressure).
     fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>>;
+
+    /// The connection's groups in this hub changed; `groups` is the new set, sorted.
+    fn groups_changed(&self, _groups: &[String]) {}
+
+    /// Whether the client can answer invocations that expect a result (client results).
+    fn client_results(&self) -> bool {
+        true
+    }
 }
 
 /// What a front door knows about a connection when it hands it to the hub.

@@ -114,4 +114,7 @@ pub enum ClientResultError {
     /// `Client results inside OnConnectedAsync Hub methods are not allowed.`
     #[error("Client results inside OnConnectedAsync Hub methods are not allowed.")]
     NotAllowedInOnConnected,
+    /// The connection is a classic SignalR client, which cannot return results to the server.
+    #[error("Classic SignalR clients cannot return results to the server.")]
+    Unsupported,
 }

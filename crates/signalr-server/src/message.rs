@@ -11,6 +11,7 @@ pub(crate) struct SerializedMessage {
     message: HubMessage,
     json: OnceLock<Option<Bytes>>,
     msgpack: OnceLock<Option<Bytes>>,
+    classic: OnceLock<Option<Bytes>>,
 }
 
 impl SerializedMessage {
@@ -19,6 +20,7 @@ impl SerializedMessage {
             message,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+            classic: OnceLock::new(),
         })
     }
 
@@ -40,5 +42,37 @@ impl SerializedMessage {
             }
         })
         .as_ref()
+    }
+
+    /// The classic encoding: a client-method call `{"H":hub,"M":method,"A":[...]}`, the item a
+    /// classic connection puts into its envelopes. `None` for messages classic clients have no
+    /// form for (only invocations without an id have one) and for values that fail to serialize.
+    ///
+    /// A message is sent through one hub, so `hub` is the same for every classic recipient.
+    pub(crate) fn encoded_classic(&self, hub: &str) -> Option<&Bytes> {
+        self.classic
+            .get_or_init(|| {
+                let HubMessage::Invocation(invocation) = &self.message else {
+                    return None;
+                };
+                if invocation.invocation_id.is_some() {
+                    return None;
+                }
+                let mut out = BytesMut::new();
+                match signalr_protocol::classic::write_client_invocation(
+                    hub,
+                    &invocation.target,
+                    &invocation.arguments,
+                    None,
+                    &mut out,
+                ) {
+                    Ok(()) => Some(out.freeze()),
+                    Err(err) => {
+                        tracing::error!(%err, "dropping a message that failed to serialize");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 }

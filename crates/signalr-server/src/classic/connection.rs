@@ -1,0 +1,363 @@
+//! One classic connection: its message buffer with cursors (the persistent-connection layer's
+//! replay on reconnect), the hubs it subscribed to, and which transport request serves it now.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use signalr_protocol::TransportType;
+use signalr_protocol::classic::{Cursor, Envelope};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::token::TokenProtector;
+use crate::auth::User;
+use crate::connection::ConnectionRequest;
+use crate::context::{ClientSink, ConnectionContext, Gone};
+use crate::hub::HubInner;
+use crate::message::SerializedMessage;
+
+/// What the buffer holds: a message for the envelope's `M`, or a new groups token (`G`).
+enum Entry {
+    Message(Bytes),
+    Groups(Arc<str>),
+}
+
+impl Entry {
+    fn len(&self) -> usize {
+        match self {
+            Entry::Message(bytes) => bytes.len(),
+            Entry::Groups(token) => token.len(),
+        }
+    }
+}
+
+/// The messages of one connection, numbered from 1, the newest kept up to a count and a byte
+/// bound (the oldest are dropped first): a reconnecting client gets what it missed from here.
+struct Buffer {
+    entries: VecDeque<(u64, Entry)>,
+    /// Sequence number of the newest entry (0: none yet).
+    last: u64,
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Buffer {
+    fn push(&mut self, entry: Entry) -> u64 {
+        self.last += 1;
+        self.bytes += entry.len();
+        self.entries.push_back((self.last, entry));
+        while self.entries.len() > self.max_messages.max(1)
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        {
+            if let Some((_, old)) = self.entries.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+        self.last
+    }
+}
+
+/// What a transport writes next: the messages after a cursor, in one envelope.
+pub(crate) struct Batch {
+    /// The envelope's bytes.
+    pub frame: Bytes,
+    /// The cursor it carries: where the next batch starts.
+    pub cursor: u64,
+}
+
+/// The server-to-client half of a classic connection, shared by its hub sinks and transports.
+pub(crate) struct Outbox {
+    pub connection_id: String,
+    epoch: u64,
+    buffer: Mutex<Buffer>,
+    /// The newest sequence number, watched by the transport writing to the client.
+    newest: watch::Sender<u64>,
+    /// Group memberships per hub (by hub name), for the groups token.
+    groups: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    tokens: Arc<TokenProtector>,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        connection_id: String,
+        epoch: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        tokens: Arc<TokenProtector>,
+    ) -> Arc<Self> {
+        Arc::new(Outbox {
+            connection_id,
+            epoch,
+            buffer: Mutex::new(Buffer {
+                entries: VecDeque::new(),
+                last: 0,
+                bytes: 0,
+                max_messages,
+                max_bytes,
+            }),
+            newest: watch::channel(0).0,
+            groups: Mutex::new(BTreeMap::new()),
+            tokens,
+        })
+    }
+
+    fn push(&self, entry: Entry) {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
+        };
+        let seq = buffer.push(entry);
+        drop(buffer);
+        self.newest.send_replace(seq);
+    }
+
+    /// Queues one encoded message (a client-method call or a progress report).
+    pub(crate) fn push_message(&self, message: Bytes) {
+        self.push(Entry::Message(message));
+    }
+
+    /// The newest sequence number.
+    pub(crate) fn newest(&self) -> u64 {
+        *self.newest.borrow()
+    }
+
+    /// Watches for new messages.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
+    }
+
+    /// The cursor text for `seq`.
+    pub(crate) fn cursor(&self, seq: u64) -> String {
+        Cursor {
+            epoch: self.epoch,
+            seq,
+        }
+        .to_string()
+    }
+
+    /// Reads a client's `messageId`: `None` when it is not a cursor of this connection's server
+    /// run or points past what was sent (the request is then treated as having no cursor).
+    pub(crate) fn parse_cursor(&self, message_id: &str) -> Option<u64> {
+        let cursor = Cursor::parse(message_id).ok()?;
+        (cursor.epoch == self.epoch && cursor.seq <= self.newest()).then_some(cursor.seq)
+    }
+
+    /// The messages after `after`, in one envelope with `init` (`S:1`); `None` when there are
+    /// none and `init` is off.
+    pub(crate) fn batch(&self, after: u64, init: bool) -> Option<Batch> {
+        let buffer = self.buffer.lock().ok()?;
+        let mut messages: Vec<&Bytes> = Vec::new();
+        let mut groups = None;
+        for (_, entry) in buffer.entries.iter().filter(|(seq, _)| *seq > after) {
+            match entry {
+                Entry::Message(bytes) => messages.push(bytes),
+                Entry::Groups(token) => groups = Some(token.clone()),
+            }
+        }
+        let cursor = buffer.last.max(after);
+        if messages.is_empty() && groups.is_none() && !init {
+            return None;
+        }
+        let text = self.cursor(cursor);
+        let envelope = Envelope {
+            initializing: init,
+            groups_token: groups.as_deref(),
+            ..Envelope::new(&text)
+        };
+        let mut out = BytesMut::new();
+        envelope.write(&messages, &mut out);
+        Some(Batch {
+            frame: out.freeze(),
+            cursor,
+        })
+    }
+
+    /// Records the groups of this connection in `hub` and queues the new groups token.
+    fn set_groups(&self, hub: &str, groups: &[String]) {
+        let token = {
+            let Ok(mut all) = self.groups.lock() else {
+                return;
+            };
+            all.insert(hub.to_owned(), groups.iter().cloned().collect());
+            let names: Vec<String> = all
+                .iter()
+                .flat_map(|(hub, groups)| groups.iter().map(move |g| format!("{hub}.{g}")))
+                .collect();
+            self.tokens.groups_token(&self.connection_id, &names)
+        };
+        self.push(Entry::Groups(token.into()));
+    }
+}
+
+/// How a hub reaches a classic connection: client-method calls become items of the connection's
+/// envelopes, `{"H":"<hub>","M":"<method>","A":[...]}`.
+pub(crate) struct ClassicClient {
+    pub outbox: Arc<Outbox>,
+    pub hub_name: Arc<str>,
+}
+
+impl ClientSink for ClassicClient {
+    fn try_send(&self, message: &Arc<SerializedMessage>) {
+        if let Some(bytes) = message.encoded_classic(&self.hub_name) {
+            self.outbox.push_message(bytes.clone());
+        }
+    }
+
+    fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>> {
+        // The buffer never waits: it drops its oldest messages instead.
+        self.try_send(&message);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn groups_changed(&self, groups: &[String]) {
+        self.outbox.set_groups(&self.hub_name, groups);
+    }
+
+    fn client_results(&self) -> bool {
+        false
+    }
+}
+
+/// One subscribed hub of a connection.
+pub(crate) struct Subscription {
+    /// The hub's name as registered (what client-method calls carry in `H`).
+    pub name: Arc<str>,
+    pub hub: Arc<HubInner>,
+    pub context: Arc<ConnectionContext>,
+}
+
+/// The transport request serving a connection now.
+struct Attachment {
+    id: u64,
+    /// Cancelled to end that request (a newer one took over, or the connection ended).
+    cancel: CancellationToken,
+}
+
+struct TransportState {
+    current: Option<Attachment>,
+    /// Since when no transport request has been attached (the disconnect timeout counts from
+    /// here).
+    detached_since: Instant,
+}
+
+/// A classic connection.
+pub(crate) struct ClassicConnection {
+    pub id: String,
+    pub user: User,
+    pub transport: TransportType,
+    pub outbox: Arc<Outbox>,
+    pub hubs: Vec<Subscription>,
+    /// Cancelled when the connection has ended for good.
+    pub closed: CancellationToken,
+    state: Mutex<TransportState>,
+    next_attachment: AtomicU64,
+    started: AtomicBool,
+    /// Whether the disconnect pipeline ran (it runs once).
+    ended: AtomicBool,
+    pub request: Arc<ConnectionRequest>,
+}
+
+/// Keeps a transport request attached until dropped.
+pub(crate) struct AttachGuard {
+    connection: Arc<ClassicConnection>,
+    id: u64,
+    pub cancel: CancellationToken,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.connection.state.lock() {
+            if state.current.as_ref().is_some_and(|a| a.id == self.id) {
+                state.current = None;
+                state.detached_since = Instant::now();
+            }
+        }
+    }
+}
+
+impl ClassicConnection {
+    pub(crate) fn new(
+        id: String,
+        user: User,
+        transport: TransportType,
+        outbox: Arc<Outbox>,
+        hubs: Vec<Subscription>,
+        closed: CancellationToken,
+        request: Arc<ConnectionRequest>,
+    ) -> Arc<Self> {
+        Arc::new(ClassicConnection {
+            id,
+            user,
+            transport,
+            outbox,
+            hubs,
+            closed,
+            state: Mutex::new(TransportState {
+                current: None,
+                detached_since: Instant::now(),
+            }),
+            next_attachment: AtomicU64::new(1),
+            started: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            request,
+        })
+    }
+
+    /// Attaches a transport request, ending the one attached before (a reconnect or a new poll
+    /// replaces it).
+    pub(crate) fn attach(self: &Arc<Self>) -> AttachGuard {
+        let id = self.next_attachment.fetch_add(1, Ordering::Relaxed);
+        let cancel = self.closed.child_token();
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(previous) = state.current.replace(Attachment {
+                id,
+                cancel: cancel.clone(),
+            }) {
+                previous.cancel.cancel();
+            }
+        }
+        AttachGuard {
+            connection: self.clone(),
+            id,
+            cancel,
+        }
+    }
+
+    /// Ends the attached transport request, if any (abort, shutdown).
+    pub(crate) fn detach(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(current) = state.current.take() {
+                current.cancel.cancel();
+                state.detached_since = Instant::now();
+            }
+        }
+    }
+
+    /// How long no transport request has been attached (`None` while one is).
+    pub(crate) fn detached_for(&self, now: Instant) -> Option<std::time::Duration> {
+        let state = self.state.lock().ok()?;
+        state
+            .current
+            .is_none()
+            .then(|| now.saturating_duration_since(state.detached_since))
+    }
+
+    /// Marks the connection started (`/start`); `true` only the first time.
+    pub(crate) fn start(&self) -> bool {
+        !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Marks the connection ended; `true` only the first time.
+    pub(crate) fn end(&self) -> bool {
+        !self.ended.swap(true, Ordering::AcqRel)
+    }
+
+    /// The subscribed hub named `name` (case-insensitive).
+    pub(crate) fn hub(&self, name: &str) -> Option<&Subscription> {
+        self.hubs.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+    }
+}
