@@ -7,8 +7,9 @@
 # Server under test: the shell command in CLASSIC_SERVER_CMD (it must print
 # "Listening on http://ADDR:PORT" and serve the classic TestHub contract at /signalr and
 # GET /broadcast?msg=M); it runs from the repository root, e.g.
-# CLASSIC_SERVER_CMD="target/debug/conformance-server --port 0". Default: the real classic server in ../shared/peers next to the checkout; when it
-# is absent the script prints "skipped: ..." and exits 0.
+# CLASSIC_SERVER_CMD="target/debug/conformance-server --port 0". Default: the real classic server
+# in ../shared/peers next to the checkout; when it is absent the script prints "skipped: ..." and
+# exits 0.
 #
 # Creates interop/classic-python/.venv (gitignored) and installs requirements.txt into it.
 set -euo pipefail

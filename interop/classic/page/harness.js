@@ -66,6 +66,13 @@
         connection.disconnected(function () {
             record(client, { type: "disconnected" });
         });
+        // Every message the transport delivers; progress reports are kept here as they arrive,
+        // since jQuery drops those that come after their call's result.
+        connection.received(function (message) {
+            if (message && message.P) {
+                record(client, { type: "progress", callId: String(message.P.I), value: copy(message.P.D) });
+            }
+        });
         connection.error(function (error) {
             record(client, { type: "error", error: describeError(error) });
         });
@@ -153,6 +160,8 @@
             var client = clients[key];
             var proxy = client.proxies[hub];
             var progress = [];
+            // The I jQuery gives this invocation (a per-connection counter).
+            var callId = String(client.connection._.invocationCallbackId);
             var deferred;
             try {
                 if (client.mode === "generated") {
@@ -177,13 +186,20 @@
                 }).done(function (result) {
                     resolve({
                         ok: true,
+                        callId: callId,
                         hasResult: result !== undefined,
                         result: copy(result),
                         progress: progress,
                         state: copy(proxy.state),
                     });
                 }).fail(function (error) {
-                    resolve({ ok: false, error: describeError(error), progress: progress, state: copy(proxy.state) });
+                    resolve({
+                        ok: false,
+                        callId: callId,
+                        error: describeError(error),
+                        progress: progress,
+                        state: copy(proxy.state),
+                    });
                 });
             });
             return withTimeout(outcome, CALL_TIMEOUT_MS, hub + "." + method).catch(function (error) {
