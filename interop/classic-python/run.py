@@ -305,19 +305,26 @@ def transport_checks(checks, base_url, transport):
     def stop():
         connection_id = client.connection.id
         client.stop()
-        if transport != "serverSentEvents":
-            return
-        # SSE's close() sends GET /abort: OnDisconnected must have run already.
         observer = Client(base_url, "serverSentEvents")
         observer.start()
         try:
-            equal(observer.result("WasDisconnected", connection_id), True,
-                  "WasDisconnected(the stopped connection) right after GET /abort")
+            if transport == "serverSentEvents":
+                # close() sends GET /abort: OnDisconnected has run already.
+                equal(observer.result("WasDisconnected", connection_id), True,
+                      "WasDisconnected(the stopped connection) right after GET /abort")
+            else:
+                # close() only closes the socket (no /abort): to the server that is a lost
+                # connection, which it keeps for its disconnect timeout (30 s by default).
+                time.sleep(0.5)
+                equal(observer.result("WasDisconnected", connection_id), False,
+                      "WasDisconnected(the closed connection) half a second after the close frame")
         finally:
             observer.stop()
 
     name = ("%s: stop sends GET /abort and OnDisconnected runs at once" % transport
-            if transport == "serverSentEvents" else "%s: stop closes the socket" % transport)
+            if transport == "serverSentEvents" else
+            "%s: stop sends only a close frame (no /abort): OnDisconnected has not run 0.5 s later"
+            % transport)
     checks.run(name, stop)
     equal_exceptions = [e for e in client.exceptions]
     checks.run("%s: no error in the client's listener thread" % transport,
