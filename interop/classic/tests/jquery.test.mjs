@@ -24,12 +24,12 @@ const RECONNECT_WAIT_MS = 20_000;
 const CONNECTED = 1; // $.signalR.connectionState.connected
 
 /** Resolves with the first truthy `probe()` value, polling; rejects after `timeoutMs`. */
-async function until(probe, timeoutMs, describe) {
+async function until(probe, timeoutMs, what) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
         const value = await probe();
         if (value) return value;
-        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${describe()}`);
+        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
         await sleep(50);
     }
 }
