@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use signalr_server::{
     ClientResultError, ConnectionOptions, HubContext, RawConnection, TransportType,
-    connection_router,
+    classic_router, connection_router,
 };
 
 use crate::authorized_hub::{self, DEFAULT_USER, TokenIssuer};
-use crate::test_hub;
+use crate::{classic_hub, test_hub};
 
 /// State shared by the helper endpoints.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ struct AppState {
     /// `/clientresult/{id}`.
     test_hubs: Arc<[HubContext]>,
     issuer: TokenIssuer,
+    /// The classic `TestHub`, for `/broadcast`.
+    classic_test_hub: HubContext,
     /// Redirects answered so far (`numRedirects` of the redirect URL).
     redirects: Arc<AtomicU64>,
 }
@@ -43,8 +45,15 @@ pub fn app() -> Router {
     ]);
     let issuer = TokenIssuer::new();
     let authorized = authorized_hub::authorized_hub(&issuer);
+    let classic_test = classic_hub::test_hub();
+    let classic = classic_router([
+        &classic_test,
+        &classic_hub::renamed_hub(),
+        &classic_hub::secret_hub(),
+    ]);
     let state = AppState {
         test_hubs: Arc::new([all.context(), no_websockets.context()]),
+        classic_test_hub: classic_test.context(),
         issuer,
         redirects: Arc::default(),
     };
@@ -53,6 +62,7 @@ pub fn app() -> Router {
         .route("/", get(index))
         .route("/generateJwtToken", get(generate_jwt_token))
         .route("/clientresult/{id}", get(client_result))
+        .route("/broadcast", get(broadcast))
         .route("/redirect", any(redirect))
         .route("/redirect/{*rest}", any(redirect))
         .route("/bad-negotiate", any(bad_negotiate))
@@ -65,12 +75,29 @@ pub fn app() -> Router {
         .nest("/testhub", all.router())
         .nest("/testhub-nowebsockets", no_websockets.router())
         .nest("/authorizedhub", authorized.router())
+        .nest("/signalr", classic)
         .nest(
             "/echo",
             connection_router(ConnectionOptions::default(), echo),
         )
         .layer(middleware::from_fn(negotiate_cookies))
         .layer(middleware::from_fn(cors))
+}
+
+/// `GET /broadcast?msg=M`: `broadcast(M)` to every classic `TestHub` client, through the hub
+/// context (from outside any hub method).
+async fn broadcast(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> &'static str {
+    let message = query.get("msg").cloned().unwrap_or_default();
+    state
+        .classic_test_hub
+        .clients()
+        .all()
+        .send("broadcast", (message,))
+        .await;
+    "sent\n"
 }
 
 /// ASP.NET's `EchoConnectionHandler`: sends back every chunk it receives.

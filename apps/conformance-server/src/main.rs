@@ -13,12 +13,15 @@
 //! | `/echoredirect` | 307 to the same request on `/echo` |
 //! | `GET /generateJwtToken[?user=NAME]` | a token for `/authorizedhub` (user `testuser` by default) |
 //! | `GET /clientresult/{connectionId}` | invokes `Result` on that `TestHub` connection, answers its result or the error text |
+//! | `/signalr` | classic SignalR 2.x clients: hubs `TestHub`, `renamed` and `SecretHub` (see `classic_hub.rs`), proxy at `/signalr/hubs` |
+//! | `GET /broadcast?msg=M` | `broadcast(M)` to every classic `TestHub` client through the hub context |
 //!
 //! As in the ASP.NET test server, negotiate responses set the cookies `testCookie`,
 //! `testCookie2` and an already expired `expiredCookie`, detailed errors are on, and requests with
 //! an `Origin` get permissive CORS headers (`OPTIONS` answers 204).
 
 mod authorized_hub;
+mod classic_hub;
 mod complex;
 mod endpoints;
 mod test_hub;

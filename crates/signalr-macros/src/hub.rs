@@ -539,10 +539,10 @@ fn generate(
         })
         .collect();
     let body = if statements.is_empty() {
-        quote! { ::signalr_server::Hub::builder() }
+        quote! { ::signalr_server::Hub::builder().name(#hub_name) }
     } else {
         quote! {
-            let mut __signalr_builder = ::signalr_server::Hub::builder();
+            let mut __signalr_builder = ::signalr_server::Hub::builder().name(#hub_name);
             #(#statements)*
             __signalr_builder
         }

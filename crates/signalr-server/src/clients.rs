@@ -102,7 +102,7 @@ impl LocalLifetime {
         self.registry.read().map(|r| r.groups.len()).unwrap_or(0)
     }
 
-    fn add_to_group(&self, connection_id: &str, group: &str) {
+    pub(crate) fn add_to_group(&self, connection_id: &str, group: &str) {
         let Ok(mut registry) = self.registry.write() else {
             return;
         };
@@ -125,7 +125,7 @@ impl LocalLifetime {
         }
     }
 
-    fn remove_from_group(&self, connection_id: &str, group: &str) {
+    pub(crate) fn remove_from_group(&self, connection_id: &str, group: &str) {
         let Ok(mut registry) = self.registry.write() else {
             return;
         };

@@ -49,6 +49,8 @@ pub(crate) struct MethodEntry {
 pub(crate) type UserIdProvider = Arc<dyn Fn(&User) -> Option<String> + Send + Sync>;
 
 pub(crate) struct HubInner {
+    /// The hub's name: what classic clients address it by (ASP.NET `[HubName]`).
+    pub name: Option<String>,
     pub methods: HashMap<String, Arc<MethodEntry>>,
     pub options: HubOptions,
     pub connection_options: ConnectionOptions,
@@ -73,6 +75,7 @@ impl HubInner {
 /// authorization.
 #[must_use]
 pub struct HubBuilder {
+    name: Option<String>,
     methods: HashMap<String, Arc<MethodEntry>>,
     options: HubOptions,
     connection_options: ConnectionOptions,
@@ -86,6 +89,16 @@ pub struct HubBuilder {
 }
 
 impl HubBuilder {
+    /// Names the hub. Classic SignalR clients address hubs by name (`connectionData`, `H`), and
+    /// client-method calls carry it; it is the name of the .NET hub class (or its `[HubName]`)
+    /// that those clients were written against, e.g. `ChatHub`. The generated JavaScript proxy
+    /// calls it `chatHub` (first letter lower-cased). Core clients do not see it: they reach a
+    /// hub by its URL.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
     /// Registers `handler` as hub method `name`. Clients call it by that name, matched
     /// case-insensitively (reference §A6.3).
     ///
@@ -239,6 +252,7 @@ impl HubBuilder {
     pub fn build(self) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
+                name: self.name,
                 methods: self.methods,
                 options: self.options,
                 connection_options: self.connection_options,
@@ -274,6 +288,7 @@ impl Hub {
     /// Starts a hub definition.
     pub fn builder() -> HubBuilder {
         HubBuilder {
+            name: None,
             methods: HashMap::new(),
             options: HubOptions::default(),
             connection_options: ConnectionOptions::default(),
@@ -285,6 +300,11 @@ impl Hub {
             policy: None,
             user_id_provider: Arc::new(User::name_identifier),
         }
+    }
+
+    /// The hub's name ([`HubBuilder::name`]), if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.name.as_deref()
     }
 
     /// The names of the registered hub methods, as registered.

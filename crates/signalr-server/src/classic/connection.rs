@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use signalr_protocol::TransportType;
 use signalr_protocol::classic::{Cursor, Envelope};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::token::TokenProtector;
@@ -146,9 +146,9 @@ impl Outbox {
         (cursor.epoch == self.epoch && cursor.seq <= self.newest()).then_some(cursor.seq)
     }
 
-    /// The messages after `after`, in one envelope with `init` (`S:1`); `None` when there are
-    /// none and `init` is off.
-    pub(crate) fn batch(&self, after: u64, init: bool) -> Option<Batch> {
+    /// The messages after `after`, in one envelope with `init` (`S:1`) and the long-poll delay
+    /// `L` in milliseconds; `None` when there are none and `init` is off.
+    pub(crate) fn batch(&self, after: u64, init: bool, delay: Option<u64>) -> Option<Batch> {
         let buffer = self.buffer.lock().ok()?;
         let mut messages: Vec<&Bytes> = Vec::new();
         let mut groups = None;
@@ -166,6 +166,7 @@ impl Outbox {
         let envelope = Envelope {
             initializing: init,
             groups_token: groups.as_deref(),
+            long_poll_delay: delay,
             ..Envelope::new(&text)
         };
         let mut out = BytesMut::new();
@@ -174,6 +175,18 @@ impl Outbox {
             frame: out.freeze(),
             cursor,
         })
+    }
+
+    /// An envelope without messages at the cursor `after` (a long poll that waited in vain).
+    pub(crate) fn empty(&self, after: u64, delay: Option<u64>) -> Bytes {
+        let text = self.cursor(after);
+        let mut out = BytesMut::new();
+        Envelope {
+            long_poll_delay: delay,
+            ..Envelope::new(&text)
+        }
+        .write::<&[u8]>(&[], &mut out);
+        out.freeze()
     }
 
     /// Records the groups of this connection in `hub` and queues the new groups token.
@@ -187,7 +200,7 @@ impl Outbox {
                 .iter()
                 .flat_map(|(hub, groups)| groups.iter().map(move |g| format!("{hub}.{g}")))
                 .collect();
-            self.tokens.groups_token(&self.connection_id, &names)
+            self.tokens.protect_groups(&self.connection_id, &names)
         };
         self.push(Entry::Groups(token.into()));
     }
@@ -251,8 +264,12 @@ pub(crate) struct ClassicConnection {
     pub transport: TransportType,
     pub outbox: Arc<Outbox>,
     pub hubs: Vec<Subscription>,
+    /// Hubs the client named that its user may not use: their calls fail.
+    refused: Vec<String>,
     /// Cancelled when the connection has ended for good.
     pub closed: CancellationToken,
+    /// Hub invocations of this connection that may run at once.
+    invocations: Arc<Semaphore>,
     state: Mutex<TransportState>,
     next_attachment: AtomicU64,
     started: AtomicBool,
@@ -280,14 +297,17 @@ impl Drop for AttachGuard {
 }
 
 impl ClassicConnection {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: String,
         user: User,
         transport: TransportType,
         outbox: Arc<Outbox>,
         hubs: Vec<Subscription>,
+        refused: Vec<String>,
         closed: CancellationToken,
         request: Arc<ConnectionRequest>,
+        parallel_invocations: usize,
     ) -> Arc<Self> {
         Arc::new(ClassicConnection {
             id,
@@ -295,7 +315,9 @@ impl ClassicConnection {
             transport,
             outbox,
             hubs,
+            refused,
             closed,
+            invocations: Arc::new(Semaphore::new(parallel_invocations.max(1))),
             state: Mutex::new(TransportState {
                 current: None,
                 detached_since: Instant::now(),
@@ -349,6 +371,21 @@ impl ClassicConnection {
     /// Marks the connection started (`/start`); `true` only the first time.
     pub(crate) fn start(&self) -> bool {
         !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether `/start` was called (or the connection was made by a reconnect).
+    pub(crate) fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Waits for a free invocation slot (the hub's parallel-invocation limit).
+    pub(crate) async fn invocation_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.invocations.clone().acquire_owned().await.ok()
+    }
+
+    /// Whether the client named hub `name` but may not use it.
+    pub(crate) fn refused_hub(&self, name: &str) -> bool {
+        self.refused.iter().any(|r| r.eq_ignore_ascii_case(name))
     }
 
     /// Marks the connection ended; `true` only the first time.
