@@ -35,6 +35,7 @@
 //! assert_eq!(out[0] as usize, out.len() - 1); // VarInt length prefix
 //! ```
 
+pub mod classic;
 mod error;
 mod handshake;
 pub mod json;
