@@ -1,4 +1,4 @@
-//! Stable-toolchain smoke run of the fuzz targets in `fuzz/`: the same target bodies
+//! Stable-toolchain smoke run of the fuzz targets in `fuzz/` (classic ones included): the same target bodies
 //! (`fuzz/src/lib.rs`, included here as a module) over a few thousand inputs from proptest, both
 //! random bytes and random mutations of valid streams. `cargo fuzz run` (nightly) explores far
 //! more; this keeps the bodies compiling and catches shallow bugs in every `cargo test`.
@@ -108,6 +108,20 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             b"\x01negotiateVersion=1&useStatefulReconnect=true&id=abc".to_vec(),
             b"\x00NegotiateVersion=%201%00&negotiateVersion=&ID=&id=T".to_vec(),
             b"\x02negotiateVersion=-1&negotiateVersion=5&useStatefulReconnect=%C2%A0TRUE".to_vec(),
+        ],
+        "classic_invocation" => vec![
+            br#"{"H":"chathub","M":"Send","A":["bob","hi"],"I":0}"#.to_vec(),
+            br#"{"H":"testhub","M":"GetStateName","A":[],"I":"18","S":{"name":"ann","count":1,"z":[1,2.5e3]}}"#.to_vec(),
+            br#"{"h":"testhub","m":"Echo","a":[{"x":null}],"i":1e2,"X":[{}],"s":null}"#.to_vec(),
+            br#"{"H":"a","M":"m","I":27,"I":true,"H":"b","S":{"k":"\u00e9\ud83d\ude00","k":" "}}"#.to_vec(),
+        ],
+        "classic_query" => vec![
+            br#"[{"name":"chathub"},{"Name":"otherhub","x":[1]}]"#.to_vec(),
+            br#"[{"NAME":"a","name":"b"}]"#.to_vec(),
+            b"2.1".to_vec(),
+            b" 1.5.0.0\0".to_vec(),
+            b"d-5F3A9C01-42".to_vec(),
+            b"data=%7B%22H%22%3A1%7D&messageId=d-1-2&groupsToken=a%2Bb&clientProtocol=1.5".to_vec(),
         ],
         other => panic!("unknown target {other}"),
     }
@@ -276,8 +290,59 @@ fn negotiate_query_input() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// A classic hub invocation built from the pieces that matter: the keys in several cases (and
+/// unknown ones), values of every JSON type, repeated keys.
+fn classic_invocation_input() -> impl Strategy<Value = Vec<u8>> {
+    let key = proptest::sample::select(vec![
+        "H", "h", "M", "m", "A", "a", "I", "i", "S", "s", "X", "\\u0048", "",
+    ]);
+    let value = proptest::sample::select(vec![
+        "\"testhub\"",
+        "\"Echo\"",
+        "\"\"",
+        "\"a\\\"b\\u00e9\"",
+        "0",
+        "-0",
+        "1.5e3",
+        "12345678901234567890",
+        "true",
+        "false",
+        "null",
+        "[]",
+        "[1,\"x\",null,{\"k\":[true]}]",
+        "[ 1 , 2 ]",
+        "{}",
+        "{\"name\":\"ann\",\"count\":1}",
+        "{\"k\":1,\"k\":2,\"K\":\"\\ud83d\\ude00\"}",
+        "{\"a\":{\"b\":[[]]}}",
+    ]);
+    let pair = (key, value).prop_map(|(k, v)| format!("\"{k}\":{v}"));
+    proptest::collection::vec(pair, 0..8).prop_map(|pairs| {
+        let mut text = String::from("{\"H\":\"h\",\"M\":\"m\"");
+        for pair in pairs {
+            text.push(',');
+            text.push_str(&pair);
+        }
+        text.push('}');
+        text.into_bytes()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+    #[test]
+    fn classic_invocation(data in prop_oneof![
+        1 => input("classic_invocation", false),
+        2 => classic_invocation_input(),
+    ]) {
+        bodies::classic::classic_invocation(&data);
+    }
+
+    #[test]
+    fn classic_query(data in input("classic_query", false)) {
+        bodies::classic::classic_query(&data);
+    }
 
     #[test]
     fn negotiate_query(data in prop_oneof![
@@ -328,5 +393,26 @@ fn seeds_decode_cleanly() {
                 bodies::reencode(protocol, message);
             }
         }
+    }
+}
+
+#[test]
+fn classic_seeds_are_accepted() {
+    // The invocation seeds parse (so the mutations start from valid input), and so do the
+    // connectionData seeds.
+    for seed in seeds("classic_invocation") {
+        signalr_protocol::classic::HubInvocation::parse(&seed)
+            .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&seed)));
+        bodies::classic::classic_invocation(&seed);
+    }
+    for seed in &seeds("classic_query")[..2] {
+        let text = std::str::from_utf8(seed).expect("UTF-8");
+        assert!(
+            signalr_protocol::classic::parse_connection_data(text).is_ok(),
+            "{text}"
+        );
+    }
+    for seed in seeds("classic_query") {
+        bodies::classic::classic_query(&seed);
     }
 }

@@ -70,6 +70,7 @@
 //! server.
 
 mod auth;
+mod classic;
 mod clients;
 mod connection;
 mod context;
@@ -91,6 +92,7 @@ use std::sync::Arc;
 pub use auth::{
     AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
 };
+pub use classic::{ClassicOptions, classic_router, classic_router_with};
 pub use clients::{
     ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
     SingleClientProxy,

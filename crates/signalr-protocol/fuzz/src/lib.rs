@@ -12,6 +12,8 @@
 //! * encoding with the other protocol (which transcodes payloads) either succeeds and decodes, or
 //!   fails with an `EncodeError` leaving the output buffer untouched.
 
+pub mod classic;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
