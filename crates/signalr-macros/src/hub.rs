@@ -8,8 +8,8 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Expr, Ident, ImplItem, ImplItemFn, ItemImpl, LitStr, Type};
 
 use crate::util::{
-    Errors, check_plain_signature, check_ref_self, is_type_named, parse_name, pascal_case,
-    typed_inputs,
+    Errors, camel_case, check_plain_signature, check_ref_self, is_type_named, parse_name,
+    pascal_case, typed_inputs,
 };
 
 /// The most parameters after the caller context that `HubBuilder::method` accepts.
@@ -139,6 +139,8 @@ struct HubMethod {
     /// Where errors about the registration point.
     span: Span,
     parameters: Vec<Type>,
+    /// The parameters' names as a C# hub would declare them (`groupName`).
+    parameter_names: Vec<String>,
     authorize: Option<Option<Expr>>,
     /// The method's `#[cfg(...)]` attributes, repeated on its registration.
     cfgs: Vec<Attribute>,
@@ -219,7 +221,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let mut methods: Vec<HubMethod> = Vec::new();
     let mut on_connected: Option<Hook> = None;
     let mut on_disconnected: Option<Hook> = None;
-    let mut names: HashMap<String, (String, Ident)> = HashMap::new();
+    // Lower-cased name and parameter count → the method registered so.
+    let mut names: HashMap<(String, usize), (String, Ident)> = HashMap::new();
 
     for impl_item in &mut item.items {
         let ImplItem::Fn(function) = impl_item else {
@@ -284,17 +287,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             Some(name) => (name.value(), name.span()),
             None => (pascal_case(&function.sig.ident), function.sig.ident.span()),
         };
-        let Some(parameters) = check_method(function, &mut errors) else {
+        let Some((parameters, parameter_names)) = check_method(function, &mut errors) else {
             continue;
         };
-        let key = name.to_lowercase();
+        let key = (name.to_lowercase(), client_arguments(&parameters));
         if let Some((previous_name, previous_ident)) = names.get(&key) {
             errors.add(
                 name_span,
                 format!(
-                    "hub method name `{name}` is already used by `{previous_ident}` (as `{previous_name}`): \
-                     hub method names are matched ignoring case and cannot be overloaded; \
-                     rename one with `#[hub_method(name = \"...\")]`"
+                    "hub method name `{name}` with {} client argument(s) is already used by `{previous_ident}` \
+                     (as `{previous_name}`): hub method names are matched ignoring case, and \
+                     overloads must differ in their number of arguments; rename one with \
+                     `#[hub_method(name = \"...\")]`",
+                    key.1
                 ),
             );
             continue;
@@ -305,6 +310,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             name,
             span: function.sig.ident.span(),
             parameters,
+            parameter_names,
             authorize: attributes.authorize.map(|(_, policy)| policy),
             cfgs: cfg_attributes(function),
         });
@@ -329,8 +335,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 const WHY_REF_SELF: &str =
     " (every call gets a fresh `Self::default()`; keep shared state in `State<T>` or a static)";
 
-/// Checks a hub method's signature; returns the parameter types after the context.
-fn check_method(function: &ImplItemFn, errors: &mut Errors) -> Option<Vec<Type>> {
+/// Checks a hub method's signature; returns the parameter types after the context and their
+/// names in camelCase (`argN` for a pattern that is not a plain name).
+fn check_method(function: &ImplItemFn, errors: &mut Errors) -> Option<(Vec<Type>, Vec<String>)> {
     let sig = &function.sig;
     let mut ok = check_plain_signature(sig, "hub method", errors);
     if sig.asyncness.is_none() {
@@ -391,7 +398,47 @@ fn check_method(function: &ImplItemFn, errors: &mut Errors) -> Option<Vec<Type>>
         );
         ok = false;
     }
-    ok.then(|| inputs.iter().skip(1).map(|(_, ty)| (*ty).clone()).collect())
+    ok.then(|| {
+        let types = inputs.iter().skip(1).map(|(_, ty)| (*ty).clone()).collect();
+        let names = inputs
+            .iter()
+            .skip(1)
+            .map(|(pattern, _)| match pattern {
+                syn::Pat::Ident(ident) if ident.subpat.is_none() => camel_case(&ident.ident),
+                _ => String::new(),
+            })
+            .enumerate()
+            .map(|(index, name)| {
+                if name.is_empty() {
+                    format!("arg{index}")
+                } else {
+                    name
+                }
+            })
+            .collect();
+        (types, names)
+    })
+}
+
+/// How many of `parameters` look like client arguments: all but the server's injected and
+/// stream parameters (`State<T>`, `UploadStream<T>`, `Progress<T>`, `CallerState`), judged by the
+/// type's name. Only for the compile-time overload check; `HubBuilder::method` checks the real
+/// kinds at start-up.
+fn client_arguments(parameters: &[Type]) -> usize {
+    let not_an_argument = |ty: &Type| match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            path.path.segments.last().is_some_and(|segment| {
+                let generic = matches!(segment.arguments, syn::PathArguments::AngleBracketed(_));
+                (generic
+                    && ["State", "UploadStream", "Progress"]
+                        .iter()
+                        .any(|n| segment.ident == n))
+                    || (!generic && segment.ident == "CallerState")
+            })
+        }
+        _ => false,
+    };
+    parameters.iter().filter(|ty| !not_an_argument(ty)).count()
 }
 
 /// Checks an `on_connected` / `on_disconnected` signature.
@@ -464,32 +511,32 @@ fn generate(
             name,
             span,
             parameters,
+            parameter_names,
             authorize,
             cfgs,
         } = method;
         let arguments: Vec<Ident> = (0..parameters.len())
             .map(|i| format_ident!("__signalr_arg{}", i))
             .collect();
-        let authorize = authorize.as_ref().map(|policy| {
-            let policy = match policy {
-                None => quote! { ::signalr_server::AuthorizationPolicy::authenticated() },
-                Some(predicate) => {
-                    quote_spanned! {predicate.span()=>
-                        ::signalr_server::AuthorizationPolicy::require(#predicate)
-                    }
-                }
-            };
-            quote! { .authorize_method(#name, #policy) }
-        });
+        let policy = match authorize {
+            None => quote! { ::core::option::Option::None },
+            Some(None) => quote! {
+                ::core::option::Option::Some(::signalr_server::AuthorizationPolicy::authenticated())
+            },
+            Some(Some(predicate)) => quote_spanned! {predicate.span()=>
+                ::core::option::Option::Some(::signalr_server::AuthorizationPolicy::require(#predicate))
+            },
+        };
         let registration = quote_spanned! {*span=>
-            .method(
+            .__hub_method(
                 #name,
                 move |__signalr_ctx: ::signalr_server::HubCallerContext #(, #arguments: #parameters)*| async move {
                     #instance
                     Self::#ident(&__signalr_hub, __signalr_ctx #(, #arguments)*).await
                 },
+                &[#(#parameter_names),*],
+                #policy,
             )
-            #authorize
         };
         (cfgs, registration)
     });

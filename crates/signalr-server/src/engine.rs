@@ -15,15 +15,19 @@ use crate::context::{ConnectionContext, HubCallerContext};
 use crate::error::HubError;
 use crate::filter::{HubInvocation, Next};
 use crate::handler::{InvokeError, MethodOutput, UploadReceiver};
-use crate::hub::MethodEntry;
+use crate::hub::{MethodEntry, Resolve};
 
 /// Why a call did not produce a value, in protocol-neutral terms.
 #[derive(Debug)]
 pub(crate) enum InvocationError {
     /// No hub method has that name.
     UnknownMethod,
-    /// The method exists but takes another number of arguments.
-    ArgumentCount { provided: usize, expected: usize },
+    /// Methods of that name exist, none taking `provided` arguments; `expected` lists the
+    /// argument counts of its overloads, ascending (one entry when it is not overloaded).
+    ArgumentCount {
+        provided: usize,
+        expected: Vec<usize>,
+    },
     /// The caller fails the method's authorization policy.
     Unauthorized,
     /// A streaming method called without streaming (`method_streams`) or the reverse.
@@ -70,16 +74,16 @@ pub(crate) fn check(
     call: &Call<'_>,
 ) -> Result<Arc<MethodEntry>, InvocationError> {
     let hub = &context.hub;
-    let Some(method) = hub.method(call.target).cloned() else {
-        tracing::debug!(connection_id = %context.id, target = %call.target, "unknown hub method");
-        return Err(InvocationError::UnknownMethod);
+    let method = match hub.resolve(call.target, call.arguments) {
+        Ok(method) => method,
+        Err(Resolve::UnknownMethod) => {
+            tracing::debug!(connection_id = %context.id, target = %call.target, "unknown hub method");
+            return Err(InvocationError::UnknownMethod);
+        }
+        Err(Resolve::ArgumentCount { provided, expected }) => {
+            return Err(InvocationError::ArgumentCount { provided, expected });
+        }
     };
-    if call.arguments != method.value_parameters {
-        return Err(InvocationError::ArgumentCount {
-            provided: call.arguments,
-            expected: method.value_parameters,
-        });
-    }
     if method
         .policy
         .as_ref()

@@ -69,6 +69,10 @@
 //! [`serve()`](serve::serve) (a drop-in replacement for `axum::serve`); the rest holds with any
 //! server.
 
+// Lets the crate's own unit tests use `#[hub]`, whose expansion names `::signalr_server`.
+#[cfg(test)]
+extern crate self as signalr_server;
+
 mod auth;
 mod clients;
 mod connection;

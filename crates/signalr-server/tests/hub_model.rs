@@ -11,9 +11,17 @@ mod common;
 mod runtime;
 
 use common::finish;
-use runtime::{connect, serve};
+use futures_util::StreamExt;
+use runtime::{connect, expect_panic, serve};
 use serde_json::json;
-use signalr_server::{Hub, HubCallerContext, HubError};
+use signalr_server::{Hub, HubBuilder, HubCallerContext, HubError, HubOptions, UploadStream, hub};
+
+fn detailed_errors() -> HubOptions {
+    HubOptions {
+        enable_detailed_errors: true,
+        ..HubOptions::default()
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Errors with data
@@ -44,5 +52,158 @@ async fn error_data_is_not_sent_to_core_clients() {
     a.call("2", "Plain", json!([]))
         .await
         .assert_error(&expected.replace("WithData", "Plain"));
+    finish(&server).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overloads by argument count
+// ---------------------------------------------------------------------------------------------
+
+fn overloads() -> HubBuilder {
+    Hub::builder()
+        .method("Overload", |_: HubCallerContext| async { 0 })
+        .method(
+            "Overload",
+            |_: HubCallerContext, a: i32, b: i32| async move { a + b + 200 },
+        )
+        .method(
+            "overload",
+            |_: HubCallerContext, a: i32| async move { a + 100 },
+        )
+        .method("Single", |_: HubCallerContext, a: i32| async move { a })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overloads_are_picked_by_argument_count() {
+    let server = serve(overloads()).await;
+    let mut a = connect(&server).await;
+    a.call("1", "Overload", json!([]))
+        .await
+        .assert_result(json!(0));
+    a.call("2", "OVERLOAD", json!([1]))
+        .await
+        .assert_result(json!(101));
+    a.call("3", "overload", json!([1, 2]))
+        .await
+        .assert_result(json!(203));
+    a.call("4", "Overload", json!([1, 2, 3]))
+        .await
+        .assert_error("Failed to invoke 'Overload' due to an error on the server.");
+    let mut names: Vec<&str> = server.hub.method_names().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Echo", "Overload", "Single", "overload"]);
+    finish(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_argument_count_error_lists_the_counts() {
+    let server = serve(overloads().options(detailed_errors())).await;
+    let mut a = connect(&server).await;
+    a.call("1", "Overload", json!([1, 2, 3]))
+        .await
+        .assert_error(
+            "Failed to invoke 'Overload' due to an error on the server. InvalidDataException: \
+         Invocation provides 3 argument(s) but target expects one of 0, 1, 2.",
+        );
+    // Not overloaded: ASP.NET Core's text.
+    a.call("2", "Single", json!([])).await.assert_error(
+        "Failed to invoke 'Single' due to an error on the server. InvalidDataException: \
+         Invocation provides 0 argument(s) but target expects 1.",
+    );
+    finish(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overloads_with_upload_streams_count_only_value_arguments() {
+    let server = serve(
+        Hub::builder()
+            .method(
+                "Total",
+                |_: HubCallerContext, mut items: UploadStream<i64>| async move {
+                    let mut sum = 0;
+                    while let Some(Ok(item)) = items.next().await {
+                        sum += item;
+                    }
+                    sum
+                },
+            )
+            .method("Total", |_: HubCallerContext, a: i64| async move { a }),
+    )
+    .await;
+    let mut a = connect(&server).await;
+    a.call("1", "Total", json!([7]))
+        .await
+        .assert_result(json!(7));
+    a.send(json!({
+        "type": 1, "invocationId": "2", "target": "Total", "arguments": [], "streamIds": ["s"],
+    }))
+    .await;
+    a.send(json!({"type": 2, "invocationId": "s", "item": 5}))
+        .await;
+    a.send(json!({"type": 2, "invocationId": "s", "item": 6}))
+        .await;
+    a.send(json!({"type": 3, "invocationId": "s"})).await;
+    let completion = a.recv().await;
+    assert_eq!(
+        completion,
+        json!({"type": 3, "invocationId": "2", "result": 11})
+    );
+    finish(&server).await;
+}
+
+#[test]
+fn parameter_names_panic_on_unknown_overload_or_wrong_count() {
+    let message = expect_panic(|| {
+        Hub::builder()
+            .method("Send", |_: HubCallerContext, _a: i32| async {})
+            .parameter_names("Send", 2, &["a", "b"])
+    });
+    assert!(message.contains("no overload with 2"), "{message:?}");
+    let message = expect_panic(|| {
+        Hub::builder()
+            .method("Send", |_: HubCallerContext, _a: i32| async {})
+            .parameter_names("Send", 1, &["a", "b"])
+    });
+    assert!(message.contains("2 name(s) given for 1"), "{message:?}");
+    let message = expect_panic(|| Hub::builder().parameter_names("Nope", 0, &[]));
+    assert!(message.contains("no hub method 'Nope'"), "{message:?}");
+}
+
+#[derive(Default)]
+struct OverloadHub;
+
+#[hub]
+impl OverloadHub {
+    #[hub_method(name = "Overload")]
+    async fn none(&self, _ctx: HubCallerContext) -> i32 {
+        0
+    }
+
+    #[hub_method(name = "Overload")]
+    async fn one(&self, _ctx: HubCallerContext, a: i32) -> i32 {
+        a + 100
+    }
+
+    #[authorize]
+    #[hub_method(name = "overload")]
+    async fn two(&self, _ctx: HubCallerContext, a: i32, b: i32) -> i32 {
+        a + b + 200
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_macro_overloads() {
+    let server = serve(OverloadHub::hub_builder()).await;
+    let mut a = connect(&server).await;
+    a.call("1", "Overload", json!([]))
+        .await
+        .assert_result(json!(0));
+    a.call("2", "Overload", json!([1]))
+        .await
+        .assert_result(json!(101));
+    // `#[authorize]` applies to its overload only.
+    a.call("3", "Overload", json!([1, 2]))
+        .await
+        .assert_error("Failed to invoke 'Overload' because user is unauthorized");
     finish(&server).await;
 }
