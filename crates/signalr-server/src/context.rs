@@ -13,8 +13,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::User;
+use crate::caller_state::CallerState;
 use crate::clients::{GroupManager, HubCallerClients};
 use crate::connection::ConnectionRequest;
+use crate::engine::CallOptions;
+use crate::handler::ProgressSink;
 use crate::hub::HubInner;
 use crate::message::SerializedMessage;
 
@@ -174,6 +177,10 @@ pub struct HubCallerContext {
     pub(crate) connection: Arc<ConnectionContext>,
     pub(crate) cancellation: CancellationToken,
     pub(crate) connecting: bool,
+    /// The call's caller state (inert outside classic calls).
+    pub(crate) state: CallerState,
+    /// Where the call's progress reports go (none outside classic calls).
+    pub(crate) progress: Option<ProgressSink>,
 }
 
 impl std::fmt::Debug for HubCallerContext {
@@ -195,7 +202,16 @@ impl HubCallerContext {
             connection,
             cancellation,
             connecting,
+            state: CallerState::inert(),
+            progress: None,
         }
+    }
+
+    /// The context of a call made with `options` (its caller state and progress sink).
+    pub(crate) fn with_options(mut self, options: CallOptions) -> Self {
+        self.state = options.state;
+        self.progress = options.progress;
+        self
     }
 
     /// The caller's public connection id (the negotiate `connectionId`).
@@ -254,6 +270,14 @@ impl HubCallerContext {
     /// [`HubBuilder::state`](crate::HubBuilder::state).
     pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.connection.hub.state.get::<T>().cloned()
+    }
+
+    /// The caller state of this call (classic SignalR `Clients.Caller.<name>`): what a classic
+    /// client sent with the call; changes go back with the result. Inert for ASP.NET Core
+    /// clients and in lifetime hooks (reads find nothing, writes are dropped); see
+    /// [`CallerState`].
+    pub fn caller_state(&self) -> &CallerState {
+        &self.state
     }
 
     /// Cancelled when the client cancels this invocation (CancelInvocation, reference §A6.5) or

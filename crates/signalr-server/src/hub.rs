@@ -134,11 +134,12 @@ impl HubBuilder {
     ///
     /// `handler` is an `async fn(HubCallerContext, A1, ..., An) -> R` (see [`HubMethod`]):
     /// parameters are client arguments (any serde type), [`UploadStream<T>`](crate::UploadStream),
-    /// or [`State<T>`](crate::State); `R` is `()`, a `Serialize` value, `Result<T, HubError>`,
-    /// or a `Stream` for a streaming method.
+    /// [`State<T>`](crate::State), [`Progress<T>`](crate::Progress) or
+    /// [`CallerState`](crate::CallerState); `R` is `()`, a `Serialize` value,
+    /// `Result<T, HubError>`, or a `Stream` for a streaming method.
     ///
     /// A name may be registered again with another number of client arguments (parameters bound
-    /// from the call's arguments; upload streams and state do not count):
+    /// from the call's arguments; upload streams, state, progress and caller state do not count):
     /// an overload, as classic SignalR hubs have them. A call runs the overload taking as many
     /// arguments as it brings. ASP.NET Core hubs cannot be overloaded; a Core client that calls
     /// an overloaded name with a count none takes gets `... but target expects one of 0, 1, 2.`

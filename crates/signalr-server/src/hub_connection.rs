@@ -699,6 +699,7 @@ impl LoopState {
             queued.arguments,
             queued.streams,
             queued.cancellation.clone(),
+            engine::CallOptions::core(),
         );
         let parts = QueuedParts {
             context: self.context.clone(),

@@ -74,6 +74,7 @@
 extern crate self as signalr_server;
 
 mod auth;
+mod caller_state;
 mod clients;
 mod connection;
 mod context;
@@ -95,6 +96,7 @@ use std::sync::Arc;
 pub use auth::{
     AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
 };
+pub use caller_state::CallerState;
 pub use clients::{
     ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
     SingleClientProxy,
@@ -105,7 +107,7 @@ pub use error::{ClientResultError, HubError};
 pub use filter::{HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected};
 pub use handler::{
     HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,
-    MethodOutput, State, UploadStream,
+    MethodOutput, Progress, State, UploadStream,
 };
 pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
 pub use jwt::JwtAuthenticator;

@@ -14,7 +14,10 @@ use common::finish;
 use futures_util::StreamExt;
 use runtime::{connect, expect_panic, serve};
 use serde_json::json;
-use signalr_server::{Hub, HubBuilder, HubCallerContext, HubError, HubOptions, UploadStream, hub};
+use signalr_server::{
+    CallerState, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, Progress, UploadStream,
+    hub,
+};
 
 fn detailed_errors() -> HubOptions {
     HubOptions {
@@ -205,5 +208,60 @@ async fn hub_macro_overloads() {
     a.call("3", "Overload", json!([1, 2]))
         .await
         .assert_error("Failed to invoke 'Overload' because user is unauthorized");
+    finish(&server).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caller state and progress: inert for Core callers
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_state_and_progress_are_inert_for_core_callers() {
+    let server = serve(
+        Hub::builder()
+            .method("State", |ctx: HubCallerContext| async move {
+                let state = ctx.caller_state();
+                state.set("count", 1);
+                json!({
+                    "inert": state.is_inert(),
+                    "count": state.get::<i32>("count"),
+                    "removed": state.remove("count"),
+                })
+            })
+            .method(
+                "StateParameter",
+                |ctx: HubCallerContext, n: i32, state: CallerState| async move {
+                    state.set("n", n);
+                    json!([state.is_inert(), ctx.caller_state().get_value("n"), n])
+                },
+            )
+            .method(
+                "CountWithProgress",
+                |_: HubCallerContext, n: u32, progress: Progress<u32>| async move {
+                    for i in 1..=n {
+                        progress.report(i);
+                    }
+                    let clone = progress.clone();
+                    clone.report(0);
+                    json!([progress.is_inert(), "done"])
+                },
+            ),
+    )
+    .await;
+    let mut a = connect(&server).await;
+    a.call("1", "State", json!([]))
+        .await
+        .assert_result(json!({ "inert": true, "count": null, "removed": null }));
+    // Progress and CallerState parameters are not client arguments.
+    a.call("2", "StateParameter", json!([5]))
+        .await
+        .assert_result(json!([true, null, 5]));
+    a.call("3", "CountWithProgress", json!([3]))
+        .await
+        .assert_result(json!([true, "done"]));
+    a.expect_silence().await;
+    a.call("4", "CountWithProgress", json!([3, 4]))
+        .await
+        .assert_error("Failed to invoke 'CountWithProgress' due to an error on the server.");
     finish(&server).await;
 }
