@@ -25,12 +25,38 @@ struct MethodAttributes {
     /// `#[authorize]` (`None` inside) or `#[authorize(policy = ...)]`.
     authorize: Option<(Span, Option<Expr>)>,
     on_connected: Option<Span>,
+    on_reconnected: Option<Span>,
     on_disconnected: Option<Span>,
     /// The first `#[hub_method]` attribute, for messages.
     hub_method: Option<Span>,
 }
 
-const HELPERS: [&str; 4] = ["hub_method", "authorize", "on_connected", "on_disconnected"];
+const HELPERS: [&str; 5] = [
+    "hub_method",
+    "authorize",
+    "on_connected",
+    "on_reconnected",
+    "on_disconnected",
+];
+
+/// The lifetime hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookKind {
+    Connected,
+    Reconnected,
+    Disconnected,
+}
+
+impl HookKind {
+    /// The attribute's (and the builder method's) name.
+    fn name(self) -> &'static str {
+        match self {
+            HookKind::Connected => "on_connected",
+            HookKind::Reconnected => "on_reconnected",
+            HookKind::Disconnected => "on_disconnected",
+        }
+    }
+}
 
 /// Removes the helper attributes from `attrs` and parses them.
 fn take_attributes(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> MethodAttributes {
@@ -115,12 +141,12 @@ fn parse_attribute(
             found.authorize = Some((span, policy));
             Ok(())
         }
-        "on_connected" | "on_disconnected" => {
+        "on_connected" | "on_reconnected" | "on_disconnected" => {
             attr.meta.require_path_only()?;
-            let slot = if helper == "on_connected" {
-                &mut found.on_connected
-            } else {
-                &mut found.on_disconnected
+            let slot = match helper {
+                "on_connected" => &mut found.on_connected,
+                "on_reconnected" => &mut found.on_reconnected,
+                _ => &mut found.on_disconnected,
             };
             if slot.is_some() {
                 return Err(duplicate());
@@ -146,7 +172,7 @@ struct HubMethod {
     cfgs: Vec<Attribute>,
 }
 
-/// An `on_connected` / `on_disconnected` hook.
+/// An `on_connected` / `on_reconnected` / `on_disconnected` hook.
 struct Hook {
     ident: Ident,
     span: Span,
@@ -220,6 +246,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let mut errors = Errors::default();
     let mut methods: Vec<HubMethod> = Vec::new();
     let mut on_connected: Option<Hook> = None;
+    let mut on_reconnected: Option<Hook> = None;
     let mut on_disconnected: Option<Hook> = None;
     // Lower-cased name and parameter count → the method registered so.
     let mut names: HashMap<(String, usize), (String, Ident)> = HashMap::new();
@@ -235,6 +262,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 .as_ref()
                 .map(|(span, _)| *span)
                 .or(attributes.on_connected)
+                .or(attributes.on_reconnected)
                 .or(attributes.on_disconnected);
             if other.is_some() {
                 errors.add(
@@ -244,11 +272,23 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             }
             continue;
         }
-        if let Some(hook_span) = attributes.on_connected.or(attributes.on_disconnected) {
-            if attributes.on_connected.is_some() && attributes.on_disconnected.is_some() {
+        let hooks: Vec<(HookKind, Span)> = [
+            (HookKind::Connected, attributes.on_connected),
+            (HookKind::Reconnected, attributes.on_reconnected),
+            (HookKind::Disconnected, attributes.on_disconnected),
+        ]
+        .into_iter()
+        .filter_map(|(kind, span)| span.map(|span| (kind, span)))
+        .collect();
+        if let Some(&(kind, hook_span)) = hooks.first() {
+            if let Some((other, _)) = hooks.get(1) {
                 errors.add(
                     hook_span,
-                    "a method cannot be both `#[on_connected]` and `#[on_disconnected]`",
+                    format!(
+                        "a method cannot be both `#[{}]` and `#[{}]`",
+                        kind.name(),
+                        other.name()
+                    ),
                 );
                 continue;
             }
@@ -261,13 +301,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                     "lifetime hooks are not hub methods: `#[hub_method]` and `#[authorize]` do not apply",
                 );
             }
-            let connected = attributes.on_connected.is_some();
-            let (slot, what) = if connected {
-                (&mut on_connected, "on_connected")
-            } else {
-                (&mut on_disconnected, "on_disconnected")
+            let what = kind.name();
+            let slot = match kind {
+                HookKind::Connected => &mut on_connected,
+                HookKind::Reconnected => &mut on_reconnected,
+                HookKind::Disconnected => &mut on_disconnected,
             };
-            if let Some(hook) = check_hook(function, connected, &mut errors) {
+            if let Some(hook) = check_hook(function, kind, &mut errors) {
                 if let Some(previous) = slot {
                     errors.add(
                         hook_span,
@@ -322,6 +362,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         hub_name,
         &methods,
         on_connected.as_ref(),
+        on_reconnected.as_ref(),
         on_disconnected.as_ref(),
     );
     let errors = errors.into_compile_errors();
@@ -441,16 +482,16 @@ fn client_arguments(parameters: &[Type]) -> usize {
     parameters.iter().filter(|ty| !not_an_argument(ty)).count()
 }
 
-/// Checks an `on_connected` / `on_disconnected` signature.
-fn check_hook(function: &ImplItemFn, connected: bool, errors: &mut Errors) -> Option<Hook> {
+/// Checks an `on_connected` / `on_reconnected` / `on_disconnected` signature.
+fn check_hook(function: &ImplItemFn, kind: HookKind, errors: &mut Errors) -> Option<Hook> {
     let sig = &function.sig;
-    let (what, expected) = if connected {
-        ("`#[on_connected]` method", "(&self, ctx: HubCallerContext)")
+    let connected = kind != HookKind::Disconnected;
+    let what = format!("`#[{}]` method", kind.name());
+    let what = what.as_str();
+    let expected = if connected {
+        "(&self, ctx: HubCallerContext)"
     } else {
-        (
-            "`#[on_disconnected]` method",
-            "(&self, ctx: HubCallerContext, error: Option<String>)",
-        )
+        "(&self, ctx: HubCallerContext, error: Option<String>)"
     };
     let mut ok = check_plain_signature(sig, what, errors);
     if sig.asyncness.is_none() {
@@ -481,6 +522,25 @@ fn check_hook(function: &ImplItemFn, connected: bool, errors: &mut Errors) -> Op
     })
 }
 
+/// The registration of an `on_connected` / `on_reconnected` hook (`instance` makes the hub).
+fn connect_hook_registration<'h>(
+    hook: &'h Hook,
+    kind: HookKind,
+    instance: &TokenStream,
+) -> (&'h Vec<Attribute>, TokenStream) {
+    let Hook {
+        ident, span, cfgs, ..
+    } = hook;
+    let builder_method = Ident::new(kind.name(), *span);
+    let registration = quote_spanned! {*span=>
+        .#builder_method(move |__signalr_ctx: ::signalr_server::HubCallerContext| async move {
+            #instance
+            Self::#ident(&__signalr_hub, __signalr_ctx).await
+        })
+    };
+    (cfgs, registration)
+}
+
 /// The `#[cfg(...)]` attributes of a method: a method that is compiled out is not registered.
 fn cfg_attributes(function: &ImplItemFn) -> Vec<Attribute> {
     function
@@ -497,6 +557,7 @@ fn generate(
     hub_name: Option<LitStr>,
     methods: &[HubMethod],
     on_connected: Option<&Hook>,
+    on_reconnected: Option<&Hook>,
     on_disconnected: Option<&Hook>,
 ) -> TokenStream {
     let hub_name =
@@ -540,18 +601,9 @@ fn generate(
         };
         (cfgs, registration)
     });
-    let connected = on_connected.map(|hook| {
-        let Hook {
-            ident, span, cfgs, ..
-        } = hook;
-        let registration = quote_spanned! {*span=>
-            .on_connected(move |__signalr_ctx: ::signalr_server::HubCallerContext| async move {
-                #instance
-                Self::#ident(&__signalr_hub, __signalr_ctx).await
-            })
-        };
-        (cfgs, registration)
-    });
+    let connect_hook = |hook, kind| connect_hook_registration(hook, kind, &instance);
+    let connected = on_connected.map(|hook| connect_hook(hook, HookKind::Connected));
+    let reconnected = on_reconnected.map(|hook| connect_hook(hook, HookKind::Reconnected));
     let disconnected = on_disconnected.map(|hook| {
         let Hook {
             ident,
@@ -575,6 +627,7 @@ fn generate(
     // One statement per registration, so that `#[cfg]` on a method applies to its registration.
     let statements: Vec<TokenStream> = registrations
         .chain(connected)
+        .chain(reconnected)
         .chain(disconnected)
         .map(|(cfgs, registration)| {
             quote! {

@@ -109,10 +109,14 @@ use proc_macro::TokenStream;
 ///   for whom the function holds (`AuthorizationPolicy::require(path::to_fn)`).
 /// - `#[on_connected] async fn f(&self, ctx: HubCallerContext)`: runs when a connection has
 ///   completed the handshake (ASP.NET `OnConnectedAsync`).
+/// - `#[on_reconnected] async fn f(&self, ctx: HubCallerContext)`: runs when a classic SignalR
+///   client comes back on its connection (classic `OnReconnected`; never for ASP.NET Core
+///   clients).
 /// - `#[on_disconnected] async fn f(&self, ctx: HubCallerContext, error: Option<String>)`: runs
-///   when a connection has ended (ASP.NET `OnDisconnectedAsync`).
+///   when a connection has ended (ASP.NET `OnDisconnectedAsync`; `ctx.stop_called()` says
+///   whether the client ended it on purpose).
 ///
-///   Both hooks return `()` or `Result<(), HubError>`; a hub has at most one of each.
+///   The hooks return `()` or `Result<(), HubError>`; a hub has at most one of each.
 ///
 /// Other items of the block (constants, types) are left alone. A method's `#[cfg(...)]`
 /// attributes also apply to its registration.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::Extensions;
@@ -66,6 +66,8 @@ pub(crate) struct ConnectionContext {
     /// A close requested by hub code, picked up by the front door.
     pub close_request: Mutex<Option<Close>>,
     pub close_notify: Notify,
+    /// Set when the client ended the connection on purpose (see `set_stop_called`).
+    stop_called: AtomicBool,
     items: Mutex<Extensions>,
     /// Client results awaited by the server, by invocation id (`s1`, `s2`, ...).
     pending_results: Mutex<HashMap<String, oneshot::Sender<CompletionResult>>>,
@@ -91,6 +93,7 @@ impl ConnectionContext {
             user_id,
             close_request: Mutex::new(None),
             close_notify: Notify::new(),
+            stop_called: AtomicBool::new(false),
             items: Mutex::new(Extensions::new()),
             pending_results: Mutex::new(HashMap::new()),
             next_result_id: AtomicU64::new(1),
@@ -119,6 +122,13 @@ impl ConnectionContext {
             .lock()
             .map(|c| c.is_some())
             .unwrap_or(false)
+    }
+
+    /// Records that the client ended the connection on purpose (a Core Close message from the
+    /// client, a long-polling DELETE, a classic `/abort`), for
+    /// [`HubCallerContext::stop_called`]. Front doors call it before the disconnect pipeline.
+    pub(crate) fn set_stop_called(&self) {
+        self.stop_called.store(true, Ordering::Release);
     }
 
     /// Registers a client result to await; returns its invocation id.
@@ -284,6 +294,15 @@ impl HubCallerContext {
     /// the connection closes. In `on_connected`/`on_disconnected` it is the connection's.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancellation
+    }
+
+    /// In `on_disconnected`: whether the client ended the connection on purpose (classic
+    /// `OnDisconnected(stopCalled)`) rather than going away or being closed by the server.
+    /// ASP.NET Core clients stop on purpose with a Close message (`connection.stop()` on
+    /// WebSockets and SSE) or, on long polling, a `DELETE`; classic clients with `/abort`. False
+    /// while the connection is open.
+    pub fn stop_called(&self) -> bool {
+        self.connection.stop_called.load(Ordering::Acquire)
     }
 
     /// Closes the caller's connection: sends a Close message with `error` (`None` for a normal

@@ -247,7 +247,10 @@ pub(crate) mod tests {
             panic!("a value: {output:?}");
         };
         assert_eq!(result.deserialize::<String>().ok().as_deref(), Some("done"));
-        assert_eq!(*reports.lock().expect("lock"), [json!(1), json!(2), json!(3)]);
+        assert_eq!(
+            *reports.lock().expect("lock"),
+            [json!(1), json!(2), json!(3)]
+        );
         assert_eq!(
             state.changes().map(serde_json::Value::Object),
             Some(json!({ "greeted": "hello ann" }))

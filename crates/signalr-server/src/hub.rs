@@ -10,7 +10,7 @@ use crate::auth::{Authenticator, AuthorizationPolicy, User};
 use crate::clients::{HubContext, LocalLifetime};
 use crate::context::HubCallerContext;
 use crate::error::HubError;
-use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter};
+use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter, ReconnectedFn};
 use crate::handler::{ArgumentKind, ErasedMethod, HubMethod};
 use crate::options::{ConnectionOptions, HubOptions};
 
@@ -74,6 +74,8 @@ pub(crate) struct HubInner {
     pub lifetime: Arc<LocalLifetime>,
     pub filters: Filters,
     pub on_connected: Option<ConnectedFn>,
+    #[allow(dead_code)] // Run by the classic front door.
+    pub on_reconnected: Option<ReconnectedFn>,
     pub on_disconnected: Option<DisconnectedFn>,
     pub state: Extensions,
     pub authenticator: Option<Arc<dyn Authenticator>>,
@@ -121,6 +123,7 @@ pub struct HubBuilder {
     connection_options: ConnectionOptions,
     filters: Vec<Arc<dyn HubFilter>>,
     on_connected: Option<ConnectedFn>,
+    on_reconnected: Option<ReconnectedFn>,
     on_disconnected: Option<DisconnectedFn>,
     state: Extensions,
     authenticator: Option<Arc<dyn Authenticator>>,
@@ -351,8 +354,28 @@ impl HubBuilder {
         self
     }
 
+    /// Runs when a classic SignalR client has come back on its connection after losing its
+    /// transport (classic `OnReconnected`: the same connection id, its groups kept). Never runs
+    /// for ASP.NET Core clients: their reconnect is a new connection, which runs `on_connected`.
+    /// An error is logged; the connection goes on.
+    pub fn on_reconnected<F, Fut, R>(mut self, handler: F) -> Self
+    where
+        F: Fn(HubCallerContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoLifetimeResult,
+    {
+        let handler = Arc::new(handler);
+        self.on_reconnected = Some(Arc::new(move |caller| {
+            let future = handler(caller);
+            Box::pin(async move { future.await.into_result() })
+        }));
+        self
+    }
+
     /// Runs when a connection has ended (ASP.NET `OnDisconnectedAsync`), with the error that
     /// ended it or `None` for a normal close. Group memberships are already gone.
+    /// [`HubCallerContext::stop_called`] tells a client that ended the connection on purpose
+    /// from one that went away (classic `OnDisconnected(stopCalled)`).
     pub fn on_disconnected<F, Fut, R>(mut self, handler: F) -> Self
     where
         F: Fn(HubCallerContext, Option<String>) -> Fut + Send + Sync + 'static,
@@ -389,6 +412,7 @@ impl HubBuilder {
                 lifetime: Arc::default(),
                 filters: self.filters.into(),
                 on_connected: self.on_connected,
+                on_reconnected: self.on_reconnected,
                 on_disconnected: self.on_disconnected,
                 state: self.state,
                 authenticator: self.authenticator,
@@ -423,6 +447,7 @@ impl Hub {
             connection_options: ConnectionOptions::default(),
             filters: Vec::new(),
             on_connected: None,
+            on_reconnected: None,
             on_disconnected: None,
             state: Extensions::new(),
             authenticator: None,
@@ -560,6 +585,31 @@ mod tests {
         async fn join_one(&self, _ctx: HubCallerContext, r#type: String, _s: UploadStream<i32>) {
             drop(r#type);
         }
+
+        #[on_reconnected]
+        async fn back(&self, ctx: HubCallerContext) -> Result<(), crate::HubError> {
+            Err(crate::HubError::new(format!(
+                "back {}",
+                ctx.connection_id()
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn hub_macro_registers_on_reconnected() {
+        let hub = Macro::hub_builder().build();
+        let caller = HubCallerContext::new(
+            crate::engine::tests::connection(&hub, "c7"),
+            tokio_util::sync::CancellationToken::new(),
+            false,
+        );
+        let hook = hub.inner.on_reconnected.clone().expect("registered");
+        let result = hook(caller).await;
+        assert_eq!(
+            result.err().map(|e| e.to_string()).as_deref(),
+            Some("back c7")
+        );
+        assert!(hub.inner.on_connected.is_none() && hub.inner.on_disconnected.is_none());
     }
 
     #[test]

@@ -158,6 +158,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
     let disconnect_error = match outcome {
         Outcome::TransportClosed => None,
         Outcome::ClientClosed(error) => {
+            context.set_stop_called();
             let _ = connection.send(Outgoing::End).await;
             error
         }

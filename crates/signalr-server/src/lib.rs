@@ -104,7 +104,9 @@ pub use clients::{
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
 pub use error::{ClientResultError, HubError};
-pub use filter::{HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected};
+pub use filter::{
+    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected, NextReconnected,
+};
 pub use handler::{
     HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,
     MethodOutput, Progress, State, UploadStream,

@@ -10,14 +10,16 @@ mod common;
 #[path = "common/runtime.rs"]
 mod runtime;
 
-use common::finish;
+use common::{delete, finish, negotiate, poll, post};
 use futures_util::StreamExt;
-use runtime::{connect, expect_panic, serve};
+use runtime::{Log, connect, expect_panic, serve};
 use serde_json::json;
 use signalr_server::{
     CallerState, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, Progress, UploadStream,
     hub,
 };
+
+const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
 
 fn detailed_errors() -> HubOptions {
     HubOptions {
@@ -264,4 +266,116 @@ async fn caller_state_and_progress_are_inert_for_core_callers() {
         .await
         .assert_error("Failed to invoke 'CountWithProgress' due to an error on the server.");
     finish(&server).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// stop_called and on_reconnected
+// ---------------------------------------------------------------------------------------------
+
+/// A hub logging `disconnected <id> stop=<bool>` and `reconnected <id>`, with `Abort()`.
+fn lifetime_hub(log: &Log) -> HubBuilder {
+    let disconnected = log.clone();
+    let reconnected = log.clone();
+    Hub::builder()
+        .method("Abort", |ctx: HubCallerContext| async move { ctx.abort() })
+        .method("StopCalled", |ctx: HubCallerContext| async move {
+            ctx.stop_called()
+        })
+        .on_reconnected(move |ctx: HubCallerContext| {
+            let log = reconnected.clone();
+            async move { log.push(format!("reconnected {}", ctx.connection_id())) }
+        })
+        .on_disconnected(move |ctx: HubCallerContext, _error: Option<String>| {
+            let log = disconnected.clone();
+            async move {
+                log.push(format!(
+                    "disconnected {} stop={}",
+                    ctx.connection_id(),
+                    ctx.stop_called()
+                ));
+            }
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_called_when_the_client_sends_close() {
+    let log = Log::default();
+    let server = serve(lifetime_hub(&log)).await;
+    let mut a = connect(&server).await;
+    a.call("1", "StopCalled", json!([]))
+        .await
+        .assert_result(json!(false));
+    let id = a.id.clone();
+    a.close().await;
+    assert_eq!(
+        log.wait_for(1).await,
+        [format!("disconnected {id} stop=true")]
+    );
+    finish(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_stop_called_when_the_transport_goes_away_or_the_server_closes() {
+    let log = Log::default();
+    let server = serve(lifetime_hub(&log)).await;
+    // The socket closes without a Close message.
+    let a = connect(&server).await;
+    let a_id = a.id.clone();
+    a.ws.close().await;
+    assert_eq!(
+        log.wait_for(1).await,
+        [format!("disconnected {a_id} stop=false")]
+    );
+    // The server ends the connection.
+    let mut b = connect(&server).await;
+    let b_id = b.id.clone();
+    b.invoke("1", "Abort", json!([])).await;
+    assert_eq!(
+        log.wait_for(2).await[1..],
+        [format!("disconnected {b_id} stop=false")]
+    );
+    finish(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_called_on_long_polling_delete() {
+    let log = Log::default();
+    let server = serve(lifetime_hub(&log)).await;
+    let (id, token) = negotiate(&server).await;
+    assert_eq!(poll(&server, &token).await.status, 200);
+    assert_eq!(post(&server, &token, JSON_HANDSHAKE).await.status, 200);
+    assert_eq!(poll(&server, &token).await.body, "{}\u{1e}");
+    assert_eq!(delete(&server, &token).await.status, 202);
+    assert_eq!(
+        log.wait_for(1).await,
+        [format!("disconnected {id} stop=true")]
+    );
+    finish(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_reconnected_never_runs_for_core_clients() {
+    let log = Log::default();
+    let server = serve(lifetime_hub(&log)).await;
+    // A Core client's reconnect is a new connection.
+    let a = connect(&server).await;
+    let a_id = a.id.clone();
+    a.ws.close().await;
+    let b = connect(&server).await;
+    let b_id = b.id.clone();
+    b.close().await;
+    let events = log.wait_for(2).await;
+    assert_eq!(
+        events,
+        [
+            format!("disconnected {a_id} stop=false"),
+            format!("disconnected {b_id} stop=true")
+        ]
+    );
+    finish(&server).await;
+    assert!(
+        !log.events().iter().any(|e| e.starts_with("reconnected")),
+        "{:?}",
+        log.events()
+    );
 }
