@@ -8,8 +8,8 @@ use syn::spanned::Spanned;
 use syn::{Attribute, Expr, Ident, ImplItem, ImplItemFn, ItemImpl, LitStr, Type};
 
 use crate::util::{
-    Errors, check_plain_signature, check_ref_self, is_type_named, parse_name, pascal_case,
-    typed_inputs,
+    Errors, camel_case, check_plain_signature, check_ref_self, is_type_named, parse_name,
+    pascal_case, typed_inputs,
 };
 
 /// The most parameters after the caller context that `HubBuilder::method` accepts.
@@ -25,12 +25,38 @@ struct MethodAttributes {
     /// `#[authorize]` (`None` inside) or `#[authorize(policy = ...)]`.
     authorize: Option<(Span, Option<Expr>)>,
     on_connected: Option<Span>,
+    on_reconnected: Option<Span>,
     on_disconnected: Option<Span>,
     /// The first `#[hub_method]` attribute, for messages.
     hub_method: Option<Span>,
 }
 
-const HELPERS: [&str; 4] = ["hub_method", "authorize", "on_connected", "on_disconnected"];
+const HELPERS: [&str; 5] = [
+    "hub_method",
+    "authorize",
+    "on_connected",
+    "on_reconnected",
+    "on_disconnected",
+];
+
+/// The lifetime hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HookKind {
+    Connected,
+    Reconnected,
+    Disconnected,
+}
+
+impl HookKind {
+    /// The attribute's (and the builder method's) name.
+    fn name(self) -> &'static str {
+        match self {
+            HookKind::Connected => "on_connected",
+            HookKind::Reconnected => "on_reconnected",
+            HookKind::Disconnected => "on_disconnected",
+        }
+    }
+}
 
 /// Removes the helper attributes from `attrs` and parses them.
 fn take_attributes(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> MethodAttributes {
@@ -115,12 +141,12 @@ fn parse_attribute(
             found.authorize = Some((span, policy));
             Ok(())
         }
-        "on_connected" | "on_disconnected" => {
+        "on_connected" | "on_reconnected" | "on_disconnected" => {
             attr.meta.require_path_only()?;
-            let slot = if helper == "on_connected" {
-                &mut found.on_connected
-            } else {
-                &mut found.on_disconnected
+            let slot = match helper {
+                "on_connected" => &mut found.on_connected,
+                "on_reconnected" => &mut found.on_reconnected,
+                _ => &mut found.on_disconnected,
             };
             if slot.is_some() {
                 return Err(duplicate());
@@ -139,12 +165,14 @@ struct HubMethod {
     /// Where errors about the registration point.
     span: Span,
     parameters: Vec<Type>,
+    /// The parameters' names as a C# hub would declare them (`groupName`).
+    parameter_names: Vec<String>,
     authorize: Option<Option<Expr>>,
     /// The method's `#[cfg(...)]` attributes, repeated on its registration.
     cfgs: Vec<Attribute>,
 }
 
-/// An `on_connected` / `on_disconnected` hook.
+/// An `on_connected` / `on_reconnected` / `on_disconnected` hook.
 struct Hook {
     ident: Ident,
     span: Span,
@@ -218,8 +246,10 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let mut errors = Errors::default();
     let mut methods: Vec<HubMethod> = Vec::new();
     let mut on_connected: Option<Hook> = None;
+    let mut on_reconnected: Option<Hook> = None;
     let mut on_disconnected: Option<Hook> = None;
-    let mut names: HashMap<String, (String, Ident)> = HashMap::new();
+    // Lower-cased name and parameter count → the method registered so.
+    let mut names: HashMap<(String, usize), (String, Ident)> = HashMap::new();
 
     for impl_item in &mut item.items {
         let ImplItem::Fn(function) = impl_item else {
@@ -232,6 +262,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                 .as_ref()
                 .map(|(span, _)| *span)
                 .or(attributes.on_connected)
+                .or(attributes.on_reconnected)
                 .or(attributes.on_disconnected);
             if other.is_some() {
                 errors.add(
@@ -241,11 +272,23 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             }
             continue;
         }
-        if let Some(hook_span) = attributes.on_connected.or(attributes.on_disconnected) {
-            if attributes.on_connected.is_some() && attributes.on_disconnected.is_some() {
+        let hooks: Vec<(HookKind, Span)> = [
+            (HookKind::Connected, attributes.on_connected),
+            (HookKind::Reconnected, attributes.on_reconnected),
+            (HookKind::Disconnected, attributes.on_disconnected),
+        ]
+        .into_iter()
+        .filter_map(|(kind, span)| span.map(|span| (kind, span)))
+        .collect();
+        if let Some(&(kind, hook_span)) = hooks.first() {
+            if let Some((other, _)) = hooks.get(1) {
                 errors.add(
                     hook_span,
-                    "a method cannot be both `#[on_connected]` and `#[on_disconnected]`",
+                    format!(
+                        "a method cannot be both `#[{}]` and `#[{}]`",
+                        kind.name(),
+                        other.name()
+                    ),
                 );
                 continue;
             }
@@ -258,13 +301,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
                     "lifetime hooks are not hub methods: `#[hub_method]` and `#[authorize]` do not apply",
                 );
             }
-            let connected = attributes.on_connected.is_some();
-            let (slot, what) = if connected {
-                (&mut on_connected, "on_connected")
-            } else {
-                (&mut on_disconnected, "on_disconnected")
+            let what = kind.name();
+            let slot = match kind {
+                HookKind::Connected => &mut on_connected,
+                HookKind::Reconnected => &mut on_reconnected,
+                HookKind::Disconnected => &mut on_disconnected,
             };
-            if let Some(hook) = check_hook(function, connected, &mut errors) {
+            if let Some(hook) = check_hook(function, kind, &mut errors) {
                 if let Some(previous) = slot {
                     errors.add(
                         hook_span,
@@ -284,17 +327,19 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             Some(name) => (name.value(), name.span()),
             None => (pascal_case(&function.sig.ident), function.sig.ident.span()),
         };
-        let Some(parameters) = check_method(function, &mut errors) else {
+        let Some((parameters, parameter_names)) = check_method(function, &mut errors) else {
             continue;
         };
-        let key = name.to_lowercase();
+        let key = (name.to_lowercase(), client_arguments(&parameters));
         if let Some((previous_name, previous_ident)) = names.get(&key) {
             errors.add(
                 name_span,
                 format!(
-                    "hub method name `{name}` is already used by `{previous_ident}` (as `{previous_name}`): \
-                     hub method names are matched ignoring case and cannot be overloaded; \
-                     rename one with `#[hub_method(name = \"...\")]`"
+                    "hub method name `{name}` with {} client argument(s) is already used by `{previous_ident}` \
+                     (as `{previous_name}`): hub method names are matched ignoring case, and \
+                     overloads must differ in their number of arguments; rename one with \
+                     `#[hub_method(name = \"...\")]`",
+                    key.1
                 ),
             );
             continue;
@@ -305,6 +350,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             name,
             span: function.sig.ident.span(),
             parameters,
+            parameter_names,
             authorize: attributes.authorize.map(|(_, policy)| policy),
             cfgs: cfg_attributes(function),
         });
@@ -316,6 +362,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         hub_name,
         &methods,
         on_connected.as_ref(),
+        on_reconnected.as_ref(),
         on_disconnected.as_ref(),
     );
     let errors = errors.into_compile_errors();
@@ -329,8 +376,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
 const WHY_REF_SELF: &str =
     " (every call gets a fresh `Self::default()`; keep shared state in `State<T>` or a static)";
 
-/// Checks a hub method's signature; returns the parameter types after the context.
-fn check_method(function: &ImplItemFn, errors: &mut Errors) -> Option<Vec<Type>> {
+/// Checks a hub method's signature; returns the parameter types after the context and their
+/// names in camelCase (`argN` for a pattern that is not a plain name).
+fn check_method(function: &ImplItemFn, errors: &mut Errors) -> Option<(Vec<Type>, Vec<String>)> {
     let sig = &function.sig;
     let mut ok = check_plain_signature(sig, "hub method", errors);
     if sig.asyncness.is_none() {
@@ -391,19 +439,59 @@ fn check_method(function: &ImplItemFn, errors: &mut Errors) -> Option<Vec<Type>>
         );
         ok = false;
     }
-    ok.then(|| inputs.iter().skip(1).map(|(_, ty)| (*ty).clone()).collect())
+    ok.then(|| {
+        let types = inputs.iter().skip(1).map(|(_, ty)| (*ty).clone()).collect();
+        let names = inputs
+            .iter()
+            .skip(1)
+            .map(|(pattern, _)| match pattern {
+                syn::Pat::Ident(ident) if ident.subpat.is_none() => camel_case(&ident.ident),
+                _ => String::new(),
+            })
+            .enumerate()
+            .map(|(index, name)| {
+                if name.is_empty() {
+                    format!("arg{index}")
+                } else {
+                    name
+                }
+            })
+            .collect();
+        (types, names)
+    })
 }
 
-/// Checks an `on_connected` / `on_disconnected` signature.
-fn check_hook(function: &ImplItemFn, connected: bool, errors: &mut Errors) -> Option<Hook> {
+/// How many of `parameters` look like client arguments: all but the server's injected and
+/// stream parameters (`State<T>`, `UploadStream<T>`, `Progress<T>`, `CallerState`), judged by the
+/// type's name. Only for the compile-time overload check; `HubBuilder::method` checks the real
+/// kinds at start-up.
+fn client_arguments(parameters: &[Type]) -> usize {
+    let not_an_argument = |ty: &Type| match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            path.path.segments.last().is_some_and(|segment| {
+                let generic = matches!(segment.arguments, syn::PathArguments::AngleBracketed(_));
+                (generic
+                    && ["State", "UploadStream", "Progress"]
+                        .iter()
+                        .any(|n| segment.ident == n))
+                    || (!generic && segment.ident == "CallerState")
+            })
+        }
+        _ => false,
+    };
+    parameters.iter().filter(|ty| !not_an_argument(ty)).count()
+}
+
+/// Checks an `on_connected` / `on_reconnected` / `on_disconnected` signature.
+fn check_hook(function: &ImplItemFn, kind: HookKind, errors: &mut Errors) -> Option<Hook> {
     let sig = &function.sig;
-    let (what, expected) = if connected {
-        ("`#[on_connected]` method", "(&self, ctx: HubCallerContext)")
+    let connected = kind != HookKind::Disconnected;
+    let what = format!("`#[{}]` method", kind.name());
+    let what = what.as_str();
+    let expected = if connected {
+        "(&self, ctx: HubCallerContext)"
     } else {
-        (
-            "`#[on_disconnected]` method",
-            "(&self, ctx: HubCallerContext, error: Option<String>)",
-        )
+        "(&self, ctx: HubCallerContext, error: Option<String>)"
     };
     let mut ok = check_plain_signature(sig, what, errors);
     if sig.asyncness.is_none() {
@@ -434,6 +522,25 @@ fn check_hook(function: &ImplItemFn, connected: bool, errors: &mut Errors) -> Op
     })
 }
 
+/// The registration of an `on_connected` / `on_reconnected` hook (`instance` makes the hub).
+fn connect_hook_registration<'h>(
+    hook: &'h Hook,
+    kind: HookKind,
+    instance: &TokenStream,
+) -> (&'h Vec<Attribute>, TokenStream) {
+    let Hook {
+        ident, span, cfgs, ..
+    } = hook;
+    let builder_method = Ident::new(kind.name(), *span);
+    let registration = quote_spanned! {*span=>
+        .#builder_method(move |__signalr_ctx: ::signalr_server::HubCallerContext| async move {
+            #instance
+            Self::#ident(&__signalr_hub, __signalr_ctx).await
+        })
+    };
+    (cfgs, registration)
+}
+
 /// The `#[cfg(...)]` attributes of a method: a method that is compiled out is not registered.
 fn cfg_attributes(function: &ImplItemFn) -> Vec<Attribute> {
     function
@@ -450,6 +557,7 @@ fn generate(
     hub_name: Option<LitStr>,
     methods: &[HubMethod],
     on_connected: Option<&Hook>,
+    on_reconnected: Option<&Hook>,
     on_disconnected: Option<&Hook>,
 ) -> TokenStream {
     let hub_name =
@@ -464,47 +572,38 @@ fn generate(
             name,
             span,
             parameters,
+            parameter_names,
             authorize,
             cfgs,
         } = method;
         let arguments: Vec<Ident> = (0..parameters.len())
             .map(|i| format_ident!("__signalr_arg{}", i))
             .collect();
-        let authorize = authorize.as_ref().map(|policy| {
-            let policy = match policy {
-                None => quote! { ::signalr_server::AuthorizationPolicy::authenticated() },
-                Some(predicate) => {
-                    quote_spanned! {predicate.span()=>
-                        ::signalr_server::AuthorizationPolicy::require(#predicate)
-                    }
-                }
-            };
-            quote! { .authorize_method(#name, #policy) }
-        });
+        let policy = match authorize {
+            None => quote! { ::core::option::Option::None },
+            Some(None) => quote! {
+                ::core::option::Option::Some(::signalr_server::AuthorizationPolicy::authenticated())
+            },
+            Some(Some(predicate)) => quote_spanned! {predicate.span()=>
+                ::core::option::Option::Some(::signalr_server::AuthorizationPolicy::require(#predicate))
+            },
+        };
         let registration = quote_spanned! {*span=>
-            .method(
+            .__hub_method(
                 #name,
                 move |__signalr_ctx: ::signalr_server::HubCallerContext #(, #arguments: #parameters)*| async move {
                     #instance
                     Self::#ident(&__signalr_hub, __signalr_ctx #(, #arguments)*).await
                 },
+                &[#(#parameter_names),*],
+                #policy,
             )
-            #authorize
         };
         (cfgs, registration)
     });
-    let connected = on_connected.map(|hook| {
-        let Hook {
-            ident, span, cfgs, ..
-        } = hook;
-        let registration = quote_spanned! {*span=>
-            .on_connected(move |__signalr_ctx: ::signalr_server::HubCallerContext| async move {
-                #instance
-                Self::#ident(&__signalr_hub, __signalr_ctx).await
-            })
-        };
-        (cfgs, registration)
-    });
+    let connect_hook = |hook, kind| connect_hook_registration(hook, kind, &instance);
+    let connected = on_connected.map(|hook| connect_hook(hook, HookKind::Connected));
+    let reconnected = on_reconnected.map(|hook| connect_hook(hook, HookKind::Reconnected));
     let disconnected = on_disconnected.map(|hook| {
         let Hook {
             ident,
@@ -528,6 +627,7 @@ fn generate(
     // One statement per registration, so that `#[cfg]` on a method applies to its registration.
     let statements: Vec<TokenStream> = registrations
         .chain(connected)
+        .chain(reconnected)
         .chain(disconnected)
         .map(|(cfgs, registration)| {
             quote! {

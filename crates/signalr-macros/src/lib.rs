@@ -96,7 +96,11 @@ use proc_macro::TokenStream;
 ///   `Serialize` value, `Result<T, HubError>`, or a `Stream` for a streaming method. A stream
 ///   must not borrow the hub instance: write `-> impl Stream<Item = T> + use<>` (Rust 2024
 ///   captures `&self` otherwise) or return a `BoxStream<'static, T>`.
+///   Its parameter names, in camelCase (`group_name` becomes `groupName`), are recorded for
+///   what lists hub methods (classic SignalR's JavaScript proxy).
 /// - `#[hub_method(name = "Other")]`: a hub method called `Other` (ASP.NET `HubMethodName`).
+///   Two methods may share a name when they take different numbers of client arguments
+///   (overloads, as in classic SignalR hubs).
 /// - `#[hub_method(skip)]`: a helper that is not a hub method; it may have any signature.
 /// - `#[authorize]`: only authenticated users may call the method
 ///   (`AuthorizationPolicy::authenticated()`); others get
@@ -105,10 +109,14 @@ use proc_macro::TokenStream;
 ///   for whom the function holds (`AuthorizationPolicy::require(path::to_fn)`).
 /// - `#[on_connected] async fn f(&self, ctx: HubCallerContext)`: runs when a connection has
 ///   completed the handshake (ASP.NET `OnConnectedAsync`).
+/// - `#[on_reconnected] async fn f(&self, ctx: HubCallerContext)`: runs when a classic SignalR
+///   client comes back on its connection (classic `OnReconnected`; never for ASP.NET Core
+///   clients).
 /// - `#[on_disconnected] async fn f(&self, ctx: HubCallerContext, error: Option<String>)`: runs
-///   when a connection has ended (ASP.NET `OnDisconnectedAsync`).
+///   when a connection has ended (ASP.NET `OnDisconnectedAsync`; `ctx.stop_called()` says
+///   whether the client ended it on purpose).
 ///
-///   Both hooks return `()` or `Result<(), HubError>`; a hub has at most one of each.
+///   The hooks return `()` or `Result<(), HubError>`; a hub has at most one of each.
 ///
 /// Other items of the block (constants, types) are left alone. A method's `#[cfg(...)]`
 /// attributes also apply to its registration.
@@ -123,11 +131,17 @@ use proc_macro::TokenStream;
 ///
 ///     pub fn hub_builder() -> ::signalr_server::HubBuilder {
 ///         ::signalr_server::Hub::builder()
-///             .method("SendMessage", move |ctx: HubCallerContext, a0: String, a1: String| async move {
-///                 let hub: Self = Default::default();
-///                 Self::send_message(&hub, ctx, a0, a1).await
-///             })
-///             .authorize_method("SendMessage", AuthorizationPolicy::authenticated()) // #[authorize]
+///             // `HubBuilder::method`, plus the parameter names (`user`, `text`) and the
+///             // `#[authorize]` policy (`None` without one).
+///             .__hub_method(
+///                 "SendMessage",
+///                 move |ctx: HubCallerContext, a0: String, a1: String| async move {
+///                     let hub: Self = Default::default();
+///                     Self::send_message(&hub, ctx, a0, a1).await
+///                 },
+///                 &["user", "text"],
+///                 Some(AuthorizationPolicy::authenticated()), // #[authorize]
+///             )
 ///             .on_connected(/* ... */)
 ///             .on_disconnected(/* ... */)
 ///     }
@@ -139,8 +153,12 @@ use proc_macro::TokenStream;
 ///
 /// # Errors
 /// Compile errors, pointing at the offending item, for:
-/// - two hub methods whose names are equal ignoring case (hub methods cannot be overloaded);
-///   the error points at the second;
+/// - two hub methods whose names are equal ignoring case and that take the same number of
+///   client arguments (parameters other than `State<T>`, `UploadStream<T>`, `Progress<T>` and
+///   `CallerState`, judged by the type's name); the error points at the second. Methods of one name with different numbers of
+///   client arguments are overloads (classic SignalR picks one by the call's argument count);
+///   `HubBuilder::method` panics at start-up when two overloads end up with the same number of
+///   client arguments (e.g. because one has an extra `State<T>`);
 /// - a method that is not `async`, takes no `&self` or takes `&mut self`, lacks the
 ///   `HubCallerContext` parameter, is generic, `unsafe` or `const`, takes `impl Trait`
 ///   parameters or more than 12 parameters after the context;

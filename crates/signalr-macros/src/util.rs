@@ -45,6 +45,16 @@ pub(crate) fn pascal_case(ident: &Ident) -> String {
         .collect()
 }
 
+/// `group_name` -> `groupName` (a parameter name as a C# method declares it). Raw identifiers
+/// lose their `r#`; leading underscores (`_unused`) go. Empty for `_`.
+pub(crate) fn camel_case(ident: &Ident) -> String {
+    let pascal = pascal_case(ident);
+    let mut chars = pascal.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_lowercase().chain(chars).collect()
+    })
+}
+
 /// Parses `name = "..."` into a non-empty string literal.
 pub(crate) fn parse_name(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<LitStr> {
     let name: LitStr = meta.value()?.parse()?;
@@ -188,7 +198,7 @@ pub(crate) fn check_plain_signature(sig: &Signature, what: &str, errors: &mut Er
 
 #[cfg(test)]
 mod tests {
-    use super::pascal_case;
+    use super::{camel_case, pascal_case};
     use proc_macro2::Span;
     use syn::Ident;
 
@@ -206,6 +216,20 @@ mod tests {
         assert_eq!(
             pascal_case(&Ident::new_raw("type", Span::call_site())),
             "Type"
+        );
+    }
+
+    #[test]
+    fn camel_case_of_snake_case() {
+        let camel = |name: &str| camel_case(&Ident::new(name, Span::call_site()));
+        assert_eq!(camel("group_name"), "groupName");
+        assert_eq!(camel("text"), "text");
+        assert_eq!(camel("_unused_value"), "unusedValue");
+        assert_eq!(camel("_"), "");
+        assert_eq!(camel("x2_y"), "x2Y");
+        assert_eq!(
+            camel_case(&Ident::new_raw("type", Span::call_site())),
+            "type"
         );
     }
 }

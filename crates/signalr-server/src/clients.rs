@@ -166,7 +166,8 @@ impl LocalLifetime {
         }
     }
 
-    fn connection(&self, connection_id: &str) -> Option<Arc<ConnectionContext>> {
+    /// The connection with that id, when it is connected to this hub.
+    pub(crate) fn connection(&self, connection_id: &str) -> Option<Arc<ConnectionContext>> {
         self.registry
             .read()
             .ok()?

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::Extensions;
@@ -13,8 +13,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::User;
+use crate::caller_state::CallerState;
 use crate::clients::{GroupManager, HubCallerClients};
 use crate::connection::ConnectionRequest;
+use crate::engine::CallOptions;
+use crate::handler::ProgressSink;
 use crate::hub::HubInner;
 use crate::message::SerializedMessage;
 
@@ -71,6 +74,8 @@ pub(crate) struct ConnectionContext {
     /// A close requested by hub code, picked up by the front door.
     pub close_request: Mutex<Option<Close>>,
     pub close_notify: Notify,
+    /// Set when the client ended the connection on purpose (see `set_stop_called`).
+    stop_called: AtomicBool,
     items: Mutex<Extensions>,
     /// Client results awaited by the server, by invocation id (`s1`, `s2`, ...).
     pending_results: Mutex<HashMap<String, oneshot::Sender<CompletionResult>>>,
@@ -96,6 +101,7 @@ impl ConnectionContext {
             user_id,
             close_request: Mutex::new(None),
             close_notify: Notify::new(),
+            stop_called: AtomicBool::new(false),
             items: Mutex::new(Extensions::new()),
             pending_results: Mutex::new(HashMap::new()),
             next_result_id: AtomicU64::new(1),
@@ -124,6 +130,13 @@ impl ConnectionContext {
             .lock()
             .map(|c| c.is_some())
             .unwrap_or(false)
+    }
+
+    /// Records that the client ended the connection on purpose (a Core Close message from the
+    /// client, a long-polling DELETE, a classic `/abort`), for
+    /// [`HubCallerContext::stop_called`]. Front doors call it before the disconnect pipeline.
+    pub(crate) fn set_stop_called(&self) {
+        self.stop_called.store(true, Ordering::Release);
     }
 
     /// Registers a client result to await; returns its invocation id.
@@ -182,6 +195,10 @@ pub struct HubCallerContext {
     pub(crate) connection: Arc<ConnectionContext>,
     pub(crate) cancellation: CancellationToken,
     pub(crate) connecting: bool,
+    /// The call's caller state (inert outside classic calls).
+    pub(crate) state: CallerState,
+    /// Where the call's progress reports go (none outside classic calls).
+    pub(crate) progress: Option<ProgressSink>,
 }
 
 impl std::fmt::Debug for HubCallerContext {
@@ -203,7 +220,16 @@ impl HubCallerContext {
             connection,
             cancellation,
             connecting,
+            state: CallerState::inert(),
+            progress: None,
         }
+    }
+
+    /// The context of a call made with `options` (its caller state and progress sink).
+    pub(crate) fn with_options(mut self, options: CallOptions) -> Self {
+        self.state = options.state;
+        self.progress = options.progress;
+        self
     }
 
     /// The caller's public connection id (the negotiate `connectionId`).
@@ -264,10 +290,27 @@ impl HubCallerContext {
         self.connection.hub.state.get::<T>().cloned()
     }
 
+    /// The caller state of this call (classic SignalR `Clients.Caller.<name>`): what a classic
+    /// client sent with the call; changes go back with the result. Inert for ASP.NET Core
+    /// clients and in lifetime hooks (reads find nothing, writes are dropped); see
+    /// [`CallerState`].
+    pub fn caller_state(&self) -> &CallerState {
+        &self.state
+    }
+
     /// Cancelled when the client cancels this invocation (CancelInvocation, reference §A6.5) or
     /// the connection closes. In `on_connected`/`on_disconnected` it is the connection's.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancellation
+    }
+
+    /// In `on_disconnected`: whether the client ended the connection on purpose (classic
+    /// `OnDisconnected(stopCalled)`) rather than going away or being closed by the server.
+    /// ASP.NET Core clients stop on purpose with a Close message (`connection.stop()` on
+    /// WebSockets and SSE) or, on long polling, a `DELETE`; classic clients with `/abort`. False
+    /// while the connection is open.
+    pub fn stop_called(&self) -> bool {
+        self.connection.stop_called.load(Ordering::Acquire)
     }
 
     /// Closes the caller's connection: sends a Close message with `error` (`None` for a normal

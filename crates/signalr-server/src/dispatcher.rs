@@ -829,6 +829,12 @@ async fn terminate(
             "Cannot terminate this connection using the DELETE endpoint.",
         );
     }
+    // A DELETE is the client stopping on purpose (on_disconnected's stop_called).
+    if let Application::Hub(hub) = &endpoint.application {
+        if let Some(context) = hub.lifetime.connection(&connection.id) {
+            context.set_stop_called();
+        }
+    }
     connection.dispose();
     text(StatusCode::ACCEPTED, "")
 }

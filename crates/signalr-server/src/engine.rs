@@ -11,19 +11,24 @@ use futures_util::future::BoxFuture;
 use signalr_protocol::Payload;
 use tokio_util::sync::CancellationToken;
 
+use crate::caller_state::CallerState;
 use crate::context::{ConnectionContext, HubCallerContext};
 use crate::error::HubError;
 use crate::filter::{HubInvocation, Next};
-use crate::handler::{InvokeError, MethodOutput, UploadReceiver};
-use crate::hub::MethodEntry;
+use crate::handler::{InvokeError, MethodOutput, ProgressSink, UploadReceiver};
+use crate::hub::{MethodEntry, Resolve};
 
 /// Why a call did not produce a value, in protocol-neutral terms.
 #[derive(Debug)]
 pub(crate) enum InvocationError {
     /// No hub method has that name.
     UnknownMethod,
-    /// The method exists but takes another number of arguments.
-    ArgumentCount { provided: usize, expected: usize },
+    /// Methods of that name exist, none taking `provided` arguments; `expected` lists the
+    /// argument counts of its overloads, ascending (one entry when it is not overloaded).
+    ArgumentCount {
+        provided: usize,
+        expected: Vec<usize>,
+    },
     /// The caller fails the method's authorization policy.
     Unauthorized,
     /// A streaming method called without streaming (`method_streams`) or the reverse.
@@ -70,16 +75,16 @@ pub(crate) fn check(
     call: &Call<'_>,
 ) -> Result<Arc<MethodEntry>, InvocationError> {
     let hub = &context.hub;
-    let Some(method) = hub.method(call.target).cloned() else {
-        tracing::debug!(connection_id = %context.id, target = %call.target, "unknown hub method");
-        return Err(InvocationError::UnknownMethod);
+    let method = match hub.resolve(call.target, call.arguments) {
+        Ok(method) => method,
+        Err(Resolve::UnknownMethod) => {
+            tracing::debug!(connection_id = %context.id, target = %call.target, "unknown hub method");
+            return Err(InvocationError::UnknownMethod);
+        }
+        Err(Resolve::ArgumentCount { provided, expected }) => {
+            return Err(InvocationError::ArgumentCount { provided, expected });
+        }
     };
-    if call.arguments != method.value_parameters {
-        return Err(InvocationError::ArgumentCount {
-            provided: call.arguments,
-            expected: method.value_parameters,
-        });
-    }
     if method
         .policy
         .as_ref()
@@ -116,6 +121,24 @@ pub(crate) fn check(
     Ok(method)
 }
 
+/// What a front door's protocol adds to a call: the caller state and where progress reports
+/// go, as the method sees them ([`HubCallerContext::caller_state`],
+/// [`Progress`](crate::Progress)).
+pub(crate) struct CallOptions {
+    pub state: CallerState,
+    pub progress: Option<ProgressSink>,
+}
+
+impl CallOptions {
+    /// An ASP.NET Core call: inert caller state, progress reports dropped.
+    pub(crate) fn core() -> Self {
+        CallOptions {
+            state: CallerState::inert(),
+            progress: None,
+        }
+    }
+}
+
 /// Runs a checked call through the hub's filters and the method. `cancellation` is what the
 /// method sees as [`HubCallerContext::cancellation`].
 pub(crate) fn invoke(
@@ -124,9 +147,10 @@ pub(crate) fn invoke(
     arguments: Vec<Payload>,
     streams: Vec<UploadReceiver>,
     cancellation: CancellationToken,
+    options: CallOptions,
 ) -> BoxFuture<'static, Result<MethodOutput, InvocationError>> {
     let invocation = HubInvocation {
-        caller: HubCallerContext::new(context.clone(), cancellation, false),
+        caller: HubCallerContext::new(context.clone(), cancellation, false).with_options(options),
         method: method.name.clone(),
         arguments,
         streams,
@@ -134,4 +158,102 @@ pub(crate) fn invoke(
     };
     let run = Next::new(context.hub.filters.clone()).run(invocation);
     Box::pin(async move { run.await.map_err(InvocationError::from) })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::context::{ClientSink, ConnectionInfo, Gone};
+    use crate::message::SerializedMessage;
+    use crate::{Hub, Progress};
+
+    /// A sink that drops everything.
+    pub(crate) struct NullSink;
+
+    impl ClientSink for NullSink {
+        fn try_send(&self, _: &Arc<SerializedMessage>) {}
+        fn send(&self, _: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// A connection of `hub` that no front door serves.
+    pub(crate) fn connection(hub: &Hub, id: &str) -> Arc<ConnectionContext> {
+        let info = ConnectionInfo {
+            id: id.to_owned(),
+            sink: Arc::new(NullSink),
+            closed: CancellationToken::new(),
+            transport: None,
+            protocol: None,
+            request: None,
+            user: crate::User::anonymous(),
+        };
+        ConnectionContext::new(info, hub.inner.clone())
+    }
+
+    #[tokio::test]
+    async fn call_options_reach_the_method() {
+        let hub = Hub::builder()
+            .method(
+                "Count",
+                |ctx: HubCallerContext, n: u32, progress: Progress<u32>| async move {
+                    let name: String = ctx.caller_state().get("name").unwrap_or_default();
+                    for i in 1..=n {
+                        progress.report(i);
+                    }
+                    ctx.caller_state().set("greeted", format!("hello {name}"));
+                    "done"
+                },
+            )
+            .build();
+        let context = connection(&hub, "c1");
+        let call = Call {
+            target: "count",
+            arguments: 1,
+            streams: 0,
+            streaming: false,
+            invocation_id: Some("1"),
+            open_streams: 0,
+        };
+        let method = check(&context, &call).expect("checked");
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let sink = reports.clone();
+        let serde_json::Value::Object(initial) = json!({ "name": "ann" }) else {
+            unreachable!()
+        };
+        let state = CallerState::new(initial);
+        let options = CallOptions {
+            state: state.clone(),
+            progress: Some(Arc::new(move |payload: Payload| {
+                let value: serde_json::Value = payload.deserialize().expect("json");
+                sink.lock().expect("lock").push(value);
+            })),
+        };
+        let output = invoke(
+            &context,
+            &method,
+            vec![Payload::from_value(3)],
+            Vec::new(),
+            CancellationToken::new(),
+            options,
+        )
+        .await
+        .expect("runs");
+        let MethodOutput::Value(result) = output else {
+            panic!("a value: {output:?}");
+        };
+        assert_eq!(result.deserialize::<String>().ok().as_deref(), Some("done"));
+        assert_eq!(
+            *reports.lock().expect("lock"),
+            [json!(1), json!(2), json!(3)]
+        );
+        assert_eq!(
+            state.changes().map(serde_json::Value::Object),
+            Some(json!({ "greeted": "hello ann" }))
+        );
+    }
 }

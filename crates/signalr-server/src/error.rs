@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde::Serialize;
+
 /// The error a hub method returns.
 ///
 /// Two kinds, as in ASP.NET (`ErrorMessageHelper`, reference §A6.4):
@@ -13,12 +15,20 @@ use std::fmt;
 ///   client sees only `An unexpected error occurred invoking '<method>' on the server.`, followed
 ///   by the error's text when
 ///   [`HubOptions::enable_detailed_errors`](crate::HubOptions::enable_detailed_errors) is on.
+///
+/// [`HubError::with_data`] is a `HubException` that also carries a value (classic SignalR's
+/// `HubException.ErrorData`): classic clients receive it next to the message (as the result's
+/// `D`, readable as `error.data` in JavaScript); ASP.NET Core clients have no such field and get
+/// exactly the text of [`HubError::new`].
 pub struct HubError {
     kind: HubErrorKind,
 }
 
 enum HubErrorKind {
-    Hub(String),
+    Hub {
+        message: String,
+        data: Option<serde_json::Value>,
+    },
     Unexpected(Box<dyn std::error::Error + Send + Sync>),
 }
 
@@ -26,20 +36,67 @@ impl HubError {
     /// An error whose `message` always reaches the client (ASP.NET `HubException`).
     pub fn new(message: impl Into<String>) -> Self {
         HubError {
-            kind: HubErrorKind::Hub(message.into()),
+            kind: HubErrorKind::Hub {
+                message: message.into(),
+                data: None,
+            },
         }
     }
 
-    /// Whether the message is meant for the client ([`HubError::new`], a `HubException`).
+    /// A `HubException` whose `message` always reaches the client, with `data` for classic
+    /// clients (classic `HubException(message, errorData)`). `data` is serialized with serde now;
+    /// if that fails the error is logged and carries no data. ASP.NET Core clients see the same
+    /// text as for [`HubError::new`]; the data is not sent to them.
+    ///
+    /// ```
+    /// use signalr_server::HubError;
+    ///
+    /// let err = HubError::with_data("out of stock", serde_json::json!({ "code": 7 }));
+    /// assert!(err.is_hub_error());
+    /// assert_eq!(err.to_string(), "out of stock");
+    /// ```
+    pub fn with_data(message: impl Into<String>, data: impl Serialize) -> Self {
+        let data = serde_json::to_value(data)
+            .inspect_err(|err| tracing::error!(%err, "HubError data failed to serialize; dropped"))
+            .ok();
+        HubError {
+            kind: HubErrorKind::Hub {
+                message: message.into(),
+                data,
+            },
+        }
+    }
+
+    /// Whether the message is meant for the client ([`HubError::new`] or
+    /// [`HubError::with_data`], a `HubException`).
     pub fn is_hub_error(&self) -> bool {
-        matches!(self.kind, HubErrorKind::Hub(_))
+        matches!(self.kind, HubErrorKind::Hub { .. })
+    }
+
+    /// The data of a [`HubError::with_data`] error (classic `ErrorData`).
+    #[allow(dead_code)] // Read by the classic front door.
+    pub(crate) fn data(&self) -> Option<&serde_json::Value> {
+        match &self.kind {
+            HubErrorKind::Hub { data, .. } => data.as_ref(),
+            HubErrorKind::Unexpected(_) => None,
+        }
+    }
+
+    /// The message of a `HubException` ([`HubError::new`], [`HubError::with_data`]): the text the
+    /// client always receives. `None` for unexpected errors.
+    #[allow(dead_code)] // Read by the classic front door.
+    pub(crate) fn hub_message(&self) -> Option<&str> {
+        match &self.kind {
+            HubErrorKind::Hub { message, .. } => Some(message),
+            HubErrorKind::Unexpected(_) => None,
+        }
     }
 
     /// `message` with this error appended as ASP.NET's `BuildErrorMessage` does: always for a
     /// `HubException`, otherwise only with detailed errors.
     pub(crate) fn build_message(&self, message: String, detailed: bool) -> String {
         match &self.kind {
-            HubErrorKind::Hub(text) => format!("{message} HubException: {text}"),
+            HubErrorKind::Hub { message: text, .. } => format!("{message} HubException: {text}"),
             HubErrorKind::Unexpected(err) if detailed => format!("{message} {err}"),
             HubErrorKind::Unexpected(_) => message,
         }
@@ -73,7 +130,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for HubError {
 impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            HubErrorKind::Hub(message) => f.write_str(message),
+            HubErrorKind::Hub { message, .. } => f.write_str(message),
             HubErrorKind::Unexpected(err) => write!(f, "{err}"),
         }
     }
@@ -82,7 +139,18 @@ impl fmt::Display for HubError {
 impl fmt::Debug for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            HubErrorKind::Hub(message) => f.debug_tuple("HubError").field(message).finish(),
+            HubErrorKind::Hub {
+                message,
+                data: None,
+            } => f.debug_tuple("HubError").field(message).finish(),
+            HubErrorKind::Hub {
+                message,
+                data: Some(data),
+            } => f
+                .debug_tuple("HubError")
+                .field(message)
+                .field(data)
+                .finish(),
             HubErrorKind::Unexpected(err) => {
                 f.debug_tuple("HubError::Unexpected").field(err).finish()
             }
@@ -117,4 +185,45 @@ pub enum ClientResultError {
     /// The connection is a classic SignalR client, which cannot return results to the server.
     #[error("Classic SignalR clients cannot return results to the server.")]
     Unsupported,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_data_is_a_hub_exception_with_data() {
+        let err = HubError::with_data("nope", serde_json::json!({ "Code": 42 }));
+        assert!(err.is_hub_error());
+        assert_eq!(err.hub_message(), Some("nope"));
+        assert_eq!(err.data(), Some(&serde_json::json!({ "Code": 42 })));
+        // Core clients: the same text as HubError::new.
+        assert_eq!(
+            err.invocation_message("M", false),
+            HubError::new("nope").invocation_message("M", false)
+        );
+    }
+
+    #[test]
+    fn plain_and_unexpected_errors_have_no_data() {
+        let hub = HubError::new("text");
+        assert_eq!(hub.hub_message(), Some("text"));
+        assert_eq!(hub.data(), None);
+        let unexpected = HubError::from(std::fmt::Error);
+        assert_eq!(unexpected.hub_message(), None);
+        assert_eq!(unexpected.data(), None);
+    }
+
+    #[test]
+    fn data_that_fails_to_serialize_is_dropped() {
+        struct Bad;
+        impl Serialize for Bad {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let err = HubError::with_data("still a hub error", Bad);
+        assert_eq!(err.hub_message(), Some("still a hub error"));
+        assert_eq!(err.data(), None);
+    }
 }

@@ -9,6 +9,8 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use signalr_protocol::Payload;
 use tokio::sync::mpsc;
+#[cfg(test)]
+use tokio_util::sync::CancellationToken;
 
 use crate::context::HubCallerContext;
 use crate::error::HubError;
@@ -38,6 +40,8 @@ impl std::fmt::Debug for HubInvocation {
 pub(crate) type Filters = Arc<[Arc<dyn HubFilter>]>;
 pub(crate) type ConnectedFn =
     Arc<dyn Fn(HubCallerContext) -> BoxFuture<'static, Result<(), HubError>> + Send + Sync>;
+/// `on_reconnected` has the shape of `on_connected`.
+pub(crate) type ReconnectedFn = ConnectedFn;
 pub(crate) type DisconnectedFn = Arc<
     dyn Fn(HubCallerContext, Option<String>) -> BoxFuture<'static, Result<(), HubError>>
         + Send
@@ -97,6 +101,43 @@ impl NextConnected {
             Some(filter) => filter.on_connected(
                 caller,
                 NextConnected {
+                    filters: self.filters,
+                    index: self.index + 1,
+                    handler: self.handler,
+                },
+            ),
+            None => match self.handler {
+                Some(handler) => handler(caller),
+                None => Box::pin(async { Ok(()) }),
+            },
+        }
+    }
+}
+
+/// The rest of the reconnect pipeline (classic clients only, see
+/// [`HubBuilder::on_reconnected`](crate::HubBuilder::on_reconnected)).
+pub struct NextReconnected {
+    filters: Filters,
+    index: usize,
+    handler: Option<ReconnectedFn>,
+}
+
+impl NextReconnected {
+    #[allow(dead_code)] // Run by the classic front door.
+    pub(crate) fn new(filters: Filters, handler: Option<ReconnectedFn>) -> Self {
+        NextReconnected {
+            filters,
+            index: 0,
+            handler,
+        }
+    }
+
+    /// Runs the rest of the pipeline (ending with the hub's `on_reconnected`).
+    pub fn run(self, caller: HubCallerContext) -> BoxFuture<'static, Result<(), HubError>> {
+        match self.filters.get(self.index).cloned() {
+            Some(filter) => filter.on_reconnected(
+                caller,
+                NextReconnected {
                     filters: self.filters,
                     index: self.index + 1,
                     handler: self.handler,
@@ -172,7 +213,19 @@ pub trait HubFilter: Send + Sync + 'static {
         next.run(caller)
     }
 
+    /// Wraps `on_reconnected`, which runs when a classic client comes back on its connection
+    /// (classic `HubPipelineModule.OnBeforeReconnect`/`OnAfterReconnect`); never for ASP.NET Core
+    /// clients.
+    fn on_reconnected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        next: NextReconnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        next.run(caller)
+    }
+
     /// Wraps `on_disconnected`; `error` says why the connection ended, `None` for a normal close.
+    /// [`HubCallerContext::stop_called`] says whether the client ended it on purpose.
     fn on_disconnected(
         self: Arc<Self>,
         caller: HubCallerContext,
@@ -227,6 +280,17 @@ impl HubFilter for LoggingFilter {
         })
     }
 
+    fn on_reconnected(
+        self: Arc<Self>,
+        caller: HubCallerContext,
+        next: NextReconnected,
+    ) -> BoxFuture<'static, Result<(), HubError>> {
+        Box::pin(async move {
+            tracing::info!(connection_id = %caller.connection_id(), user = ?caller.user_identifier(), transport = ?caller.transport(), "client reconnected");
+            next.run(caller).await
+        })
+    }
+
     fn on_disconnected(
         self: Arc<Self>,
         caller: HubCallerContext,
@@ -234,8 +298,91 @@ impl HubFilter for LoggingFilter {
         next: NextDisconnected,
     ) -> BoxFuture<'static, Result<(), HubError>> {
         Box::pin(async move {
-            tracing::info!(connection_id = %caller.connection_id(), error = ?error, "client disconnected");
+            tracing::info!(connection_id = %caller.connection_id(), error = ?error, stop_called = caller.stop_called(), "client disconnected");
             next.run(caller, error).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::Hub;
+    use crate::engine::tests::connection;
+
+    /// Records `<label> before` / `<label> after` around the reconnect pipeline.
+    struct Around(&'static str, Arc<Mutex<Vec<String>>>);
+
+    impl HubFilter for Around {
+        fn on_reconnected(
+            self: Arc<Self>,
+            caller: HubCallerContext,
+            next: NextReconnected,
+        ) -> BoxFuture<'static, Result<(), HubError>> {
+            Box::pin(async move {
+                self.1
+                    .lock()
+                    .expect("lock")
+                    .push(format!("{} before", self.0));
+                let result = next.run(caller).await;
+                self.1
+                    .lock()
+                    .expect("lock")
+                    .push(format!("{} after", self.0));
+                result
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn reconnect_pipeline_runs_filters_then_the_hook() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let hook_log = log.clone();
+        let hub = Hub::builder()
+            .filter(Around("outer", log.clone()))
+            .filter(LoggingFilter)
+            .filter(Around("inner", log.clone()))
+            .on_reconnected(move |caller: HubCallerContext| {
+                let log = hook_log.clone();
+                async move {
+                    log.lock()
+                        .expect("lock")
+                        .push(format!("reconnected {}", caller.connection_id()));
+                    Err::<(), _>(HubError::new("hook error"))
+                }
+            })
+            .build();
+        let context = connection(&hub, "c1");
+        let caller = HubCallerContext::new(context, CancellationToken::new(), false);
+        let result =
+            NextReconnected::new(hub.inner.filters.clone(), hub.inner.on_reconnected.clone())
+                .run(caller)
+                .await;
+        assert_eq!(
+            result.err().map(|e| e.to_string()).as_deref(),
+            Some("hook error")
+        );
+        assert_eq!(
+            *log.lock().expect("lock"),
+            [
+                "outer before",
+                "inner before",
+                "reconnected c1",
+                "inner after",
+                "outer after"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn reconnect_pipeline_without_a_hook_is_ok() {
+        let hub = Hub::builder().filter(LoggingFilter).build();
+        let caller = HubCallerContext::new(connection(&hub, "c1"), CancellationToken::new(), false);
+        let result = NextReconnected::new(hub.inner.filters.clone(), None)
+            .run(caller)
+            .await;
+        assert!(result.is_ok());
     }
 }

@@ -148,6 +148,89 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct State<T>(pub T);
 
+/// Where a method's progress reports go: the classic front door turns each into a progress
+/// message for the caller. Must not block.
+pub(crate) type ProgressSink = std::sync::Arc<dyn Fn(Payload) + Send + Sync>;
+
+/// A progress parameter (classic SignalR's `IProgress<T>` hub-method parameter): the method
+/// reports intermediate values while it runs; a classic JavaScript client receives each one in
+/// the `progress` callback of the call's promise, before the result.
+///
+/// It is supplied by the server, not sent by the client: it does not count as a client
+/// argument, and a classic client calls `CountWithProgress(n)` with one argument. For ASP.NET
+/// Core clients, which have no progress messages, and wherever no classic call is in progress,
+/// reports are dropped ([`Progress::is_inert`]).
+///
+/// ```
+/// use signalr_server::{Hub, HubCallerContext, Progress};
+///
+/// let hub = Hub::builder()
+///     // JS: proxy.invoke("CountWithProgress", 3).progress(n => ...).done(text => ...)
+///     .method("CountWithProgress", |_: HubCallerContext, n: u32, progress: Progress<u32>| async move {
+///         for i in 1..=n {
+///             progress.report(i);
+///         }
+///         "done"
+///     })
+///     .build();
+/// # drop(hub);
+/// ```
+pub struct Progress<T> {
+    sink: Option<ProgressSink>,
+    _item: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Progress<T> {
+    fn clone(&self) -> Self {
+        Progress {
+            sink: self.sink.clone(),
+            _item: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Progress<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("inert", &self.sink.is_none())
+            .finish()
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> Progress<T> {
+    /// Reports `value` to the caller. Never blocks: the report is queued for the connection (or
+    /// dropped when the progress is inert or the connection is gone). Reports sent after the
+    /// method returned may arrive after its result, as in classic SignalR; don't keep clones
+    /// beyond the call.
+    pub fn report(&self, value: T) {
+        if let Some(sink) = &self.sink {
+            sink(Payload::from_value(value));
+        }
+    }
+
+    /// Whether reports are dropped: the caller is not a classic client's hub method call.
+    pub fn is_inert(&self) -> bool {
+        self.sink.is_none()
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> HubArgument for Progress<T> {
+    const KIND: ArgumentKind = ArgumentKind::Injected;
+    fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
+        Ok(Progress {
+            sink: source.caller.progress.clone(),
+            _item: std::marker::PhantomData,
+        })
+    }
+}
+
+impl HubArgument for crate::CallerState {
+    const KIND: ArgumentKind = ArgumentKind::Injected;
+    fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
+        Ok(source.caller.caller_state().clone())
+    }
+}
+
 /// A client-to-server stream parameter (reference §A6.6): the client passes a stream (a
 /// `Subject` in JavaScript) as the argument, its items arrive here as they are sent.
 ///
@@ -205,7 +288,8 @@ pub enum ArgumentKind {
     Value,
     /// From the invocation's `streamIds` (an upload stream).
     Stream,
-    /// Supplied by the server (application state); not sent by the client.
+    /// Supplied by the server (application state, progress, caller state); not sent by the
+    /// client.
     Injected,
 }
 
@@ -218,7 +302,7 @@ pub struct ArgumentSource<'a> {
 }
 
 /// A parameter of a hub method: any `DeserializeOwned` type (a client argument),
-/// [`UploadStream<T>`] or [`State<T>`].
+/// [`UploadStream<T>`], [`State<T>`], [`Progress<T>`] or [`CallerState`](crate::CallerState).
 pub trait HubArgument: Sized + Send + 'static {
     /// How the parameter is bound.
     #[doc(hidden)]

@@ -1,6 +1,6 @@
 //! Defining a hub: its methods, lifetime hooks, filters, state, options and authorization.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use crate::auth::{Authenticator, AuthorizationPolicy, User};
 use crate::clients::{HubContext, LocalLifetime};
 use crate::context::HubCallerContext;
 use crate::error::HubError;
-use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter};
+use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter, ReconnectedFn};
 use crate::handler::{ArgumentKind, ErasedMethod, HubMethod};
 use crate::options::{ConnectionOptions, HubOptions};
 
@@ -35,15 +35,33 @@ impl IntoLifetimeResult for Result<(), HubError> {
     }
 }
 
+/// One registered hub method (one overload of its name).
 pub(crate) struct MethodEntry {
+    /// The name as registered (overloads may differ in case).
     pub name: String,
     pub handler: ErasedMethod,
     pub streaming: bool,
-    /// Parameters bound from `arguments`.
+    /// Parameters bound from `arguments`: the client arguments, which select the overload.
     pub value_parameters: usize,
     /// Upload-stream parameters.
     pub stream_parameters: usize,
+    /// Names of the value parameters, in order, as a C# hub would declare them (`groupName`);
+    /// empty when unknown (closures registered without [`HubBuilder::parameter_names`]).
+    pub parameter_names: Vec<String>,
     pub policy: Option<AuthorizationPolicy>,
+}
+
+/// Why [`HubInner::resolve`] found no method for a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resolve {
+    /// No hub method has that name (ignoring case).
+    UnknownMethod,
+    /// Methods of that name exist, none with `provided` client arguments; `expected` lists the
+    /// argument counts registered, ascending.
+    ArgumentCount {
+        provided: usize,
+        expected: Vec<usize>,
+    },
 }
 
 pub(crate) type UserIdProvider = Arc<dyn Fn(&User) -> Option<String> + Send + Sync>;
@@ -51,12 +69,15 @@ pub(crate) type UserIdProvider = Arc<dyn Fn(&User) -> Option<String> + Send + Sy
 pub(crate) struct HubInner {
     /// The hub's name: what classic clients address it by (ASP.NET `[HubName]`).
     pub name: Option<String>,
-    pub methods: HashMap<String, Arc<MethodEntry>>,
+    /// Hub methods by lower-cased name; the overloads of a name sorted by argument count.
+    pub methods: BTreeMap<String, Vec<Arc<MethodEntry>>>,
     pub options: HubOptions,
     pub connection_options: ConnectionOptions,
     pub lifetime: Arc<LocalLifetime>,
     pub filters: Filters,
     pub on_connected: Option<ConnectedFn>,
+    #[allow(dead_code)] // Run by the classic front door.
+    pub on_reconnected: Option<ReconnectedFn>,
     pub on_disconnected: Option<DisconnectedFn>,
     pub state: Extensions,
     pub authenticator: Option<Arc<dyn Authenticator>>,
@@ -65,9 +86,33 @@ pub(crate) struct HubInner {
 }
 
 impl HubInner {
-    /// Looks a hub method up case-insensitively, as ASP.NET does (reference §A6.3).
-    pub(crate) fn method(&self, target: &str) -> Option<&Arc<MethodEntry>> {
-        self.methods.get(&target.to_lowercase())
+    /// Finds the hub method a call of `target` with `arguments` client arguments runs: the name
+    /// matches ignoring case, as ASP.NET does (reference §A6.3), and among overloads of that name
+    /// the one taking `arguments` client arguments, as classic SignalR picks them.
+    pub(crate) fn resolve(
+        &self,
+        target: &str,
+        arguments: usize,
+    ) -> Result<Arc<MethodEntry>, Resolve> {
+        let overloads = self
+            .methods
+            .get(&target.to_lowercase())
+            .ok_or(Resolve::UnknownMethod)?;
+        overloads
+            .iter()
+            .find(|method| method.value_parameters == arguments)
+            .cloned()
+            .ok_or_else(|| Resolve::ArgumentCount {
+                provided: arguments,
+                expected: overloads.iter().map(|m| m.value_parameters).collect(),
+            })
+    }
+
+    /// Every hub method name with its overloads (ascending argument count, never empty), names
+    /// in lower-case order: what a generated JavaScript proxy lists.
+    #[allow(dead_code)] // Read by the classic front door.
+    pub(crate) fn methods_by_name(&self) -> impl Iterator<Item = &[Arc<MethodEntry>]> {
+        self.methods.values().map(Vec::as_slice)
     }
 }
 
@@ -76,11 +121,12 @@ impl HubInner {
 #[must_use]
 pub struct HubBuilder {
     name: Option<String>,
-    methods: HashMap<String, Arc<MethodEntry>>,
+    methods: BTreeMap<String, Vec<Arc<MethodEntry>>>,
     options: HubOptions,
     connection_options: ConnectionOptions,
     filters: Vec<Arc<dyn HubFilter>>,
     on_connected: Option<ConnectedFn>,
+    on_reconnected: Option<ReconnectedFn>,
     on_disconnected: Option<DisconnectedFn>,
     state: Extensions,
     authenticator: Option<Arc<dyn Authenticator>>,
@@ -103,15 +149,25 @@ impl HubBuilder {
     /// case-insensitively (reference §A6.3).
     ///
     /// `handler` is an `async fn(HubCallerContext, A1, ..., An) -> R` (see [`HubMethod`]):
-    /// parameters are client arguments (any serde type), [`UploadStream<T>`](crate::UploadStream)
-    /// or [`State<T>`](crate::State); `R` is `()`, a `Serialize` value, `Result<T, HubError>`, or
-    /// a `Stream` for a streaming method.
+    /// parameters are client arguments (any serde type), [`UploadStream<T>`](crate::UploadStream),
+    /// [`State<T>`](crate::State), [`Progress<T>`](crate::Progress) or
+    /// [`CallerState`](crate::CallerState); `R` is `()`, a `Serialize` value,
+    /// `Result<T, HubError>`, or a `Stream` for a streaming method.
+    ///
+    /// A name may be registered again with another number of client arguments (parameters bound
+    /// from the call's arguments; upload streams, state, progress and caller state do not count):
+    /// an overload, as classic SignalR hubs have them. A call runs the overload taking as many
+    /// arguments as it brings. ASP.NET Core hubs cannot be overloaded; a Core client that calls
+    /// an overloaded name with a count none takes gets `... but target expects one of 0, 1, 2.`
+    /// (see [`HubOptions::enable_detailed_errors`](crate::HubOptions::enable_detailed_errors)).
     ///
     /// ```
     /// use signalr_server::{Hub, HubCallerContext, HubError};
     ///
     /// let hub = Hub::builder()
     ///     .method("Add", |_: HubCallerContext, a: i64, b: i64| async move { a + b })
+    ///     // An overload: `Add(a, b, c)`.
+    ///     .method("Add", |_: HubCallerContext, a: i64, b: i64, c: i64| async move { a + b + c })
     ///     .method("Fail", |_: HubCallerContext| async move {
     ///         Err::<(), _>(HubError::new("this text reaches the client, after ASP.NET's prefix"))
     ///     })
@@ -123,44 +179,135 @@ impl HubBuilder {
     /// ```
     ///
     /// # Panics
-    /// When a method with the same name (ignoring case) is already registered: hub methods cannot
-    /// be overloaded, and this is a start-up error rather than a run-time surprise.
-    pub fn method<Args, M: HubMethod<Args>>(mut self, name: &str, handler: M) -> Self {
-        let key = name.to_lowercase();
-        assert!(
-            !self.methods.contains_key(&key),
-            "hub method '{name}' is registered twice; SignalR hub methods cannot be overloaded"
-        );
+    /// When a method with the same name (ignoring case) and the same number of client arguments
+    /// is already registered: overloads must differ in their argument count, and this is a
+    /// start-up error rather than a run-time surprise.
+    pub fn method<Args, M: HubMethod<Args>>(self, name: &str, handler: M) -> Self {
+        self.register(name, handler, None, None)
+    }
+
+    /// What `#[hub]` registers a method with: [`HubBuilder::method`] plus the names of all
+    /// parameters after the caller context (the client arguments' names are kept) and the
+    /// method's `#[authorize]` policy.
+    #[doc(hidden)]
+    pub fn __hub_method<Args, M: HubMethod<Args>>(
+        self,
+        name: &str,
+        handler: M,
+        parameter_names: &[&str],
+        policy: Option<AuthorizationPolicy>,
+    ) -> Self {
+        self.register(name, handler, Some(parameter_names), policy)
+    }
+
+    fn register<Args, M: HubMethod<Args>>(
+        mut self,
+        name: &str,
+        handler: M,
+        parameter_names: Option<&[&str]>,
+        policy: Option<AuthorizationPolicy>,
+    ) -> Self {
         let kinds = M::parameter_kinds();
         let count = |kind| kinds.iter().filter(|k| **k == kind).count();
+        let value_parameters = count(ArgumentKind::Value);
+        let overloads = self.methods.entry(name.to_lowercase()).or_default();
+        assert!(
+            !overloads
+                .iter()
+                .any(|m| m.value_parameters == value_parameters),
+            "hub method '{name}' is registered twice with {value_parameters} argument(s); \
+             overloads of a hub method must differ in their number of arguments"
+        );
+        let parameter_names = match parameter_names {
+            Some(names) if names.len() == kinds.len() => names
+                .iter()
+                .zip(&kinds)
+                .filter(|(_, kind)| **kind == ArgumentKind::Value)
+                .map(|(name, _)| (*name).to_owned())
+                .collect(),
+            _ => Vec::new(),
+        };
         let handler_fn: ErasedMethod =
             Arc::new(move |caller, values, streams| handler.call(caller, values, streams));
-        self.methods.insert(
-            key,
-            Arc::new(MethodEntry {
-                name: name.to_owned(),
-                handler: handler_fn,
-                streaming: M::STREAMING,
-                value_parameters: count(ArgumentKind::Value),
-                stream_parameters: count(ArgumentKind::Stream),
-                policy: None,
-            }),
-        );
+        let entry = Arc::new(MethodEntry {
+            name: name.to_owned(),
+            handler: handler_fn,
+            streaming: M::STREAMING,
+            value_parameters,
+            stream_parameters: count(ArgumentKind::Stream),
+            parameter_names,
+            policy,
+        });
+        let at = overloads.partition_point(|m| m.value_parameters < value_parameters);
+        overloads.insert(at, entry);
         self
     }
 
-    /// Requires `policy` for hub method `name` (ASP.NET `[Authorize]` on a method). Callers that
-    /// fail it get `Failed to invoke '<name>' because user is unauthorized`.
+    /// The overloads of `name` (ignoring case) that `arguments` selects: all of them, or the
+    /// one taking that many client arguments.
+    fn overloads_mut(
+        &mut self,
+        name: &str,
+        arguments: Option<usize>,
+        what: &str,
+    ) -> impl Iterator<Item = &mut MethodEntry> {
+        let overloads = self
+            .methods
+            .get_mut(&name.to_lowercase())
+            .unwrap_or_else(|| panic!("{what}: no hub method '{name}' is registered"));
+        if let Some(arguments) = arguments {
+            assert!(
+                overloads.iter().any(|m| m.value_parameters == arguments),
+                "{what}: hub method '{name}' has no overload with {arguments} argument(s)"
+            );
+        }
+        overloads
+            .iter_mut()
+            .filter(move |m| arguments.is_none_or(|n| m.value_parameters == n))
+            // The builder holds the only reference until `build`.
+            .filter_map(Arc::get_mut)
+    }
+
+    /// Names the client arguments of the overload of `method` taking `arguments` of them, for
+    /// what lists methods with their parameters (classic SignalR's JavaScript proxy and its
+    /// "Potential candidates" error detail). Methods registered with `#[hub]` have their Rust
+    /// parameter names in camelCase already (`group_name` becomes `groupName`).
+    ///
+    /// ```
+    /// use signalr_server::{Hub, HubCallerContext};
+    ///
+    /// let hub = Hub::builder()
+    ///     .method("Send", |_: HubCallerContext, user: String, text: String| async move {})
+    ///     .parameter_names("Send", 2, &["user", "text"])
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    ///
+    /// # Panics
+    /// When no such method or overload is registered yet, or `names` does not have `arguments`
+    /// entries.
+    pub fn parameter_names(mut self, method: &str, arguments: usize, names: &[&str]) -> Self {
+        assert_eq!(
+            names.len(),
+            arguments,
+            "parameter_names: {} name(s) given for {arguments} argument(s) of '{method}'",
+            names.len()
+        );
+        for entry in self.overloads_mut(method, Some(arguments), "parameter_names") {
+            entry.parameter_names = names.iter().map(|n| (*n).to_owned()).collect();
+        }
+        self
+    }
+
+    /// Requires `policy` for hub method `name` (ASP.NET `[Authorize]` on a method): for every
+    /// overload of `name` registered so far. Callers that fail it get `Failed to invoke '<name>'
+    /// because user is unauthorized`.
     ///
     /// # Panics
     /// When no method `name` is registered yet.
     pub fn authorize_method(mut self, name: &str, policy: AuthorizationPolicy) -> Self {
-        let entry = self
-            .methods
-            .get_mut(&name.to_lowercase())
-            .unwrap_or_else(|| panic!("authorize_method: no hub method '{name}' is registered"));
-        if let Some(entry) = Arc::get_mut(entry) {
-            entry.policy = Some(policy);
+        for entry in self.overloads_mut(name, None, "authorize_method") {
+            entry.policy = Some(policy.clone());
         }
         self
     }
@@ -220,8 +367,28 @@ impl HubBuilder {
         self
     }
 
+    /// Runs when a classic SignalR client has come back on its connection after losing its
+    /// transport (classic `OnReconnected`: the same connection id, its groups kept). Never runs
+    /// for ASP.NET Core clients: their reconnect is a new connection, which runs `on_connected`.
+    /// An error is logged; the connection goes on.
+    pub fn on_reconnected<F, Fut, R>(mut self, handler: F) -> Self
+    where
+        F: Fn(HubCallerContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoLifetimeResult,
+    {
+        let handler = Arc::new(handler);
+        self.on_reconnected = Some(Arc::new(move |caller| {
+            let future = handler(caller);
+            Box::pin(async move { future.await.into_result() })
+        }));
+        self
+    }
+
     /// Runs when a connection has ended (ASP.NET `OnDisconnectedAsync`), with the error that
     /// ended it or `None` for a normal close. Group memberships are already gone.
+    /// [`HubCallerContext::stop_called`] tells a client that ended the connection on purpose
+    /// from one that went away (classic `OnDisconnected(stopCalled)`).
     pub fn on_disconnected<F, Fut, R>(mut self, handler: F) -> Self
     where
         F: Fn(HubCallerContext, Option<String>) -> Fut + Send + Sync + 'static,
@@ -259,6 +426,7 @@ impl HubBuilder {
                 lifetime: Arc::default(),
                 filters: self.filters.into(),
                 on_connected: self.on_connected,
+                on_reconnected: self.on_reconnected,
                 on_disconnected: self.on_disconnected,
                 state: self.state,
                 authenticator: self.authenticator,
@@ -289,11 +457,12 @@ impl Hub {
     pub fn builder() -> HubBuilder {
         HubBuilder {
             name: None,
-            methods: HashMap::new(),
+            methods: BTreeMap::new(),
             options: HubOptions::default(),
             connection_options: ConnectionOptions::default(),
             filters: Vec::new(),
             on_connected: None,
+            on_reconnected: None,
             on_disconnected: None,
             state: Extensions::new(),
             authenticator: None,
@@ -307,9 +476,15 @@ impl Hub {
         self.inner.name.as_deref()
     }
 
-    /// The names of the registered hub methods, as registered.
+    /// The names of the registered hub methods, as registered; an overloaded name once (or once
+    /// per spelling, when its overloads were registered with names differing in case).
     pub fn method_names(&self) -> impl Iterator<Item = &str> {
-        self.inner.methods.values().map(|m| m.name.as_str())
+        self.inner.methods.values().flat_map(|overloads| {
+            let mut names: Vec<&str> = overloads.iter().map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        })
     }
 
     /// Connections that completed the handshake and are open.
@@ -321,5 +496,171 @@ impl Hub {
     /// `IHubContext`).
     pub fn context(&self) -> HubContext {
         HubContext::new(self.inner.lifetime.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HubCallerContext, State, UploadStream, hub};
+
+    fn arities(hub: &HubInner, name: &str) -> Vec<(String, usize, Vec<String>)> {
+        hub.methods_by_name()
+            .find(|overloads| overloads[0].name.eq_ignore_ascii_case(name))
+            .map(|overloads| {
+                overloads
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.name.clone(),
+                            m.value_parameters,
+                            m.parameter_names.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn resolve_by_name_and_argument_count() {
+        let hub = Hub::builder()
+            .method(
+                "Add",
+                |_: HubCallerContext, a: i32, b: i32| async move { a + b },
+            )
+            .method("add", |_: HubCallerContext| async { 0 })
+            .method("Add", |_: HubCallerContext, a: i32| async move { a })
+            .build();
+        let inner = &hub.inner;
+        for arguments in 0..3 {
+            let method = inner.resolve("ADD", arguments).expect("resolves");
+            assert_eq!(method.value_parameters, arguments);
+        }
+        assert_eq!(
+            inner.resolve("Add", 3).err(),
+            Some(Resolve::ArgumentCount {
+                provided: 3,
+                expected: vec![0, 1, 2]
+            })
+        );
+        assert_eq!(inner.resolve("Sub", 0).err(), Some(Resolve::UnknownMethod));
+        assert_eq!(
+            arities(inner, "add"),
+            [
+                ("add".to_owned(), 0, vec![]),
+                ("Add".to_owned(), 1, vec![]),
+                ("Add".to_owned(), 2, vec![])
+            ]
+        );
+        let mut names: Vec<&str> = hub.method_names().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["Add", "add"]);
+    }
+
+    #[test]
+    fn parameter_names_of_closures_and_policies_per_name() {
+        let hub = Hub::builder()
+            .method("Send", |_: HubCallerContext, _: String, _: String| async {})
+            .method("Send", |_: HubCallerContext, _: String| async {})
+            .parameter_names("send", 2, &["user", "text"])
+            .authorize_method("SEND", AuthorizationPolicy::authenticated())
+            .method("Send", |_: HubCallerContext| async {})
+            .build();
+        let overloads = hub.inner.methods_by_name().next().expect("one name");
+        let summary: Vec<(usize, Vec<String>, bool)> = overloads
+            .iter()
+            .map(|m| {
+                (
+                    m.value_parameters,
+                    m.parameter_names.clone(),
+                    m.policy.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (0, vec![], false),
+                (1, vec![], true),
+                (2, vec!["user".to_owned(), "text".to_owned()], true)
+            ]
+        );
+    }
+
+    #[derive(Default)]
+    struct Macro;
+
+    #[hub]
+    impl Macro {
+        async fn join_group(&self, _ctx: HubCallerContext, group_name: String, _user_id: u32) {
+            drop(group_name);
+        }
+
+        #[hub_method(name = "JoinGroup")]
+        async fn join_default(&self, _ctx: HubCallerContext, _state: State<u8>) {}
+
+        #[authorize]
+        #[hub_method(name = "JoinGroup")]
+        async fn join_one(&self, _ctx: HubCallerContext, r#type: String, _s: UploadStream<i32>) {
+            drop(r#type);
+        }
+
+        #[on_reconnected]
+        async fn back(&self, ctx: HubCallerContext) -> Result<(), crate::HubError> {
+            Err(crate::HubError::new(format!(
+                "back {}",
+                ctx.connection_id()
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn hub_macro_registers_on_reconnected() {
+        let hub = Macro::hub_builder().build();
+        let caller = HubCallerContext::new(
+            crate::engine::tests::connection(&hub, "c7"),
+            tokio_util::sync::CancellationToken::new(),
+            false,
+        );
+        let hook = hub.inner.on_reconnected.clone().expect("registered");
+        let result = hook(caller).await;
+        assert_eq!(
+            result.err().map(|e| e.to_string()).as_deref(),
+            Some("back c7")
+        );
+        assert!(hub.inner.on_connected.is_none() && hub.inner.on_disconnected.is_none());
+    }
+
+    #[test]
+    fn hub_macro_records_camel_case_names_and_policies_per_overload() {
+        let hub = Macro::hub_builder().state(1u8).build();
+        let overloads = hub.inner.methods_by_name().next().expect("one name");
+        let summary: Vec<(&str, usize, Vec<String>, bool, usize)> = overloads
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.value_parameters,
+                    m.parameter_names.clone(),
+                    m.policy.is_some(),
+                    m.stream_parameters,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("JoinGroup", 0, vec![], false, 0),
+                ("JoinGroup", 1, vec!["type".to_owned()], true, 1),
+                (
+                    "JoinGroup",
+                    2,
+                    vec!["groupName".to_owned(), "userId".to_owned()],
+                    false,
+                    0
+                ),
+            ]
+        );
     }
 }

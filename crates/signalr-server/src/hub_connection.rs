@@ -158,6 +158,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
     let disconnect_error = match outcome {
         Outcome::TransportClosed => None,
         Outcome::ClientClosed(error) => {
+            context.set_stop_called();
             let _ = connection.send(Outgoing::End).await;
             error
         }
@@ -302,6 +303,16 @@ fn failed_to_invoke(target: &str) -> String {
     format!("Failed to invoke '{target}' due to an error on the server.")
 }
 
+/// The argument counts a method takes, for the argument-count error: `2` as in ASP.NET Core, or
+/// for an overloaded name (which ASP.NET Core does not have) `one of 0, 1, 2`.
+fn expected_counts(expected: &[usize]) -> String {
+    let counts: Vec<String> = expected.iter().map(ToString::to_string).collect();
+    match counts.as_slice() {
+        [one] => one.clone(),
+        several => format!("one of {}", several.join(", ")),
+    }
+}
+
 /// The Completion error text of an outcome, in ASP.NET Core's words (reference §A6.4).
 fn error_text(hub: &HubInner, target: &str, err: &InvocationError) -> String {
     match err {
@@ -314,7 +325,8 @@ fn error_text(hub: &HubInner, target: &str, err: &InvocationError) -> String {
             hub,
             failed_to_invoke(target),
             &format!(
-                "InvalidDataException: Invocation provides {provided} argument(s) but target expects {expected}."
+                "InvalidDataException: Invocation provides {provided} argument(s) but target expects {}.",
+                expected_counts(expected)
             ),
         ),
         InvocationError::Unauthorized => {
@@ -688,6 +700,7 @@ impl LoopState {
             queued.arguments,
             queued.streams,
             queued.cancellation.clone(),
+            engine::CallOptions::core(),
         );
         let parts = QueuedParts {
             context: self.context.clone(),

@@ -69,7 +69,12 @@
 //! [`serve()`](serve::serve) (a drop-in replacement for `axum::serve`); the rest holds with any
 //! server.
 
+// Lets the crate's own unit tests use `#[hub]`, whose expansion names `::signalr_server`.
+#[cfg(test)]
+extern crate self as signalr_server;
+
 mod auth;
+mod caller_state;
 mod classic;
 mod clients;
 mod connection;
@@ -93,6 +98,7 @@ pub use auth::{
     AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
 };
 pub use classic::{ClassicOptions, classic_router, classic_router_with};
+pub use caller_state::CallerState;
 pub use clients::{
     ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
     SingleClientProxy,
@@ -100,10 +106,12 @@ pub use clients::{
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
 pub use error::{ClientResultError, HubError};
-pub use filter::{HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected};
+pub use filter::{
+    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected, NextReconnected,
+};
 pub use handler::{
     HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,
-    MethodOutput, State, UploadStream,
+    MethodOutput, Progress, State, UploadStream,
 };
 pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
 pub use jwt::JwtAuthenticator;

@@ -589,9 +589,10 @@ async fn method_names_are_case_insensitive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_method_names_panic_at_build() {
+    // The same name ignoring case and the same number of arguments.
     let message = expect_panic(|| {
         Hub::builder()
-            .method("Send", |_: HubCallerContext| async {})
+            .method("Send", |_: HubCallerContext, _x: String| async {})
             .method("SEND", |_: HubCallerContext, _x: i32| async {})
             .build()
     });
@@ -599,6 +600,17 @@ async fn duplicate_method_names_panic_at_build() {
         message.contains("'SEND'") && message.contains("registered twice"),
         "unexpected panic message: {message:?}"
     );
+    // Injected parameters do not count: one client argument each.
+    let message = expect_panic(|| {
+        Hub::builder()
+            .state(1u8)
+            .method("Send", |_: HubCallerContext, _x: String| async {})
+            .method(
+                "Send",
+                |_: HubCallerContext, _s: State<u8>, _x: i32| async {},
+            )
+    });
+    assert!(message.contains("registered twice"), "{message:?}");
     // The same name twice with the same case too.
     let message = expect_panic(|| {
         Hub::builder()
