@@ -42,14 +42,18 @@ pub struct InvalidOperation(pub String);
 
 /// Lifetime events per connection id (`GetLifetimeEvents`) and the ids that disconnected
 /// (`WasDisconnected`); process-wide like the .NET hub's statics.
-static EVENTS: LazyLock<Mutex<HashMap<String, Vec<&'static str>>>> = LazyLock::new(Default::default);
+static EVENTS: LazyLock<Mutex<HashMap<String, Vec<&'static str>>>> =
+    LazyLock::new(Default::default);
 static GONE: LazyLock<Mutex<HashMap<String, bool>>> = LazyLock::new(Default::default);
 /// Invocations counted per connection by the pipeline module (`GetPipelineCount`).
 static COUNTS: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Default::default);
 
 fn record(connection_id: &str, event: &'static str) {
     if let Ok(mut events) = EVENTS.lock() {
-        events.entry(connection_id.to_owned()).or_default().push(event);
+        events
+            .entry(connection_id.to_owned())
+            .or_default()
+            .push(event);
     }
 }
 
@@ -101,16 +105,27 @@ pub fn test_hub() -> Hub {
         .on_reconnected(|caller: HubCallerContext| async move {
             record(caller.connection_id(), "OnReconnected");
         })
-        .on_disconnected(|caller: HubCallerContext, _error: Option<String>| async move {
-            if let Ok(mut gone) = GONE.lock() {
-                gone.insert(caller.connection_id().to_owned(), caller.stop_called());
-            }
-        })
-        .method("Echo", |_: HubCallerContext, s: Option<String>| async move { s })
+        .on_disconnected(
+            |caller: HubCallerContext, _error: Option<String>| async move {
+                if let Ok(mut gone) = GONE.lock() {
+                    gone.insert(caller.connection_id().to_owned(), caller.stop_called());
+                }
+            },
+        )
+        .method(
+            "Echo",
+            |_: HubCallerContext, s: Option<String>| async move { s },
+        )
         .parameter_names("Echo", 1, &["s"])
-        .method("Add", |_: HubCallerContext, a: i32, b: i32| async move { a + b })
+        .method(
+            "Add",
+            |_: HubCallerContext, a: i32, b: i32| async move { a + b },
+        )
         .parameter_names("Add", 2, &["a", "b"])
-        .method("EchoObject", |_: HubCallerContext, o: CustomObject| async move { o })
+        .method(
+            "EchoObject",
+            |_: HubCallerContext, o: CustomObject| async move { o },
+        )
         .parameter_names("EchoObject", 1, &["o"])
         .method("GetConnectionId", |caller: HubCallerContext| async move {
             caller.connection_id().to_owned()
@@ -118,29 +133,43 @@ pub fn test_hub() -> Hub {
         .method("GetTransportName", |caller: HubCallerContext| async move {
             query(&caller, "transport")
         })
-        .method("GetHeader", |caller: HubCallerContext, name: String| async move {
-            header(&caller, &name)
-        })
+        .method(
+            "GetHeader",
+            |caller: HubCallerContext, name: String| async move { header(&caller, &name) },
+        )
         .parameter_names("GetHeader", 1, &["name"])
-        .method("GetQueryString", |caller: HubCallerContext, name: String| async move {
-            query(&caller, &name)
-        })
+        .method(
+            "GetQueryString",
+            |caller: HubCallerContext, name: String| async move { query(&caller, &name) },
+        )
         .parameter_names("GetQueryString", 1, &["name"])
-        .method("ThrowHubException", |_: HubCallerContext, msg: String| async move {
-            Err::<(), _>(HubError::with_data(msg, serde_json::json!({ "Code": 42 })))
-        })
+        .method(
+            "ThrowHubException",
+            |_: HubCallerContext, msg: String| async move {
+                Err::<(), _>(HubError::with_data(msg, serde_json::json!({ "Code": 42 })))
+            },
+        )
         .parameter_names("ThrowHubException", 1, &["msg"])
-        .method("ThrowException", |_: HubCallerContext, msg: String| async move {
-            Err::<(), _>(HubError::from(InvalidOperation(msg)))
-        })
+        .method(
+            "ThrowException",
+            |_: HubCallerContext, msg: String| async move {
+                Err::<(), _>(HubError::from(InvalidOperation(msg)))
+            },
+        )
         .parameter_names("ThrowException", 1, &["msg"])
-        .method("InvokeWithString", |caller: HubCallerContext, msg: String| async move {
-            caller.clients().caller().send("message", (msg,)).await;
-        })
+        .method(
+            "InvokeWithString",
+            |caller: HubCallerContext, msg: String| async move {
+                caller.clients().caller().send("message", (msg,)).await;
+            },
+        )
         .parameter_names("InvokeWithString", 1, &["msg"])
-        .method("SendToAll", |caller: HubCallerContext, msg: String| async move {
-            caller.clients().all().send("broadcast", (msg,)).await;
-        })
+        .method(
+            "SendToAll",
+            |caller: HubCallerContext, msg: String| async move {
+                caller.clients().all().send("broadcast", (msg,)).await;
+            },
+        )
         .parameter_names("SendToAll", 1, &["msg"])
         .method(
             "SendToClient",
@@ -156,14 +185,21 @@ pub fn test_hub() -> Hub {
             },
         )
         .parameter_names("SendToClients", 2, &["ids", "msg"])
-        .method("SendToOthers", |caller: HubCallerContext, msg: String| async move {
-            caller.clients().others().send("message", (msg,)).await;
-        })
+        .method(
+            "SendToOthers",
+            |caller: HubCallerContext, msg: String| async move {
+                caller.clients().others().send("message", (msg,)).await;
+            },
+        )
         .parameter_names("SendToOthers", 1, &["msg"])
         .method(
             "SendAllExcept",
             |caller: HubCallerContext, id: String, msg: String| async move {
-                caller.clients().all_except([id]).send("message", (msg,)).await;
+                caller
+                    .clients()
+                    .all_except([id])
+                    .send("message", (msg,))
+                    .await;
             },
         )
         .parameter_names("SendAllExcept", 2, &["id", "msg"])
@@ -182,7 +218,11 @@ pub fn test_hub() -> Hub {
             "SendToGroups",
             |caller: HubCallerContext, gs: Vec<String>, m: String| async move {
                 let joined = gs.join(",");
-                caller.clients().groups(gs).send("groupMessage", (joined, m)).await;
+                caller
+                    .clients()
+                    .groups(gs)
+                    .send("groupMessage", (joined, m))
+                    .await;
             },
         )
         .parameter_names("SendToGroups", 2, &["gs", "m"])
@@ -228,27 +268,36 @@ pub fn test_hub() -> Hub {
                 .send("manyArgs", (1, "two", 3.5, true, [4, 5], stock, "seven"))
                 .await;
         })
-        .method("UpdateStockPrice", |caller: HubCallerContext, s: Stock| async move {
-            let next = Stock {
-                symbol: s.symbol,
-                price: s.price + 1.0,
-            };
-            // The server names this client method in PascalCase; clients match it ignoring case.
-            caller
-                .clients()
-                .caller()
-                .send("UpdateStockPrice", (next.clone(),))
-                .await;
-            next
-        })
+        .method(
+            "UpdateStockPrice",
+            |caller: HubCallerContext, s: Stock| async move {
+                let next = Stock {
+                    symbol: s.symbol,
+                    price: s.price + 1.0,
+                };
+                // The server names this client method in PascalCase; clients match it ignoring case.
+                caller
+                    .clients()
+                    .caller()
+                    .send("UpdateStockPrice", (next.clone(),))
+                    .await;
+                next
+            },
+        )
         .parameter_names("UpdateStockPrice", 1, &["s"])
-        .method("aliasedEcho", |_: HubCallerContext, s: String| async move { s })
+        .method(
+            "aliasedEcho",
+            |_: HubCallerContext, s: String| async move { s },
+        )
         .parameter_names("aliasedEcho", 1, &["s"])
-        .method("GetCookie", |caller: HubCallerContext, name: String| async move {
-            caller
-                .request()
-                .and_then(|r| r.cookie(&name).map(str::to_owned))
-        })
+        .method(
+            "GetCookie",
+            |caller: HubCallerContext, name: String| async move {
+                caller
+                    .request()
+                    .and_then(|r| r.cookie(&name).map(str::to_owned))
+            },
+        )
         .parameter_names("GetCookie", 1, &["name"])
         .method("GetPipelineCount", |caller: HubCallerContext| async move {
             COUNTS
@@ -271,32 +320,51 @@ pub fn test_hub() -> Hub {
         .method("GetStateName", |caller: HubCallerContext| async move {
             let state = caller.caller_state();
             let name: Option<String> = state.get("name");
-            state.set("greeted", format!("hello {}", name.clone().unwrap_or_default()));
+            state.set(
+                "greeted",
+                format!("hello {}", name.clone().unwrap_or_default()),
+            );
             let count: i64 = state.get("count").unwrap_or(0);
             state.set("count", count + 1);
             name
         })
-        .method("JoinGroup", |caller: HubCallerContext, g: String| async move {
-            caller.groups().add_to_group(caller.connection_id(), &g).await;
-        })
+        .method(
+            "JoinGroup",
+            |caller: HubCallerContext, g: String| async move {
+                caller
+                    .groups()
+                    .add_to_group(caller.connection_id(), &g)
+                    .await;
+            },
+        )
         .parameter_names("JoinGroup", 1, &["g"])
-        .method("LeaveGroup", |caller: HubCallerContext, g: String| async move {
-            caller
-                .groups()
-                .remove_from_group(caller.connection_id(), &g)
-                .await;
-        })
+        .method(
+            "LeaveGroup",
+            |caller: HubCallerContext, g: String| async move {
+                caller
+                    .groups()
+                    .remove_from_group(caller.connection_id(), &g)
+                    .await;
+            },
+        )
         .parameter_names("LeaveGroup", 1, &["g"])
         .method(
             "SendToGroup",
             |caller: HubCallerContext, g: String, m: String| async move {
-                caller.clients().group(g.clone()).send("groupMessage", (g, m)).await;
+                caller
+                    .clients()
+                    .group(g.clone())
+                    .send("groupMessage", (g, m))
+                    .await;
             },
         )
         .parameter_names("SendToGroup", 2, &["g", "m"])
         .method("Overload", |_: HubCallerContext| async move { 0 })
         .method("Overload", |_: HubCallerContext, _a: i32| async move { 1 })
-        .method("Overload", |_: HubCallerContext, _a: i32, _b: i32| async move { 2 })
+        .method(
+            "Overload",
+            |_: HubCallerContext, _a: i32, _b: i32| async move { 2 },
+        )
         .parameter_names("Overload", 1, &["a"])
         .parameter_names("Overload", 2, &["a", "b"])
         .method("GetLifetimeEvents", |caller: HubCallerContext| async move {
@@ -306,9 +374,12 @@ pub fn test_hub() -> Hub {
                 .and_then(|e| e.get(caller.connection_id()).cloned())
                 .unwrap_or_default()
         })
-        .method("WasDisconnected", |_: HubCallerContext, id: String| async move {
-            GONE.lock().map(|g| g.contains_key(&id)).unwrap_or(false)
-        })
+        .method(
+            "WasDisconnected",
+            |_: HubCallerContext, id: String| async move {
+                GONE.lock().map(|g| g.contains_key(&id)).unwrap_or(false)
+            },
+        )
         .parameter_names("WasDisconnected", 1, &["id"])
         .build()
 }
@@ -317,7 +388,10 @@ pub fn test_hub() -> Hub {
 pub fn renamed_hub() -> Hub {
     Hub::builder()
         .name("renamed")
-        .method("Echo", |_: HubCallerContext, s: Option<String>| async move { s })
+        .method(
+            "Echo",
+            |_: HubCallerContext, s: Option<String>| async move { s },
+        )
         .parameter_names("Echo", 1, &["s"])
         .build()
 }
@@ -327,7 +401,10 @@ pub fn secret_hub() -> Hub {
     Hub::builder()
         .name("SecretHub")
         .require_authorization(AuthorizationPolicy::authenticated())
-        .method("Echo", |_: HubCallerContext, s: Option<String>| async move { s })
+        .method(
+            "Echo",
+            |_: HubCallerContext, s: Option<String>| async move { s },
+        )
         .parameter_names("Echo", 1, &["s"])
         .build()
 }

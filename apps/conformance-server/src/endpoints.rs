@@ -12,8 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use signalr_server::{
-    ClientResultError, ConnectionOptions, HubContext, RawConnection, TransportType,
-    classic_router, connection_router,
+    ClientResultError, ConnectionOptions, HubContext, RawConnection, TransportType, classic_router,
+    connection_router,
 };
 
 use crate::authorized_hub::{self, DEFAULT_USER, TokenIssuer};

@@ -88,7 +88,7 @@ pub(crate) struct ConnectionContext {
 
 impl ConnectionContext {
     pub(crate) fn new(info: ConnectionInfo, hub: Arc<HubInner>) -> Arc<Self> {
-        let user_id = (hub.user_id_provider)(&info.user);
+        let user_id = (hub.user_id_provider)(&info.user, info.request.as_deref());
         Arc::new(ConnectionContext {
             id: info.id,
             sink: info.sink,

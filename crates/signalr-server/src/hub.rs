@@ -8,6 +8,7 @@ use axum::http::Extensions;
 
 use crate::auth::{Authenticator, AuthorizationPolicy, User};
 use crate::clients::{HubContext, LocalLifetime};
+use crate::connection::ConnectionRequest;
 use crate::context::HubCallerContext;
 use crate::error::HubError;
 use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter, ReconnectedFn};
@@ -64,7 +65,8 @@ pub(crate) enum Resolve {
     },
 }
 
-pub(crate) type UserIdProvider = Arc<dyn Fn(&User) -> Option<String> + Send + Sync>;
+pub(crate) type UserIdProvider =
+    Arc<dyn Fn(&User, Option<&ConnectionRequest>) -> Option<String> + Send + Sync>;
 
 pub(crate) struct HubInner {
     /// The hub's name: what classic clients address it by (ASP.NET `[HubName]`).
@@ -332,7 +334,19 @@ impl HubBuilder {
         mut self,
         provider: impl Fn(&User) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.user_id_provider = Arc::new(provider);
+        self.user_id_provider = Arc::new(move |user, _| provider(user));
+        self
+    }
+
+    /// Like [`HubBuilder::user_id_provider`], with the HTTP request that made the connection
+    /// (ASP.NET's `IUserIdProvider` sees the connection, classic's the `IRequest`): e.g. a user id
+    /// from a query parameter. Connections without request data (none today) get `None`.
+    pub fn user_id_from_request(
+        mut self,
+        provider: impl Fn(&User, &ConnectionRequest) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.user_id_provider =
+            Arc::new(move |user, request| request.and_then(|request| provider(user, request)));
         self
     }
 
@@ -467,7 +481,7 @@ impl Hub {
             state: Extensions::new(),
             authenticator: None,
             policy: None,
-            user_id_provider: Arc::new(User::name_identifier),
+            user_id_provider: Arc::new(|user, _| user.name_identifier()),
         }
     }
 

@@ -97,8 +97,8 @@ use std::sync::Arc;
 pub use auth::{
     AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
 };
-pub use classic::{ClassicOptions, classic_router, classic_router_with};
 pub use caller_state::CallerState;
+pub use classic::{ClassicOptions, classic_router, classic_router_with};
 pub use clients::{
     ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
     SingleClientProxy,

@@ -8,14 +8,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use signalr_protocol::TransportType;
 use signalr_protocol::classic::{Cursor, Envelope};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::token::TokenProtector;
-use crate::auth::User;
-use crate::connection::ConnectionRequest;
 use crate::context::{ClientSink, ConnectionContext, Gone};
 use crate::hub::HubInner;
 use crate::message::SerializedMessage;
@@ -260,8 +257,6 @@ struct TransportState {
 /// A classic connection.
 pub(crate) struct ClassicConnection {
     pub id: String,
-    pub user: User,
-    pub transport: TransportType,
     pub outbox: Arc<Outbox>,
     pub hubs: Vec<Subscription>,
     /// Hubs the client named that its user may not use: their calls fail.
@@ -275,7 +270,6 @@ pub(crate) struct ClassicConnection {
     started: AtomicBool,
     /// Whether the disconnect pipeline ran (it runs once).
     ended: AtomicBool,
-    pub request: Arc<ConnectionRequest>,
 }
 
 /// Keeps a transport request attached until dropped.
@@ -297,22 +291,16 @@ impl Drop for AttachGuard {
 }
 
 impl ClassicConnection {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: String,
-        user: User,
-        transport: TransportType,
         outbox: Arc<Outbox>,
         hubs: Vec<Subscription>,
         refused: Vec<String>,
         closed: CancellationToken,
-        request: Arc<ConnectionRequest>,
         parallel_invocations: usize,
     ) -> Arc<Self> {
         Arc::new(ClassicConnection {
             id,
-            user,
-            transport,
             outbox,
             hubs,
             refused,
@@ -325,7 +313,6 @@ impl ClassicConnection {
             next_attachment: AtomicU64::new(1),
             started: AtomicBool::new(false),
             ended: AtomicBool::new(false),
-            request,
         })
     }
 

@@ -10,7 +10,7 @@ use signalr_protocol::classic::{self, HubInvocation, HubResult, MAX_STATE_LENGTH
 
 use super::ClassicEndpoint;
 use super::connection::ClassicConnection;
-use crate::context::CallerState;
+use crate::caller_state::CallerState;
 use crate::engine::{self, CallOptions, InvocationError};
 use crate::handler::MethodOutput;
 
@@ -32,12 +32,10 @@ pub(crate) async fn invoke(
         ));
     }
     let detailed = endpoint.options.enable_detailed_errors;
-    let generic = || {
-        HubResult::Error(format!(
-            "There was an error invoking Hub method '{}.{}'.",
-            call.hub, call.method
-        ))
-    };
+    let generic = HubResult::Error(format!(
+        "There was an error invoking Hub method '{}.{}'.",
+        call.hub, call.method
+    ));
     let Some(subscription) = connection.hub(&call.hub) else {
         if connection.refused_hub(&call.hub) {
             // A hub the client named but may not use: its calls fail like any other error.
@@ -50,9 +48,13 @@ pub(crate) async fn invoke(
                     call.method
                 ))
             } else {
-                generic()
+                generic
             };
-            return Ok(render(call.id.as_deref(), &classic::CallerState::new(), &result));
+            return Ok(render(
+                call.id.as_deref(),
+                &classic::CallerState::new(),
+                &result,
+            ));
         }
         return Err(Refused("unknown hub"));
     };
@@ -110,10 +112,11 @@ pub(crate) async fn invoke(
         Ok(MethodOutput::Void) => HubResult::Void,
         // Classic SignalR has no streams: a streaming method is refused before it runs, so this
         // is a method whose stream a filter produced.
-        Ok(MethodOutput::Stream(_)) => generic(),
+        Ok(MethodOutput::Stream(_)) => generic,
         Err(err) => {
             tracing::debug!(connection_id = %connection.id, hub = %call.hub, method = %call.method, error = ?err, "classic hub invocation failed");
-            error_result(&err, &call, subscription.name.as_ref(), detailed).unwrap_or_else(generic)
+            error_result(&err, &call.method, subscription.name.as_ref(), detailed)
+                .unwrap_or(generic)
         }
     };
     let mut changed = classic::CallerState::new();
@@ -129,7 +132,7 @@ pub(crate) async fn invoke(
 /// everything else shows details only with detailed errors (`None`: the generic text).
 fn error_result(
     err: &InvocationError,
-    call: &HubInvocation,
+    method: &str,
     hub_name: &str,
     detailed: bool,
 ) -> Option<HubResult> {
@@ -144,7 +147,6 @@ fn error_result(
     if !detailed {
         return None;
     }
-    let method = &call.method;
     let text = match err {
         InvocationError::UnknownMethod => {
             format!("'{method}' method could not be resolved. No method found with that name.")

