@@ -95,10 +95,24 @@ def text_of(v, limit=None):
     return t
 
 
-def shorten(s, keep=60):
-    if isinstance(s, str) and len(s) > keep + 20:
-        return f"{s[:keep // 2]}…({len(s)} chars)…{s[-10:]}"
+def shorten(s, keep=300):
+    """A long string cut for display (comparisons always use the whole string)."""
+    if isinstance(s, str) and len(s) > keep:
+        return f"{s[:40]}…({len(s)} chars)…{s[-10:]}"
     return s
+
+
+def shown(o):
+    """`o` with long strings cut, for display."""
+    if isinstance(o, dict):
+        return {k: shown(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [shown(x) for x in o]
+    return shorten(o)
+
+
+def dumps(o):
+    return json.dumps(shown(o), ensure_ascii=False, separators=(",", ":"))
 
 
 class Normaliser:
@@ -135,13 +149,12 @@ class Normaliser:
         if isinstance(o, list):
             return [self.obj(x) for x in o]
         if isinstance(o, str):
-            return shorten(self.text(o))
+            return self.text(o)
         return o
 
     def json_seen(self, o):
         n = self.obj(o)
-        return Seen(json.dumps(n, sort_keys=True, ensure_ascii=False), json.dumps(n, ensure_ascii=False,
-                                                                                  separators=(",", ":")))
+        return Seen(json.dumps(n, sort_keys=True, ensure_ascii=False), dumps(n))
 
     def body(self, raw):
         """(canon, text) of an HTTP body: JSON parsed, else the text."""
@@ -155,10 +168,10 @@ class Normaliser:
             if j is not None:
                 n = self.obj(j)
                 lead = " (after keep-alive spaces)" if s.startswith(" ") else ""
-                return {"json": json.dumps(n, sort_keys=True)}, shorten(self.text(s.strip()), 400) + lead
+                return {"json": json.dumps(n, sort_keys=True)}, shorten(self.text(s.strip()), 600) + lead
         # leading spaces are long-polling keep-alives: how many depends on how long the answer was held
-        t = shorten(self.text(s), 400)
-        return {"text": t.lstrip(" ")}, json.dumps(t) if t else "(empty)"
+        t = self.text(s)
+        return {"text": t.lstrip(" ")}, json.dumps(shorten(t, 600)) if t else "(empty)"
 
     def headers(self, hdrs, upgrade=False):
         out = []
@@ -180,17 +193,17 @@ class Normaliser:
 
     def envelopes(self, envs):
         """Pushed envelopes: compared by the multiset of their messages and the set of their key shapes."""
-        msgs, shapes, shown = [], set(), []
+        msgs, shapes, texts = [], set(), []
         for e in envs:
             if not isinstance(e, dict):
-                shown.append(repr(e))
+                texts.append(repr(e))
                 continue
             ne = self.obj(e)
             shapes.add(",".join(sorted(ne.keys())))
             for m in ne.get("M") or []:
                 msgs.append(json.dumps(m, sort_keys=True))
-            shown.append(json.dumps(ne, ensure_ascii=False, separators=(",", ":")))
-        return Seen({"messages": sorted(msgs), "shapes": sorted(shapes)}, " ".join(shown) or "(none)")
+            texts.append(dumps(ne))
+        return Seen({"messages": sorted(msgs), "shapes": sorted(shapes)}, " ".join(texts) or "(none)")
 
 
 # ------------------------------------------------------------------------------------------------ cases
@@ -231,6 +244,7 @@ class Ctx:
         self.ids = 0
 
     def fact(self, name, value):
+        assert ":" not in name, f"fact names cannot hold ':' (the allow file's separator): {name}"
         self.facts[name] = value
 
     def http(self, name, r):
@@ -362,9 +376,9 @@ for _label, _proto in [("2.1", "2.1"), ("absent", None), ("empty", ""), ("1.0", 
             tok, cid = j.get("ConnectionToken"), j.get("ConnectionId")
             ctx.fact("token and id are non-empty strings", isinstance(tok, str) and bool(tok) and
                      isinstance(cid, str) and bool(cid))
-    shown = "left out" if _proto is None else repr(_proto)
+    _shown = "left out" if _proto is None else repr(_proto)
     case(f"negotiate.protocol-{_label}",
-         f"GET /signalr/negotiate, clientProtocol {shown}, connectionData [testhub]")(_neg)
+         f"GET /signalr/negotiate, clientProtocol {_shown}, connectionData [testhub]")(_neg)
 
 
 @case("negotiate.post", "POST /signalr/negotiate (jQuery uses GET), clientProtocol 2.1, [testhub]")
@@ -712,10 +726,7 @@ def transport_cases(tr):
                 ctx.closers.append(lc.close)
                 pr = lc.poll_request("reconnect", mid, gt)
                 ctx.closers.append(pr.close)
-                try:
-                    ans = pr.finish(1.5)
-                except Exception:
-                    ans = wire.Response(pr.status or 0, pr.headers or [], pr.reader.out if pr.reader else b"", False)
+                ans = _finish(pr, 1.5)
                 ctx.http("reconnect answer (within 1.5 s)", ans)
                 pr.close()
                 if ans.complete:
@@ -739,6 +750,78 @@ def transport_cases(tr):
         case(f"{p}.reconnect-{_variant}",
              f"{tr}: JoinGroup, the transport dropped, a group message sent meanwhile, then /reconnect with "
              f"{_variant.replace('-', ' ')}", section=p)(_reconnect)
+
+
+def _finish(pr, timeout):
+    """The answer of a pending request, or what arrived of it by the timeout (complete=False)."""
+    try:
+        return pr.finish(timeout)
+    except Exception:
+        return wire.Response(pr.status or 0, pr.headers or [], pr.reader.out if pr.reader else b"", False)
+
+
+@case("lp.poll-delivers", "longPolling, after start: a poll with the last cursor is pending; InvokeWithString(\"one\")",
+      section="lp")
+def _lp_poll(ctx):
+    c = ctx.conn(LP, poll=False)
+    pr = c.c.poll_request()
+    ctx.closers.append(pr.close)
+    time.sleep(0.2)
+    r, _ = c.call("InvokeWithString", ["one"], 0, settle=0)
+    ctx.http("/send", r)
+    ctx.http("the pending poll", _finish(pr, 3.0))
+
+
+@case("lp.poll-idle", "longPolling, after start: a poll with the last cursor and no traffic (held for 1.5 s?)",
+      section="lp")
+def _lp_poll_idle(ctx):
+    c = ctx.conn(LP, poll=False)
+    pr = c.c.poll_request()
+    ctx.closers.append(pr.close)
+    ctx.http("the poll after 1.5 s", _finish(pr, 1.5))
+
+
+@case("lp.poll-old-cursor", "longPolling: a message delivered by a poll, then a poll with the init cursor again",
+      section="lp")
+def _lp_poll_old(ctx):
+    c = ctx.conn(LP, poll=False)
+    init = c.c.cursor
+    pr = c.c.poll_request()
+    ctx.closers.append(pr.close)
+    time.sleep(0.2)
+    c.call("InvokeWithString", ["one"], 0, settle=0)
+    ctx.http("first poll", _finish(pr, 3.0))
+    ctx.http("poll with the init cursor", c.c.poll(1.5, message_id=init))
+    ctx.http("GET /poll with the init cursor in the query",
+             http(ctx.t, "GET", c.s.path("poll", LP, extra=(("messageId", init),)), timeout=1.5))
+
+
+@case("lp.poll-without-message-id", "longPolling, after start: a poll without messageId, then InvokeWithString(\"two\")",
+      section="lp")
+def _lp_poll_nomid(ctx):
+    c = ctx.conn(LP, poll=False)
+    pr = c.c.poll_request(message_id=None)
+    ctx.closers.append(pr.close)
+    time.sleep(0.2)
+    c.call("InvokeWithString", ["two"], 0, settle=0)
+    ctx.http("the pending poll", _finish(pr, 3.0))
+
+
+@case("lp.connect-get", "longPolling: GET /signalr/connect (the pre-1.5 form) instead of POST", section="lp")
+def _lp_connect_get(ctx):
+    s = ctx.session()
+    s.negotiate()
+    ctx.label(s)
+    ctx.http("GET /connect", http(ctx.t, "GET", s.path("connect", LP), timeout=3.0))
+
+
+@case("lp.connect-twice", "longPolling: POST /signalr/connect twice with the same token", section="lp")
+def _lp_connect_twice(ctx):
+    s = ctx.session()
+    s.negotiate()
+    ctx.label(s)
+    ctx.http("first", classic.LpConnection(s).connect())
+    ctx.http("second", classic.LpConnection(s).connect())
 
 
 def _cursor_and_groups(c):
@@ -825,7 +908,7 @@ def _e_unknown_transport(ctx):
     fresh(ctx)
 
 
-@case("errors.transport-case", "GET /signalr/connect?transport=LONGPOLLING (transport names ignore case?)")
+@case("errors.transport-case", "POST /signalr/connect?transport=LONGPOLLING (does the transport name ignore case?)")
 def _e_transport_case(ctx):
     s = ctx.session()
     s.negotiate()
@@ -859,7 +942,7 @@ def _e_truncated_token(ctx):
 
 
 @case("errors.token-plus-as-space",
-      "long-polling connect and start with a token whose '+' was sent unencoded (arrives as a space)")
+      "long-polling connect with a token whose '+' was sent unencoded (it arrives as a space)")
 def _e_plus(ctx):
     s = None
     for _ in range(30):
@@ -1065,10 +1148,7 @@ def _e_unknown_action(ctx):
     c = ctx.conn(LP, poll=False)
     pr = wire.PendingRequest(ctx.t, "POST", c.s.path("foo", LP), FORM_TYPE, b"")
     ctx.closers.append(pr.close)
-    try:
-        ans = pr.finish(1.5)
-    except Exception:
-        ans = wire.Response(pr.status or 0, pr.headers or [], pr.reader.out if pr.reader else b"", False)
+    ans = _finish(pr, 1.5)
     ctx.http("POST /foo", ans)
     ctx.http("GET /signalr/foo (no parameters)", http(ctx.t, "GET", f"{ctx.t.root}/foo"))
     fresh(ctx)
@@ -1081,10 +1161,7 @@ def _e_poll_first(ctx):
     ctx.label(s)
     pr = wire.PendingRequest(ctx.t, "POST", s.path("poll", LP), FORM_TYPE, b"")
     ctx.closers.append(pr.close)
-    try:
-        ans = pr.finish(1.5)
-    except Exception:
-        ans = wire.Response(pr.status or 0, pr.headers or [], pr.reader.out if pr.reader else b"", False)
+    ans = _finish(pr, 1.5)
     ctx.http("POST /poll (within 1.5 s)", ans)
     fresh(ctx)
 
@@ -1103,13 +1180,13 @@ def _broadcast(ctx):
                                          ("SendAllExcept", [b.s.id, "except b"])]):
         res, pushed = a.call(method, args, i)
         a.record(f"{method} (a, webSockets)", res, pushed)
-        ctx.fact(f"{method}: b (serverSentEvents) got", _pushed_seen(ctx, b, 1 if method != "SendAllExcept" else 0))
-        ctx.fact(f"{method}: c (longPolling) got", _pushed_seen(ctx, c, 1))
+        ctx.fact(f"{method} → b (serverSentEvents) got", _pushed_seen(ctx, b, 1 if method != "SendAllExcept" else 0))
+        ctx.fact(f"{method} → c (longPolling) got", _pushed_seen(ctx, c, 1))
     r = http(ctx.t, "GET", "/broadcast?msg=hub-context")
     ctx.fact("GET /broadcast status", r.status)
-    ctx.fact("/broadcast: a got", _pushed_seen(ctx, a, 1))
-    ctx.fact("/broadcast: b got", _pushed_seen(ctx, b, 1))
-    ctx.fact("/broadcast: c got", _pushed_seen(ctx, c, 1))
+    ctx.fact("/broadcast → a got", _pushed_seen(ctx, a, 1))
+    ctx.fact("/broadcast → b got", _pushed_seen(ctx, b, 1))
+    ctx.fact("/broadcast → c got", _pushed_seen(ctx, c, 1))
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -1351,6 +1428,10 @@ def main():
         path = a.allow or os.path.join(HERE, "allowed.txt")
         if a.allow or os.path.exists(path):
             allow = load_allow(path)
+            names = {c.name for c in CASES}
+            for cn, field in allow:
+                if cn not in names:
+                    print(f"warning: {os.path.basename(path)} names a case that does not exist: {cn}")
 
     servers = [s for s in (ref, cand) if s]
     try:
