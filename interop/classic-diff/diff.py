@@ -240,7 +240,6 @@ class Ctx:
         self.n = Normaliser()
         self.facts = {}
         self.closers = []
-        self.tag = re.sub(r"[^a-z0-9]+", "-", case_name.lower())
         self.ids = 0
 
     def fact(self, name, value):
@@ -508,9 +507,8 @@ def transport_cases(tr):
             ctx.fact("headers", ctx.n.headers(c.stream.headers))
             evs = c.events(5.0, until=lambda e: classic.init_payload(classic._json(e)))
             evs += c.events(0.5)
-            ctx.fact("events", Seen([ctx.n.text(e) for e in evs[:1]] + [ctx.n.json_seen(classic._json(e)).canon
-                                                                         for e in evs[1:]],
-                                    " ".join(f"data: {ctx.n.text(e)}" for e in evs)))
+            seen = [_event_seen(ctx, e) for e in evs]
+            ctx.fact("events", Seen([s.canon for s in seen], " ".join(f"data: {s.text}" for s in seen) or "nothing"))
         else:
             c = classic.LpConnection(s)
             ctx.http("answer", c.connect())
@@ -718,7 +716,7 @@ def transport_cases(tr):
                 ctx.closers.append(rc.close)
                 ctx.fact("reconnect status", rc.status)
                 evs = rc.events(1.0)
-                ctx.fact("first event", evs[0] if evs else "nothing")
+                ctx.fact("first event", _event_seen(ctx, evs[0]) if evs else "nothing")
                 ctx.fact("replayed", ctx.n.envelopes([classic._json(e) for e in evs[1:]]))
                 ctx.http("GetLifetimeEvents", s.send(SSE, invocation("GetLifetimeEvents", [], 5)))
             else:
@@ -731,9 +729,10 @@ def transport_cases(tr):
                 pr.close()
                 if ans.complete:
                     lc._track(ans.json())
+                # then poll on as a client would: with the cursor and groups token it reconnected with,
+                # unless the reconnect answer brought new ones
                 lc.groups = gt if lc.groups is None else lc.groups
-                if lc.cursor is None:
-                    lc.cursor = cur
+                lc.cursor = mid if lc.cursor is None else lc.cursor
                 lc.start_polling()
                 ctx.http("GetLifetimeEvents", s.send(LP, invocation("GetLifetimeEvents", [], 5)))
                 rc = lc
@@ -750,6 +749,15 @@ def transport_cases(tr):
         case(f"{p}.reconnect-{_variant}",
              f"{tr}: JoinGroup, the transport dropped, a group message sent meanwhile, then /reconnect with "
              f"{_variant.replace('-', ' ')}", section=p)(_reconnect)
+
+
+def _event_seen(ctx, e):
+    """An SSE event's data: normalised JSON when it parses, else its text."""
+    try:
+        return ctx.n.json_seen(json.loads(e))
+    except ValueError:
+        t = ctx.n.text(e)
+        return Seen(t, t)
 
 
 def _finish(pr, timeout):
@@ -1365,7 +1373,7 @@ def write_expected(path, results, url):
             continue
         lines += [f"## {sec}", "", "| case | request | real server's answer |", "|---|---|---|"]
         for c, facts, err in rows:
-            cells = [f"**{md_escape(k)}**: {md_escape(text_of(v, 900))}" for k, v in facts.items()]
+            cells = [f"**{md_escape(k)}**: {md_escape(text_of(v, 4000))}" for k, v in facts.items()]
             if err:
                 cells.append(f"**harness error**: {md_escape(err)}")
             lines.append(f"| `{c.name}` | {md_escape(c.request)} | {'<br>'.join(cells)} |")
