@@ -746,6 +746,8 @@ def transport_cases(tr):
                 time.sleep(0.7)
                 got = rc.envelopes()
             ctx.fact("received after the reconnect", ctx.n.envelopes(got))
+            if variant != "cursor-and-groups-token":
+                fresh(ctx, tr)
         case(f"{p}.reconnect-{_variant}",
              f"{tr}: JoinGroup, the transport dropped, a group message sent meanwhile, then /reconnect with "
              f"{_variant.replace('-', ' ')}", section=p)(_reconnect)
@@ -1064,18 +1066,28 @@ def _echo_text(total):
     return (pre + "x" * (total - len(pre) - len(post)) + post).encode()
 
 
+def ws_ending(ws):
+    """How the server ended a WebSocket: a close frame (with its code), or the TCP connection dropped
+    without one (FIN or RST alike: which one depends on unread bytes in the kernel, not on the server)."""
+    if ws.closed_by == "close frame":
+        return Seen(f"close frame {ws.close_code}", f"close frame, code {ws.close_code}")
+    if ws.closed_by:
+        return Seen("dropped without a close frame", f"dropped without a close frame ({ws.closed_by})")
+    return Seen("no", "no")
+
+
 def ws_bad_frame(name, request, send):
     def fn(ctx):
         c = ctx.conn(WS)
         try:
             send(c.c.ws)
-        except OSError as e:
-            ctx.fact("sending failed", type(e).__name__)
+        except OSError:
+            pass  # a server may drop the connection before it has read all of a frame it refuses
         got = c.c.ws.messages(1.0)
         ctx.fact("answer frames", Seen(sorted(ctx.n.json_seen(m).canon for m in got),
                                        " ".join(ctx.n.json_seen(m).text for m in got) or "(none)"))
         ended = c.c.ws.closed_by
-        ctx.fact("socket ended by the server", ended if ended else "no")
+        ctx.fact("socket ended by the server within 1 s", ws_ending(c.c.ws))
         if not ended:
             res, _ = c.call("Echo", ["after"], 1, settle=0)
             c.record("Echo on the same socket after", res)
