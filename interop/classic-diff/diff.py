@@ -1324,16 +1324,22 @@ def judge(c, res, allow):
     (rf, rerr, _), (cf, cerr, _) = res
     if rerr:
         return "failed", [f"ERROR {c.name}: the reference raised {rerr} (a harness problem)"]
-    if cerr:
-        cf = dict(cf)
-        cf["harness error"] = cerr
     diffs = compare(rf, cf)
     case_reason = allow.get((c.name, None))
-    unallowed = [k for k in diffs if not case_reason and (c.name, k) not in allow]
 
     def both(k, tag=""):
         return f"    {k}{tag}: reference {fact_text(rf, k)} | candidate {fact_text(cf, k)}"
 
+    if cerr:
+        # the candidate's run stopped: show why, what differed up to there, and how much was not reached
+        missing = [k for k in rf if k not in cf]
+        head = f"allowed {c.name} ({case_reason}) —" if case_reason else f"DIFF {c.name} —"
+        lines = [f"{head} the candidate's run stopped: {cerr}"]
+        lines += [both(k) for k in diffs if k in cf and k in rf]
+        if missing:
+            lines.append(f"    ({len(missing)} of the reference's {len(rf)} facts not reached)")
+        return ("allowed" if case_reason else "failed"), lines
+    unallowed = [k for k in diffs if not case_reason and (c.name, k) not in allow]
     if not diffs:
         notes = [r for (cn, _), r in allow.items() if cn == c.name]
         return "passed", [f"ok {c.name}" + (f"  (allowed difference not seen: {'; '.join(notes)})" if notes else "")]
