@@ -625,7 +625,7 @@ def transport_cases(tr):
         gname = f"o-{p}"
         a = ctx.conn(tr)
         b = ctx.conn(tr)
-        # only these two are in the group, so that a broadcast of another case cannot interfere
+        # a group of just these two, for the group-scoped sends
         a.call("JoinGroup", [gname], 0)
         b.call("JoinGroup", [gname], 0)
         _pushed_seen(ctx, b, 0, record=False)
@@ -680,8 +680,9 @@ def transport_cases(tr):
                 except Exception as e:
                     ctx.fact("the pending poll", f"{type(e).__name__}")
             other = ctx.conn(LP, poll=False)
+            time.sleep(0.3)
             r, _ = other.call("WasDisconnected", [c.s.id], 0, settle=0)
-            ctx.http("WasDisconnected(id) from another connection", r)
+            ctx.http("WasDisconnected(id) from another connection 0.3 s later", r)
             ctx.http("/send on the aborted connection", c.s.send(tr, invocation("Echo", ["late"], 1)))
             ctx.http("/abort again", c.s.abort(tr, method=method))
         case(f"{p}.abort-{_method.lower()}", f"{tr}: after start, {_method} /signalr/abort", section=p)(_abort)
