@@ -401,16 +401,19 @@ for _label, _cd in [
     ("key-Name-capitalised", '[{"Name":"testhub"}]'), ("extra-key", '[{"name":"testhub","x":1}]'),
     ("unknown-hub", hubs_data("nosuchhub")), ("unknown-beside-known", hubs_data("testhub", "nosuchhub")),
     ("class-name-of-renamed-hub", hubs_data("RenamedHub")),
-    ("duplicate-hub", hubs_data("testhub", "testhub")), ("duplicate-hub-differing-case", hubs_data("testhub", "TestHub")),
+    ("duplicate-hub", hubs_data("testhub", "testhub")),
+    ("duplicate-hub-differing-case", hubs_data("testhub", "TestHub")),
     ("malformed-not-json", "garbage"), ("malformed-object", "{}"), ("malformed-entry-without-name", "[{}]"),
-    ("malformed-number-entry", "[1]"), ("malformed-empty-name", '[{"name":""}]'), ("malformed-name-number", '[{"name":1}]'),
+    ("malformed-number-entry", "[1]"), ("malformed-empty-name", '[{"name":""}]'),
+    ("malformed-name-number", '[{"name":1}]'),
     ("secrethub-alone", hubs_data("secrethub")), ("secrethub-beside-testhub", hubs_data("testhub", "secrethub")),
     ("secrethub-beside-unknown", hubs_data("secrethub", "nosuchhub")),
 ]:
     def _neg_cd(ctx, cd=_cd):
         ctx.http("answer", negotiate_raw(ctx, [("clientProtocol", "2.1"), ("connectionData", cd), ("_", "1")]))
     case(f"negotiate.{_label}",
-         f"GET /signalr/negotiate?clientProtocol=2.1, connectionData {'left out' if _cd is None else repr(_cd)}")(_neg_cd)
+         f"GET /signalr/negotiate?clientProtocol=2.1, connectionData "
+         f"{'left out' if _cd is None else repr(_cd)}")(_neg_cd)
 
 
 @case("ping.get", "GET /signalr/ping (no other parameter)", section="ping")
@@ -550,11 +553,13 @@ def transport_cases(tr):
     call_case("echo", 'Echo("hi")', [("Echo", "Echo", ["hi"], {})])
     call_case("add", "Add(2, 3)", [("Add", "Add", [2, 3], {})])
     call_case("add-strings", 'Add("1", "2") (strings that convert)', [("Add", "Add", ["1", "2"], {})])
-    call_case("echo-object", 'EchoObject({Name: "n", Value: 7})', [("EchoObject", "EchoObject", [{"Name": "n", "Value": 7}], {})])
+    call_case("echo-object", 'EchoObject({Name: "n", Value: 7})',
+              [("EchoObject", "EchoObject", [{"Name": "n", "Value": 7}], {})])
     call_case("void-and-client-call", 'InvokeWithString("x") → client method message("x")',
               [("InvokeWithString", "InvokeWithString", ["x"], {})])
     call_case("client-call-no-args", "NotifyNoArgs() → notify()", [("NotifyNoArgs", "NotifyNoArgs", [], {})])
-    call_case("client-call-many-args", "SendManyArgs() → manyArgs(seven values)", [("SendManyArgs", "SendManyArgs", [], {})])
+    call_case("client-call-many-args", "SendManyArgs() → manyArgs(seven values)",
+              [("SendManyArgs", "SendManyArgs", [], {})])
     call_case("complex-decimal", 'UpdateStockPrice({Symbol: "MSFT", Price: 12.34})',
               [("UpdateStockPrice", "UpdateStockPrice", [{"Symbol": "MSFT", "Price": 12.34}], {})])
     call_case("state", 'GetStateName() with caller state {name: "ann", count: 1}',
@@ -807,7 +812,8 @@ def _lp_poll_old(ctx):
              http(ctx.t, "GET", c.s.path("poll", LP, extra=(("messageId", init),)), timeout=1.5))
 
 
-@case("lp.poll-without-message-id", "longPolling, after start: a poll without messageId, then InvokeWithString(\"two\")",
+@case("lp.poll-without-message-id",
+      "longPolling, after start: a poll without messageId, then InvokeWithString(\"two\")",
       section="lp")
 def _lp_poll_nomid(ctx):
     c = ctx.conn(LP, poll=False)
