@@ -229,7 +229,9 @@ async fn echo_redirect(uri: Uri) -> Response {
 
 /// Negotiate responses set `testCookie`, `testCookie2` and an expired `expiredCookie`.
 async fn negotiate_cookies(request: Request, next: Next) -> Response {
-    let negotiate = request.uri().path().contains("/negotiate");
+    // Only the Core endpoints: the classic one at /signalr answers as SignalR 2.4 does.
+    let path = request.uri().path();
+    let negotiate = path.contains("/negotiate") && !path.starts_with("/signalr/");
     let mut response = next.run(request).await;
     if negotiate {
         let headers = response.headers_mut();

@@ -428,7 +428,7 @@ fn websocket(
 }
 
 /// How the reading half of a WebSocket ended.
-enum ReadEnd {
+pub(crate) enum ReadEnd {
     /// The client sent a Close frame; the library has queued the reply, which the next flush sends.
     PeerClosed,
     /// The socket ended or failed without a Close frame.
@@ -453,7 +453,7 @@ impl Drop for AbortOnDrop {
 const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What a failed read means for the close handshake.
-fn read_error(error: axum::Error) -> ReadEnd {
+pub(crate) fn read_error(error: axum::Error) -> ReadEnd {
     let Ok(error) = error.into_inner().downcast::<tungstenite::Error>() else {
         return ReadEnd::Gone;
     };

@@ -167,12 +167,9 @@ fn json(body: impl Into<Body>) -> Response {
     respond(StatusCode::OK, Some(JSON), body.into())
 }
 
+/// 400 with a text body and no content type, as SignalR 2.4 answers protocol errors.
 fn bad_request(text: &'static str) -> Response {
-    respond(
-        StatusCode::BAD_REQUEST,
-        Some("text/plain"),
-        Body::from(text),
-    )
+    respond(StatusCode::BAD_REQUEST, None, Body::from(text))
 }
 
 /// The real server's answer to a request it cannot make sense of (an unknown hub, malformed
@@ -201,10 +198,13 @@ async fn handle(
         .unwrap_or_default()
         .to_ascii_lowercase();
     let mut response = endpoint.route(&action, original, request).await;
-    response.headers_mut().insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    // SignalR 2.4 marks every answer it writes itself; its 500s come from the host, unmarked.
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        response.headers_mut().insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     response
 }
 
@@ -232,10 +232,11 @@ impl ClassicEndpoint {
             "hubs" | "js" if self.options.enable_javascript_proxies => {
                 self.proxy(&original, &query)
             }
-            "connect" | "reconnect" | "poll" | "start" | "send" | "abort" => {
+            "connect" | "reconnect" | "start" | "send" | "abort" => {
                 self.transport_request(action, request, query).await
             }
-            _ => respond(StatusCode::NOT_FOUND, None, Body::empty()),
+            // Like SignalR 2.4, any other action is a poll.
+            _ => self.transport_request("poll", request, query).await,
         }
     }
 
@@ -490,11 +491,16 @@ impl ClassicEndpoint {
                 }
                 respond(StatusCode::OK, Some("text/plain"), Body::empty())
             }
-            "start" => self.start(&checked).await,
+            "start" => {
+                let connection = self.connection_or_create(&checked, &parts, &raw_query);
+                self.start(&connection).await
+            }
+            "send" if checked.transport == TransportType::WebSockets => {
+                // A WebSocket connection sends over its socket; this is no upgrade.
+                bad_request("Not a valid web socket request.")
+            }
             "send" => {
-                let Some(connection) = self.connection(&checked.connection_id) else {
-                    return server_error();
-                };
+                let connection = self.connection_or_create(&checked, &parts, &raw_query);
                 let form = match read_form(body, self.options.max_incoming_message_size).await {
                     Ok(form) => form,
                     Err(response) => return response,
@@ -523,18 +529,9 @@ impl ClassicEndpoint {
                 };
                 let message_id = form.message_id.or_else(|| query.get("messageId"));
                 let groups_token = form.groups_token.or_else(|| query.get("groupsToken"));
-                let info = ConnectionRequest {
-                    headers: parts.headers.clone(),
-                    query: raw_query,
-                    remote_addr: parts
-                        .extensions
-                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                        .map(|c| c.0),
-                };
                 let connection = match self.connection(&checked.connection_id) {
                     Some(connection) => connection,
-                    None if action == "poll" => return server_error(),
-                    None => self.create(&checked, info, reconnect),
+                    None => self.create(&checked, request_info(&parts, &raw_query), reconnect),
                 };
                 let replay = if reconnect || action == "poll" {
                     Some(
@@ -553,6 +550,20 @@ impl ClassicEndpoint {
                 transport::serve(self.clone(), connection, checked.transport, replay, parts).await
             }
             _ => respond(StatusCode::NOT_FOUND, None, Body::empty()),
+        }
+    }
+
+    /// The connection of a checked request, made now if this is its first request (SignalR 2.4
+    /// answers `/start`, `/send` and `/poll` before any `/connect`).
+    fn connection_or_create(
+        self: &Arc<Self>,
+        checked: &Checked,
+        parts: &axum::http::request::Parts,
+        raw_query: &str,
+    ) -> Arc<ClassicConnection> {
+        match self.connection(&checked.connection_id) {
+            Some(connection) => connection,
+            None => self.create(checked, request_info(parts, raw_query), false),
         }
     }
 
@@ -635,10 +646,7 @@ impl ClassicEndpoint {
     }
 
     /// `/start`: runs each subscribed hub's `on_connected`, once.
-    async fn start(&self, checked: &Checked) -> Response {
-        let Some(connection) = self.connection(&checked.connection_id) else {
-            return server_error();
-        };
+    async fn start(&self, connection: &Arc<ClassicConnection>) -> Response {
         if connection.start() {
             for subscription in &connection.hubs {
                 let caller = HubCallerContext::new(
@@ -762,6 +770,18 @@ fn proxy_methods(hub: &HubInner) -> Vec<proxy::ProxyMethod> {
             parameters: method.parameter_names.clone(),
         })
         .collect()
+}
+
+/// The request data a connection's hubs see (headers, query string, client address).
+fn request_info(parts: &axum::http::request::Parts, raw_query: &str) -> ConnectionRequest {
+    ConnectionRequest {
+        headers: parts.headers.clone(),
+        query: raw_query.to_owned(),
+        remote_addr: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0),
+    }
 }
 
 /// The user name a connection token binds (empty when anonymous), as the real server's token

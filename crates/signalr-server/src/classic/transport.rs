@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,8 @@ use signalr_protocol::classic::{Envelope, KEEP_ALIVE};
 use tokio::sync::mpsc;
 
 use super::connection::{AttachGuard, ClassicConnection};
-use super::{ClassicEndpoint, JSON, invoke, respond};
+use super::{ClassicEndpoint, JSON, bad_request, invoke, respond};
+use crate::dispatcher::{ReadEnd, read_error};
 
 /// Longest time one WebSocket write may take before the socket is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,11 +45,7 @@ pub(crate) async fn serve(
     match transport {
         TransportType::WebSockets => {
             let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
-                return respond(
-                    StatusCode::BAD_REQUEST,
-                    Some("text/plain"),
-                    Body::from("Not a valid web socket request."),
-                );
+                return bad_request("Not a valid web socket request.");
             };
             let limit = endpoint.options.max_incoming_message_size;
             upgrade
@@ -121,14 +118,21 @@ async fn websocket(
             let text = match message {
                 Ok(Message::Text(text)) => text,
                 Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                Ok(Message::Close(_)) => return true,
-                Ok(Message::Binary(_)) | Err(_) => return false,
+                Ok(Message::Close(_)) => return ReadEnd::PeerClosed,
+                // A binary frame or a message over the limit: the TCP connection just ends.
+                Ok(Message::Binary(_)) => return ReadEnd::Gone,
+                Err(err) => {
+                    return match read_error(err) {
+                        ReadEnd::TooLarge => ReadEnd::Gone,
+                        end => end,
+                    };
+                }
             };
             let data = Bytes::from(text);
             match invoke::invoke(&reader_endpoint, &reader_connection, data).await {
                 Ok(result) => {
                     if results_tx.send(result).await.is_err() {
-                        return false;
+                        return ReadEnd::Gone;
                     }
                 }
                 // The real server answers nothing to a frame it cannot use, and reads on.
@@ -137,7 +141,7 @@ async fn websocket(
                 }
             }
         }
-        false
+        ReadEnd::Gone
     });
     let mut newest = connection.outbox.subscribe();
     // What is already buffered after the cursor (a reconnect's missed messages) goes out first.
@@ -152,9 +156,17 @@ async fn websocket(
                 break;
             }
             read = &mut reader => {
-                if read.unwrap_or(false) {
+                match read.unwrap_or(ReadEnd::Gone) {
                     // The client's Close frame: flushing sends the reply the library queued.
-                    let _ = tokio::time::timeout(SEND_TIMEOUT, sink.close()).await;
+                    ReadEnd::PeerClosed => {
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.close()).await;
+                    }
+                    // Text that is not UTF-8 (1007) or a broken frame (1002).
+                    ReadEnd::Violation(code) => {
+                        let close = CloseFrame { code, reason: Utf8Bytes::from_static("") };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
+                    }
+                    ReadEnd::Gone | ReadEnd::TooLarge => {}
                 }
                 break;
             }
