@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit, integration and doc tests, then the interop suite that
-# drives our server with the official @microsoft/signalr client and the official .NET client
-# (when ../shared/peers is there), our Rust client against
+# drives our server with the official @microsoft/signalr client, the official .NET clients (Core
+# and classic, when ../shared/peers is there), jQuery signalr 2.4.3 and a PyPI classic client,
+# compares our classic endpoint with the real classic server, runs our Rust client against
 # aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,22 @@ cargo build -p chat-server -p conformance-server
   CONFORMANCE_SERVER_BIN="$PWD/../target/debug/conformance-server" npm test)
 
 echo "== interop: official ASP.NET Core .NET client against our conformance server (about 35 s)"
-CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/dotnet/core-client.sh
+CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/dotnet/run.sh core-client
+
+echo "== interop: classic SignalR 2.x clients against our conformance server's /signalr"
+command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+ours="$PWD/target/debug/conformance-server --port 0"
+echo "-- the official classic .NET client (Microsoft.AspNet.SignalR.Client 2.4.2)"
+CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/dotnet/run.sh classic-client
+(cd interop/classic && npm ci --no-audit --no-fund --loglevel=error)
+echo "-- jQuery signalr 2.4.3 in headless Chromium, against ours, then against the real classic server"
+(cd interop/classic && CLASSIC_SERVER_CMD="$ours" npm test)
+(cd interop/classic && npm test)
+echo "-- signalr-client-threads (PyPI), against ours, then against the real classic server"
+CLASSIC_SERVER_CMD="$ours" interop/classic-python/run.sh
+interop/classic-python/run.sh
+echo "-- the same raw requests to the real classic server and to ours (differences kept on purpose: interop/classic-diff/allowed.txt)"
+python3 interop/classic-diff/diff.py --candidate-cmd "$ours"
 
 echo "== interop: our Rust client against aiosignalr's server (PyPI)"
 if [ ! -x interop/aiosignalr/.venv/bin/python ]; then

@@ -258,7 +258,10 @@ struct TransportState {
 pub(crate) struct ClassicConnection {
     pub id: String,
     pub outbox: Arc<Outbox>,
-    pub hubs: Vec<Subscription>,
+    pub hubs: Vec<Arc<Subscription>>,
+    /// Hubs the client calls without having named them in `connectionData`: they run its calls
+    /// but send it nothing (it is not among their clients), as in SignalR 2.4.
+    unlisted: Mutex<Vec<Arc<Subscription>>>,
     /// Hubs the client named that its user may not use: their calls fail.
     refused: Vec<String>,
     /// Cancelled when the connection has ended for good.
@@ -294,7 +297,7 @@ impl ClassicConnection {
     pub(crate) fn new(
         id: String,
         outbox: Arc<Outbox>,
-        hubs: Vec<Subscription>,
+        hubs: Vec<Arc<Subscription>>,
         refused: Vec<String>,
         closed: CancellationToken,
         parallel_invocations: usize,
@@ -303,6 +306,7 @@ impl ClassicConnection {
             id,
             outbox,
             hubs,
+            unlisted: Mutex::new(Vec::new()),
             refused,
             closed,
             invocations: Arc::new(Semaphore::new(parallel_invocations.max(1))),
@@ -381,7 +385,30 @@ impl ClassicConnection {
     }
 
     /// The subscribed hub named `name` (case-insensitive).
-    pub(crate) fn hub(&self, name: &str) -> Option<&Subscription> {
-        self.hubs.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+    pub(crate) fn hub(&self, name: &str) -> Option<Arc<Subscription>> {
+        self.hubs
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .cloned()
+    }
+
+    /// The unlisted hub named `name`, made by `make` on first use.
+    pub(crate) fn unlisted_hub(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Option<Arc<Subscription>>,
+    ) -> Option<Arc<Subscription>> {
+        let mut unlisted = self.unlisted.lock().ok()?;
+        if let Some(found) = unlisted.iter().find(|s| s.name.eq_ignore_ascii_case(name)) {
+            return Some(found.clone());
+        }
+        let made = make()?;
+        unlisted.push(made.clone());
+        Some(made)
+    }
+
+    /// The contexts of the unlisted hubs used so far.
+    pub(crate) fn unlisted_hubs(&self) -> Vec<Arc<Subscription>> {
+        self.unlisted.lock().map(|u| u.clone()).unwrap_or_default()
     }
 }

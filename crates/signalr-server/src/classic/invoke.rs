@@ -36,7 +36,9 @@ pub(crate) async fn invoke(
         "There was an error invoking Hub method '{}.{}'.",
         call.hub, call.method
     ));
-    let Some(subscription) = connection.hub(&call.hub) else {
+    let subscription = if let Some(subscription) = connection.hub(&call.hub) {
+        subscription
+    } else {
         if connection.refused_hub(&call.hub) {
             // A hub the client named but may not use: its calls fail like any other error.
             let result = if detailed {
@@ -56,7 +58,10 @@ pub(crate) async fn invoke(
                 &result,
             ));
         }
-        return Err(Refused("unknown hub"));
+        match endpoint.unlisted_hub(connection, &call.hub) {
+            Some(subscription) => subscription,
+            None => return Err(Refused("unknown hub")),
+        }
     };
     let context = &subscription.context;
     let check = engine::Call {

@@ -607,11 +607,11 @@ impl ClassicEndpoint {
                 user: checked.user.clone(),
             };
             let context = ConnectionContext::new(info, registered.hub.clone());
-            subscriptions.push(Subscription {
+            subscriptions.push(Arc::new(Subscription {
                 name: registered.name.clone(),
                 hub: registered.hub.clone(),
                 context,
-            });
+            }));
         }
         let parallel = checked.hubs.first().map_or(1, |&i| {
             self.hubs[i]
@@ -643,6 +643,45 @@ impl ClassicEndpoint {
         }
         tracing::debug!(connection_id = %connection.id, hubs = connection.hubs.len(), "classic connection made");
         connection
+    }
+
+    /// A context for a registered hub the client calls without having named it in
+    /// `connectionData`; `None` for an unknown hub or one its user may not use.
+    pub(crate) fn unlisted_hub(
+        &self,
+        connection: &ClassicConnection,
+        name: &str,
+    ) -> Option<Arc<Subscription>> {
+        let registered = &self.hubs[self.hub_index(name)?];
+        let template = connection.hubs.first()?.context.clone();
+        if !registered
+            .hub
+            .policy
+            .as_ref()
+            .is_none_or(|p| p.allows(&template.user))
+        {
+            return None;
+        }
+        connection.unlisted_hub(name, || {
+            let sink = Arc::new(ClassicClient {
+                outbox: connection.outbox.clone(),
+                hub_name: registered.name.clone(),
+            });
+            let info = ConnectionInfo {
+                id: connection.id.clone(),
+                sink,
+                closed: connection.closed.clone(),
+                transport: template.transport,
+                protocol: None,
+                request: template.request.clone(),
+                user: template.user.clone(),
+            };
+            Some(Arc::new(Subscription {
+                name: registered.name.clone(),
+                hub: registered.hub.clone(),
+                context: ConnectionContext::new(info, registered.hub.clone()),
+            }))
+        })
     }
 
     /// `/start`: runs each subscribed hub's `on_connected`, once.
@@ -733,6 +772,9 @@ impl ClassicEndpoint {
         for subscription in &connection.hubs {
             subscription.context.shut_down();
             subscription.hub.lifetime.remove(&connection.id);
+        }
+        for subscription in connection.unlisted_hubs() {
+            subscription.context.shut_down();
         }
         if !connection.is_started() {
             return;

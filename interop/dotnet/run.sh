@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# The official ASP.NET Core SignalR .NET client (Microsoft.AspNetCore.SignalR.Client 10) against our
-# conformance server: every transport x protocol cell (echo, errors, client methods, streams both
-# ways, client results, groups, parallel calls), then oversized messages, transport fallback, skipped
-# negotiation, bad negotiate, redirects, JWT on every transport, 200 connections, restart, a 22 s idle
-# connection kept alive by the server's pings, and automatic reconnect through a TCP proxy that cuts
-# the connection. The driver prints TAP lines and ends with "N passed, N failed".
+# An official .NET SignalR client driver against our conformance server:
+#
+#   core-client     Microsoft.AspNetCore.SignalR.Client 10 at the server's root: every transport x
+#                   protocol cell (echo, errors, client methods, streams both ways, client results,
+#                   groups, parallel calls), then oversized messages, transport fallback, skipped
+#                   negotiation, bad negotiate, redirects, JWT on every transport, 200 connections,
+#                   restart, a 22 s idle connection kept alive by the server's pings, and automatic
+#                   reconnect through a TCP proxy that cuts the connection.
+#   classic-client  Microsoft.AspNet.SignalR.Client 2.4.2 (classic SignalR) at /signalr: the classic
+#                   TestHub contract on webSockets, serverSentEvents, longPolling and auto (hub
+#                   methods, client methods, caller state, progress, errors with data, groups, users,
+#                   two hubs, the hub context, stop, a stalled network, reconnect after a cut, 100
+#                   connections).
+#
+# The driver prints TAP lines and ends with "N passed, N failed".
 #
 # The driver is a prebuilt program that lives outside the repository, in ../shared/peers next to the
 # checkout; without it this script says so and exits 0 (nothing is claimed as tested).
 #
-# Usage: interop/dotnet/core-client.sh [driver options, e.g. --skip-slow or --only TEXT]
+# Usage: interop/dotnet/run.sh core-client|classic-client [driver options, e.g. --only TEXT]
 # Environment: CONFORMANCE_SERVER_BIN (default: build and use target/debug/conformance-server),
-#              DOTNET_PEERS_DIR (default: ../shared/peers), CORE_CLIENT_TIMEOUT (seconds, default 600).
+#              DOTNET_PEERS_DIR (default: ../shared/peers), DRIVER_TIMEOUT (seconds, default 600).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+kind="${1:?usage: interop/dotnet/run.sh core-client|classic-client [driver options]}"
+shift
+case "$kind" in
+  core-client) path="" ;;
+  classic-client) path="/signalr" ;;
+  *) echo "unknown driver $kind (core-client or classic-client)"; exit 2 ;;
+esac
 
 peers="${DOTNET_PEERS_DIR:-../shared/peers}"
 driver="$peers/dotnet-peer"
@@ -53,12 +70,12 @@ if [ -z "$url" ]; then
   cat "$work/server.log"
   exit 1
 fi
-echo "conformance server at $url; running the official .NET client (dotnet-peer core-client $*)"
+echo "conformance server at $url; running the official .NET client (dotnet-peer $kind --url $url$path $*)"
 
 start=$SECONDS
 status=0
-timeout "${CORE_CLIENT_TIMEOUT:-600}" "$driver" core-client --url "$url" "$@" | tee "$work/driver.log" || status=$?
-echo "core-client took $((SECONDS - start)) s"
+timeout "${DRIVER_TIMEOUT:-600}" "$driver" "$kind" --url "$url$path" "$@" | tee "$work/driver.log" || status=$?
+echo "$kind took $((SECONDS - start)) s"
 
 # The driver exits 0 only when nothing failed; check its summary too, so that a run that
 # checked nothing (or was cut short) cannot pass.
