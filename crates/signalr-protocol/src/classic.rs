@@ -455,8 +455,8 @@ impl CallerState {
     /// The length of the state's compact JSON object, in UTF-16 code units (the unit .NET strings
     /// count in): what the real server compares with [`MAX_STATE_LENGTH`]. White space in received
     /// values is not counted and escapes count as the character they stand for, as the real server
-    /// measures its own re-serialization. A value that cannot be serialized counts as
-    /// `usize::MAX`.
+    /// measures its own re-serialization; a key repeated inside a value counts once. A value that
+    /// cannot be serialized (or a number out of `f64`'s range) counts as `usize::MAX`.
     pub fn json_length(&self) -> usize {
         let mut counter = Utf16Counter(0);
         match write_state_compact(&mut counter, self) {
@@ -511,11 +511,13 @@ fn write_state_compact(w: &mut impl Write, state: &CallerState) -> Result<(), En
         write_json_str(w, key)?;
         w.write_all(b":").map_err(io)?;
         match value {
-            // Received text may hold white space and escapes: re-serialize it compactly.
+            // Received text may hold white space, escapes and repeated keys in nested objects:
+            // re-serialize it compactly through a `Value`, which keeps the last of repeated keys
+            // as the real server's JSON objects do (key order does not change the length).
             Payload::Json(bytes) => {
-                let mut de = serde_json::Deserializer::from_slice(bytes);
-                let mut ser = serde_json::Serializer::new(&mut *w);
-                serde_transcode::transcode(&mut de, &mut ser).map_err(EncodeError::from_display)?;
+                let value: serde_json::Value =
+                    serde_json::from_slice(bytes).map_err(EncodeError::from_display)?;
+                serde_json::to_writer(&mut *w, &value).map_err(EncodeError::from_display)?;
             }
             other => write_payload(w, other)?,
         }
@@ -754,8 +756,8 @@ fn write_array(w: &mut impl Write, items: &[Payload]) -> Result<(), EncodeError>
     w.write_all(b"]").map_err(io)
 }
 
-/// Writes `,"key":payload` (or without the comma when `first`) unless the payload encodes to
-/// `null`; returns whether it wrote anything.
+/// Writes `key` (e.g. `,"D":`) and the payload unless the payload encodes to `null`; returns
+/// whether it wrote anything.
 fn write_unless_null(
     w: &mut bytes::buf::Writer<&mut BytesMut>,
     key: &[u8],
@@ -1457,6 +1459,12 @@ mod tests {
         );
         assert_eq!(with("\"\u{1F600}\"".to_string()).json_length(), 10);
         assert_eq!(with("[1, 2,\n3]".to_string()).json_length(), 13);
+        // {"k":{"n":"x"}}: the repeated key inside the value counts once, with its last value.
+        assert_eq!(
+            with(r#"{"n":"long value","n":"x"}"#.to_string()).json_length(),
+            15
+        );
+        assert_eq!(with("1e999".to_string()).json_length(), usize::MAX);
         assert_eq!(CallerState::new().json_length(), 2);
     }
 

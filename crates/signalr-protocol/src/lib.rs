@@ -6,6 +6,9 @@
 //! one frame come out one by one. Both the server and the client build on it. The wire format
 //! follows `shared/reference/signalr-protocol.md` Part A; section numbers (§A…) refer to it.
 //!
+//! The [`classic`] module holds the wire format of classic ASP.NET SignalR 2.x (the jQuery and
+//! .NET 2.x clients), which the server's classic front door speaks.
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use signalr_protocol::{HandshakeRequest, HubMessage, HubProtocol, Invocation, Payload};

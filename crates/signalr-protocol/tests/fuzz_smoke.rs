@@ -114,6 +114,10 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
             br#"{"H":"testhub","M":"GetStateName","A":[],"I":"18","S":{"name":"ann","count":1,"z":[1,2.5e3]}}"#.to_vec(),
             br#"{"h":"testhub","m":"Echo","a":[{"x":null}],"i":1e2,"X":[{}],"s":null}"#.to_vec(),
             br#"{"H":"a","M":"m","I":27,"I":true,"H":"b","S":{"k":"\u00e9\ud83d\ude00","k":" "}}"#.to_vec(),
+            // Numbers out of f64's range are valid JSON text (found by libFuzzer in the harness).
+            br#"{"H":"h","M":"S","A":[7E867,-1e999],"I":2,"S":{"k":1e999}}"#.to_vec(),
+            // A key repeated inside a state value counts once in the state's length (libFuzzer).
+            br#"{"H":"h","M":"m","S":{"k":{"n":"long value","n":"x"},"n":[{"a":1,"a":{}}]}}"#.to_vec(),
         ],
         "classic_query" => vec![
             br#"[{"name":"chathub"},{"Name":"otherhub","x":[1]}]"#.to_vec(),
