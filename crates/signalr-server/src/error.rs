@@ -182,6 +182,10 @@ pub enum ClientResultError {
     /// `Client results inside OnConnectedAsync Hub methods are not allowed.`
     #[error("Client results inside OnConnectedAsync Hub methods are not allowed.")]
     NotAllowedInOnConnected,
+    /// A hub filter's [`on_outgoing`](crate::HubFilter::on_outgoing) dropped the call of this
+    /// client method: nothing was sent.
+    #[error("A hub filter dropped the call of client method '{0}'.")]
+    DroppedByFilter(String),
 }
 
 #[cfg(test)]

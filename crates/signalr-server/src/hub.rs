@@ -404,13 +404,14 @@ impl HubBuilder {
 
     /// Finishes the hub.
     pub fn build(self) -> Hub {
+        let filters: Filters = self.filters.into();
         Hub {
             inner: Arc::new(HubInner {
                 methods: self.methods,
                 options: self.options,
                 connection_options: self.connection_options,
-                lifetime: Arc::default(),
-                filters: self.filters.into(),
+                lifetime: Arc::new(LocalLifetime::new(filters.clone())),
+                filters,
                 on_connected: self.on_connected,
                 on_reconnected: self.on_reconnected,
                 on_disconnected: self.on_disconnected,

@@ -98,14 +98,15 @@ pub use auth::{
 };
 pub use caller_state::CallerState;
 pub use clients::{
-    ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
+    ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext, Recipients,
     SingleClientProxy,
 };
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
 pub use error::{ClientResultError, HubError};
 pub use filter::{
-    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected, NextReconnected,
+    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected,
+    NextReconnected, OutgoingInvocation,
 };
 pub use handler::{
     HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,

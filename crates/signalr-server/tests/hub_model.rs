@@ -10,13 +10,16 @@ mod common;
 #[path = "common/runtime.rs"]
 mod runtime;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::{delete, finish, negotiate, poll, post};
 use futures_util::StreamExt;
 use runtime::{Log, connect, expect_panic, serve};
 use serde_json::json;
 use signalr_server::{
-    CallerState, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, Progress, UploadStream,
-    hub,
+    CallerState, Hub, HubBuilder, HubCallerContext, HubError, HubFilter, HubOptions,
+    OutgoingInvocation, Payload, Progress, UploadStream, hub,
 };
 
 const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
@@ -378,4 +381,125 @@ async fn on_reconnected_never_runs_for_core_clients() {
         "{:?}",
         log.events()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// on_outgoing
+// ---------------------------------------------------------------------------------------------
+
+/// Renames `Shout` to `Receive` with an upper-cased argument, drops `Secret`, and logs what it
+/// saw.
+struct Outgoing(Log);
+
+impl HubFilter for Outgoing {
+    fn on_outgoing(&self, invocation: &mut OutgoingInvocation) -> bool {
+        self.0.push(format!(
+            "{} {:?} result={}",
+            invocation.method,
+            invocation.recipients(),
+            invocation.expects_result()
+        ));
+        match invocation.method.as_str() {
+            "Secret" => false,
+            "Shout" => {
+                invocation.method = "Receive".to_owned();
+                let text: String = invocation.arguments[0].deserialize().unwrap_or_default();
+                invocation.arguments = vec![Payload::from_value(text.to_uppercase())];
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Counts the calls it sees; never drops.
+struct Counting(Arc<AtomicUsize>);
+
+impl HubFilter for Counting {
+    fn on_outgoing(&self, _: &mut OutgoingInvocation) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_outgoing_changes_or_drops_client_method_calls() {
+    let log = Log::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let server = serve(
+        Hub::builder()
+            .filter(Outgoing(log.clone()))
+            .filter(Counting(seen.clone()))
+            .method(
+                "Send",
+                |ctx: HubCallerContext, method: String, text: String| async move {
+                    ctx.clients().all().send(&method, (text,)).await;
+                },
+            )
+            .method(
+                "SendCaller",
+                |ctx: HubCallerContext, method: String| async move {
+                    ctx.clients().caller().send(&method, ("x",)).await;
+                },
+            )
+            .method("AskCaller", |ctx: HubCallerContext| async move {
+                ctx.clients()
+                    .caller()
+                    .invoke::<i32>("Secret", ())
+                    .await
+                    .map_err(|err| HubError::new(format!("{err:?}: {err}")))
+            }),
+    )
+    .await;
+    let mut a = connect(&server).await;
+    let mut b = connect(&server).await;
+
+    // Changed: every recipient gets the changed call; the filter saw it once. The method awaits
+    // the send (queued) before it returns, so the caller gets the call before the Completion.
+    a.invoke("1", "Send", json!(["Shout", "hi"])).await;
+    let changed = json!({"type": 1, "target": "Receive", "arguments": ["HI"]});
+    a.expect(changed.clone()).await;
+    a.expect(json!({"type": 3, "invocationId": "1"})).await;
+    b.expect(changed).await;
+
+    // Dropped: nobody gets it, later filters do not see it.
+    a.call("2", "Send", json!(["Secret", "pssst"]))
+        .await
+        .assert_void();
+    a.call("3", "SendCaller", json!(["Secret"]))
+        .await
+        .assert_void();
+    // A dropped client result fails at once.
+    a.call("4", "AskCaller", json!([])).await.assert_error(
+        "An unexpected error occurred invoking 'AskCaller' on the server. HubException: \
+         DroppedByFilter(\"Secret\"): A hub filter dropped the call of client method 'Secret'.",
+    );
+    // Untouched calls, from outside the hub too.
+    a.invoke("5", "SendCaller", json!(["Plain"])).await;
+    a.expect(json!({"type": 1, "target": "Plain", "arguments": ["x"]}))
+        .await;
+    a.expect(json!({"type": 3, "invocationId": "5"})).await;
+    server
+        .hub
+        .context()
+        .clients()
+        .group("g")
+        .send("FromOutside", ())
+        .await;
+    a.expect_silence().await;
+    b.expect_silence().await;
+
+    assert_eq!(
+        log.events(),
+        [
+            "Shout All result=false".to_owned(),
+            "Secret All result=false".to_owned(),
+            format!("Secret Connections([{:?}]) result=false", a.id),
+            format!("Secret Connections([{:?}]) result=true", a.id),
+            format!("Plain Connections([{:?}]) result=false", a.id),
+            "FromOutside Groups([\"g\"]) result=false".to_owned(),
+        ]
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "Shout, Plain, FromOutside");
+    finish(&server).await;
 }
