@@ -94,7 +94,8 @@ pub mod serve;
 use std::sync::Arc;
 
 pub use auth::{
-    AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
+    AuthError, AuthRequest, Authenticator, AuthorizationPolicy, ConnectRequest,
+    NAME_IDENTIFIER_CLAIM, User,
 };
 pub use caller_state::CallerState;
 pub use clients::{

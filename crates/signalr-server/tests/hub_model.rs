@@ -13,13 +13,14 @@ mod runtime;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{delete, finish, negotiate, poll, post};
+use common::{delete, finish, negotiate, negotiate_raw, poll, post, send, ws_connect_query};
 use futures_util::StreamExt;
 use runtime::{Log, connect, expect_panic, serve};
 use serde_json::json;
 use signalr_server::{
-    CallerState, Hub, HubBuilder, HubCallerContext, HubError, HubFilter, HubOptions,
-    OutgoingInvocation, Payload, Progress, UploadStream, hub,
+    AuthError, AuthRequest, CallerState, ConnectRequest, Hub, HubBuilder, HubCallerContext,
+    HubError, HubFilter, HubOptions, OutgoingInvocation, Payload, Progress, UploadStream, User,
+    hub,
 };
 
 const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
@@ -501,5 +502,87 @@ async fn on_outgoing_changes_or_drops_client_method_calls() {
         ]
     );
     assert_eq!(seen.load(Ordering::SeqCst), 3, "Shout, Plain, FromOutside");
+    finish(&server).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connect authorization
+// ---------------------------------------------------------------------------------------------
+
+/// The bearer token becomes a user with that `sub`.
+fn token_as_sub(request: AuthRequest<'_>) -> Result<Option<User>, AuthError> {
+    Ok(request.token.map(|token| {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".to_owned(), json!(token));
+        User::authenticated(claims)
+    }))
+}
+
+/// Refuses requests whose query has `deny` or that carry `x-deny`; logs what it saw.
+fn connect_checked_hub(log: &Log) -> HubBuilder {
+    let log = log.clone();
+    Hub::builder()
+        .authenticator(token_as_sub)
+        .authorize_connect(move |request: &ConnectRequest| {
+            log.push(format!(
+                "user={:?} deny={:?} header={:?}",
+                request.user().claim("sub"),
+                request.query_param("deny"),
+                request.header("x-deny"),
+            ));
+            request.query_param("deny").is_none() && request.header("x-deny").is_none()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_connect_refuses_like_the_hub_policy() {
+    let log = Log::default();
+    let server = serve(connect_checked_hub(&log)).await;
+
+    // Allowed: the connection works.
+    let mut a = connect(&server).await;
+    a.call("1", "Echo", json!(["ok"]))
+        .await
+        .assert_result(json!("ok"));
+
+    // Anonymous and refused: 401 with the Bearer challenge.
+    let refused = negotiate_raw(&server, "?negotiateVersion=1&deny=a%20b").await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert_eq!(
+        refused
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    // Authenticated and refused: 403.
+    let url = server.url("/hub/negotiate?negotiateVersion=1");
+    let refused = send(
+        "negotiate",
+        server
+            .http
+            .post(url)
+            .bearer_auth("ann")
+            .header("x-deny", "yes"),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+
+    // The transport request is checked too.
+    let (_, token) = negotiate(&server).await;
+    match ws_connect_query(&server, &format!("?id={token}&deny=1")).await {
+        Err((status, _)) => assert_eq!(status, 401),
+        Ok(_) => panic!("the WebSocket with deny=1 was accepted"),
+    }
+
+    let events = log.events();
+    assert!(
+        events.contains(&"user=None deny=Some(\"a b\") header=None".to_owned()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"user=Some(\"ann\") deny=None header=Some(\"yes\")".to_owned()),
+        "{events:?}"
+    );
     finish(&server).await;
 }
