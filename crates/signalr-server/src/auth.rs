@@ -140,6 +140,56 @@ where
 
 type Predicate = Arc<dyn Fn(&User) -> bool + Send + Sync>;
 
+/// What a connect-authorization check
+/// ([`HubBuilder::authorize_connect`](crate::HubBuilder::authorize_connect)) sees of a request:
+/// its user, headers and query string.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectRequest<'a> {
+    user: &'a User,
+    headers: &'a HeaderMap,
+    query: &'a str,
+}
+
+impl<'a> ConnectRequest<'a> {
+    pub(crate) fn new(user: &'a User, headers: &'a HeaderMap, query: &'a str) -> Self {
+        ConnectRequest {
+            user,
+            headers,
+            query,
+        }
+    }
+
+    /// The request's user (anonymous without authentication).
+    pub fn user(&self) -> &'a User {
+        self.user
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+
+    /// A header value as text.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The query string, without `?`.
+    pub fn query(&self) -> &'a str {
+        self.query
+    }
+
+    /// A query parameter (percent-decoded), by exact name; the first when repeated.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    }
+}
+
+/// A connect-authorization check.
+pub(crate) type ConnectAuthorization = Arc<dyn Fn(&ConnectRequest<'_>) -> bool + Send + Sync>;
+
 /// Who may use a hub or a hub method (ASP.NET `[Authorize]` / `[Authorize(Policy = ...)]`).
 #[derive(Clone)]
 pub struct AuthorizationPolicy {

@@ -165,10 +165,10 @@ impl Endpoint {
         }
     }
 
-    /// Authenticates the request and applies the hub's authorization policy: 401 for invalid
-    /// credentials or an anonymous user the policy refuses (with `WWW-Authenticate: Bearer`, and
-    /// `error="invalid_token"` for rejected credentials, as ASP.NET's JWT handler answers), 403
-    /// for an authenticated one.
+    /// Authenticates the request and applies the hub's authorization policy and connect check
+    /// (`HubBuilder::authorize_connect`): 401 for invalid credentials or an anonymous user they
+    /// refuse (with `WWW-Authenticate: Bearer`, and `error="invalid_token"` for rejected
+    /// credentials, as ASP.NET's JWT handler answers), 403 for an authenticated one.
     ///
     /// `query_token`: whether the `access_token` query parameter counts. Only the requests a
     /// browser cannot put an `Authorization` header on (the WebSocket upgrade and the
@@ -198,14 +198,34 @@ impl Endpoint {
                 }
             }
         };
-        match &self.policy {
-            Some(policy) if !policy.allows(&user) => Err(if user.is_authenticated() {
+        let refused = |user: &User| {
+            if user.is_authenticated() {
                 StatusCode::FORBIDDEN.into_response()
             } else {
                 unauthorized("Bearer")
-            }),
-            _ => Ok(user),
+            }
+        };
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|policy| !policy.allows(&user))
+        {
+            return Err(refused(&user));
         }
+        // The hub's connect-authorization check (HubBuilder::authorize_connect), refused like
+        // the policy.
+        if let Application::Hub(hub) = &self.application {
+            if hub.connect_authorization.is_some() {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(params.iter())
+                    .finish();
+                if !hub.allows_connect(&user, headers, &query) {
+                    tracing::debug!("connect authorization refused the request");
+                    return Err(refused(&user));
+                }
+            }
+        }
+        Ok(user)
     }
 
     /// Refuses (403) a request whose `Origin` header is not among

@@ -185,6 +185,10 @@ pub enum ClientResultError {
     /// The connection is a classic SignalR client, which cannot return results to the server.
     #[error("Classic SignalR clients cannot return results to the server.")]
     Unsupported,
+    /// A hub filter's [`on_outgoing`](crate::HubFilter::on_outgoing) dropped the call of this
+    /// client method: nothing was sent.
+    #[error("A hub filter dropped the call of client method '{0}'.")]
+    DroppedByFilter(String),
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 #[cfg(test)]
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::Recipients;
 use crate::context::HubCallerContext;
 use crate::error::HubError;
 use crate::handler::{ErasedMethod, InvokeError, MethodOutput};
@@ -34,6 +35,33 @@ impl std::fmt::Debug for HubInvocation {
             .field("method", &self.method)
             .field("arguments", &self.arguments)
             .finish()
+    }
+}
+
+/// A client method call about to be sent, as [`HubFilter::on_outgoing`] sees it (classic
+/// SignalR's `IHubOutgoingInvokerContext`): a filter may change the method name and the
+/// arguments, or drop the call.
+#[derive(Debug)]
+pub struct OutgoingInvocation {
+    /// The client method's name.
+    pub method: String,
+    /// The arguments (serialized later, per connection protocol).
+    pub arguments: Vec<Payload>,
+    pub(crate) recipients: Recipients,
+    pub(crate) expects_result: bool,
+}
+
+impl OutgoingInvocation {
+    /// The connections the call is addressed to.
+    pub fn recipients(&self) -> &Recipients {
+        &self.recipients
+    }
+
+    /// Whether the server awaits the client's result
+    /// ([`SingleClientProxy::invoke`](crate::SingleClientProxy::invoke), ASP.NET Core client
+    /// results) rather than just sending.
+    pub fn expects_result(&self) -> bool {
+        self.expects_result
     }
 }
 
@@ -222,6 +250,19 @@ pub trait HubFilter: Send + Sync + 'static {
         next: NextReconnected,
     ) -> BoxFuture<'static, Result<(), HubError>> {
         next.run(caller)
+    }
+
+    /// Sees every client method call before it is sent (classic SignalR
+    /// `HubPipelineModule.OnBeforeOutgoing`): once per send, whatever the number of recipients,
+    /// from hub methods and from a [`HubContext`](crate::HubContext) alike. It may change the
+    /// method and arguments; returning `false` drops the call (nothing is sent, and an awaited
+    /// client result fails with
+    /// [`ClientResultError::DroppedByFilter`](crate::ClientResultError::DroppedByFilter)).
+    /// Filters run in the order they were added; the first that returns `false` ends it. It
+    /// runs on the sending task before anything is serialized: keep it quick and never block.
+    fn on_outgoing(&self, invocation: &mut OutgoingInvocation) -> bool {
+        let _ = invocation;
+        true
     }
 
     /// Wraps `on_disconnected`; `error` says why the connection ended, `None` for a normal close.

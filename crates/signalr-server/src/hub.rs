@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::http::Extensions;
+use axum::http::{Extensions, HeaderMap};
 
-use crate::auth::{Authenticator, AuthorizationPolicy, User};
+use crate::auth::{Authenticator, AuthorizationPolicy, ConnectAuthorization, ConnectRequest, User};
 use crate::clients::{HubContext, LocalLifetime};
 use crate::connection::ConnectionRequest;
 use crate::context::HubCallerContext;
@@ -84,10 +84,20 @@ pub(crate) struct HubInner {
     pub state: Extensions,
     pub authenticator: Option<Arc<dyn Authenticator>>,
     pub policy: Option<AuthorizationPolicy>,
+    pub connect_authorization: Option<ConnectAuthorization>,
     pub user_id_provider: UserIdProvider,
 }
 
 impl HubInner {
+    /// Whether [`HubBuilder::authorize_connect`]'s check lets a request of `user` with `headers`
+    /// and `query` (without `?`) in; true without a check. Front doors answer a refusal like a
+    /// failed hub policy: 401 for an anonymous user, 403 for an authenticated one.
+    pub(crate) fn allows_connect(&self, user: &User, headers: &HeaderMap, query: &str) -> bool {
+        self.connect_authorization
+            .as_ref()
+            .is_none_or(|check| check(&ConnectRequest::new(user, headers, query)))
+    }
+
     /// Finds the hub method a call of `target` with `arguments` client arguments runs: the name
     /// matches ignoring case, as ASP.NET does (reference §A6.3), and among overloads of that name
     /// the one taking `arguments` client arguments, as classic SignalR picks them.
@@ -133,6 +143,7 @@ pub struct HubBuilder {
     state: Extensions,
     authenticator: Option<Arc<dyn Authenticator>>,
     policy: Option<AuthorizationPolicy>,
+    connect_authorization: Option<ConnectAuthorization>,
     user_id_provider: UserIdProvider,
 }
 
@@ -321,6 +332,32 @@ impl HubBuilder {
         self
     }
 
+    /// Decides, per request, whether a client may connect to the hub (classic SignalR's
+    /// `AuthorizeHubConnection`; for ASP.NET Core clients a check beside
+    /// [`require_authorization`](HubBuilder::require_authorization) that can also look at
+    /// headers and the query string). It runs after authentication and the hub's policy on
+    /// negotiate and on every transport request of the connection (WebSocket, SSE, polls,
+    /// sends, DELETE); a refused request gets 401 when the user is anonymous (with
+    /// `WWW-Authenticate: Bearer`) and 403 when authenticated. A second call replaces the check.
+    ///
+    /// ```
+    /// use signalr_server::{ConnectRequest, Hub};
+    ///
+    /// let hub = Hub::builder()
+    ///     .authorize_connect(|request: &ConnectRequest| {
+    ///         request.user().is_authenticated() || request.header("x-api-key") == Some("k")
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn authorize_connect(
+        mut self,
+        check: impl Fn(&ConnectRequest<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.connect_authorization = Some(Arc::new(check));
+        self
+    }
+
     /// Authenticates requests: bearer tokens from `Authorization` or `access_token` become the
     /// connection's [`User`]. See [`JwtAuthenticator`](crate::JwtAuthenticator) for JWTs.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
@@ -431,20 +468,22 @@ impl HubBuilder {
 
     /// Finishes the hub.
     pub fn build(self) -> Hub {
+        let filters: Filters = self.filters.into();
         Hub {
             inner: Arc::new(HubInner {
                 name: self.name,
                 methods: self.methods,
                 options: self.options,
                 connection_options: self.connection_options,
-                lifetime: Arc::default(),
-                filters: self.filters.into(),
+                lifetime: Arc::new(LocalLifetime::new(filters.clone())),
+                filters,
                 on_connected: self.on_connected,
                 on_reconnected: self.on_reconnected,
                 on_disconnected: self.on_disconnected,
                 state: self.state,
                 authenticator: self.authenticator,
                 policy: self.policy,
+                connect_authorization: self.connect_authorization,
                 user_id_provider: self.user_id_provider,
             }),
         }
@@ -481,6 +520,7 @@ impl Hub {
             state: Extensions::new(),
             authenticator: None,
             policy: None,
+            connect_authorization: None,
             user_id_provider: Arc::new(|user, _| user.name_identifier()),
         }
     }

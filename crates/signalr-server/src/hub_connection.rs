@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use signalr_protocol::{
     Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse, HubMessage,
     HubProtocol, Invocation, Payload, ProtocolError, StreamInvocation, StreamItem, TransferFormat,
@@ -483,7 +483,7 @@ impl LoopState {
 
             let connection = self.core.connection.clone();
             tokio::select! {
-                () = connection.closed.cancelled() => return Outcome::TransportClosed,
+                () = connection.closed.cancelled() => return self.closed_outcome(inbound, buf),
                 () = self.context.close_notify.notified() => {
                     if let Some(close) = self.context.take_close_request() {
                         return Outcome::Close(close);
@@ -519,6 +519,30 @@ impl LoopState {
                         });
                     }
                 }
+            }
+        }
+    }
+
+    /// How the loop ends when the transport has gone: a client that stops sends a Close message
+    /// and closes the transport right away (`connection.stop()`), so the Close may still wait
+    /// unread. What the transport delivered is scanned for it (nothing else is dispatched any
+    /// more): found, it is a client close (`stop_called`); otherwise the transport was lost.
+    fn closed_outcome(&self, inbound: &mut Inbound, buf: &mut BytesMut) -> Outcome {
+        let limit = self.hub.options.maximum_receive_message_size;
+        loop {
+            loop {
+                match self.protocol.parse_message(buf, limit) {
+                    Ok(Some(HubMessage::Close(close))) => {
+                        return Outcome::ClientClosed(close.error);
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return Outcome::TransportClosed,
+                }
+            }
+            match inbound.recv().now_or_never() {
+                Some(Some(Received::Data(bytes))) => buf.extend_from_slice(&bytes),
+                _ => return Outcome::TransportClosed,
             }
         }
     }

@@ -95,19 +95,21 @@ pub mod serve;
 use std::sync::Arc;
 
 pub use auth::{
-    AuthError, AuthRequest, Authenticator, AuthorizationPolicy, NAME_IDENTIFIER_CLAIM, User,
+    AuthError, AuthRequest, Authenticator, AuthorizationPolicy, ConnectRequest,
+    NAME_IDENTIFIER_CLAIM, User,
 };
 pub use caller_state::CallerState;
 pub use classic::{ClassicOptions, classic_router, classic_router_with};
 pub use clients::{
-    ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext,
+    ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext, Recipients,
     SingleClientProxy,
 };
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
 pub use error::{ClientResultError, HubError};
 pub use filter::{
-    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected, NextReconnected,
+    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected,
+    NextReconnected, OutgoingInvocation,
 };
 pub use handler::{
     HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,

@@ -10,12 +10,16 @@ mod common;
 #[path = "common/runtime.rs"]
 mod runtime;
 
-use common::{delete, finish, negotiate, poll, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{delete, finish, negotiate, negotiate_raw, poll, post, send, ws_connect_query};
 use futures_util::StreamExt;
 use runtime::{Log, connect, expect_panic, serve};
 use serde_json::json;
 use signalr_server::{
-    CallerState, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, Progress, UploadStream,
+    AuthError, AuthRequest, CallerState, ConnectRequest, Hub, HubBuilder, HubCallerContext,
+    HubError, HubFilter, HubOptions, OutgoingInvocation, Payload, Progress, UploadStream, User,
     hub,
 };
 
@@ -378,4 +382,207 @@ async fn on_reconnected_never_runs_for_core_clients() {
         "{:?}",
         log.events()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// on_outgoing
+// ---------------------------------------------------------------------------------------------
+
+/// Renames `Shout` to `Receive` with an upper-cased argument, drops `Secret`, and logs what it
+/// saw.
+struct Outgoing(Log);
+
+impl HubFilter for Outgoing {
+    fn on_outgoing(&self, invocation: &mut OutgoingInvocation) -> bool {
+        self.0.push(format!(
+            "{} {:?} result={}",
+            invocation.method,
+            invocation.recipients(),
+            invocation.expects_result()
+        ));
+        match invocation.method.as_str() {
+            "Secret" => false,
+            "Shout" => {
+                invocation.method = "Receive".to_owned();
+                let text: String = invocation.arguments[0].deserialize().unwrap_or_default();
+                invocation.arguments = vec![Payload::from_value(text.to_uppercase())];
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Counts the calls it sees; never drops.
+struct Counting(Arc<AtomicUsize>);
+
+impl HubFilter for Counting {
+    fn on_outgoing(&self, _: &mut OutgoingInvocation) -> bool {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_outgoing_changes_or_drops_client_method_calls() {
+    let log = Log::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let server = serve(
+        Hub::builder()
+            .filter(Outgoing(log.clone()))
+            .filter(Counting(seen.clone()))
+            .method(
+                "Send",
+                |ctx: HubCallerContext, method: String, text: String| async move {
+                    ctx.clients().all().send(&method, (text,)).await;
+                },
+            )
+            .method(
+                "SendCaller",
+                |ctx: HubCallerContext, method: String| async move {
+                    ctx.clients().caller().send(&method, ("x",)).await;
+                },
+            )
+            .method("AskCaller", |ctx: HubCallerContext| async move {
+                ctx.clients()
+                    .caller()
+                    .invoke::<i32>("Secret", ())
+                    .await
+                    .map_err(|err| HubError::new(format!("{err:?}: {err}")))
+            }),
+    )
+    .await;
+    let mut a = connect(&server).await;
+    let mut b = connect(&server).await;
+
+    // Changed: every recipient gets the changed call; the filter saw it once. The method awaits
+    // the send (queued) before it returns, so the caller gets the call before the Completion.
+    a.invoke("1", "Send", json!(["Shout", "hi"])).await;
+    let changed = json!({"type": 1, "target": "Receive", "arguments": ["HI"]});
+    a.expect(changed.clone()).await;
+    a.expect(json!({"type": 3, "invocationId": "1"})).await;
+    b.expect(changed).await;
+
+    // Dropped: nobody gets it, later filters do not see it.
+    a.call("2", "Send", json!(["Secret", "pssst"]))
+        .await
+        .assert_void();
+    a.call("3", "SendCaller", json!(["Secret"]))
+        .await
+        .assert_void();
+    // A dropped client result fails at once.
+    a.call("4", "AskCaller", json!([])).await.assert_error(
+        "An unexpected error occurred invoking 'AskCaller' on the server. HubException: \
+         DroppedByFilter(\"Secret\"): A hub filter dropped the call of client method 'Secret'.",
+    );
+    // Untouched calls, from outside the hub too.
+    a.invoke("5", "SendCaller", json!(["Plain"])).await;
+    a.expect(json!({"type": 1, "target": "Plain", "arguments": ["x"]}))
+        .await;
+    a.expect(json!({"type": 3, "invocationId": "5"})).await;
+    server
+        .hub
+        .context()
+        .clients()
+        .group("g")
+        .send("FromOutside", ())
+        .await;
+    a.expect_silence().await;
+    b.expect_silence().await;
+
+    assert_eq!(
+        log.events(),
+        [
+            "Shout All result=false".to_owned(),
+            "Secret All result=false".to_owned(),
+            format!("Secret Connections([{:?}]) result=false", a.id),
+            format!("Secret Connections([{:?}]) result=true", a.id),
+            format!("Plain Connections([{:?}]) result=false", a.id),
+            "FromOutside Groups([\"g\"]) result=false".to_owned(),
+        ]
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "Shout, Plain, FromOutside");
+    finish(&server).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connect authorization
+// ---------------------------------------------------------------------------------------------
+
+/// The bearer token becomes a user with that `sub`.
+fn token_as_sub(request: AuthRequest<'_>) -> Result<Option<User>, AuthError> {
+    Ok(request.token.map(|token| {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".to_owned(), json!(token));
+        User::authenticated(claims)
+    }))
+}
+
+/// Refuses requests whose query has `deny` or that carry `x-deny`; logs what it saw.
+fn connect_checked_hub(log: &Log) -> HubBuilder {
+    let log = log.clone();
+    Hub::builder()
+        .authenticator(token_as_sub)
+        .authorize_connect(move |request: &ConnectRequest| {
+            log.push(format!(
+                "user={:?} deny={:?} header={:?}",
+                request.user().claim("sub"),
+                request.query_param("deny"),
+                request.header("x-deny"),
+            ));
+            request.query_param("deny").is_none() && request.header("x-deny").is_none()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_connect_refuses_like_the_hub_policy() {
+    let log = Log::default();
+    let server = serve(connect_checked_hub(&log)).await;
+
+    // Allowed: the connection works.
+    let mut a = connect(&server).await;
+    a.call("1", "Echo", json!(["ok"]))
+        .await
+        .assert_result(json!("ok"));
+
+    // Anonymous and refused: 401 with the Bearer challenge.
+    let refused = negotiate_raw(&server, "?negotiateVersion=1&deny=a%20b").await;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert_eq!(
+        refused
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    // Authenticated and refused: 403.
+    let url = server.url("/hub/negotiate?negotiateVersion=1");
+    let refused = send(
+        "negotiate",
+        server
+            .http
+            .post(url)
+            .bearer_auth("ann")
+            .header("x-deny", "yes"),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+
+    // The transport request is checked too.
+    let (_, token) = negotiate(&server).await;
+    match ws_connect_query(&server, &format!("?id={token}&deny=1")).await {
+        Err((status, _)) => assert_eq!(status, 401),
+        Ok(_) => panic!("the WebSocket with deny=1 was accepted"),
+    }
+
+    let events = log.events();
+    assert!(
+        events.contains(&"user=None deny=Some(\"a b\") header=None".to_owned()),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&"user=Some(\"ann\") deny=None header=Some(\"yes\")".to_owned()),
+        "{events:?}"
+    );
+    finish(&server).await;
 }
