@@ -38,6 +38,10 @@ pub(crate) trait ClientSink: Send + Sync + 'static {
     /// The connection's groups in this hub changed; `groups` is the new set, sorted.
     fn groups_changed(&self, _groups: &[String]) {}
 
+    /// Hub code asked to close the connection (for front doors that do not watch
+    /// [`ConnectionContext::close_notify`]).
+    fn close(&self, _close: &Close) {}
+
     /// Whether the client can answer invocations that expect a result (client results).
     fn client_results(&self) -> bool {
         true
@@ -115,6 +119,7 @@ impl ConnectionContext {
     }
 
     pub(crate) fn request_close(&self, close: Close) {
+        self.sink.close(&close);
         if let Ok(mut slot) = self.close_request.lock() {
             slot.get_or_insert(close);
         }

@@ -17,10 +17,12 @@ use crate::context::{ClientSink, ConnectionContext, Gone};
 use crate::hub::HubInner;
 use crate::message::SerializedMessage;
 
-/// What the buffer holds: a message for the envelope's `M`, or a new groups token (`G`).
+/// What the buffer holds: a message for the envelope's `M`, a new groups token (`G`), or the
+/// server's request that the client reconnect (`T`).
 enum Entry {
     Message(Bytes),
     Groups(Arc<str>),
+    Reconnect,
 }
 
 impl Entry {
@@ -28,6 +30,7 @@ impl Entry {
         match self {
             Entry::Message(bytes) => bytes.len(),
             Entry::Groups(token) => token.len(),
+            Entry::Reconnect => 0,
         }
     }
 }
@@ -77,6 +80,8 @@ pub(crate) struct Outbox {
     /// Group memberships per hub (by hub name), for the groups token.
     groups: Mutex<BTreeMap<String, BTreeSet<String>>>,
     tokens: Arc<TokenProtector>,
+    /// Set when hub code closed the connection without reconnect: the endpoint ends it.
+    closed_by_server: AtomicBool,
 }
 
 impl Outbox {
@@ -100,6 +105,7 @@ impl Outbox {
             newest: watch::channel(0).0,
             groups: Mutex::new(BTreeMap::new()),
             tokens,
+            closed_by_server: AtomicBool::new(false),
         })
     }
 
@@ -115,6 +121,21 @@ impl Outbox {
     /// Queues one encoded message (a client-method call or a progress report).
     pub(crate) fn push_message(&self, message: Bytes) {
         self.push(Entry::Message(message));
+    }
+
+    /// Hub code closed the connection (`HubCallerContext::close`, `HubContext::close_all`): with
+    /// `allow_reconnect` the client is told to reconnect (`T:1`); without, the connection ends.
+    fn close(&self, allow_reconnect: bool) {
+        if allow_reconnect {
+            self.push(Entry::Reconnect);
+        } else {
+            self.closed_by_server.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether hub code closed the connection for good.
+    pub(crate) fn closed_by_server(&self) -> bool {
+        self.closed_by_server.load(Ordering::Acquire)
     }
 
     /// The newest sequence number.
@@ -149,19 +170,22 @@ impl Outbox {
         let buffer = self.buffer.lock().ok()?;
         let mut messages: Vec<&Bytes> = Vec::new();
         let mut groups = None;
+        let mut reconnect = false;
         for (_, entry) in buffer.entries.iter().filter(|(seq, _)| *seq > after) {
             match entry {
                 Entry::Message(bytes) => messages.push(bytes),
                 Entry::Groups(token) => groups = Some(token.clone()),
+                Entry::Reconnect => reconnect = true,
             }
         }
         let cursor = buffer.last.max(after);
-        if messages.is_empty() && groups.is_none() && !init {
+        if messages.is_empty() && groups.is_none() && !reconnect && !init {
             return None;
         }
         let text = self.cursor(cursor);
         let envelope = Envelope {
             initializing: init,
+            reconnect,
             groups_token: groups.as_deref(),
             long_poll_delay: delay,
             ..Envelope::new(&text)
@@ -229,6 +253,10 @@ impl ClientSink for ClassicClient {
 
     fn client_results(&self) -> bool {
         false
+    }
+
+    fn close(&self, close: &signalr_protocol::Close) {
+        self.outbox.close(close.allow_reconnect);
     }
 }
 

@@ -257,14 +257,18 @@ impl ClassicEndpoint {
         });
     }
 
-    /// Ends connections that have had no transport for longer than the disconnect timeout.
+    /// Ends connections that have had no transport for longer than the disconnect timeout, and
+    /// those hub code closed.
     async fn sweep(self: &Arc<Self>) {
         let now = Instant::now();
         let timeout = self.options.disconnect_timeout;
         let expired: Vec<Arc<ClassicConnection>> = match self.connections.lock() {
             Ok(map) => map
                 .values()
-                .filter(|c| c.detached_for(now).is_some_and(|idle| idle > timeout))
+                .filter(|c| {
+                    c.outbox.closed_by_server()
+                        || c.detached_for(now).is_some_and(|idle| idle > timeout)
+                })
                 .cloned()
                 .collect(),
             Err(_) => return,
