@@ -178,6 +178,15 @@ pub(crate) fn server_error() -> Response {
     respond(StatusCode::INTERNAL_SERVER_ERROR, None, Body::empty())
 }
 
+/// A refused request: its status code with an empty body, as SignalR 2.4 answers them.
+struct Refusal(StatusCode);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        respond(self.0, None, Body::empty())
+    }
+}
+
 const UNKNOWN_TRANSPORT: &str = "Protocol error: Unknown transport.";
 const MISSING_TOKEN: &str = "Protocol error: Missing connection token.";
 const BAD_TOKEN: &str = "The ConnectionId is in the incorrect format.";
@@ -321,17 +330,18 @@ impl ClassicEndpoint {
 
     /// Reads `connectionData`: the registered hubs named (500 for a malformed list, an unknown
     /// hub or a duplicate, as the real server).
-    fn requested_hubs(&self, query: &Query) -> Result<Vec<usize>, Response> {
+    fn requested_hubs(&self, query: &Query) -> Result<Vec<usize>, Refusal> {
         let text = query.get("connectionData").unwrap_or_default();
-        let names = classic::parse_connection_data(&text).map_err(|_| server_error())?;
+        let names = classic::parse_connection_data(&text)
+            .map_err(|_| Refusal(StatusCode::INTERNAL_SERVER_ERROR))?;
         let mut hubs = Vec::with_capacity(names.len());
         for name in names {
             let index = self.hub_index(&name).ok_or_else(|| {
                 tracing::debug!(hub = %name, "classic request names an unknown hub");
-                server_error()
+                Refusal(StatusCode::INTERNAL_SERVER_ERROR)
             })?;
             if hubs.contains(&index) {
-                return Err(server_error());
+                return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR));
             }
             hubs.push(index);
         }
@@ -346,11 +356,11 @@ impl ClassicEndpoint {
         user: &User,
         headers: &HeaderMap,
         query: &str,
-    ) -> Result<(Vec<usize>, Vec<String>), Response> {
+    ) -> Result<(Vec<usize>, Vec<String>), Refusal> {
         let (allowed, refused): (Vec<usize>, Vec<usize>) = hubs.iter().partition(|&&i| {
             let hub = &self.hubs[i].hub;
             hub.policy.as_ref().is_none_or(|p| p.allows(user))
-                && (headers, query).0.len() < usize::MAX /* TODO(allows_connect) */
+                && hub.allows_connect(user, headers, query)
         });
         if !hubs.is_empty() && allowed.is_empty() {
             let status = if user.is_authenticated() {
@@ -358,7 +368,7 @@ impl ClassicEndpoint {
             } else {
                 StatusCode::UNAUTHORIZED
             };
-            return Err(respond(status, None, Body::empty()));
+            return Err(Refusal(status));
         }
         let refused = refused
             .iter()
@@ -374,7 +384,7 @@ impl ClassicEndpoint {
         headers: &HeaderMap,
         query: &Query,
     ) -> Response {
-        let hubs = match self.requested_hubs(query) {
+        let hubs = match self.requested_hubs(query).map_err(Refusal::into_response) {
             Ok(hubs) => hubs,
             Err(response) => return response,
         };
@@ -383,7 +393,10 @@ impl ClassicEndpoint {
             Err(response) => return response,
         };
         let raw_query = original.query().unwrap_or_default();
-        if let Err(response) = self.authorize(&hubs, &user, headers, raw_query) {
+        if let Err(response) = self
+            .authorize(&hubs, &user, headers, raw_query)
+            .map_err(Refusal::into_response)
+        {
             return response;
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -457,7 +470,7 @@ impl ClassicEndpoint {
             return Err(bad_request(BAD_TOKEN));
         };
         let (connection_id, token_user) = (token.connection_id, token.user);
-        let hubs = self.requested_hubs(query)?;
+        let hubs = self.requested_hubs(query).map_err(Refusal::into_response)?;
         let user = self.authenticate(&hubs, headers, query).await?;
         if token_user != user_name(&user) {
             return Err(respond(
@@ -466,7 +479,9 @@ impl ClassicEndpoint {
                 Body::from(USER_CHANGED),
             ));
         }
-        let (hubs, refused) = self.authorize(&hubs, &user, headers, raw_query)?;
+        let (hubs, refused) = self
+            .authorize(&hubs, &user, headers, raw_query)
+            .map_err(Refusal::into_response)?;
         Ok(Checked {
             transport,
             connection_id,
