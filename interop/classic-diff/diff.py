@@ -29,8 +29,11 @@ run; an entry whose difference is not seen prints as a note. The default is allo
 --write-expected FILE runs every case against the reference only and writes its answers as a Markdown
 table (EXPECTED.md).
 
-Output: `ok CASE`, `DIFF CASE` with both answers of each differing fact, `allowed CASE ...`, and at the end
-`N passed, N failed`. The exit code is 1 when a case failed.
+The /signalr/hubs cases run each server's proxy script in Node (proxy_probe.mjs beside this file; the
+`node` on PATH, or $CLASSIC_DIFF_NODE) and compare what it does; without Node they print as skipped.
+
+Output: `ok CASE`, `DIFF CASE` with both answers of each differing fact, `allowed CASE ...`, `skipped CASE
+(reason)`, and at the end `N passed, N failed[, N skipped]`. The exit code is 1 when a case failed.
 """
 
 import argparse
@@ -39,6 +42,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -428,25 +432,63 @@ def _ping_post(ctx):
 
 # -- /signalr/hubs ------------------------------------------------------------------------------------
 
-PROXY_HUB = re.compile(r"proxies\['([^']+)'\]\s*=\s*this\.createHubProxy\('([^']+)'\)")
-PROXY_SERVER = re.compile(r"proxies\['([^']+)'\]\.server\s*=\s*\{(.*?)\n\s*\};", re.S)
-PROXY_FN = re.compile(r"(\w+)\s*:\s*function\s*\(([^)]*)\)\s*\{(.*?)\}", re.S)
-PROXY_INVOKE = re.compile(r"\$\.merge\(\[\s*\"([^\"]+)\"\s*\]")
+PROBE = os.path.join(HERE, "proxy_probe.mjs")
 
 
-def parse_proxy(js):
-    """{hub: {function: "invoked(parameter count)"}} from the generated proxy, read loosely."""
-    hubs = {}
-    for key, name in PROXY_HUB.findall(js):
-        hubs[key] = {"createHubProxy": name}
-    for key, body in PROXY_SERVER.findall(js):
-        fns = {}
-        for fname, params, fbody in PROXY_FN.findall(body):
-            n = len([p for p in params.split(",") if p.strip()])
-            inv = PROXY_INVOKE.search(fbody)
-            fns[fname] = f"{inv.group(1) if inv else '?'}/{n}"
-        hubs.setdefault(key, {})["server"] = fns
-    return hubs
+class Skipped(Exception):
+    """Raised by a case that cannot check what it is about here (a tool is missing): the facts recorded
+    before it are still compared, and the case prints as skipped, not ok."""
+
+
+def _node():
+    return shutil.which(os.environ.get("CLASSIC_DIFF_NODE", "node"))
+
+
+def probe_proxy(js, timeout=30.0):
+    """What the proxy script does, from proxy_probe.mjs run in Node: {fact: value}, or raises Skipped."""
+    node = _node()
+    if not node:
+        raise Skipped("node (Node.js) was not found, so the proxy script was not run; "
+                      "only its HTTP answer was compared")
+    try:
+        p = subprocess.run([node, PROBE], input=js, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"probe": f"node ran for over {timeout:.0f} s"}
+    if p.returncode != 0:
+        err = p.stderr.decode("utf-8", "replace").strip().splitlines()
+        return {"probe": f"node exited with {p.returncode}: {(err or ['(no output)'])[-1][:300]}"}
+    try:
+        report = json.loads(p.stdout)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        return {"probe": "node printed no JSON object: " + shorten(p.stdout.decode("utf-8", "replace"), 300)}
+    return report
+
+
+def _function_text(f):
+    """One server function for display: `Echo/1`, with what went wrong when its arguments were not simply
+    passed through to invoke()."""
+    if not isinstance(f, dict) or "invoked" not in f:
+        return json.dumps(f, ensure_ascii=False)
+    inv = f["invoked"] if isinstance(f["invoked"], str) else json.dumps(f["invoked"], ensure_ascii=False)
+    n = f.get("parameters")
+    t = f"invokes {inv}, declares {n} parameter{'' if n == 1 else 's'}"
+    if f.get("arguments") == "passed through":
+        return t + ", arguments passed through"
+    return t + " [" + "; ".join(map(str, f.get("arguments") or [])) + "]"
+
+
+def _subscriptions_text(verb):
+    """proxy.on()/off() calls for display:
+    `testHub.on("alpha", callback: function, identity: the page's testHub.client.alpha)`."""
+    def text(v):
+        if not isinstance(v, list):
+            return json.dumps(v, ensure_ascii=False)
+        return "; ".join(f"{x[0]}.{verb}({json.dumps(x[1])}, callback: {x[2]}, identity: {x[3]})"
+                         if isinstance(x, list) and len(x) == 4 else json.dumps(x, ensure_ascii=False)
+                         for x in v) or "(none)"
+    return text
 
 
 def _proxy_facts(ctx, path):
@@ -454,25 +496,76 @@ def _proxy_facts(ctx, path):
     ctx.fact("status", r.status)
     ctx.fact("content type", r.header("Content-Type"))
     ctx.fact("nosniff", r.header("X-Content-Type-Options"))
-    js = r.body.decode("utf-8", "replace")
-    hubs = parse_proxy(js)
-    ctx.fact("hub proxies (key → createHubProxy name)",
-             {k: v.get("createHubProxy") for k, v in hubs.items()})
-    for k, v in sorted(hubs.items()):
-        fns = v.get("server", {})
-        ctx.fact(f"{k}.server (function → invoked name/parameter count)",
-                 Seen(json.dumps(fns, sort_keys=True), ", ".join(f"{f}→{i}" for f, i in fns.items()) or "(none)"))
-    ctx.fact("mentions $.signalR, createHubProxies and the default connection",
-             all(s in js for s in ("$.signalR", "createHubProxies", "$.hubConnection(")))
-    ctx.fact("default connection URL", (re.findall(r"\$\.hubConnection\(\"([^\"]*)\"", js) or [None])[0])
+    report = probe_proxy(r.body)
+
+    def value(name, v, text=None):
+        ctx.fact(name, Seen(json.dumps(v, sort_keys=True), text(v) if text else json.dumps(v, ensure_ascii=False)))
+
+    def fact(name, key, text=None):
+        if key in report:
+            value(name, report[key], text)
+
+    fact("proxy probe failed", "probe")
+    fact("the script runs (jQuery and jquery.signalR stand-ins)", "load")
+    fact("without jquery.signalR loaded", "without jquery.signalR")
+    fact("$.hubConnection calls (url, options)", "hubConnection calls")
+    fact("$.connection.hub (which $.hubConnection call made it, from 0)", "hub is the default connection")
+    fact("createHubProxy calls in order (name, connection)", "createHubProxy calls")
+    fact("hub proxies ($.connection key → createHubProxy name)", "connection keys")
+    keys = report.get("connection keys")
+    for k in sorted(keys) if isinstance(keys, dict) else []:
+        fact(f"{k}.client before start", f"{k}.client")
+        fns = report.get(f"{k}.server")
+        if not isinstance(fns, dict):
+            fact(f"{k}.server", f"{k}.server")
+            continue
+        value(f"{k}.server functions", sorted(fns), lambda v: ", ".join(v) or "(none)")
+        for name, f in sorted(fns.items()):
+            value(f"{k}.server.{name}()", f, _function_text)
+    fact("client handlers put on every other hub (key order)", "page sets client handlers")
+
+    def lifecycle(key, when):
+        v = report.get(key)
+        if not isinstance(v, dict):
+            fact(when, key)
+            return
+        for part, name, text in (("on() calls", "proxy.on() calls", _subscriptions_text("on")),
+                                 ("off() calls", "proxy.off() calls", _subscriptions_text("off")),
+                                 ("connectionData", "connectionData the library sends", None),
+                                 ("hubs still subscribed", "hubs still subscribed", None)):
+            if part in v:
+                value(f"{when} → {name}", v[part], text)
+
+    lifecycle("starting", "starting")
+    fact("a subscribed callback runs the page's handler (this, arguments)", "a subscribed callback runs",
+         lambda v: "; ".join(f"{x[0]} → {x[1]}{x[3]}, {x[2]}" if isinstance(x, list) and len(x) == 4 else str(x)
+                             for x in v) if isinstance(v, list) else json.dumps(v, ensure_ascii=False))
+    lifecycle("disconnected", "disconnected")
+    lifecycle("starting again", "starting again after disconnected")
+
+    second = report.get("second connection")
+    if isinstance(second, dict) and isinstance(second.get("hubs"), dict):
+        # each hub's proxy on the page's own connection, against the same hub's on $.connection.hub
+        hubs = {}
+        for k, h in second["hubs"].items():
+            same = isinstance(h, dict) and h.get("server") == report.get(f"{k}.server")
+            own = isinstance(h, dict) and h.get("proxy of this connection") is True
+            hubs[k] = (("its own proxy" if own else "NOT its own proxy") + ", " +
+                       ("server functions as on $.connection" if same else
+                        "server functions differ from $.connection's: " + json.dumps(h, ensure_ascii=False)))
+        second = {"createHubProxy calls": second.get("createHubProxy calls"), "hubs": hubs,
+                  "$.connection unchanged": second.get("$.connection unchanged")}
+    if second is not None:
+        value("createHubProxies() on a second connection", second)
 
 
-@case("hubs.proxy", "GET /signalr/hubs: the generated JavaScript proxy, parsed loosely", section="hubs")
+@case("hubs.proxy", "GET /signalr/hubs: the generated JavaScript proxy, run in Node against stand-ins for "
+      "jQuery and jquery.signalR", section="hubs")
 def _hubs(ctx):
     _proxy_facts(ctx, "hubs")
 
 
-@case("hubs.js", "GET /signalr/js: the same proxy", section="hubs")
+@case("hubs.js", "GET /signalr/js: the same proxy, run the same way", section="hubs")
 def _hubs_js(ctx):
     _proxy_facts(ctx, "js")
 
@@ -1222,16 +1315,19 @@ def _broadcast(ctx):
 def run_case(c, target):
     ctx = Ctx(target, c.name)
     t0 = time.monotonic()
+    skip = None
     try:
         c.fn(ctx)
         err = None
+    except Skipped as e:
+        err, skip = None, str(e)
     except Exception as e:
         err = f"{type(e).__name__}: {e}"
         if os.environ.get("CLASSIC_DIFF_TRACE"):
             traceback.print_exc()
     finally:
         ctx.close()
-    return ctx.facts, err, time.monotonic() - t0
+    return ctx.facts, err, time.monotonic() - t0, skip
 
 
 class Server:
@@ -1327,8 +1423,8 @@ def fact_text(facts, k, limit=600):
 
 
 def judge(c, res, allow):
-    """("passed" | "failed" | "allowed", output lines) for one case's results on both servers."""
-    (rf, rerr, _), (cf, cerr, _) = res
+    """("passed" | "failed" | "allowed" | "skipped", output lines) for one case's results on both servers."""
+    (rf, rerr, _, rskip), (cf, cerr, _, cskip) = res
     if rerr:
         return "failed", [f"ERROR {c.name}: the reference raised {rerr} (a harness problem)"]
     diffs = compare(rf, cf)
@@ -1347,6 +1443,8 @@ def judge(c, res, allow):
             lines.append(f"    ({len(missing)} of the reference's {len(rf)} facts not reached)")
         return ("allowed" if case_reason else "failed"), lines
     unallowed = [k for k in diffs if not case_reason and (c.name, k) not in allow]
+    if not diffs and (rskip or cskip):
+        return "skipped", [f"skipped {c.name} ({rskip or cskip})"]
     if not diffs:
         notes = [r for (cn, _), r in allow.items() if cn == c.name]
         return "passed", [f"ok {c.name}" + (f"  (allowed difference not seen: {'; '.join(notes)})" if notes else "")]
@@ -1393,14 +1491,16 @@ def write_expected(path, results, url):
         "",
     ]
     for sec in SECTIONS:
-        rows = [(c, f, e) for c, f, e in results if c.section == sec]
+        rows = [r for r in results if r[0].section == sec]
         if not rows:
             continue
         lines += [f"## {sec}", "", "| case | request | real server's answer |", "|---|---|---|"]
-        for c, facts, err in rows:
+        for c, facts, err, skip in rows:
             cells = [f"**{md_escape(k)}**: {md_escape(text_of(v, 4000))}" for k, v in facts.items()]
             if err:
                 cells.append(f"**harness error**: {md_escape(err)}")
+            if skip:
+                cells.append(f"**skipped**: {md_escape(skip)}")
             lines.append(f"| `{c.name}` | {md_escape(c.request)} | {'<br>'.join(cells)} |")
         lines.append("")
     with open(path, "w", encoding="utf-8") as f:
@@ -1484,7 +1584,7 @@ def main():
     order = sorted([c for c in cases if not c.serial], key=lambda c: 0 if "keepalive" in c.name else 1)
     serial = [c for c in cases if c.serial]
     results = {}
-    counts = {"passed": 0, "failed": 0, "allowed": 0}
+    counts = {"passed": 0, "failed": 0, "allowed": 0, "skipped": 0}
 
     def one(c):
         with concurrent.futures.ThreadPoolExecutor(len(targets)) as ex:
@@ -1504,8 +1604,9 @@ def main():
         for c, res in finished():
             results[c.name] = res
             if a.write_expected:
-                facts, err, dt = res[0]
-                print(("ERROR " if err else "ok ") + c.name + (f"  reference raised {err}" if err else "") +
+                facts, err, dt, skip = res[0]
+                print(("ERROR " if err else "skipped " if skip else "ok ") + c.name +
+                      (f"  reference raised {err}" if err else f"  ({skip})" if skip else "") +
                       f"  ({dt:.1f} s)", flush=True)
                 continue
             outcome, lines = judge(c, res, allow)
@@ -1518,16 +1619,17 @@ def main():
             s.stop()
 
     if a.write_expected:
-        ordered = [(c, results[c.name][0][0], results[c.name][0][1]) for c in cases if c.name in results]
+        ordered = [(c, *results[c.name][0][:2], results[c.name][0][3]) for c in cases if c.name in results]
         write_expected(a.write_expected, ordered, urls[0])
-        errs = sum(1 for _, _, e in ordered if e)
+        errs = sum(1 for _, _, e, _ in ordered if e)
         print(f"wrote {a.write_expected}: {len(ordered)} cases ({errs} harness errors) in "
               f"{time.monotonic() - t_start:.1f} s")
         return 1 if errs else 0
 
     if counts["allowed"]:
         print(f"({counts['allowed']} of the passed cases differ in ways the allow list keeps on purpose, shown above)")
-    print(f"{counts['passed']} passed, {counts['failed']} failed  ({time.monotonic() - t_start:.1f} s)")
+    skipped = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+    print(f"{counts['passed']} passed, {counts['failed']} failed{skipped}  ({time.monotonic() - t_start:.1f} s)")
     return 1 if counts["failed"] else 0
 
 
