@@ -283,8 +283,10 @@ impl ClassicEndpoint {
             Err(_) => return,
         };
         for connection in expired {
-            tracing::debug!(connection_id = %connection.id, "classic disconnect timeout elapsed");
-            self.end(&connection, false).await;
+            tracing::debug!(connection_id = %connection.id, "classic connection ends (disconnect timeout or closed by the hub)");
+            // Each on its own task: a slow on_disconnected does not hold up the others.
+            let endpoint = self.clone();
+            tokio::spawn(async move { endpoint.end(&connection, false).await });
         }
     }
 
