@@ -1,7 +1,8 @@
 //! What the browser loads: the demo's own pages, scripts and style (compiled into the binary from
-//! `web/public/`), and the official `@microsoft/signalr` browser bundles, served from the
-//! `node_modules` folder that `npm ci` makes in `web/` (never from a CDN, never copied into the
-//! repository).
+//! `web/public/`), and the browser clients, served from the `node_modules` folder that `npm ci`
+//! makes in `web/` (never from a CDN, never copied into the repository): the official
+//! `@microsoft/signalr` bundles, and jQuery with the classic `jquery.signalR` 2.x client. The
+//! classic client's generated hub proxy, `/signalr/hubs`, comes from the classic front door.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ const ASSETS: [(&str, &str); 6] = [
 ];
 
 /// The npm files served under `/lib/`: URL name, path inside `node_modules`.
-pub const LIBRARIES: [(&str, &str); 4] = [
+pub const LIBRARIES: [(&str, &str); 6] = [
     (
         "signalr.min.js",
         "@microsoft/signalr/dist/browser/signalr.min.js",
@@ -49,6 +50,8 @@ pub const LIBRARIES: [(&str, &str); 4] = [
         "signalr-protocol-msgpack.min.js.map",
         "@microsoft/signalr-protocol-msgpack/dist/browser/signalr-protocol-msgpack.min.js.map",
     ),
+    ("jquery.min.js", "jquery/dist/jquery.min.js"),
+    ("jquery.signalR.min.js", "signalr/jquery.signalR.min.js"),
 ];
 
 /// The default `web/` folder: the one beside this crate's sources.

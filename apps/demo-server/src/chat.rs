@@ -1,5 +1,5 @@
-//! The chat hub (`/hubs/chat`): rooms are SignalR groups; a private message goes to every
-//! connection of one name.
+//! The chat hub (`/hubs/chat`, and `ChatHub` at `/signalr` for classic clients): rooms are SignalR
+//! groups; a private message goes to every connection of one name.
 //!
 //! Client → server: `Join(name, room)` (also to switch rooms, and to rejoin after a reconnect),
 //! `Leave()`, `SendToRoom(text)`, `SendPrivate(toName, text)`, `Whoami()`.
@@ -175,7 +175,7 @@ pub fn chat_hub(chat: Arc<ChatState>, stats: Arc<Stats>) -> Hub {
             }
         }
     };
-    crate::demo_hub("chat", &stats)
+    crate::demo_hub("chat", "ChatHub", &stats)
         .state(chat)
         .state(stats)
         .on_disconnected(on_disconnected)

@@ -1,12 +1,19 @@
-//! The browser demo of SignalR for Rust, served with the official `@microsoft/signalr` browser
-//! client (and its MessagePack protocol), which `npm ci` installs into `web/node_modules`.
+//! The browser demo of SignalR for Rust. Every page can connect with the official
+//! `@microsoft/signalr` browser client (JSON or MessagePack) or with the classic jQuery SignalR
+//! 2.x client; `npm ci` installs both into `web/node_modules`, and the server serves them from
+//! there.
 //!
-//! | page | hub | what it shows |
+//! | page | hub (Core / classic name) | what it shows |
 //! |---|---|---|
-//! | `/chat` | `/hubs/chat` | rooms (groups), join/leave notices, private messages by name, a chosen transport and protocol, automatic reconnect that rejoins the room |
-//! | `/stocks` | `/hubs/stocks` | ASP.NET's stock ticker: a background task broadcasts prices through the hub's `HubContext`; open/close/reset the market |
-//! | `/shape` | `/hubs/shape` | ASP.NET's MoveShape: drag in one window, it moves in every other; the server broadcasts the latest position at most every 40 ms |
-//! | `/status` | `/hubs/status` | live connections by transport and protocol, groups, messages in/out per second |
+//! | `/chat` | `/hubs/chat` / `ChatHub` | rooms (groups), join/leave notices, private messages by name, a chosen client, transport and protocol, automatic reconnect that rejoins the room |
+//! | `/stocks` | `/hubs/stocks` / `StockTickerHub` | ASP.NET's stock ticker: a background task broadcasts prices through the hub's `HubContext`; open/close/reset the market |
+//! | `/shape` | `/hubs/shape` / `MoveShapeHub` | ASP.NET's MoveShape: drag in one window, it moves in every other; the server broadcasts the latest position at most every 40 ms |
+//! | `/status` | `/hubs/status` / `StatusHub` | live connections by transport and protocol, groups, messages in/out per second |
+//!
+//! ASP.NET Core clients connect at `/hubs/<name>`; classic SignalR 2.x clients (jQuery, or the
+//! .NET `Microsoft.AspNet.SignalR.Client`) at `/signalr`, where `/signalr/hubs` is the generated
+//! JavaScript proxy. Both kinds of client of one hub are one set of connections: a Core page and
+//! a jQuery page in the same chat room talk to each other.
 //!
 //! `./scripts/demo.sh` installs the npm files when missing and runs this server. Ctrl-C (or
 //! SIGTERM) closes every connection with a Close message that allows reconnecting, then stops the
@@ -27,7 +34,9 @@ use std::time::Duration;
 use axum::Router;
 use clap::Parser;
 use serde::Serialize;
-use signalr_server::{Hub, HubBuilder, HubCallerContext, HubContext, TransportType};
+use signalr_server::{
+    Hub, HubBuilder, HubCallerContext, HubContext, TransportType, classic_router,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::chat::ChatState;
@@ -49,7 +58,7 @@ struct Args {
     /// Address to bind (e.g. 0.0.0.0 to be reachable from other machines).
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
-    /// The `web/` folder whose `node_modules` holds `@microsoft/signalr` (after `npm ci`).
+    /// The `web/` folder whose `node_modules` holds the browser clients (after `npm ci`).
     #[arg(long, default_value_os_t = assets::default_web_dir())]
     web_dir: PathBuf,
 }
@@ -60,19 +69,27 @@ struct Args {
 struct Whoami {
     connection_id: String,
     transport: Option<&'static str>,
-    protocol: Option<&'static str>,
+    protocol: &'static str,
 }
 
-/// A hub builder with what every demo hub has: the [`StatsFilter`] that counts its connections
-/// and invocations for the status page, and `Whoami()`.
-pub fn demo_hub(name: &'static str, stats: &Arc<Stats>) -> HubBuilder {
+/// The protocol a connection speaks, as the pages and the status page name it: the Core hub
+/// protocol (`json`, `messagepack`) or `classic` for a SignalR 2.x client.
+pub fn protocol_name(hub: &HubCallerContext) -> &'static str {
+    hub.protocol().map_or("classic", |p| p.name())
+}
+
+/// A hub builder with what every demo hub has: its name for classic clients, the
+/// [`StatsFilter`] that counts its connections and invocations for the status page (under the
+/// short `name`), and `Whoami()`.
+pub fn demo_hub(name: &'static str, classic_name: &'static str, stats: &Arc<Stats>) -> HubBuilder {
     Hub::builder()
+        .name(classic_name)
         .filter(StatsFilter::new(name, stats.clone()))
         .method("Whoami", |hub: HubCallerContext| async move {
             Whoami {
                 connection_id: hub.connection_id().to_owned(),
                 transport: hub.transport().map(TransportType::name),
-                protocol: hub.protocol().map(|p| p.name()),
+                protocol: protocol_name(&hub),
             }
         })
 }
@@ -140,7 +157,7 @@ async fn main() -> std::io::Result<()> {
     if !missing.is_empty() {
         tracing::warn!(
             web_dir = %args.web_dir.display(),
-            "the @microsoft/signalr browser files are missing ({}): run `npm ci` in that folder \
+            "the browser clients' files are missing ({}): run `npm ci` in that folder \
              (./scripts/demo.sh does); the pages cannot connect until then",
             missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
@@ -174,6 +191,11 @@ async fn main() -> std::io::Result<()> {
         .nest("/hubs/stocks", stocks.router())
         .nest("/hubs/shape", shape.router())
         .nest("/hubs/status", status.router())
+        // The same hubs for classic SignalR 2.x clients, with the generated proxy at /signalr/hubs.
+        .nest(
+            "/signalr",
+            classic_router([&chat, &stocks, &shape, &status]),
+        )
         .merge(assets::router(args.web_dir.clone()));
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;

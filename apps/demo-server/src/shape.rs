@@ -1,7 +1,8 @@
-//! Move shape (`/hubs/shape`), after ASP.NET's MoveShape sample: a client dragging the shape sends
-//! `UpdateModel(model)` as often as it likes; the server keeps only the latest position and a
-//! broadcaster task sends it at most every [`BROADCAST_INTERVAL`] as `UpdateShape(model)` to
-//! everyone except the client that moved it last.
+//! Move shape (`/hubs/shape`, and `MoveShapeHub` at `/signalr` for classic clients), after
+//! ASP.NET's MoveShape sample: a client dragging the shape sends `UpdateModel(model)` as often as
+//! it likes; the server keeps only the latest position and a broadcaster task sends it at most
+//! every [`BROADCAST_INTERVAL`] as `UpdateShape(model)` to everyone except the client that moved
+//! it last.
 //!
 //! Client → server: `UpdateModel(model)`, `GetShape()`, `Whoami()`.
 //! Server → client: `UpdateShape(model)`.
@@ -129,7 +130,7 @@ fn shape(hub: &HubCallerContext) -> Result<Shape, HubError> {
 
 /// The move-shape hub.
 pub fn shape_hub(shape_state: Shape, stats: Arc<Stats>) -> Hub {
-    crate::demo_hub("shape", &stats)
+    crate::demo_hub("shape", "MoveShapeHub", &stats)
         .state(shape_state)
         .method(
             "UpdateModel",

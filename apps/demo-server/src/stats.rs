@@ -39,7 +39,7 @@ pub struct ConnectionKind {
     pub hub: &'static str,
     /// `WebSockets`, `ServerSentEvents` or `LongPolling`.
     pub transport: &'static str,
-    /// `json` or `messagepack`.
+    /// `json` or `messagepack` (ASP.NET Core clients), `classic` (SignalR 2.x clients).
     pub protocol: &'static str,
 }
 
@@ -264,7 +264,7 @@ impl HubFilter for StatsFilter {
         let kind = ConnectionKind {
             hub: self.hub,
             transport: caller.transport().map_or("unknown", |t| t.name()),
-            protocol: caller.protocol().map_or("unknown", |p| p.name()),
+            protocol: crate::protocol_name(&caller),
         };
         self.stats.connected(kind);
         caller.insert_item(CountedAs(kind));
@@ -287,7 +287,7 @@ impl HubFilter for StatsFilter {
 /// The `/hubs/status` hub: `GetStats()` answers the current [`Snapshot`]; every second the
 /// sampling task pushes `Stats(snapshot)` to every status client.
 pub fn status_hub(stats: Arc<Stats>, source: StatusSource) -> Hub {
-    crate::demo_hub("status", &stats)
+    crate::demo_hub("status", "StatusHub", &stats)
         .state(source)
         .method("GetStats", |hub: HubCallerContext| async move {
             hub.state::<StatusSource>().map(|source| source.snapshot())

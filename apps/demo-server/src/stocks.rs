@@ -1,6 +1,6 @@
-//! The stock ticker of ASP.NET's SignalR tutorial (`/hubs/stocks`): a background task moves
-//! prices while the market is open and broadcasts each change through the hub's
-//! [`HubContext`], outside any hub method.
+//! The stock ticker of ASP.NET's SignalR tutorial (`/hubs/stocks`, and `StockTickerHub` at
+//! `/signalr` for classic clients): a background task moves prices while the market is open and
+//! broadcasts each change through the hub's [`HubContext`], outside any hub method.
 //!
 //! Client → server: `GetAllStocks()`, `GetHistory()`, `GetMarketState()`, `OpenMarket()`,
 //! `CloseMarket()`, `Reset()`, `Whoami()`.
@@ -215,7 +215,7 @@ fn market(hub: &HubCallerContext) -> Result<StockMarket, HubError> {
 /// The stock ticker hub. `context` is set once the hub is built: the market's state changes are
 /// broadcast through it, like the ticker's price updates.
 pub fn stock_hub(stock_market: StockMarket, context: StockContext, stats: Arc<Stats>) -> Hub {
-    crate::demo_hub("stocks", &stats)
+    crate::demo_hub("stocks", "StockTickerHub", &stats)
         .state(stock_market)
         .state(context)
         .method("GetAllStocks", |hub: HubCallerContext| async move {
