@@ -40,6 +40,7 @@
 
   const demo = new DemoConnection({
     hub: "/hubs/chat",
+    classicHub: "chatHub",
     autoConnect: false,
     register(connection) {
       connection.on("ReceiveMessage", (m) => {

@@ -1,7 +1,8 @@
-// Shared by the demo pages: the navigation bar, the connection bar (transport and protocol
-// choice, state, what the server says the connection is) and a HubConnection built from it with
-// the official @microsoft/signalr browser client (loaded from /lib/, which the server serves
-// from node_modules).
+// Shared by the demo pages: the navigation bar, the connection bar (client, transport and
+// protocol choice, state, what the server says the connection is) and a connection built from it:
+// a HubConnection of the official @microsoft/signalr browser client, or a classic SignalR 2.x
+// connection of jquery.signalR through the server's generated proxy (/signalr/hubs). The server
+// serves both clients from node_modules under /lib/.
 "use strict";
 
 (function () {
@@ -42,11 +43,172 @@
     },
   };
 
+  /** "SendToRoom" → "sendToRoom": how the generated proxy names methods. */
+  function camel(name) {
+    return name.charAt(0).toLowerCase() + name.slice(1);
+  }
+
+  /** Turns what jquery.signalR rejects with into an Error. */
+  function asError(failure) {
+    if (failure instanceof Error) return failure;
+    return new Error(failure && failure.message !== undefined ? String(failure.message) : String(failure));
+  }
+
+  /** The classic connection in use on this page (the generated proxy has one: $.connection.hub). */
+  let currentClassic = null;
+  let classicEventsBound = false;
+
   /**
-   * A HubConnection driven by the page's connection bar.
+   * A classic SignalR 2.x connection (jquery.signalR 2.4 and the generated proxy of
+   * /signalr/hubs) behind the part of HubConnection the pages use: on, invoke, send, start, stop,
+   * onreconnecting, onreconnected, onclose.
    *
-   * options: hub (path), register(connection) (adds handlers), onConnected(connection, how)
-   * (how: "connected" | "reconnected"; loads state, rejoins), autoConnect.
+   * Reconnecting: jquery.signalR resumes a dropped connection by itself (same connection id,
+   * groups kept, missed messages replayed) while the server still knows it. When it gives up
+   * (the server was restarted, or the connection was gone longer than the server's disconnect
+   * timeout) it reports "disconnected"; this then starts a new connection with the same retry
+   * delays as the Core client's automatic reconnect, and reports "reconnected" once it is up, so
+   * the page rejoins as it does for a Core client.
+   */
+  class ClassicConnection {
+    constructor(hubName, transport) {
+      if (!window.jQuery || !jQuery.connection || !jQuery.connection[hubName]) {
+        throw new Error(`the classic client is not loaded (jquery, jquery.signalR, /signalr/hubs: ${hubName})`);
+      }
+      this.hub = jQuery.connection.hub;
+      this.proxy = jQuery.connection[hubName];
+      this.transport = transport === "auto" ? "auto" : camel(transport);
+      this.callbacks = { reconnecting: [], reconnected: [], close: [] };
+      this.stopped = false;
+      this.everConnected = false;
+      this.retry = null; // { since, count, timer } while starting a new connection
+      this.lastError = null;
+      ClassicConnection.bindEvents(this.hub);
+    }
+
+    /** The page-wide events of $.connection.hub, bound once, passed to the connection in use. */
+    static bindEvents(hub) {
+      if (classicEventsBound) return;
+      classicEventsBound = true;
+      hub.error((err) => { if (currentClassic) currentClassic.lastError = asError(err); });
+      hub.reconnecting(() => currentClassic?.lost(currentClassic.lastError));
+      hub.reconnected(() => currentClassic?.back());
+      hub.disconnected(() => currentClassic?.disconnected());
+    }
+
+    emit(what, ...args) {
+      for (const callback of this.callbacks[what]) callback(...args);
+    }
+    onreconnecting(callback) { this.callbacks.reconnecting.push(callback); }
+    onreconnected(callback) { this.callbacks.reconnected.push(callback); }
+    onclose(callback) { this.callbacks.close.push(callback); }
+
+    /** Handles server → client calls of `method` (the generated proxy's `client.<method>`). */
+    on(method, handler) {
+      this.proxy.client[camel(method)] = (...args) => {
+        if (currentClassic === this) handler(...args);
+      };
+    }
+
+    /** Calls hub method `method` through the generated proxy (`server.<method>`). */
+    invoke(method, ...args) {
+      const call = this.proxy.server[camel(method)];
+      if (typeof call !== "function") {
+        return Promise.reject(new Error(`the hub has no method '${method}'`));
+      }
+      return new Promise((resolve, reject) => {
+        call(...args).done(resolve).fail((err) => reject(asError(err)));
+      });
+    }
+
+    /**
+     * Calls a hub method without wanting its result. Classic SignalR has no fire-and-forget
+     * call: this resolves when the server has answered.
+     */
+    send(method, ...args) {
+      return this.invoke(method, ...args).then(() => undefined);
+    }
+
+    /** Starts the connection (negotiate, connect, start); resolves once it is connected. */
+    start() {
+      currentClassic = this;
+      this.stopped = false;
+      return new Promise((resolve, reject) => {
+        this.hub.start({ transport: this.transport })
+          .done(() => {
+            this.everConnected = true;
+            resolve();
+          })
+          .fail((err) => reject(asError(err)));
+      });
+    }
+
+    async stop() {
+      this.stopped = true;
+      if (this.retry) clearTimeout(this.retry.timer);
+      this.retry = null;
+      this.hub.stop();
+    }
+
+    /** jquery.signalR lost the transport and is reconnecting. */
+    lost(err) {
+      if (!this.retry) this.emit("reconnecting", err || undefined);
+    }
+
+    /** jquery.signalR resumed the connection. */
+    back() {
+      this.lastError = null;
+      this.emit("reconnected");
+    }
+
+    /** jquery.signalR stopped: after stop(), a failed start or when its own reconnect gave up. */
+    disconnected() {
+      if (this.stopped || !this.everConnected) {
+        if (this.stopped) this.emit("close");
+        return;
+      }
+      if (!this.retry) {
+        this.retry = { since: Date.now(), count: 0, timer: null };
+        this.emit("reconnecting", this.lastError || undefined);
+      }
+      if (this.retry.timer !== null) return;
+      const delay = retryPolicy.nextRetryDelayInMilliseconds({
+        previousRetryCount: this.retry.count,
+        elapsedMilliseconds: Date.now() - this.retry.since,
+      });
+      if (delay === null) {
+        this.retry = null;
+        this.stopped = true;
+        this.emit("close", new Error("could not reconnect"));
+        return;
+      }
+      this.retry.timer = setTimeout(() => this.restart(), delay);
+    }
+
+    restart() {
+      if (!this.retry || this.stopped) return;
+      this.retry.timer = null;
+      this.retry.count += 1;
+      // A failed start ends in "disconnected" again, which schedules the next try.
+      this.hub.start({ transport: this.transport }).done(() => {
+        if (this.stopped) return;
+        this.retry = null;
+        this.lastError = null;
+        this.emit("reconnected");
+      });
+    }
+  }
+
+  const CLIENTS = { core: "Core (@microsoft/signalr)", classic: "classic (jQuery)" };
+
+  /**
+   * A connection driven by the page's connection bar: the official client's HubConnection, or
+   * (client "classic") a ClassicConnection.
+   *
+   * options: hub (path of the Core endpoint), classicHub (the hub's name in the generated
+   * proxy, e.g. "chatHub"; offers the classic client), register(connection) (adds handlers),
+   * onConnected(connection, how) (how: "connected" | "reconnected"; loads state, rejoins),
+   * autoConnect.
    */
   class DemoConnection {
     constructor(options) {
@@ -55,14 +217,21 @@
       this.bar = document.getElementById("connection-bar");
       this.render();
       const query = new URLSearchParams(location.search);
+      if (query.get("client") && CLIENTS[query.get("client")]) this.clientSelect.value = query.get("client");
       if (query.get("transport")) this.transportSelect.value = query.get("transport");
       if (query.get("protocol")) this.protocolSelect.value = query.get("protocol");
+      this.syncProtocol();
       this.setState("disconnected");
       const auto = query.get("autoconnect");
       if (auto === "1" || (auto !== "0" && options.autoConnect)) this.connect();
     }
 
     render() {
+      const classic = Boolean(this.options.classicHub);
+      this.clientSelect = el("select", { id: "client" },
+        ...Object.entries(CLIENTS).filter(([value]) => classic || value === "core")
+          .map(([value, label]) => el("option", { value }, label)));
+      this.clientSelect.addEventListener("change", () => this.syncProtocol());
       this.transportSelect = el("select", { id: "transport" },
         el("option", { value: "auto" }, "Auto (negotiate)"),
         el("option", { value: "WebSockets" }, "WebSockets"),
@@ -70,7 +239,8 @@
         el("option", { value: "LongPolling" }, "Long polling"));
       this.protocolSelect = el("select", { id: "protocol" },
         el("option", { value: "json" }, "JSON"),
-        el("option", { value: "messagepack" }, "MessagePack"));
+        el("option", { value: "messagepack" }, "MessagePack"),
+        el("option", { value: "classic", hidden: "" }, "SignalR 2.x JSON"));
       this.connectButton = el("button", { id: "connect", class: "primary" }, "Connect");
       this.disconnectButton = el("button", { id: "disconnect" }, "Disconnect");
       this.stateBadge = el("span", { id: "state", class: "state" });
@@ -81,10 +251,24 @@
       this.bar.classList.add("panel");
       this.bar.append(
         el("div", { class: "row" },
+          el("label", {}, "Client ", this.clientSelect),
           el("label", {}, "Transport ", this.transportSelect),
           el("label", {}, "Protocol ", this.protocolSelect),
           this.connectButton, this.disconnectButton, this.stateBadge, this.info),
         this.errorLine);
+    }
+
+    /** Classic clients have one protocol (SignalR 2.x JSON); Core clients choose. */
+    syncProtocol() {
+      const classic = this.clientSelect.value === "classic";
+      if (classic) {
+        if (this.protocolSelect.value !== "classic") this.coreProtocol = this.protocolSelect.value;
+        this.protocolSelect.value = "classic";
+      } else if (this.protocolSelect.value === "classic") {
+        this.protocolSelect.value = this.coreProtocol ?? "json";
+      }
+      this.protocolSelect.disabled = classic || this.state !== "disconnected";
+      document.body.dataset.client = this.clientSelect.value;
     }
 
     setState(state) {
@@ -95,8 +279,9 @@
       const busy = state !== "disconnected";
       this.connectButton.disabled = busy;
       this.disconnectButton.disabled = !busy;
+      this.clientSelect.disabled = busy;
       this.transportSelect.disabled = busy;
-      this.protocolSelect.disabled = busy;
+      this.syncProtocol();
       if (state !== "connected") this.info.textContent = "";
     }
 
@@ -106,6 +291,15 @@
 
     build() {
       const transport = this.transportSelect.value;
+      const connection = this.clientSelect.value === "classic"
+        ? new ClassicConnection(this.options.classicHub, transport)
+        : this.buildCore(transport);
+      this.wire(connection);
+      this.options.register(connection);
+      return connection;
+    }
+
+    buildCore(transport) {
       const httpOptions = {};
       if (transport !== "auto") httpOptions.transport = signalR.HttpTransportType[transport];
       let builder = new signalR.HubConnectionBuilder()
@@ -115,7 +309,10 @@
       if (this.protocolSelect.value === "messagepack") {
         builder = builder.withHubProtocol(new signalR.protocols.msgpack.MessagePackHubProtocol());
       }
-      const connection = builder.build();
+      return builder.build();
+    }
+
+    wire(connection) {
       connection.onreconnecting((err) => {
         this.setState("reconnecting");
         this.error(err ? `connection lost: ${err.message}` : "connection lost");
@@ -132,8 +329,6 @@
         if (err) this.error(`closed: ${err.message}`);
         this.options.onClosed?.(err);
       });
-      this.options.register(connection);
-      return connection;
     }
 
     async afterConnect(how) {
@@ -144,6 +339,7 @@
         this.info.textContent = `${me.transport} · ${me.protocol} · ${me.connectionId}`;
         this.info.dataset.transport = me.transport;
         this.info.dataset.protocol = me.protocol;
+        this.info.dataset.client = this.clientSelect.value;
         await this.options.onConnected?.(connection, how);
       } catch (err) {
         this.error(err.message);
@@ -153,11 +349,18 @@
     async connect() {
       if (this.connection) await this.disconnect();
       this.error("");
-      if (this.transportSelect.value === "ServerSentEvents" && this.protocolSelect.value === "messagepack") {
+      if (this.clientSelect.value === "core" && this.transportSelect.value === "ServerSentEvents"
+          && this.protocolSelect.value === "messagepack") {
         this.error("Server-Sent Events carry text only: MessagePack needs WebSockets or long polling.");
         return;
       }
-      const connection = this.build();
+      let connection;
+      try {
+        connection = this.build();
+      } catch (err) {
+        this.error(err.message);
+        return;
+      }
       this.connection = connection;
       this.setState("connecting");
       try {

@@ -23,6 +23,7 @@
 
   const demo = new DemoConnection({
     hub: "/hubs/shape",
+    classicHub: "moveShapeHub",
     autoConnect: true,
     register(connection) {
       connection.on("UpdateShape", (model) => {

@@ -25,7 +25,8 @@
       .reduce((sum, k) => sum + k.count, 0);
     $("by-transport").tBodies[0].replaceChildren(...TRANSPORTS.map((t) =>
       el("tr", { "data-transport": t }, el("td", {}, t),
-        cell(count(t, "json")), cell(count(t, "messagepack")), cell(count(t)))));
+        cell(count(t, "json")), cell(count(t, "messagepack")), cell(count(t, "classic")),
+        cell(count(t)))));
     $("by-kind").tBodies[0].replaceChildren(...stats.byKind.map((k) =>
       el("tr", { "data-key": `${k.hub}/${k.transport}/${k.protocol}` },
         el("td", {}, k.hub), el("td", {}, k.transport), el("td", {}, k.protocol), cell(k.count))));
@@ -50,6 +51,7 @@
 
   new DemoConnection({
     hub: "/hubs/status",
+    classicHub: "statusHub",
     autoConnect: true,
     register(connection) {
       connection.on("Stats", show);

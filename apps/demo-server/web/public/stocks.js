@@ -78,6 +78,7 @@
 
   const demo = new DemoConnection({
     hub: "/hubs/stocks",
+    classicHub: "stockTickerHub",
     autoConnect: true,
     register(connection) {
       connection.on("UpdateStockPrice", (stock) => {
