@@ -16,8 +16,9 @@
 //! a jQuery page in the same chat room talk to each other.
 //!
 //! `./scripts/demo.sh` installs the npm files when missing and runs this server. Ctrl-C (or
-//! SIGTERM) closes every connection with a Close message that allows reconnecting, then stops the
-//! HTTP server gracefully.
+//! SIGTERM) refuses new hub requests (503), closes every connection (Core clients get a Close
+//! message that allows reconnecting; classic connections are asked to reconnect, then ended), then
+//! stops the HTTP server gracefully.
 
 mod assets;
 mod chat;
@@ -29,9 +30,14 @@ use std::future::IntoFuture;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use serde::Serialize;
 use signalr_server::{
@@ -94,6 +100,38 @@ pub fn demo_hub(name: &'static str, classic_name: &'static str, stats: &Arc<Stat
         })
 }
 
+/// Whether a hub request opens a connection (or, classic, reopens one): a Core or classic
+/// `negotiate`, a classic `connect` or `reconnect`. Classic endpoints match the last segment
+/// ignoring case.
+fn opens_connection(path: &str) -> bool {
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    ["negotiate", "connect", "reconnect"]
+        .iter()
+        .any(|action| last.eq_ignore_ascii_case(action))
+}
+
+/// Once the server is shutting down, answers 503 to the hub requests that open a connection, so
+/// that clients told to reconnect do not come back to this process. Requests of open connections
+/// go on (a long-polling Core client still fetches its Close message).
+async fn refuse_while_stopping(
+    State(stopping): State<Arc<AtomicBool>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if stopping.load(Ordering::Acquire) && opens_connection(request.uri().path()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -119,22 +157,44 @@ async fn shutdown_signal() {
     }
 }
 
-/// Closes every connection of every hub (each client gets a Close message that allows it to
-/// reconnect) and waits, at most [`CLOSE_GRACE`], until they are gone.
-async fn close_all(hubs: &[HubContext]) {
-    let open: usize = hubs.iter().map(HubContext::connection_count).sum();
+fn open_connections(hubs: &[HubContext]) -> usize {
+    hubs.iter().map(HubContext::connection_count).sum()
+}
+
+/// Waits until `done()` holds, at most until `deadline`.
+async fn wait_until(deadline: tokio::time::Instant, done: impl Fn() -> bool) {
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Closes every connection of every hub and waits, at most [`CLOSE_GRACE`], until they are gone.
+/// Every client is first asked to reconnect: ASP.NET Core clients get a Close message that allows
+/// reconnecting, and go; classic clients get the classic reconnect request and keep their
+/// connection, as a classic reconnect does. The hub routes already answer 503 (see
+/// [`refuse_while_stopping`]) to requests that open a connection, so nobody reconnects to this
+/// process; the classic connections left are then ended, which closes their transports (their
+/// clients reconnect to the next server run).
+async fn close_all(hubs: &[HubContext], stats: &Stats) {
     tracing::info!(
-        connections = open,
+        connections = open_connections(hubs),
         "shutting down: closing every connection"
     );
     for hub in hubs {
         hub.close_all(None, true);
     }
     let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-    while hubs.iter().any(|h| h.connection_count() > 0) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    wait_until(deadline, || {
+        open_connections(hubs) <= stats.connections_with_protocol("classic")
+    })
+    .await;
+    if open_connections(hubs) > 0 {
+        for hub in hubs {
+            hub.close_all(None, false);
+        }
+        wait_until(deadline, || open_connections(hubs) == 0).await;
     }
-    let left: usize = hubs.iter().map(HubContext::connection_count).sum();
+    let left = open_connections(hubs);
     if left > 0 {
         tracing::warn!(
             connections = left,
@@ -186,7 +246,8 @@ async fn main() -> std::io::Result<()> {
     tokio::spawn(shape_state.run_broadcaster(shape.context()));
     tokio::spawn(stats::run_sampler(source, status.context()));
 
-    let app = Router::new()
+    let stopping = Arc::new(AtomicBool::new(false));
+    let hub_routes = Router::new()
         .nest("/hubs/chat", chat.router())
         .nest("/hubs/stocks", stocks.router())
         .nest("/hubs/shape", shape.router())
@@ -196,7 +257,11 @@ async fn main() -> std::io::Result<()> {
             "/signalr",
             classic_router([&chat, &stocks, &shape, &status]),
         )
-        .merge(assets::router(args.web_dir.clone()));
+        .layer(middleware::from_fn_with_state(
+            stopping.clone(),
+            refuse_while_stopping,
+        ));
+    let app = hub_routes.merge(assets::router(args.web_dir.clone()));
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let address = listener.local_addr()?;
@@ -210,7 +275,8 @@ async fn main() -> std::io::Result<()> {
     let server = signalr_server::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
-            close_all(&hubs).await;
+            stopping.store(true, Ordering::Release);
+            close_all(&hubs, &stats).await;
             tracing::info!("stopping the HTTP server");
             let _ = shutting_down.send(());
         })
@@ -227,4 +293,30 @@ async fn main() -> std::io::Result<()> {
     }
     tracing::info!("demo server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::opens_connection;
+
+    #[test]
+    fn requests_that_open_connections() {
+        for path in [
+            "/hubs/chat/negotiate",
+            "/signalr/negotiate",
+            "/signalr/connect",
+            "/signalr/Reconnect/",
+        ] {
+            assert!(opens_connection(path), "{path}");
+        }
+        for path in [
+            "/hubs/chat",
+            "/signalr/poll",
+            "/signalr/send",
+            "/signalr/abort",
+            "/signalr/hubs",
+        ] {
+            assert!(!opens_connection(path), "{path}");
+        }
+    }
 }

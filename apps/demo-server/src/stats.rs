@@ -159,6 +159,16 @@ impl Stats {
         }
     }
 
+    /// Open connections (of all hubs) that speak `protocol`.
+    pub fn connections_with_protocol(&self, protocol: &str) -> usize {
+        lock(&self.counters)
+            .connections
+            .iter()
+            .filter(|(kind, _)| kind.protocol == protocol)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
     /// Counts one hub invocation received by `hub`.
     pub fn received(&self, hub: &'static str) {
         *lock(&self.counters).messages_in.entry(hub).or_default() += 1;
@@ -358,6 +368,8 @@ mod tests {
         assert_eq!(snapshot.by_transport.get("LongPolling"), Some(&1));
         assert_eq!(snapshot.by_protocol.get("messagepack"), Some(&1));
         assert_eq!(snapshot.by_hub.get("stocks"), Some(&1));
+        assert_eq!(stats.connections_with_protocol("messagepack"), 1);
+        assert_eq!(stats.connections_with_protocol("classic"), 0);
         stats.disconnected(WS_JSON);
         stats.disconnected(WS_JSON);
         assert_eq!(stats.snapshot(0, Vec::new()).by_kind.len(), 1);

@@ -488,3 +488,23 @@ test("reconnect: after a SIGKILL and a restart on the same port, pages reconnect
     assertClean(assert, ...pages);
     await screenshot(gus, "reconnect-rejoined-websockets");
 });
+
+test("Ctrl-C with jQuery and Core pages open: the server exits at once, every page goes to reconnecting", async (t) => {
+    const server = await serverFor(t);
+    const pages = [];
+    t.after(() => closeAll(pages));
+    for (const transport of ["WebSockets", "ServerSentEvents", "LongPolling"]) {
+        pages.push(await openChat(server.url, { name: `jq-${transport}`, room: "lobby", transport, client: "classic" }));
+    }
+    pages.push(await openChat(server.url, { name: "kit", room: "lobby", transport: "WebSockets" }));
+    const started = Date.now();
+    const { code } = await server.kill("SIGINT");
+    assert.equal(code, 0, server.output());
+    assert.ok(Date.now() - started < 3000, `shutdown took ${Date.now() - started} ms\n${server.output()}`);
+    assert.doesNotMatch(server.output(), /still open/, "nothing held the shutdown up");
+    assert.match(server.output(), /demo server stopped/);
+    for (const page of pages) {
+        await page.waitForFunction(() => document.body.dataset.state === "reconnecting", null, { timeout: 15_000 });
+    }
+    assertClean(assert, ...pages);
+});
