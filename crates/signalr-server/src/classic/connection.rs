@@ -68,6 +68,9 @@ pub(crate) struct Batch {
     pub frame: Bytes,
     /// The cursor it carries: where the next batch starts.
     pub cursor: u64,
+    /// It asks the client to reconnect (`T:1`): the transport request ends after writing it, so
+    /// that clients which ignore `T` on streaming transports reconnect too.
+    pub reconnect: bool,
 }
 
 /// The server-to-client half of a classic connection, shared by its hub sinks and transports.
@@ -195,6 +198,7 @@ impl Outbox {
         Some(Batch {
             frame: out.freeze(),
             cursor,
+            reconnect,
         })
     }
 

@@ -147,6 +147,7 @@ async fn websocket(
     // What is already buffered after the cursor (a reconnect's missed messages) goes out first.
     newest.mark_changed();
     let mut keep_alive = keep_alive_interval(endpoint);
+    let mut ending = false;
     loop {
         let frame = tokio::select! {
             biased;
@@ -177,6 +178,7 @@ async fn websocket(
                 match connection.outbox.batch(after, false, None) {
                     Some(batch) => {
                         after = batch.cursor;
+                        ending = batch.reconnect;
                         batch.frame
                     }
                     None => continue,
@@ -188,6 +190,11 @@ async fn websocket(
         match tokio::time::timeout(SEND_TIMEOUT, sink.send(send(frame))).await {
             Ok(Ok(())) => {}
             _ => break,
+        }
+        if ending {
+            // The server asked the client to reconnect: end this socket so that it does.
+            let _ = tokio::time::timeout(SEND_TIMEOUT, sink.close()).await;
+            break;
         }
     }
     reader.abort();
@@ -216,6 +223,8 @@ fn server_sent_events(
         keep_alive: tokio::time::Interval,
         after: u64,
         pending: Vec<Bytes>,
+        /// The last event asked the client to reconnect: the stream ends.
+        ending: bool,
     }
     let mut pending = vec![sse_event(b"initialized")];
     if init {
@@ -229,14 +238,19 @@ fn server_sent_events(
         keep_alive: keep_alive_interval(endpoint),
         after,
         pending,
+        ending: false,
     };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         if let Some(event) = state.pending.pop() {
             return Some((Ok::<_, std::io::Error>(event), state));
         }
+        if state.ending {
+            return None;
+        }
         loop {
             if let Some(batch) = state.connection.outbox.batch(state.after, false, None) {
                 state.after = batch.cursor;
+                state.ending = batch.reconnect;
                 return Some((Ok(sse_event(&batch.frame)), state));
             }
             tokio::select! {
