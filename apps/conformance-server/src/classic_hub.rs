@@ -18,19 +18,22 @@ use signalr_server::{
     MethodOutput, Next, Progress,
 };
 
-/// `{Name, Value}`, echoed by `EchoObject`.
+/// `{Name, Value}`, echoed by `EchoObject`. A missing property keeps its default, as in the .NET
+/// class (`Name` null, `Value` 0).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CustomObject {
     name: Option<String>,
+    #[serde(default)]
     value: i32,
 }
 
-/// `{Symbol, Price}`: a complex type with a decimal price.
+/// `{Symbol, Price}`: a complex type with a decimal price (0 when missing, as in .NET).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Stock {
     symbol: Option<String>,
+    #[serde(default)]
     price: f64,
 }
 

@@ -181,14 +181,24 @@ pub(crate) mod tests {
         }
     }
 
-    /// A connection of `hub` that no front door serves.
+    /// A connection of `hub` that no front door serves (it looks like a classic client's: it has
+    /// no hub protocol).
     pub(crate) fn connection(hub: &Hub, id: &str) -> Arc<ConnectionContext> {
+        connection_with_protocol(hub, id, None)
+    }
+
+    /// A connection of `hub` that speaks `protocol` (`None`: a classic client).
+    pub(crate) fn connection_with_protocol(
+        hub: &Hub,
+        id: &str,
+        protocol: Option<signalr_protocol::HubProtocol>,
+    ) -> Arc<ConnectionContext> {
         let info = ConnectionInfo {
             id: id.to_owned(),
             sink: Arc::new(NullSink),
             closed: CancellationToken::new(),
             transport: None,
-            protocol: None,
+            protocol,
             request: None,
             user: crate::User::anonymous(),
         };
@@ -255,5 +265,67 @@ pub(crate) mod tests {
             state.changes().map(serde_json::Value::Object),
             Some(json!({ "greeted": "hello ann" }))
         );
+    }
+    /// Runs `Add(a, b)` with JSON arguments for a caller speaking `protocol`.
+    async fn add(
+        protocol: Option<signalr_protocol::HubProtocol>,
+        a: &'static str,
+        b: &'static str,
+    ) -> Result<i64, InvocationError> {
+        let hub = Hub::builder()
+            .method("Add", |_: HubCallerContext, a: i32, b: i32| async move {
+                i64::from(a) + i64::from(b)
+            })
+            .build();
+        let context = connection_with_protocol(&hub, "c1", protocol);
+        let call = Call {
+            target: "Add",
+            arguments: 2,
+            streams: 0,
+            streaming: false,
+            invocation_id: None,
+            open_streams: 0,
+        };
+        let method = check(&context, &call)?;
+        let arguments = vec![
+            Payload::Json(bytes::Bytes::from_static(a.as_bytes())),
+            Payload::Json(bytes::Bytes::from_static(b.as_bytes())),
+        ];
+        let output = invoke(
+            &context,
+            &method,
+            arguments,
+            Vec::new(),
+            CancellationToken::new(),
+            CallOptions::core(),
+        )
+        .await?;
+        let MethodOutput::Value(result) = output else {
+            panic!("a value: {output:?}");
+        };
+        Ok(result.deserialize::<i64>().expect("an integer"))
+    }
+
+    #[tokio::test]
+    async fn classic_callers_bind_leniently_core_callers_strictly() {
+        use signalr_protocol::HubProtocol;
+        assert_eq!(add(None, r#""1""#, r#"" 2 ""#).await.ok(), Some(3));
+        assert_eq!(add(None, "1", "2").await.ok(), Some(3));
+        // Refused for classic callers too, as by SignalR 2.4.
+        assert!(matches!(
+            add(None, "1.5", "2").await,
+            Err(InvocationError::Binding(_))
+        ));
+        assert!(matches!(
+            add(None, r#""x""#, "2").await,
+            Err(InvocationError::Binding(_))
+        ));
+        for protocol in [HubProtocol::Json, HubProtocol::MessagePack] {
+            assert!(matches!(
+                add(Some(protocol), r#""1""#, "2").await,
+                Err(InvocationError::Binding(_))
+            ));
+        }
+        assert_eq!(add(Some(HubProtocol::Json), "1", "2").await.ok(), Some(3));
     }
 }

@@ -303,6 +303,14 @@ pub struct ArgumentSource<'a> {
 
 /// A parameter of a hub method: any `DeserializeOwned` type (a client argument),
 /// [`UploadStream<T>`], [`State<T>`], [`Progress<T>`] or [`CallerState`](crate::CallerState).
+///
+/// A client argument is bound with serde. For ASP.NET Core clients binding is strict, as
+/// System.Text.Json's is. For classic SignalR 2.x clients it converts as JSON.NET does in a
+/// SignalR 2.4 server, which jQuery pages rely on: `"12"` binds to an integer, `" 1,234.5 "` to
+/// a float, `"true"` or `1` to a bool, a number or bool to a string (`5` → `"5"`, `2e0` →
+/// `"2.0"`), struct fields match keys ignoring case, enum variants names ignoring case. Still
+/// refused: a fraction for an integer (`1.5`, `2.0`, `"1.0"`), text that is no number, objects or
+/// arrays for scalars, a bare value for a sequence, an array for a struct.
 pub trait HubArgument: Sized + Send + 'static {
     /// How the parameter is bound.
     #[doc(hidden)]
@@ -321,7 +329,14 @@ impl<T: DeserializeOwned + Send + 'static> HubArgument for T {
             .values
             .next()
             .ok_or_else(|| BINDING_ERROR.to_owned())?;
-        payload.deserialize::<T>().map_err(|err| {
+        // Classic callers bind as JSON.NET does (strings to numbers, numbers to strings, ...);
+        // ASP.NET Core callers strictly, as System.Text.Json does.
+        let bound = if source.caller.protocol().is_none() {
+            crate::lenient::from_payload::<T>(payload)
+        } else {
+            payload.deserialize::<T>().map_err(|err| err.0)
+        };
+        bound.map_err(|err| {
             tracing::debug!(%err, "hub method argument failed to bind");
             BINDING_ERROR.to_owned()
         })

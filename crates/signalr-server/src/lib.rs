@@ -87,6 +87,7 @@ mod handler;
 mod hub;
 mod hub_connection;
 mod jwt;
+mod lenient;
 mod message;
 mod options;
 mod raw;

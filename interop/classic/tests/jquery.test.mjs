@@ -172,6 +172,22 @@ if (!command) {
                     assert.equal(await client.test("Add", -40, 2), -38);
                 });
 
+                test("arguments convert as SignalR 2.4's JSON.NET binds them: form strings to numbers, numbers to strings", async () => {
+                    assert.equal(await client.test("Add", "1", " 2 "), 3);
+                    assert.equal(await client.test("Echo", 5), "5");
+                    assert.equal(await client.test("Echo", 1.5), "1.5");
+                    assert.equal(await client.test("Echo", true), "true");
+                    assert.deepEqual(await client.test("EchoObject", { name: "n", value: "7" }), { Name: "n", Value: 7 });
+                    assert.deepEqual(await client.test("UpdateStockPrice", { Symbol: "MSFT", Price: "1,234.5" }),
+                        { Symbol: "MSFT", Price: 1235.5 });
+                    // What JSON.NET refuses: a fraction for an int, text that is no number.
+                    for (const args of [["1.5", 1], [2.5, 1], ["x", 1]]) {
+                        const refused = await client.call("testHub", "Add", ...args);
+                        assert.equal(refused.ok, false, `Add(${JSON.stringify(args).slice(1, -1)}) must fail`);
+                        assert.equal(refused.error.message, "There was an error invoking Hub method 'testhub.Add'.");
+                    }
+                });
+
                 test("client methods: InvokeWithString → message, SendManyArgs → manyArgs with seven arguments", async () => {
                     const text = `to the caller over ${transport}`;
                     const outcome = await client.call("testHub", "InvokeWithString", text);
