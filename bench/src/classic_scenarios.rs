@@ -2,8 +2,8 @@
 //! aiosignalr have no classic endpoint):
 //!
 //! - **classic echo**: N classic and N Core JSON connections on one server, each with one `Echo`
-//!   in flight, measured in turns (a Core window, a classic window, `reps` times), so that the
-//!   two figures come from the same server process and machine state;
+//!   in flight, measured in turns (a Core window and a classic window, `reps` times, the order
+//!   alternating), so that the two figures come from the same server process and machine state;
 //! - **mixed broadcast**: one Core JSON sender, M receivers (half Core JSON, half classic), in
 //!   three phases measured in turns: a `Broadcast` to all of them (mixed), and a
 //!   `GroupBroadcast` to each half alone, which is what gives server CPU per delivery per
@@ -162,8 +162,13 @@ pub async fn classic_echo(
     }
     let mut core_w = Vec::new();
     let mut classic_w = Vec::new();
-    for _ in 0..s.reps {
-        for ((recorder, gate), w) in [(&core, &mut core_w), (&classic, &mut classic_w)] {
+    for rep in 0..s.reps {
+        let mut turns = [(&core, &mut core_w), (&classic, &mut classic_w)];
+        // Core first, then classic first, and so on: neither kind always follows the other.
+        if rep % 2 == 1 {
+            turns.reverse();
+        }
+        for ((recorder, gate), w) in turns {
             gate.set(true);
             sleep(settle(s)).await;
             w.extend(windows(recorder, server.pid, 1, s.window).await);
@@ -490,6 +495,10 @@ pub async fn mixed_broadcast(
         "server CPU %",
         mixed.core.iter().map(Window::server_cpu_pct),
     );
+    out.push(
+        "generator CPU %",
+        mixed.core.iter().map(Window::gen_cpu_pct),
+    );
     for (kind, w) in [(CORE, &mixed.core), (CLASSIC, &mixed.classic)] {
         out.push(&format!("{kind} deliveries/s"), w.iter().map(Window::rate));
         out.push(&format!("{kind} p50 latency (µs)"), w.iter().map(|w| w.p50));
@@ -515,6 +524,10 @@ pub async fn mixed_broadcast(
         out.push(
             &format!("{kind} alone: server CPU %"),
             w.iter().map(Window::server_cpu_pct),
+        );
+        out.push(
+            &format!("{kind} alone: generator CPU %"),
+            w.iter().map(Window::gen_cpu_pct),
         );
     }
     out.push("server RSS at the end (MiB)", [rss]);

@@ -391,16 +391,26 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
             }
         }
     }
-    let mut not_run: Vec<String> = Vec::new();
+    // One note per scenario and reason: "<scenario> not run on <servers>: <why>".
+    let mut not_run: Vec<(&str, &str, Vec<&str>)> = Vec::new();
     for case in results {
-        for (kind, why) in &case.not_run {
-            let note = format!("{} not run on {}: {why}", case.scenario, kind.name());
-            if !not_run.contains(&note) {
-                not_run.push(note);
+        for &(kind, why) in &case.not_run {
+            match not_run
+                .iter_mut()
+                .find(|(s, w, _)| *s == case.scenario && *w == why)
+            {
+                Some((_, _, kinds)) => {
+                    if !kinds.contains(&kind.name()) {
+                        kinds.push(kind.name());
+                    }
+                }
+                None => not_run.push((case.scenario, why, vec![kind.name()])),
             }
         }
     }
-    notes.extend(not_run);
+    for (scenario, why, kinds) in not_run {
+        notes.push(format!("{scenario} not run on {}: {why}", kinds.join(", ")));
+    }
     for skipped in &info.skipped {
         notes.push(format!("skipped, time budget spent: {skipped}"));
     }
@@ -450,8 +460,8 @@ fn classic_echo_section(out: &mut String, results: &[CaseResult]) {
          Our server only (the ceiling and aiosignalr have no classic endpoint). Each case opens N \
          classic WebSocket connections (`/signalr`: negotiate, connect, start) and N Core JSON \
          connections (`/hub`) on one server, every connection with one `Echo` in flight, and \
-         measures the two kinds in turns (a Core window, then a classic window, each repeated), so \
-         both figures come from the same server process. *bound by* as in the load generator \
+         measures the two kinds in turns (a Core window and a classic window per repetition, which \
+         goes first alternating), so both figures come from the same server process. *bound by* as in the load generator \
          check, for the classic windows.\n"
     );
     let _ = writeln!(
@@ -502,23 +512,24 @@ fn mixed_broadcast_section(out: &mut String, results: &[CaseResult]) {
     );
     let _ = writeln!(
         out,
-        "| broadcast case | phase: receivers | deliveries/s | p50 / p99 µs | server CPU µs/delivery | server CPU % |"
+        "| broadcast case | phase: receivers | deliveries/s | p50 / p99 µs | server CPU µs/delivery | server CPU % | generator CPU % |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     let q = ["p50", "p99"];
     for (params, o) in cases {
         let c = |name: &str| cell(figure(o, name));
         let _ = writeln!(
             out,
-            "| {params} | mixed: all | {} | – | {} | {} |",
+            "| {params} | mixed: all | {} | – | {} | {} | {} |",
             c("deliveries/s"),
             c("server CPU µs/delivery"),
             c("server CPU %"),
+            c("generator CPU %"),
         );
         for kind in [CORE, CLASSIC] {
             let _ = writeln!(
                 out,
-                "| | mixed: {kind} | {} | {} | – | – |",
+                "| | mixed: {kind} | {} | {} | – | – | – |",
                 c(&format!("{kind} deliveries/s")),
                 latencies(o, &format!("{kind} "), &q),
             );
@@ -526,17 +537,18 @@ fn mixed_broadcast_section(out: &mut String, results: &[CaseResult]) {
         for kind in [CORE, CLASSIC] {
             let _ = writeln!(
                 out,
-                "| | {kind} alone | {} | {} | {} | {} |",
+                "| | {kind} alone | {} | {} | {} | {} | {} |",
                 c(&format!("{kind} alone: deliveries/s")),
                 latencies(o, &format!("{kind} alone: "), &q),
                 c(&format!("{kind} alone: server CPU µs/delivery")),
                 c(&format!("{kind} alone: server CPU %")),
+                c(&format!("{kind} alone: generator CPU %")),
             );
         }
         let cpu = |kind: &str| format!("{kind} alone: server CPU µs/delivery");
         let _ = writeln!(
             out,
-            "| | {CLASSIC} / {CORE}, alone | | | {} | |",
+            "| | {CLASSIC} / {CORE}, alone | | | {} | | |",
             ratio(o, &cpu(CLASSIC), &cpu(CORE)),
         );
     }
