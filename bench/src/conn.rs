@@ -65,7 +65,7 @@ pub struct Conn {
     pub wbuf: BytesMut,
 }
 
-fn ws_config() -> WebSocketConfig {
+pub(crate) fn ws_config() -> WebSocketConfig {
     // 16 KiB instead of tungstenite's eager 128 KiB keeps 10,000 client connections small; the
     // write buffer is flushed on every send anyway.
     WebSocketConfig::default()
@@ -287,8 +287,7 @@ pub struct Stamp {
 }
 
 const STAMP_LEN: usize = 24;
-const ID_LEN: usize = 8;
-const ID_PLACEHOLDER: &[u8; ID_LEN] = b"IIIIIIII";
+const ID_LEN: usize = Template::ID_PLACEHOLDER.len();
 const STAMP_PLACEHOLDER: &[u8; STAMP_LEN] = b"TTTTTTTTTTTTTTTTSSSSSSSS";
 
 fn hex(out: &mut [u8], mut value: u64) {
@@ -309,7 +308,7 @@ impl Stamp {
     /// Reads the stamp at the start of a string payload (JSON or MessagePack).
     pub fn read(payload: &Payload) -> Option<Stamp> {
         let text: &[u8] = match payload {
-            Payload::Json(bytes) => bytes.get(1..)?,
+            Payload::Json(bytes) => return Stamp::read_json(bytes),
             Payload::MessagePack(bytes) => {
                 let skip = match *bytes.first()? {
                     0xa0..=0xbf => 1,
@@ -322,6 +321,19 @@ impl Stamp {
             }
             Payload::Value(_) => return None,
         };
+        Stamp::read_digits(text)
+    }
+
+    /// Reads the stamp at the start of a JSON string (`"` then the stamp), as found in a JSON
+    /// payload or a classic result.
+    pub fn read_json(json: &[u8]) -> Option<Stamp> {
+        match json.split_first()? {
+            (b'"', text) => Stamp::read_digits(text),
+            _ => None,
+        }
+    }
+
+    fn read_digits(text: &[u8]) -> Option<Stamp> {
         let digits = text.get(..STAMP_LEN)?;
         Some(Stamp {
             sent_ns: unhex(&digits[..16])?,
@@ -352,6 +364,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 impl Template {
+    /// The id placeholder, as text, for encoders of other wire formats.
+    pub const ID_PLACEHOLDER: &'static str = "IIIIIIII";
+
+    /// The payload placeholder of `payload_size` bytes: a stamp placeholder padded with `x`.
+    pub fn payload(payload_size: usize) -> String {
+        let mut payload = String::from_utf8_lossy(STAMP_PLACEHOLDER).into_owned();
+        payload.extend(std::iter::repeat_n(
+            'x',
+            payload_size.saturating_sub(STAMP_LEN),
+        ));
+        payload
+    }
+
     /// Encodes `target(leading_args..., payload)` once with `protocol`; with an invocation id
     /// when `with_id` (a blocking invoke), without one otherwise (a send).
     pub fn new(
@@ -361,27 +386,28 @@ impl Template {
         leading_args: &[&str],
         payload_size: usize,
     ) -> Result<Template> {
-        let mut payload = String::from_utf8(STAMP_PLACEHOLDER.to_vec())?;
-        payload.extend(std::iter::repeat_n(
-            'x',
-            payload_size.saturating_sub(STAMP_LEN),
-        ));
+        let payload = Template::payload(payload_size);
         let mut arguments: Vec<Payload> = leading_args
             .iter()
             .map(|a| Payload::from_value(a.to_string()))
             .collect();
         arguments.push(Payload::from_value(payload));
         let message = HubMessage::Invocation(Invocation {
-            invocation_id: with_id.then(|| String::from_utf8_lossy(ID_PLACEHOLDER).into_owned()),
+            invocation_id: with_id.then(|| Template::ID_PLACEHOLDER.to_owned()),
             target: target.to_owned(),
             arguments,
             ..Default::default()
         });
         let mut out = BytesMut::new();
         protocol.write_message(&message, &mut out)?;
-        let bytes = out.to_vec();
+        Template::from_encoded(out.to_vec(), with_id)
+    }
+
+    /// A template over an encoded invocation (of any wire format) whose payload is a
+    /// [`Template::payload`] and whose id, when `with_id`, is [`Template::ID_PLACEHOLDER`].
+    pub fn from_encoded(bytes: Vec<u8>, with_id: bool) -> Result<Template> {
         let id_at = if with_id {
-            Some(find(&bytes, ID_PLACEHOLDER).ok_or("no id placeholder")?)
+            Some(find(&bytes, Template::ID_PLACEHOLDER.as_bytes()).ok_or("no id placeholder")?)
         } else {
             None
         };
@@ -411,10 +437,22 @@ impl Template {
 /// `POST /hub/negotiate?negotiateVersion=1` over a fresh HTTP/1.1 connection (closed by the
 /// server); returns the connection token.
 pub async fn negotiate(addr: SocketAddr) -> Result<String> {
+    let body = http_request(addr, "POST", "/hub/negotiate?negotiateVersion=1").await?;
+    let negotiate: NegotiateResponse = serde_json::from_slice(&body)?;
+    negotiate
+        .connection_token
+        .or(negotiate.connection_id)
+        .ok_or_else(|| "negotiate: no connection token".into())
+}
+
+/// One HTTP/1.1 request without a body over a fresh connection (`Connection: close`, so the
+/// server closes and keeps the TIME_WAIT state); returns the body of a 200 answer. Reads at most
+/// 64 KiB; the caller bounds the time.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let request = format!(
-        "POST /hub/negotiate?negotiateVersion=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::with_capacity(1024);
@@ -422,28 +460,27 @@ pub async fn negotiate(addr: SocketAddr) -> Result<String> {
         .take(64 * 1024)
         .read_to_end(&mut response)
         .await?;
-    let split = find(&response, b"\r\n\r\n").ok_or("negotiate: no end of headers")?;
+    let split = find(&response, b"\r\n\r\n").ok_or("HTTP: no end of headers")?;
     let head = std::str::from_utf8(&response[..split])?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("negotiate: {}", head.lines().next().unwrap_or_default()).into());
+        return Err(format!(
+            "{method} {path}: {}",
+            head.lines().next().unwrap_or_default()
+        )
+        .into());
     }
-    let mut body = &response[split + 4..];
-    let chunked;
+    let body = &response[split + 4..];
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        // One chunk is all a negotiate response needs.
-        let line = find(body, b"\r\n").ok_or("negotiate: bad chunk")?;
+        // One chunk is all these small answers need.
+        let line = find(body, b"\r\n").ok_or("HTTP: bad chunk")?;
         let size = usize::from_str_radix(std::str::from_utf8(&body[..line])?.trim(), 16)?;
-        chunked = body
+        return Ok(body
             .get(line + 2..line + 2 + size)
-            .ok_or("negotiate: short chunk")?;
-        body = chunked;
+            .ok_or("HTTP: short chunk")?
+            .to_vec());
     }
-    let negotiate: NegotiateResponse = serde_json::from_slice(body)?;
-    negotiate
-        .connection_token
-        .or(negotiate.connection_id)
-        .ok_or_else(|| "negotiate: no connection token".into())
+    Ok(body.to_vec())
 }

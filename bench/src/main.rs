@@ -14,6 +14,8 @@
 //! (`setpriv --pdeathsig KILL`). The README's "Benchmarks" section describes the scenarios.
 
 mod chart;
+mod classic_conn;
+mod classic_scenarios;
 mod conn;
 mod proc;
 mod report;
@@ -49,8 +51,8 @@ struct Cli {
     /// Checks that everything works; its figures are not measurements.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios (comma-separated): echo, broadcast, group, fixed-rate, idle, storm,
-    /// slow.
+    /// Only these scenarios (comma-separated): echo, broadcast, group, classic-echo,
+    /// mixed-broadcast, fixed-rate, idle, storm, slow.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Servers to measure (comma-separated): ceiling, ours, aiosignalr (default: all three).
@@ -176,6 +178,25 @@ enum Spec {
     Storm {
         workers: usize,
     },
+    /// Classic and Core JSON echo in turns (ours only).
+    ClassicEcho {
+        n: usize,
+        size: usize,
+    },
+    /// One Core sender, half Core and half classic receivers (ours only).
+    MixedBroadcast {
+        receivers: usize,
+    },
+}
+
+/// Why the classic scenarios run on our server only.
+const NO_CLASSIC: &str = "no classic SignalR 2.x endpoint";
+
+impl Spec {
+    /// Whether the case needs the classic endpoint, which only our server has.
+    fn classic(&self) -> bool {
+        matches!(self, Spec::ClassicEcho { .. } | Spec::MixedBroadcast { .. })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +343,34 @@ fn plan(full: bool) -> Vec<Case> {
             slow: true,
         }),
     });
+    // Classic SignalR 2.x beside Core JSON (ours only), last: when a slow machine spends the
+    // quick mode's time budget, the long-standing cases still run.
+    for &n in ns {
+        for size in [32, 2048] {
+            cases.push(Case {
+                scenario: "classic echo",
+                key: "classic-echo",
+                params: format!("N={}, {}, classic vs Core JSON", count(n), size_name(size)),
+                label: (
+                    format!("N={}", count(n)),
+                    format!("classic {}", size_name(size).replace(' ', "")),
+                ),
+                spec: Spec::ClassicEcho { n, size },
+            });
+        }
+    }
+    for &m in ms {
+        cases.push(Case {
+            scenario: "mixed broadcast",
+            key: "mixed-broadcast",
+            params: format!(
+                "M={} (½ Core JSON, ½ classic), 32 B, Core JSON sender",
+                count(m)
+            ),
+            label: (format!("M={}", count(m)), "mixed".to_owned()),
+            spec: Spec::MixedBroadcast { receivers: m },
+        });
+    }
     cases
 }
 
@@ -341,6 +390,12 @@ async fn run_case(
         }
         Spec::Idle { n } => scenarios::idle(command, settings, n).await,
         Spec::Storm { workers } => scenarios::storm(command, settings, workers).await,
+        Spec::ClassicEcho { n, size } => {
+            classic_scenarios::classic_echo(command, settings, n, size).await
+        }
+        Spec::MixedBroadcast { receivers } => {
+            classic_scenarios::mixed_broadcast(command, settings, receivers).await
+        }
     }
 }
 
@@ -357,13 +412,11 @@ fn shell(program: &str, args: &[&str]) -> String {
 fn progress(kind: ServerKind, scenario: &str, result: &std::result::Result<Outcome, String>) {
     match result {
         Ok(outcome) => {
-            let name = report::headline(scenario);
-            let head = report::figure(outcome, name)
-                .map_or("–".to_owned(), |s| report::significant(s.median));
-            let p99 = report::figure(outcome, "p99 latency (µs)").map_or(String::new(), |s| {
-                format!(", p99 {} µs", report::significant(s.median))
-            });
-            eprintln!("   {:<10} {name} {head}{p99}", kind.name());
+            eprintln!(
+                "   {:<10} {}",
+                kind.name(),
+                report::progress_line(scenario, outcome)
+            );
         }
         Err(err) => eprintln!("   {:<10} failed: {err}", kind.name()),
     }
@@ -504,7 +557,13 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
         }
         eprintln!("== {} ({})", case.scenario, case.params);
         let mut per_server = Vec::new();
+        let mut not_run = Vec::new();
         for (kind, command) in &commands {
+            if case.spec.classic() && *kind != ServerKind::Ours {
+                eprintln!("   {:<10} skipped: {NO_CLASSIC}", kind.name());
+                not_run.push((*kind, NO_CLASSIC));
+                continue;
+            }
             conn::set_peer_fixup(*kind == ServerKind::Peer);
             let result = tokio::time::timeout(
                 mode.case_limit(cli.full),
@@ -532,6 +591,7 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
             params: case.params,
             label: case.label,
             results: per_server,
+            not_run,
         });
     }
 

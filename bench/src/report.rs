@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::classic_scenarios::{CLASSIC, CORE};
 use crate::scenarios::Outcome;
 use crate::servers::ServerKind;
 use crate::stats::Summary;
@@ -17,6 +18,8 @@ pub struct CaseResult {
     pub label: (String, String),
     /// Per server: its outcome or why it failed.
     pub results: Vec<(ServerKind, Result<Outcome, String>)>,
+    /// Servers the case does not apply to, and why.
+    pub not_run: Vec<(ServerKind, &'static str)>,
 }
 
 impl CaseResult {
@@ -51,7 +54,45 @@ pub fn headline(scenario: &str) -> &'static str {
         "idle density" => "KiB per idle connection",
         "connect storm" => "connections/s",
         "slow consumer" => "deliveries/s during the stall",
+        "classic echo" => "classic invocations/s",
+        "mixed broadcast" => "deliveries/s",
         _ => "",
+    }
+}
+
+/// The median of figure `name`, formatted, or "–".
+fn median(outcome: &Outcome, name: &str) -> String {
+    figure(outcome, name).map_or("–".to_owned(), |s| significant(s.median))
+}
+
+/// The one-line progress report of a finished case on one server.
+pub fn progress_line(scenario: &str, outcome: &Outcome) -> String {
+    let m = |name: &str| median(outcome, name);
+    match scenario {
+        "classic echo" => format!(
+            "{CLASSIC} {} invocations/s, p99 {} µs, {} CPU µs each; {CORE} {} invocations/s, p99 {} µs, {} CPU µs each",
+            m(&format!("{CLASSIC} invocations/s")),
+            m(&format!("{CLASSIC} p99 latency (µs)")),
+            m(&format!("{CLASSIC} server CPU µs/invocation")),
+            m(&format!("{CORE} invocations/s")),
+            m(&format!("{CORE} p99 latency (µs)")),
+            m(&format!("{CORE} server CPU µs/invocation")),
+        ),
+        "mixed broadcast" => format!(
+            "deliveries/s {} (p99 {CORE} {} µs, {CLASSIC} {} µs); CPU µs/delivery alone: {CORE} {}, {CLASSIC} {}",
+            m("deliveries/s"),
+            m(&format!("{CORE} p99 latency (µs)")),
+            m(&format!("{CLASSIC} p99 latency (µs)")),
+            m(&format!("{CORE} alone: server CPU µs/delivery")),
+            m(&format!("{CLASSIC} alone: server CPU µs/delivery")),
+        ),
+        _ => {
+            let name = headline(scenario);
+            let p99 = figure(outcome, "p99 latency (µs)").map_or(String::new(), |s| {
+                format!(", p99 {} µs", significant(s.median))
+            });
+            format!("{name} {}{p99}", m(name))
+        }
     }
 }
 
@@ -302,6 +343,9 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
         }
     }
 
+    classic_echo_section(&mut out, results);
+    mixed_broadcast_section(&mut out, results);
+
     let slow: Vec<(ServerKind, &Outcome)> = results
         .iter()
         .filter(|c| c.scenario == "slow consumer")
@@ -347,6 +391,26 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
             }
         }
     }
+    // One note per scenario and reason: "<scenario> not run on <servers>: <why>".
+    let mut not_run: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for case in results {
+        for &(kind, why) in &case.not_run {
+            match not_run
+                .iter_mut()
+                .find(|(s, w, _)| *s == case.scenario && *w == why)
+            {
+                Some((_, _, kinds)) => {
+                    if !kinds.contains(&kind.name()) {
+                        kinds.push(kind.name());
+                    }
+                }
+                None => not_run.push((case.scenario, why, vec![kind.name()])),
+            }
+        }
+    }
+    for (scenario, why, kinds) in not_run {
+        notes.push(format!("{scenario} not run on {}: {why}", kinds.join(", ")));
+    }
     for skipped in &info.skipped {
         notes.push(format!("skipped, time budget spent: {skipped}"));
     }
@@ -357,4 +421,135 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
         }
     }
     out
+}
+
+/// Our server's outcomes of the cases of `scenario`.
+fn ours<'a>(results: &'a [CaseResult], scenario: &str) -> Vec<(&'a str, &'a Outcome)> {
+    results
+        .iter()
+        .filter(|c| c.scenario == scenario)
+        .filter_map(|c| c.outcome(ServerKind::Ours).map(|o| (c.params.as_str(), o)))
+        .collect()
+}
+
+/// "p50 / p99 / p99.9" medians of `prefix` latency figures (those that exist).
+fn latencies(outcome: &Outcome, prefix: &str, quantiles: &[&str]) -> String {
+    quantiles
+        .iter()
+        .map(|q| median(outcome, &format!("{prefix}{q} latency (µs)")))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// The ratio of the medians of two figures, as "1.23×".
+fn ratio(outcome: &Outcome, top: &str, bottom: &str) -> String {
+    match (figure(outcome, top), figure(outcome, bottom)) {
+        (Some(t), Some(b)) if b.median > 0.0 => format!("{:.2}×", t.median / b.median),
+        _ => "–".to_owned(),
+    }
+}
+
+fn classic_echo_section(out: &mut String, results: &[CaseResult]) {
+    let cases = ours(results, "classic echo");
+    if cases.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Classic SignalR 2.x beside ASP.NET Core SignalR: echo\n\n\
+         Our server only (the ceiling and aiosignalr have no classic endpoint). Each case opens N \
+         classic WebSocket connections (`/signalr`: negotiate, connect, start) and N Core JSON \
+         connections (`/hub`) on one server, every connection with one `Echo` in flight, and \
+         measures the two kinds in turns (a Core window and a classic window per repetition, which \
+         goes first alternating), so both figures come from the same server process. *bound by* as in the load generator \
+         check, for the classic windows.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| echo case | {CLASSIC} invocations/s | {CORE} invocations/s | {CLASSIC} p50 / p99 / p99.9 µs | {CORE} p50 / p99 / p99.9 µs | {CLASSIC} server CPU µs/invocation | {CORE} server CPU µs/invocation | CPU {CLASSIC} / {CORE} | bound by ({CLASSIC}) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let q = ["p50", "p99", "p99.9"];
+    for (params, o) in cases {
+        let cpu = |kind: &str| format!("{kind} server CPU µs/invocation");
+        let rate = |kind: &str| cell(figure(o, &format!("{kind} invocations/s")));
+        let server = figure(o, &format!("{CLASSIC} server CPU %")).map(|s| s.median);
+        let generator = figure(o, &format!("{CLASSIC} generator CPU %")).map(|s| s.median);
+        let bound = match (server, generator) {
+            (Some(s), _) if s >= 90.0 => "our server",
+            (_, Some(g)) if g >= 90.0 => "load generator",
+            (Some(_), Some(_)) => "round trips",
+            _ => "–",
+        };
+        let _ = writeln!(
+            out,
+            "| {params} | {} | {} | {} | {} | {} | {} | {} | {bound} |",
+            rate(CLASSIC),
+            rate(CORE),
+            latencies(o, &format!("{CLASSIC} "), &q),
+            latencies(o, &format!("{CORE} "), &q),
+            cell(figure(o, &cpu(CLASSIC))),
+            cell(figure(o, &cpu(CORE))),
+            ratio(o, &cpu(CLASSIC), &cpu(CORE)),
+        );
+    }
+}
+
+fn mixed_broadcast_section(out: &mut String, results: &[CaseResult]) {
+    let cases = ours(results, "mixed broadcast");
+    if cases.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Mixed broadcast: per receiver kind\n\n\
+         Our server only. One Core JSON sender and M receivers, half Core JSON and half classic, \
+         all on one server; the sender's fan-out takes turns between three phases, each measured \
+         in every repetition: `Broadcast` to all receivers (*mixed*), and `GroupBroadcast` to the \
+         group of each half *alone*. Server CPU per delivery per receiver kind comes from the \
+         phases alone (one process serves both kinds, so the mixed phase's CPU cannot be split); \
+         latency is send to receipt.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| broadcast case | phase: receivers | deliveries/s | p50 / p99 µs | server CPU µs/delivery | server CPU % | generator CPU % |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let q = ["p50", "p99"];
+    for (params, o) in cases {
+        let c = |name: &str| cell(figure(o, name));
+        let _ = writeln!(
+            out,
+            "| {params} | mixed: all | {} | – | {} | {} | {} |",
+            c("deliveries/s"),
+            c("server CPU µs/delivery"),
+            c("server CPU %"),
+            c("generator CPU %"),
+        );
+        for kind in [CORE, CLASSIC] {
+            let _ = writeln!(
+                out,
+                "| | mixed: {kind} | {} | {} | – | – | – |",
+                c(&format!("{kind} deliveries/s")),
+                latencies(o, &format!("{kind} "), &q),
+            );
+        }
+        for kind in [CORE, CLASSIC] {
+            let _ = writeln!(
+                out,
+                "| | {kind} alone | {} | {} | {} | {} | {} |",
+                c(&format!("{kind} alone: deliveries/s")),
+                latencies(o, &format!("{kind} alone: "), &q),
+                c(&format!("{kind} alone: server CPU µs/delivery")),
+                c(&format!("{kind} alone: server CPU %")),
+                c(&format!("{kind} alone: generator CPU %")),
+            );
+        }
+        let cpu = |kind: &str| format!("{kind} alone: server CPU µs/delivery");
+        let _ = writeln!(
+            out,
+            "| | {CLASSIC} / {CORE}, alone | | | {} | | |",
+            ratio(o, &cpu(CLASSIC), &cpu(CORE)),
+        );
+    }
 }

@@ -19,20 +19,20 @@ use crate::servers::ServerKind;
 use crate::stats::{Recorder, Window, windows};
 
 /// How long one invocation may take before the connection counts as failed.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections opened at once while setting a scenario up.
-const CONNECT_CONCURRENCY: usize = 64;
+pub(crate) const CONNECT_CONCURRENCY: usize = 64;
 /// Broadcasts in flight at once (the sender waits until the oldest reached every receiver):
 /// 8 for small fan-outs, fewer for large ones so about 1,000 deliveries (at least two broadcasts)
 /// are under way; more would only add queueing delay to the latency figures.
-fn broadcast_window(receivers: usize) -> usize {
+pub(crate) fn broadcast_window(receivers: usize) -> usize {
     1000usize.div_ceil(receivers.max(1)).clamp(2, 8)
 }
 /// How long a broadcast may take to reach every receiver before it counts as lost.
-const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// Durations of one run.
 #[derive(Debug, Clone)]
@@ -67,12 +67,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn push(&mut self, name: &str, values: impl IntoIterator<Item = f64>) {
+    pub(crate) fn push(&mut self, name: &str, values: impl IntoIterator<Item = f64>) {
         self.figures
             .push((name.to_owned(), values.into_iter().collect()));
     }
 
-    fn windows(&mut self, w: &[Window], ops: &str, unit_op: &str) {
+    pub(crate) fn windows(&mut self, w: &[Window], ops: &str, unit_op: &str) {
         self.push(&format!("{ops}/s"), w.iter().map(Window::rate));
         self.push("p50 latency (µs)", w.iter().map(|w| w.p50));
         self.push("p99 latency (µs)", w.iter().map(|w| w.p99));
@@ -84,7 +84,7 @@ impl Outcome {
         self.gen_cpu_pct.extend(w.iter().map(Window::gen_cpu_pct));
     }
 
-    fn errors(&mut self, recorder: &Recorder) {
+    pub(crate) fn errors(&mut self, recorder: &Recorder) {
         let errors = recorder.error_count();
         if errors > 0 {
             let first = recorder
@@ -98,7 +98,7 @@ impl Outcome {
 
 /// Opens `n` connections, at most [`CONNECT_CONCURRENCY`] at a time; `query(i)` is the query
 /// string of connection `i`.
-async fn connect_many(
+pub(crate) async fn connect_many(
     addr: SocketAddr,
     n: usize,
     protocol: HubProtocol,
@@ -124,7 +124,7 @@ async fn connect_many(
 }
 
 /// Reads and drops everything a connection receives (pings) until the task is aborted.
-async fn idle_reader(mut conn: Conn) {
+pub(crate) async fn idle_reader(mut conn: Conn) {
     let _ = conn.drain(Duration::from_secs(3600)).await;
 }
 
@@ -145,7 +145,7 @@ pub async fn echo(
     let template = Rc::new(Template::new(protocol, "Echo", true, &[], size)?);
     let mut tasks = JoinSet::new();
     for conn in conns {
-        tasks.spawn_local(echo_loop(conn, recorder.clone(), template.clone()));
+        tasks.spawn_local(echo_loop(conn, recorder.clone(), template.clone(), None));
     }
     sleep(s.warmup).await;
     let w = windows(&recorder, server.pid, s.reps, s.window).await;
@@ -160,7 +160,7 @@ pub async fn echo(
 }
 
 /// Why an echo reply did not count.
-fn reply_error(
+pub(crate) fn reply_error(
     outcome: std::result::Result<Result<Option<Stamp>>, tokio::time::error::Elapsed>,
 ) -> String {
     match outcome {
@@ -171,9 +171,46 @@ fn reply_error(
     }
 }
 
-async fn echo_loop(mut conn: Conn, recorder: Rc<Recorder>, template: Rc<Template>) {
+/// Lets a set of loops run or park, so that two sets take turns on one server (paired
+/// measurements). Parked loops cost nothing: they wait on a [`Notify`].
+#[derive(Default)]
+pub(crate) struct Gate {
+    open: Cell<bool>,
+    changed: Notify,
+}
+
+impl Gate {
+    /// Opens or closes the gate; a loop in the middle of an operation finishes it first.
+    pub(crate) fn set(&self, open: bool) {
+        self.open.set(open);
+        self.changed.notify_waiters();
+    }
+
+    /// Returns once the gate is open.
+    pub(crate) async fn wait(&self) {
+        loop {
+            // Registered before the check, so an opening in between is not missed.
+            let changed = self.changed.notified();
+            if self.open.get() {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// One `Echo` in flight on `conn`, recorded on `recorder`; with a gate, only while it is open.
+pub(crate) async fn echo_loop(
+    mut conn: Conn,
+    recorder: Rc<Recorder>,
+    template: Rc<Template>,
+    gate: Option<Rc<Gate>>,
+) {
     let mut seq: u32 = 0;
     while !recorder.stopped() {
+        if let Some(gate) = &gate {
+            gate.wait().await;
+        }
         seq = seq.wrapping_add(1);
         let frame = template.frame(&mut conn.wbuf, seq);
         let start = Instant::now();
@@ -211,11 +248,12 @@ pub struct BroadcastSpec {
     pub slow: bool,
 }
 
+/// One broadcast in flight: its sequence number and how many receivers got it.
 #[derive(Clone, Copy, Default)]
-struct Slot {
-    seq: u32,
-    count: usize,
-    done: bool,
+pub(crate) struct Slot {
+    pub(crate) seq: u32,
+    pub(crate) count: usize,
+    pub(crate) done: bool,
 }
 
 struct Broadcast {

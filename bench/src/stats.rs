@@ -157,33 +157,46 @@ pub async fn windows(
 ) -> Vec<Window> {
     let mut out = Vec::with_capacity(reps);
     for _ in 0..reps {
-        let cpu0 = crate::proc::cpu_us(Some(server_pid));
-        let gen0 = crate::proc::cpu_us(None);
-        let t0 = Instant::now();
-        recorder.open();
-        tokio::time::sleep(length).await;
-        let (count, hist) = recorder.close();
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu1 = crate::proc::cpu_us(Some(server_pid));
-        let gen1 = crate::proc::cpu_us(None);
-        let pct = |q: f64| {
-            if hist.is_empty() {
-                f64::NAN
-            } else {
-                hist.value_at_quantile(q) as f64
-            }
-        };
-        out.push(Window {
-            count,
-            secs,
-            p50: pct(0.5),
-            p99: pct(0.99),
-            p999: pct(0.999),
-            server_cpu_us: cpu1.saturating_sub(cpu0) as f64,
-            gen_cpu_us: gen1.saturating_sub(gen0) as f64,
-        });
+        out.extend(window_of(&[recorder], server_pid, length).await);
     }
     out
+}
+
+/// One window of `length` open on every recorder of `recorders` at once: one [`Window`] per
+/// recorder, each with its own count and latencies and the same (shared) CPU times.
+pub async fn window_of(recorders: &[&Recorder], server_pid: u32, length: Duration) -> Vec<Window> {
+    let cpu0 = crate::proc::cpu_us(Some(server_pid));
+    let gen0 = crate::proc::cpu_us(None);
+    let t0 = Instant::now();
+    for recorder in recorders {
+        recorder.open();
+    }
+    tokio::time::sleep(length).await;
+    let closed: Vec<(u64, Histogram<u64>)> = recorders.iter().map(|r| r.close()).collect();
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = crate::proc::cpu_us(Some(server_pid));
+    let gen1 = crate::proc::cpu_us(None);
+    closed
+        .into_iter()
+        .map(|(count, hist)| {
+            let pct = |q: f64| {
+                if hist.is_empty() {
+                    f64::NAN
+                } else {
+                    hist.value_at_quantile(q) as f64
+                }
+            };
+            Window {
+                count,
+                secs,
+                p50: pct(0.5),
+                p99: pct(0.99),
+                p999: pct(0.999),
+                server_cpu_us: cpu1.saturating_sub(cpu0) as f64,
+                gen_cpu_us: gen1.saturating_sub(gen0) as f64,
+            }
+        })
+        .collect()
 }
 
 /// Median, min and max of a figure's repetitions.

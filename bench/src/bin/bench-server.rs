@@ -1,4 +1,6 @@
-//! The hub server under test: signalr-server with the benchmark hub, on `/hub`.
+//! The hub server under test: signalr-server with the benchmark hub `BenchHub`, served to
+//! ASP.NET Core SignalR clients on `/hub` and to classic SignalR 2.x clients on `/signalr` (one
+//! hub: a broadcast reaches the clients of both).
 //!
 //! Hub methods (names match case-insensitively):
 //! - `Echo(payload)` returns `payload`;
@@ -18,7 +20,7 @@ use signalr_server::{Hub, HubCallerContext};
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Benchmark hub server (signalr-server): Echo, Broadcast, GroupBroadcast, JoinGroup on /hub"
+    about = "Benchmark hub server (signalr-server): Echo, Broadcast, GroupBroadcast, JoinGroup on /hub (Core) and /signalr (classic)"
 )]
 struct Args {
     /// TCP port to listen on; 0 picks a free one.
@@ -34,8 +36,12 @@ struct Args {
     nagle: bool,
 }
 
+/// The hub's classic name (classic clients address hubs by name, ignoring case).
+const HUB_NAME: &str = "BenchHub";
+
 fn bench_hub() -> Hub {
     Hub::builder()
+        .name(HUB_NAME)
         .method("Echo", |_: HubCallerContext, payload: String| async move {
             payload
         })
@@ -72,7 +78,10 @@ async fn main() -> std::io::Result<()> {
             .init();
     }
     let args = Args::parse();
-    let app = Router::new().nest("/hub", bench_hub().router());
+    let hub = bench_hub();
+    let app = Router::new()
+        .nest("/hub", hub.router())
+        .nest("/signalr", signalr_server::classic_router([&hub]));
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let address = listener.local_addr()?;
     println!("Listening on http://{address}");
