@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use crate::test_hub::header;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use signalr_server::{
@@ -82,18 +83,6 @@ impl HubFilter for CountingModule {
 /// A query parameter of the request that made the connection.
 fn query(caller: &HubCallerContext, name: &str) -> Option<String> {
     caller.request()?.query_param(name)
-}
-
-/// A request header as .NET's `Headers[name]` gives it.
-fn header(caller: &HubCallerContext, name: &str) -> Option<String> {
-    let request = caller.request()?;
-    let values: Vec<&str> = request
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
 }
 
 /// The classic `TestHub`.

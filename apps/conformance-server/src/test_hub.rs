@@ -53,7 +53,7 @@ impl HubFilter for ThrowBeforeStreaming {
 }
 
 /// A request header as ASP.NET's `Request.Headers[name]` gives it: all values joined with `,`.
-fn header(hub: &HubCallerContext, name: &str) -> Option<String> {
+pub(crate) fn header(hub: &HubCallerContext, name: &str) -> Option<String> {
     let request = hub.request()?;
     let values: Vec<&str> = request
         .headers

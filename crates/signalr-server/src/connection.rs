@@ -505,6 +505,23 @@ impl Drop for ActiveRequest {
     }
 }
 
+/// Runs `tick` on `target` once a second, on the caller's runtime, for as long as `target` is
+/// alive (the task holds only a weak reference).
+pub(crate) fn every_second<T: Send + Sync + 'static>(target: &Arc<T>, tick: fn(&Arc<T>)) {
+    let weak = Arc::downgrade(target);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(target) = weak.upgrade() else {
+                return;
+            };
+            tick(&target);
+        }
+    });
+}
+
 /// All connections of one endpoint, keyed by connection token.
 pub(crate) struct ConnectionManager {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
@@ -530,20 +547,8 @@ impl ConnectionManager {
 
     /// Starts the 1 s bookkeeping timer (§A3.6) on first use, inside the caller's runtime.
     fn start_sweeper(self: &Arc<Self>) {
-        self.sweeper.get_or_init(|| {
-            let weak = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(manager) = weak.upgrade() else {
-                        return;
-                    };
-                    manager.sweep();
-                }
-            });
-        });
+        self.sweeper
+            .get_or_init(|| every_second(self, |manager| manager.sweep()));
     }
 
     /// Creates a connection. With negotiate version 0 the token is the id itself (§A2.3).

@@ -16,7 +16,7 @@ mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -250,25 +250,13 @@ impl ClassicEndpoint {
     }
 
     fn start_sweeper(self: &Arc<Self>) {
-        self.sweeper.get_or_init(|| {
-            let weak = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(endpoint) = weak.upgrade() else {
-                        return;
-                    };
-                    endpoint.sweep().await;
-                }
-            });
-        });
+        self.sweeper
+            .get_or_init(|| crate::connection::every_second(self, |endpoint| endpoint.sweep()));
     }
 
     /// Ends connections that have had no transport for longer than the disconnect timeout, and
     /// those hub code closed.
-    async fn sweep(self: &Arc<Self>) {
+    fn sweep(self: &Arc<Self>) {
         let now = Instant::now();
         let timeout = self.options.disconnect_timeout;
         let expired: Vec<Arc<ClassicConnection>> = match self.connections.lock() {
