@@ -41,6 +41,15 @@
 //! Status codes and bodies of bad requests are ASP.NET's (§A3.1). Defaults of every timeout and
 //! limit are in [`HubOptions`] and [`ConnectionOptions`].
 //!
+//! # Classic SignalR 2.x clients
+//! The same hubs serve classic ASP.NET SignalR clients (jQuery `signalr` 2.x,
+//! `Microsoft.AspNet.SignalR.Client` 2.x) through [`classic_router`], usually nested at
+//! `/signalr`; name each hub ([`HubBuilder::name`]). Core and classic clients of a hub share its
+//! connections, groups and users. Classic callers also get caller state
+//! ([`HubCallerContext::caller_state`]), progress ([`Progress`]), errors with data
+//! ([`HubError::with_data`]) and reconnects that replay what they missed; see [`ClassicOptions`]
+//! and `docs/classic.md` in the repository.
+//!
 //! # Outgoing messages
 //! Every connection has one bounded outgoing queue and one writer that sends everything queued in
 //! one transport write (one WebSocket frame, one SSE event, one poll response). A message sent to
