@@ -297,8 +297,16 @@ impl LocalLifetime {
                 return;
             }
         }
+        let groups = match recipients {
+            Recipients::Groups(groups) => Some(groups.as_slice()),
+            Recipients::GroupExcept(group, _) => Some(std::slice::from_ref(group)),
+            _ => None,
+        };
         for connection in targets {
-            connection.sink.try_send(&message);
+            match groups {
+                Some(groups) => connection.sink.try_send_to_groups(&message, groups),
+                None => connection.sink.try_send(&message),
+            }
         }
     }
 }

@@ -35,6 +35,13 @@ pub(crate) trait ClientSink: Send + Sync + 'static {
     /// Queues `message`, waiting for room in the connection's queue (back-pressure).
     fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>>;
 
+    /// Queues `message` sent to `groups` (fan-out, like [`ClientSink::try_send`]). A front door
+    /// that replays missed messages on reconnect uses the groups to leave out what was sent to
+    /// groups the connection no longer belongs to.
+    fn try_send_to_groups(&self, message: &Arc<SerializedMessage>, _groups: &[String]) {
+        self.try_send(message);
+    }
+
     /// The connection's groups in this hub changed; `groups` is the new set, sorted.
     fn groups_changed(&self, _groups: &[String]) {}
 

@@ -21,6 +21,9 @@ use crate::message::SerializedMessage;
 /// server's request that the client reconnect (`T`).
 enum Entry {
     Message(Bytes),
+    /// A message sent to groups (`<Hub>.<group>` names): left out of a replay when the
+    /// connection reconnects without those groups, as SignalR 2.4 replays per group.
+    GroupMessage(Bytes, Box<[String]>),
     Groups(Arc<str>),
     Reconnect,
 }
@@ -28,7 +31,7 @@ enum Entry {
 impl Entry {
     fn len(&self) -> usize {
         match self {
-            Entry::Message(bytes) => bytes.len(),
+            Entry::Message(bytes) | Entry::GroupMessage(bytes, _) => bytes.len(),
             Entry::Groups(token) => token.len(),
             Entry::Reconnect => 0,
         }
@@ -141,6 +144,47 @@ impl Outbox {
         self.closed_by_server.load(Ordering::Acquire)
     }
 
+    /// Queues one encoded message sent to `groups` (`<Hub>.<group>` names).
+    fn push_group_message(&self, message: Bytes, groups: Box<[String]>) {
+        self.push(Entry::GroupMessage(message, groups));
+    }
+
+    /// Forgets the group messages after `after` sent only to groups for which `member` is false:
+    /// a reconnect replays only what reached the groups the connection is in now.
+    pub(crate) fn forget_group_messages(&self, after: u64, member: impl Fn(&str) -> bool) {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
+        };
+        let mut freed = 0;
+        buffer.entries.retain(|(seq, entry)| match entry {
+            Entry::GroupMessage(bytes, groups)
+                if *seq > after && !groups.iter().any(|g| member(g)) =>
+            {
+                freed += bytes.len();
+                false
+            }
+            _ => true,
+        });
+        buffer.bytes -= freed;
+    }
+
+    /// Forgets the groups tokens queued after `after`: a reconnect sets the connection's groups
+    /// from the token the client brought, and SignalR 2.4 sends no new token for that.
+    pub(crate) fn forget_groups_tokens(&self, after: u64) {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
+        };
+        let mut freed = 0;
+        buffer.entries.retain(|(seq, entry)| match entry {
+            Entry::Groups(token) if *seq > after => {
+                freed += token.len();
+                false
+            }
+            _ => true,
+        });
+        buffer.bytes -= freed;
+    }
+
     /// The newest sequence number.
     pub(crate) fn newest(&self) -> u64 {
         *self.newest.borrow()
@@ -176,7 +220,7 @@ impl Outbox {
         let mut reconnect = false;
         for (_, entry) in buffer.entries.iter().filter(|(seq, _)| *seq > after) {
             match entry {
-                Entry::Message(bytes) => messages.push(bytes),
+                Entry::Message(bytes) | Entry::GroupMessage(bytes, _) => messages.push(bytes),
                 Entry::Groups(token) => groups = Some(token.clone()),
                 Entry::Reconnect => reconnect = true,
             }
@@ -249,6 +293,16 @@ impl ClientSink for ClassicClient {
         // The buffer never waits: it drops its oldest messages instead.
         self.try_send(&message);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn try_send_to_groups(&self, message: &Arc<SerializedMessage>, groups: &[String]) {
+        if let Some(bytes) = message.encoded_classic(&self.hub_name) {
+            let groups = groups
+                .iter()
+                .map(|g| format!("{}.{g}", self.hub_name))
+                .collect();
+            self.outbox.push_group_message(bytes.clone(), groups);
+        }
     }
 
     fn groups_changed(&self, groups: &[String]) {

@@ -553,7 +553,25 @@ impl ClassicEndpoint {
                     None
                 };
                 if action == "reconnect" {
+                    let before = connection.outbox.newest();
                     self.rejoin_groups(&connection, groups_token.as_deref());
+                    connection.outbox.forget_groups_tokens(before);
+                    if let Some(cursor) = replay {
+                        let member: std::collections::HashSet<String> = connection
+                            .hubs
+                            .iter()
+                            .flat_map(|s| {
+                                s.hub
+                                    .lifetime
+                                    .groups_of(&connection.id)
+                                    .into_iter()
+                                    .map(move |g| format!("{}.{g}", s.name))
+                            })
+                            .collect();
+                        connection
+                            .outbox
+                            .forget_group_messages(cursor, |g| member.contains(g));
+                    }
                     self.reconnected(&connection).await;
                 }
                 transport::serve(self.clone(), connection, checked.transport, replay, parts).await
