@@ -540,7 +540,13 @@ impl ClassicEndpoint {
                 let groups_token = form.groups_token.or_else(|| query.get("groupsToken"));
                 let connection = match self.connection(&checked.connection_id) {
                     Some(connection) => connection,
-                    None => self.create(&checked, request_info(&parts, &raw_query), reconnect),
+                    // Made by a reconnect (the server forgot it): it counts as started, the
+                    // client will not call /start again.
+                    None => self.create(
+                        &checked,
+                        request_info(&parts, &raw_query),
+                        action == "reconnect",
+                    ),
                 };
                 let replay = if reconnect || action == "poll" {
                     Some(
