@@ -28,6 +28,9 @@ use crate::dispatcher::{ReadEnd, read_error};
 /// Longest time one WebSocket write may take before the socket is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the server waits for the client's Close frame after sending its own.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Hub results waiting to be written to a WebSocket; the reader waits when it is full.
 const RESULT_QUEUE: usize = 16;
 
@@ -152,8 +155,11 @@ async fn websocket(
         let frame = tokio::select! {
             biased;
             () = guard.cancel.cancelled() => {
-                // Replaced by a newer transport request, aborted, or the connection ended.
+                // Replaced by a newer transport request, aborted, or the connection ended: close
+                // with 1000 and wait (briefly) for the client's Close, so that the client reads
+                // our Close frame before the TCP connection goes.
                 let _ = tokio::time::timeout(SEND_TIMEOUT, sink.close()).await;
+                let _ = tokio::time::timeout(CLOSE_WAIT, &mut reader).await;
                 break;
             }
             read = &mut reader => {
