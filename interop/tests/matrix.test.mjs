@@ -232,6 +232,10 @@ for (const cell of cells) {
                 await waitFor(() => http.requests.some((r) => r.method === "GET" && !r.ended), 5_000,
                     "a long poll in flight");
                 pollsAtStop = http.requests.filter((r) => r.method === "GET" && !r.ended);
+                // "In flight" is the client's view: give the poll time to reach the server, so
+                // that it is open there when stop() sends the DELETE (a poll that arrives after
+                // the DELETE is answered 404, as by ASP.NET).
+                await new Promise((resolve) => setTimeout(resolve, 200));
             }
 
             await withTimeout(connection.stop(), CLOSE_MS, "stop()");
