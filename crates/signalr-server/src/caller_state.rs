@@ -83,7 +83,6 @@ impl std::fmt::Debug for CallerState {
 
 impl CallerState {
     /// A state holding what a classic call brought.
-    #[allow(dead_code)] // Made by the classic front door.
     pub(crate) fn new(initial: Map<String, Value>) -> Self {
         CallerState {
             tracked: Some(Arc::new(Mutex::new(Tracked {
@@ -146,7 +145,6 @@ impl CallerState {
     /// What the call changed, for the result sent to a classic client: the keys whose value
     /// differs from the one the call brought, in the order they were first written, removed keys
     /// as `null`. `None` when nothing changed (or inert).
-    #[allow(dead_code)] // Read by the classic front door.
     pub(crate) fn changes(&self) -> Option<Map<String, Value>> {
         let tracked = self.lock()?;
         let changes: Map<String, Value> = tracked

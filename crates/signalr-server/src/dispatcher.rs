@@ -331,7 +331,7 @@ async fn negotiate(
 }
 
 /// The request data kept for the hub's caller context.
-fn connection_request(parts: &axum::http::request::Parts) -> ConnectionRequest {
+pub(crate) fn connection_request(parts: &axum::http::request::Parts) -> ConnectionRequest {
     ConnectionRequest {
         headers: parts.headers.clone(),
         query: parts.uri.query().unwrap_or_default().to_owned(),

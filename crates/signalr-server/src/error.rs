@@ -74,7 +74,6 @@ impl HubError {
     }
 
     /// The data of a [`HubError::with_data`] error (classic `ErrorData`).
-    #[allow(dead_code)] // Read by the classic front door.
     pub(crate) fn data(&self) -> Option<&serde_json::Value> {
         match &self.kind {
             HubErrorKind::Hub { data, .. } => data.as_ref(),
@@ -84,7 +83,6 @@ impl HubError {
 
     /// The message of a `HubException` ([`HubError::new`], [`HubError::with_data`]): the text the
     /// client always receives. `None` for unexpected errors.
-    #[allow(dead_code)] // Read by the classic front door.
     pub(crate) fn hub_message(&self) -> Option<&str> {
         match &self.kind {
             HubErrorKind::Hub { message, .. } => Some(message),

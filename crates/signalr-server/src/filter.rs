@@ -151,7 +151,6 @@ pub struct NextReconnected {
 }
 
 impl NextReconnected {
-    #[allow(dead_code)] // Run by the classic front door.
     pub(crate) fn new(filters: Filters, handler: Option<ReconnectedFn>) -> Self {
         NextReconnected {
             filters,

@@ -78,7 +78,6 @@ pub(crate) struct HubInner {
     pub lifetime: Arc<LocalLifetime>,
     pub filters: Filters,
     pub on_connected: Option<ConnectedFn>,
-    #[allow(dead_code)] // Run by the classic front door.
     pub on_reconnected: Option<ReconnectedFn>,
     pub on_disconnected: Option<DisconnectedFn>,
     pub state: Extensions,
@@ -122,7 +121,6 @@ impl HubInner {
 
     /// Every hub method name with its overloads (ascending argument count, never empty), names
     /// in lower-case order: what a generated JavaScript proxy lists.
-    #[allow(dead_code)] // Read by the classic front door.
     pub(crate) fn methods_by_name(&self) -> impl Iterator<Item = &[Arc<MethodEntry>]> {
         self.methods.values().map(Vec::as_slice)
     }

@@ -246,11 +246,13 @@ impl Outbox {
         })
     }
 
-    /// An envelope without messages at the cursor `after` (a long poll that waited in vain).
-    pub(crate) fn empty(&self, after: u64, delay: Option<u64>) -> Bytes {
+    /// An envelope without messages at the cursor `after`: the init message (`init`, `S:1`) or
+    /// the answer of a long poll that waited in vain; `delay` is the long-poll delay `L`.
+    pub(crate) fn empty(&self, after: u64, init: bool, delay: Option<u64>) -> Bytes {
         let text = self.cursor(after);
         let mut out = BytesMut::new();
         Envelope {
+            initializing: init,
             long_poll_delay: delay,
             ..Envelope::new(&text)
         }

@@ -33,6 +33,7 @@ pub use options::ClassicOptions;
 use crate::auth::{AuthRequest, User, bearer_token};
 use crate::connection::ConnectionRequest;
 use crate::context::{ConnectionContext, ConnectionInfo, HubCallerContext};
+use crate::dispatcher::connection_request;
 use crate::filter::{NextConnected, NextDisconnected, NextReconnected};
 use crate::hub::{Hub, HubInner};
 use connection::{ClassicClient, ClassicConnection, Outbox, Subscription};
@@ -501,7 +502,7 @@ impl ClassicEndpoint {
                 respond(StatusCode::OK, Some("text/plain"), Body::empty())
             }
             "start" => {
-                let connection = self.connection_or_create(&checked, &parts, &raw_query);
+                let connection = self.connection_or_create(&checked, &parts);
                 self.start(&connection).await
             }
             "send" if checked.transport == TransportType::WebSockets => {
@@ -509,7 +510,7 @@ impl ClassicEndpoint {
                 bad_request("Not a valid web socket request.")
             }
             "send" => {
-                let connection = self.connection_or_create(&checked, &parts, &raw_query);
+                let connection = self.connection_or_create(&checked, &parts);
                 let form = match read_form(body, self.options.max_incoming_message_size).await {
                     Ok(form) => form,
                     Err(response) => return response,
@@ -542,11 +543,9 @@ impl ClassicEndpoint {
                     Some(connection) => connection,
                     // Made by a reconnect (the server forgot it): it counts as started, the
                     // client will not call /start again.
-                    None => self.create(
-                        &checked,
-                        request_info(&parts, &raw_query),
-                        action == "reconnect",
-                    ),
+                    None => {
+                        self.create(&checked, connection_request(&parts), action == "reconnect")
+                    }
                 };
                 let replay = if reconnect || action == "poll" {
                     Some(
@@ -592,11 +591,10 @@ impl ClassicEndpoint {
         self: &Arc<Self>,
         checked: &Checked,
         parts: &axum::http::request::Parts,
-        raw_query: &str,
     ) -> Arc<ClassicConnection> {
         match self.connection(&checked.connection_id) {
             Some(connection) => connection,
-            None => self.create(checked, request_info(parts, raw_query), false),
+            None => self.create(checked, connection_request(parts), false),
         }
     }
 
@@ -845,18 +843,6 @@ fn proxy_methods(hub: &HubInner) -> Vec<proxy::ProxyMethod> {
             parameters: method.parameter_names.clone(),
         })
         .collect()
-}
-
-/// The request data a connection's hubs see (headers, query string, client address).
-fn request_info(parts: &axum::http::request::Parts, raw_query: &str) -> ConnectionRequest {
-    ConnectionRequest {
-        headers: parts.headers.clone(),
-        query: raw_query.to_owned(),
-        remote_addr: parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0),
-    }
 }
 
 /// The user name a connection token binds (empty when anonymous), as the real server's token

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use signalr_protocol::TransportType;
-use signalr_protocol::classic::{Envelope, KEEP_ALIVE};
+use signalr_protocol::classic::KEEP_ALIVE;
 use tokio::sync::mpsc;
 
 use super::connection::{AttachGuard, ClassicConnection};
@@ -66,16 +66,10 @@ pub(crate) async fn serve(
     }
 }
 
-/// The init message of a new connection: its cursor and `S:1`.
-fn init_frame(connection: &ClassicConnection, after: u64) -> Bytes {
-    let cursor = connection.outbox.cursor(after);
-    let mut out = BytesMut::new();
-    Envelope {
-        initializing: true,
-        ..Envelope::new(&cursor)
-    }
-    .write::<&[u8]>(&[], &mut out);
-    out.freeze()
+/// The init message of a new connection: its cursor and `S:1` (and, on long polling, the poll
+/// delay `L`).
+fn init_frame(connection: &ClassicConnection, after: u64, delay: Option<u64>) -> Bytes {
+    connection.outbox.empty(after, true, delay)
 }
 
 fn keep_alive_interval(endpoint: &ClassicEndpoint) -> tokio::time::Interval {
@@ -103,7 +97,7 @@ async fn websocket(
         Message::Text(text)
     };
     if init {
-        let frame = init_frame(connection, after);
+        let frame = init_frame(connection, after, None);
         if !matches!(
             tokio::time::timeout(SEND_TIMEOUT, sink.send(send(frame))).await,
             Ok(Ok(()))
@@ -234,7 +228,7 @@ fn server_sent_events(
     }
     let mut pending = vec![sse_event(b"initialized")];
     if init {
-        pending.push(sse_event(&init_frame(connection, after)));
+        pending.push(sse_event(&init_frame(connection, after, None)));
     }
     pending.reverse();
     let state = Sse {
@@ -288,15 +282,8 @@ fn long_poll(
     let delay = (!delay.is_zero()).then(|| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
     if init {
         // `/connect` answers the init message at once; the client then starts and polls.
-        let cursor = connection.outbox.cursor(after);
-        let mut out = BytesMut::new();
-        Envelope {
-            initializing: true,
-            long_poll_delay: delay,
-            ..Envelope::new(&cursor)
-        }
-        .write::<&[u8]>(&[], &mut out);
-        return respond(StatusCode::OK, Some(JSON), Body::from(out.freeze()));
+        let frame = init_frame(connection, after, delay);
+        return respond(StatusCode::OK, Some(JSON), Body::from(frame));
     }
     struct Poll {
         guard: Option<AttachGuard>,
@@ -339,7 +326,10 @@ fn long_poll(
                 _ = state.keep_alive.tick() => return Some((Ok(Bytes::from_static(b" ")), state)),
             }
             // Nothing came: an empty envelope with the current cursor.
-            let batch = state.connection.outbox.empty(state.after, state.delay);
+            let batch = state
+                .connection
+                .outbox
+                .empty(state.after, false, state.delay);
             state.guard = None;
             return Some((Ok(batch), state));
         }
