@@ -194,6 +194,15 @@ async fn close_all(hubs: &[HubContext], stats: &Stats) {
         }
         wait_until(deadline, || open_connections(hubs) == 0).await;
     }
+    // The hubs let go of their connections before the transports have delivered the Close
+    // messages (a long poll may still have to take it): wait for the transports too.
+    wait_until(deadline, || {
+        hubs.iter()
+            .map(HubContext::open_transport_count)
+            .sum::<usize>()
+            == 0
+    })
+    .await;
     let left = open_connections(hubs);
     if left > 0 {
         tracing::warn!(

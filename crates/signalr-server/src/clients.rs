@@ -57,6 +57,9 @@ pub(crate) struct LocalLifetime {
     registry: RwLock<Registry>,
     /// The hub's filters, for [`HubFilter::on_outgoing`](crate::HubFilter::on_outgoing).
     filters: Filters,
+    /// The connection tables of the hub's mounted endpoints (one per `Hub::router()`), for
+    /// [`HubContext::open_transport_count`].
+    endpoints: std::sync::Mutex<Vec<std::sync::Weak<crate::connection::ConnectionManager>>>,
 }
 
 impl LocalLifetime {
@@ -64,7 +67,26 @@ impl LocalLifetime {
         LocalLifetime {
             registry: RwLock::default(),
             filters,
+            endpoints: std::sync::Mutex::default(),
         }
+    }
+
+    /// Counts the started connections of `endpoint` in [`HubContext::open_transport_count`].
+    pub(crate) fn register_endpoint(&self, endpoint: &Arc<crate::connection::ConnectionManager>) {
+        if let Ok(mut endpoints) = self.endpoints.lock() {
+            endpoints.retain(|weak| weak.strong_count() > 0);
+            endpoints.push(Arc::downgrade(endpoint));
+        }
+    }
+
+    fn open_transports(&self) -> usize {
+        self.endpoints.lock().map_or(0, |endpoints| {
+            endpoints
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .map(|manager| manager.started_count())
+                .sum()
+        })
     }
 
     /// Runs the filters' `on_outgoing` on a call of `method` about to be sent to `recipients`:
@@ -646,6 +668,19 @@ impl HubContext {
     /// Connections that completed the handshake and are open.
     pub fn connection_count(&self) -> usize {
         self.lifetime.count()
+    }
+
+    /// ASP.NET Core connections of the hub (on every `Hub::router()` it is mounted with) whose
+    /// transport is still open: started and not yet ended. A connection leaves
+    /// [`connection_count`](Self::connection_count) when the hub lets it go, but its transport
+    /// may still have to deliver the last messages, such as the Close message of
+    /// [`close_all`](Self::close_all): a WebSocket or SSE response ends once they are written, a
+    /// long-polling connection once a poll has taken them and the next poll was answered 204 or
+    /// the client sent its DELETE (the disconnect timeout, 30 s by default, at most). For a
+    /// graceful shutdown, wait until this is 0 before stopping the HTTP server, so that no client
+    /// loses its Close message to a closed socket.
+    pub fn open_transport_count(&self) -> usize {
+        self.lifetime.open_transports()
     }
 
     /// Groups with at least one member.

@@ -610,6 +610,13 @@ impl ConnectionManager {
         self.connections.lock().ok()?.get(token).cloned()
     }
 
+    /// Connections whose application was started and which are not disposed yet.
+    pub(crate) fn started_count(&self) -> usize {
+        self.connections
+            .lock()
+            .map_or(0, |map| map.values().filter(|c| c.is_started()).count())
+    }
+
     fn remove(&self, token: &str) {
         if let Ok(mut map) = self.connections.lock() {
             map.remove(token);

@@ -51,11 +51,13 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn for_hub(hub: Arc<HubInner>) -> Self {
+        let manager = ConnectionManager::new(hub.connection_options.clone());
+        hub.lifetime.register_endpoint(&manager);
         Endpoint {
             options: hub.connection_options.clone(),
             authenticator: hub.authenticator.clone(),
             policy: hub.policy.clone(),
-            manager: ConnectionManager::new(hub.connection_options.clone()),
+            manager,
             // Twice the hub message limit: clients coalesce messages sent at once into one
             // WebSocket message (see HubOptions::maximum_receive_message_size).
             websocket_message_limit: hub
@@ -762,7 +764,13 @@ async fn long_poll(
                     connection.touch_write(std::time::Instant::now());
                     poll_response(StatusCode::OK, batch.data.clone())
                 }
-                _ => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
+                // The application ended and everything it wrote was delivered: the 204 tells
+                // the client, and the connection is gone (as in ASP.NET; a DELETE after it
+                // gets 404, which the clients expect).
+                _ => {
+                    connection.dispose();
+                    poll_response(StatusCode::NO_CONTENT, Bytes::new())
+                }
             },
             () = tokio::time::sleep(endpoint.options.long_polling_timeout) => {
                 poll_response(StatusCode::OK, Bytes::new())

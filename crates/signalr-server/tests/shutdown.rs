@@ -1,6 +1,11 @@
-//! `HubContext::close_all`: every connection gets a Close message, then its transport closes.
+//! `HubContext::close_all`: every connection gets a Close message, then its transport closes;
+//! `HubContext::open_transport_count` says when every transport has delivered it.
+
+mod common;
 
 use std::time::Duration;
+
+use common::*;
 
 use futures_util::{SinkExt, StreamExt};
 use signalr_server::{Hub, HubCallerContext};
@@ -62,4 +67,56 @@ async fn close_all_sends_close_to_every_connection() {
     })
     .await
     .expect("all connections gone");
+}
+
+/// A long-polling connection leaves the hub when its Close message is queued, but its transport
+/// stays open until a poll has taken the message and the next poll was answered 204: only then
+/// may a graceful shutdown stop the HTTP server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_transport_stays_open_until_close_message_is_polled() {
+    let server = start().await;
+    let context = server.hub.context();
+    let (_, token) = negotiate(&server).await;
+    assert_eq!(poll(&server, &token).await.status, 200, "start poll");
+    let handshake = post(
+        &server,
+        &token,
+        "{\"protocol\":\"json\",\"version\":1}\u{1e}",
+    )
+    .await;
+    assert_eq!(handshake.status, 200);
+    assert_eq!(poll(&server, &token).await.body, "{}\u{1e}");
+    within("connection registered", async {
+        while context.connection_count() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(context.open_transport_count(), 1);
+
+    context.close_all(None, true);
+    within("the hub lets the connection go", async {
+        while context.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        context.open_transport_count(),
+        1,
+        "the Close message is not delivered yet"
+    );
+    let close = poll(&server, &token).await;
+    assert_eq!(
+        (close.status, close.body.as_str()),
+        (200, "{\"type\":7,\"allowReconnect\":true}\u{1e}")
+    );
+    assert_eq!(context.open_transport_count(), 1);
+    assert_eq!(poll(&server, &token).await.status, 204, "the end");
+    assert_eq!(context.open_transport_count(), 0);
+    delete(&server, &token)
+        .await
+        .assert_text(404, "No Connection with that ID");
+    finish(&server).await;
 }

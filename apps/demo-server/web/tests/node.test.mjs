@@ -127,7 +127,7 @@ test("Ctrl-C: every client gets a Close message that allows reconnecting, then t
     t.after(() => server.stop());
     const clients = KINDS.map(([transport, protocol]) => {
         const logs = [];
-        const logger = { log: (level, message) => logs.push(message) };
+        const logger = { log: (level, message) => logs.push(`${new Date().toISOString()} ${message}`) };
         const connection = connect(server.url, "/hubs/chat", transport, protocol, logger);
         const closed = new Promise((resolve) => connection.onclose((err) => resolve(err ?? null)));
         return { connection, logs, closed, transport: HttpTransportType[transport] };
@@ -139,7 +139,7 @@ test("Ctrl-C: every client gets a Close message that allows reconnecting, then t
     assert.equal(code, 0, `exit code (signal ${signal})\n${server.output()}`);
     for (const c of clients) {
         const err = await c.closed;
-        assert.equal(err, null, `${c.transport}: closed without error`);
+        assert.equal(err, null, `${c.transport}: closed without error\n${c.logs.join("\n")}`);
         assert.ok(c.logs.some((line) => line.includes("Close message received from server")),
             `${c.transport}: got a Close message\n${c.logs.join("\n")}`);
     }
