@@ -236,20 +236,20 @@ pub fn hub(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// Each method is `async`, takes `&self` and returns nothing (clients are called without
-/// waiting for an answer). The client method's name is the Rust name in PascalCase
+/// Each method is `async`, takes `&self` and is declared returning nothing (clients are called
+/// without waiting for an answer; the generated method returns the send's `Result`). The client method's name is the Rust name in PascalCase
 /// (`ReceiveMessage`), or the one given with `#[client_method(name = "...")]`. Argument types
 /// must be `Serialize + Send + Sync + 'static` (owned values: `String`, not `&str`).
 ///
 /// # What it generates
 /// The trait, with the same visibility and attributes, whose methods are
-/// `fn receive_message(&self, user: String, text: String) -> impl Future<Output = ()> + Send`,
+/// `fn receive_message(&self, user: String, text: String) -> impl Future<Output = Result<(), SendError>> + Send`,
 /// and a blanket implementation for every `signalr_server::ClientSender` (`ClientProxy` and
 /// `SingleClientProxy`):
 ///
 /// ```ignore
 /// impl<T: ::signalr_server::ClientSender + ?Sized> ChatClient for T {
-///     fn receive_message(&self, user: String, text: String) -> impl Future<Output = ()> + Send {
+///     fn receive_message(&self, user: String, text: String) -> impl Future<Output = Result<(), SendError>> + Send {
 ///         self.send_payloads("ReceiveMessage", vec![Payload::from_value(user), Payload::from_value(text)])
 ///     }
 ///     // ...
@@ -260,7 +260,8 @@ pub fn hub(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `{"type":1,"target":"ReceiveMessage","arguments":[user,text]}` to every client; it works on
 /// every proxy (`caller()`, `others()`, `group(..)`, `user(..)`, and a `HubContext`'s clients).
 /// Wrong argument types or counts are compile errors. Like `ClientProxy::send`, the future
-/// completes when the message is queued.
+/// completes when the message is queued, with `Err(SendError)` when the hub's backplane could
+/// not take it.
 ///
 /// Inherent methods of the proxies win over trait methods of the same name: avoid client
 /// methods named `send`, `invoke`, `connection_id` or `send_payloads`.

@@ -1,19 +1,20 @@
 //! Calling client methods: the in-memory lifetime manager (connections, groups, users of one hub
 //! on this server) and the proxies hub code uses (ASP.NET `Clients.*` and `Groups`).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use signalr_protocol::{CompletionResult, HubMessage, Invocation, Payload};
 
+use crate::connection::ConnectionManager;
 use crate::context::{ConnectionContext, HubCallerContext};
-use crate::error::ClientResultError;
+use crate::error::{ClientResultError, GroupError, SendError};
 use crate::filter::{Filters, OutgoingInvocation};
 use crate::handler::IntoArguments;
-use crate::message::SerializedMessage;
+use crate::lifetime::{DefaultHubLifetimeManager, HubConnectionContext, HubLifetimeManager};
+use crate::message::SerializedHubMessage;
 
 /// Which connections a client method call is addressed to (what [`HubClients`] and
 /// [`HubCallerClients`] select), as [`OutgoingInvocation::recipients`] shows it to filters.
@@ -37,42 +38,37 @@ pub enum Recipients {
     Users(Vec<String>),
 }
 
-#[derive(Default)]
-struct Registry {
-    connections: HashMap<String, Arc<ConnectionContext>>,
-    groups: HashMap<String, HashSet<String>>,
-    memberships: HashMap<String, HashSet<String>>,
-    users: HashMap<String, HashSet<String>>,
-}
-
-fn sorted(groups: &HashSet<String>) -> Vec<String> {
-    let mut groups: Vec<String> = groups.iter().cloned().collect();
-    groups.sort();
-    groups
-}
-
-/// The connections, groups and users of one hub on this server.
-#[derive(Default)]
-pub(crate) struct LocalLifetime {
-    registry: RwLock<Registry>,
+/// A hub's lifetime manager with what the hub layer adds around it: the filters' `on_outgoing`,
+/// the local connections, the transports of its endpoints.
+pub(crate) struct Lifetime {
+    manager: Arc<dyn HubLifetimeManager>,
+    pub(crate) local: Arc<DefaultHubLifetimeManager>,
     /// The hub's filters, for [`HubFilter::on_outgoing`](crate::HubFilter::on_outgoing).
     filters: Filters,
+    client_result_timeout: Duration,
     /// The connection tables of the hub's mounted endpoints (one per `Hub::router()`), for
     /// [`HubContext::open_transport_count`].
-    endpoints: std::sync::Mutex<Vec<std::sync::Weak<crate::connection::ConnectionManager>>>,
+    endpoints: Mutex<Vec<Weak<ConnectionManager>>>,
 }
 
-impl LocalLifetime {
-    pub(crate) fn new(filters: Filters) -> Self {
-        LocalLifetime {
-            registry: RwLock::default(),
+impl Lifetime {
+    pub(crate) fn new(
+        manager: Arc<dyn HubLifetimeManager>,
+        local: Arc<DefaultHubLifetimeManager>,
+        filters: Filters,
+        client_result_timeout: Duration,
+    ) -> Self {
+        Lifetime {
+            manager,
+            local,
             filters,
-            endpoints: std::sync::Mutex::default(),
+            client_result_timeout,
+            endpoints: Mutex::default(),
         }
     }
 
     /// Counts the started connections of `endpoint` in [`HubContext::open_transport_count`].
-    pub(crate) fn register_endpoint(&self, endpoint: &Arc<crate::connection::ConnectionManager>) {
+    pub(crate) fn register_endpoint(&self, endpoint: &Arc<ConnectionManager>) {
         if let Ok(mut endpoints) = self.endpoints.lock() {
             endpoints.retain(|weak| weak.strong_count() > 0);
             endpoints.push(Arc::downgrade(endpoint));
@@ -83,7 +79,7 @@ impl LocalLifetime {
         self.endpoints.lock().map_or(0, |endpoints| {
             endpoints
                 .iter()
-                .filter_map(std::sync::Weak::upgrade)
+                .filter_map(Weak::upgrade)
                 .map(|manager| manager.started_count())
                 .sum()
         })
@@ -123,213 +119,70 @@ impl LocalLifetime {
         recipients: &Recipients,
         method: &str,
         arguments: Vec<Payload>,
-    ) {
+    ) -> Result<(), SendError> {
         let Some((method, arguments)) = self.outgoing(recipients, method, arguments, false) else {
-            return;
+            return Ok(());
         };
         let message = HubMessage::Invocation(Invocation {
             target: method,
             arguments,
             ..Default::default()
         });
-        self.send(recipients, message).await;
+        self.manager
+            .send(recipients, SerializedHubMessage::new(message))
+            .await
     }
 
-    pub(crate) fn add(&self, connection: Arc<ConnectionContext>) {
-        let Ok(mut registry) = self.registry.write() else {
-            return;
-        };
-        let id = connection.id().to_owned();
-        if let Some(user) = &connection.user_id {
-            registry
-                .users
-                .entry(user.clone())
-                .or_default()
-                .insert(id.clone());
-        }
-        registry.connections.insert(id, connection);
+    /// A connection of this server joined the hub (see [`HubLifetimeManager::on_connected`]).
+    pub(crate) async fn add(&self, connection: Arc<ConnectionContext>) -> Result<(), SendError> {
+        self.manager
+            .on_connected(&HubConnectionContext(connection))
+            .await
     }
 
-    /// Removes the connection with its group memberships; groups left empty disappear.
-    pub(crate) fn remove(&self, connection_id: &str) {
-        let Ok(mut registry) = self.registry.write() else {
-            return;
-        };
-        let Some(connection) = registry.connections.remove(connection_id) else {
-            return;
-        };
-        if let Some(user) = &connection.user_id {
-            if let Some(set) = registry.users.get_mut(user) {
-                set.remove(connection_id);
-                if set.is_empty() {
-                    registry.users.remove(user);
-                }
-            }
-        }
-        for group in registry
-            .memberships
-            .remove(connection_id)
-            .unwrap_or_default()
-        {
-            if let Some(members) = registry.groups.get_mut(&group) {
-                members.remove(connection_id);
-                if members.is_empty() {
-                    registry.groups.remove(&group);
-                }
-            }
-        }
+    /// A connection of this server left the hub.
+    pub(crate) async fn remove(&self, connection: &Arc<ConnectionContext>) {
+        self.manager
+            .on_disconnected(&HubConnectionContext(connection.clone()))
+            .await;
     }
 
     pub(crate) fn count(&self) -> usize {
-        self.registry
-            .read()
-            .map(|r| r.connections.len())
-            .unwrap_or(0)
+        self.local.count()
     }
 
     pub(crate) fn group_count(&self) -> usize {
-        self.registry.read().map(|r| r.groups.len()).unwrap_or(0)
+        self.local.group_count()
     }
 
-    pub(crate) fn add_to_group(&self, connection_id: &str, group: &str) {
-        let Ok(mut registry) = self.registry.write() else {
-            return;
-        };
-        let Some(connection) = registry.connections.get(connection_id).cloned() else {
-            return;
-        };
-        registry
-            .groups
-            .entry(group.to_owned())
-            .or_default()
-            .insert(connection_id.to_owned());
-        let groups = registry
-            .memberships
-            .entry(connection_id.to_owned())
-            .or_default();
-        if groups.insert(group.to_owned()) {
-            let groups = sorted(groups);
-            drop(registry);
-            connection.sink.groups_changed(&groups);
-        }
+    pub(crate) async fn add_to_group(
+        &self,
+        connection_id: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
+        self.manager.add_to_group(connection_id, group).await
     }
 
-    pub(crate) fn remove_from_group(&self, connection_id: &str, group: &str) {
-        let Ok(mut registry) = self.registry.write() else {
-            return;
-        };
-        if let Some(members) = registry.groups.get_mut(group) {
-            members.remove(connection_id);
-            if members.is_empty() {
-                registry.groups.remove(group);
-            }
-        }
-        let Some(groups) = registry.memberships.get_mut(connection_id) else {
-            return;
-        };
-        if groups.remove(group) {
-            let groups = sorted(groups);
-            let connection = registry.connections.get(connection_id).cloned();
-            drop(registry);
-            if let Some(connection) = connection {
-                connection.sink.groups_changed(&groups);
-            }
-        }
+    pub(crate) async fn remove_from_group(
+        &self,
+        connection_id: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
+        self.manager.remove_from_group(connection_id, group).await
     }
 
-    /// The groups `connection_id` is a member of, sorted.
+    /// The groups `connection_id` (a connection of this server) is a member of, sorted.
     pub(crate) fn groups_of(&self, connection_id: &str) -> Vec<String> {
-        self.registry
-            .read()
-            .ok()
-            .and_then(|r| r.memberships.get(connection_id).map(sorted))
-            .unwrap_or_default()
+        self.local.groups_of(connection_id)
     }
 
     fn close_all(&self, close: &signalr_protocol::Close) {
-        let Ok(registry) = self.registry.read() else {
-            return;
-        };
-        for connection in registry.connections.values() {
-            connection.request_close(close.clone());
-        }
+        self.local.close_all(close);
     }
 
-    /// The connection with that id, when it is connected to this hub.
+    /// The connection with that id, when it is connected to this hub on this server.
     pub(crate) fn connection(&self, connection_id: &str) -> Option<Arc<ConnectionContext>> {
-        self.registry
-            .read()
-            .ok()?
-            .connections
-            .get(connection_id)
-            .cloned()
-    }
-
-    fn resolve(&self, recipients: &Recipients) -> Vec<Arc<ConnectionContext>> {
-        let Ok(registry) = self.registry.read() else {
-            return Vec::new();
-        };
-        let by_id = |id: &String| registry.connections.get(id).cloned();
-        match recipients {
-            Recipients::All => registry.connections.values().cloned().collect(),
-            Recipients::AllExcept(excluded) => registry
-                .connections
-                .iter()
-                .filter(|(id, _)| !excluded.contains(id))
-                .map(|(_, c)| c.clone())
-                .collect(),
-            Recipients::Connections(ids) => {
-                let unique: HashSet<&String> = ids.iter().collect();
-                unique.into_iter().filter_map(by_id).collect()
-            }
-            Recipients::Groups(groups) => {
-                let members: HashSet<&String> = groups
-                    .iter()
-                    .filter_map(|g| registry.groups.get(g))
-                    .flatten()
-                    .collect();
-                members.into_iter().filter_map(by_id).collect()
-            }
-            Recipients::GroupExcept(group, excluded) => registry
-                .groups
-                .get(group)
-                .into_iter()
-                .flatten()
-                .filter(|id| !excluded.contains(id))
-                .filter_map(by_id)
-                .collect(),
-            Recipients::Users(users) => {
-                let members: HashSet<&String> = users
-                    .iter()
-                    .filter_map(|u| registry.users.get(u))
-                    .flatten()
-                    .collect();
-                members.into_iter().filter_map(by_id).collect()
-            }
-        }
-    }
-
-    async fn send(&self, recipients: &Recipients, message: HubMessage) {
-        let targets = self.resolve(recipients);
-        let message = SerializedMessage::new(message);
-        if let [single] = targets.as_slice() {
-            if matches!(recipients, Recipients::Connections(ids) if ids.len() == 1) {
-                // One addressed connection waits for room in its queue (back-pressure).
-                let _ = single.sink.send(message).await;
-                return;
-            }
-        }
-        let groups = match recipients {
-            Recipients::Groups(groups) => Some(groups.as_slice()),
-            Recipients::GroupExcept(group, _) => Some(std::slice::from_ref(group)),
-            _ => None,
-        };
-        for connection in targets {
-            match groups {
-                Some(groups) => connection.sink.try_send_to_groups(&message, groups),
-                None => connection.sink.try_send(&message),
-            }
-        }
+        self.local.context(connection_id)
     }
 }
 
@@ -337,14 +190,21 @@ impl LocalLifetime {
 /// typed client traits generated by `#[hub_client]` build on.
 pub trait ClientSender: Send + Sync {
     /// Calls `method` with `arguments` on the proxy's clients (no answer expected).
-    fn send_payloads(&self, method: &str, arguments: Vec<Payload>) -> BoxFuture<'_, ()>;
+    ///
+    /// # Errors
+    /// [`SendError`] when the hub's lifetime manager (a backplane) could not take the message.
+    fn send_payloads(
+        &self,
+        method: &str,
+        arguments: Vec<Payload>,
+    ) -> BoxFuture<'_, Result<(), SendError>>;
 }
 
 /// A set of clients to call methods on (ASP.NET `IClientProxy`).
 #[derive(Clone)]
 #[must_use]
 pub struct ClientProxy {
-    lifetime: Arc<LocalLifetime>,
+    lifetime: Arc<Lifetime>,
     recipients: Recipients,
 }
 
@@ -361,21 +221,31 @@ impl ClientProxy {
     /// connection ids, groups and users are ignored, as in ASP.NET. A value that fails to
     /// serialize is logged and not sent.
     ///
-    /// The hub's filters see the call first ([`HubFilter::on_outgoing`](crate::HubFilter::on_outgoing)).
-    pub async fn send(&self, method: &str, arguments: impl IntoArguments) {
+    /// The hub's filters see the call first ([`HubFilter::on_outgoing`](crate::HubFilter::on_outgoing));
+    /// a call a filter drops is not an error. With a backplane, the message also goes to the
+    /// other servers, which deliver it to their connections.
+    ///
+    /// # Errors
+    /// [`SendError::Backplane`] when the hub's lifetime manager is a backplane that could not
+    /// take the message (never with the default, in-memory one).
+    pub async fn send(&self, method: &str, arguments: impl IntoArguments) -> Result<(), SendError> {
         self.lifetime
             .send_invocation(&self.recipients, method, arguments.into_arguments())
-            .await;
+            .await
     }
 }
 
 impl ClientSender for ClientProxy {
-    fn send_payloads(&self, method: &str, arguments: Vec<Payload>) -> BoxFuture<'_, ()> {
+    fn send_payloads(
+        &self,
+        method: &str,
+        arguments: Vec<Payload>,
+    ) -> BoxFuture<'_, Result<(), SendError>> {
         let method = method.to_owned();
         Box::pin(async move {
             self.lifetime
                 .send_invocation(&self.recipients, &method, arguments)
-                .await;
+                .await
         })
     }
 }
@@ -385,7 +255,7 @@ impl ClientSender for ClientProxy {
 #[derive(Clone)]
 #[must_use]
 pub struct SingleClientProxy {
-    lifetime: Arc<LocalLifetime>,
+    lifetime: Arc<Lifetime>,
     connection_id: String,
     /// Set when the caller is inside `on_connected`, where client results are refused.
     connecting: bool,
@@ -398,11 +268,14 @@ impl SingleClientProxy {
     }
 
     /// Calls `method` without expecting an answer; see [`ClientProxy::send`].
-    pub async fn send(&self, method: &str, arguments: impl IntoArguments) {
+    ///
+    /// # Errors
+    /// As [`ClientProxy::send`].
+    pub async fn send(&self, method: &str, arguments: impl IntoArguments) -> Result<(), SendError> {
         let recipients = Recipients::Connections(vec![self.connection_id.clone()]);
         self.lifetime
             .send_invocation(&recipients, method, arguments.into_arguments())
-            .await;
+            .await
     }
 
     /// Invokes `method` on the client and waits for its result, bound to `T` with serde.
@@ -425,14 +298,6 @@ impl SingleClientProxy {
         if self.connecting {
             return Err(ClientResultError::NotAllowedInOnConnected);
         }
-        let connection = self
-            .lifetime
-            .connection(&self.connection_id)
-            .ok_or_else(|| ClientResultError::UnknownConnection(self.connection_id.clone()))?;
-        if !connection.sink.client_results() {
-            return Err(ClientResultError::Unsupported);
-        }
-        let timeout: Duration = connection.hub.options.client_result_timeout;
         let recipients = Recipients::Connections(vec![self.connection_id.clone()]);
         let Some((method, arguments)) =
             self.lifetime
@@ -440,31 +305,16 @@ impl SingleClientProxy {
         else {
             return Err(ClientResultError::DroppedByFilter(method.to_owned()));
         };
-        let (id, receiver) = connection.register_result();
-        let message = HubMessage::Invocation(Invocation {
-            invocation_id: Some(id.clone()),
-            target: method,
-            arguments,
-            ..Default::default()
-        });
-        let disconnected = || ClientResultError::Disconnected(self.connection_id.clone());
-        if connection
-            .sink
-            .send(SerializedMessage::new(message))
-            .await
-            .is_err()
-        {
-            connection.forget_result(&id);
-            return Err(disconnected());
-        }
-        let result = tokio::select! {
-            result = receiver => result.map_err(|_| disconnected())?,
-            () = tokio::time::sleep(timeout) => {
-                connection.forget_result(&id);
-                return Err(ClientResultError::Timeout);
-            }
-            () = connection.closed.cancelled() => return Err(disconnected()),
-        };
+        let result = self
+            .lifetime
+            .manager
+            .invoke_connection(
+                &self.connection_id,
+                method,
+                arguments,
+                self.lifetime.client_result_timeout,
+            )
+            .await?;
         match result {
             CompletionResult::Error(error) => Err(ClientResultError::Client(error)),
             CompletionResult::Value(payload) => payload
@@ -477,13 +327,17 @@ impl SingleClientProxy {
 }
 
 impl ClientSender for SingleClientProxy {
-    fn send_payloads(&self, method: &str, arguments: Vec<Payload>) -> BoxFuture<'_, ()> {
+    fn send_payloads(
+        &self,
+        method: &str,
+        arguments: Vec<Payload>,
+    ) -> BoxFuture<'_, Result<(), SendError>> {
         let recipients = Recipients::Connections(vec![self.connection_id.clone()]);
         let method = method.to_owned();
         Box::pin(async move {
             self.lifetime
                 .send_invocation(&recipients, &method, arguments)
-                .await;
+                .await
         })
     }
 }
@@ -491,11 +345,11 @@ impl ClientSender for SingleClientProxy {
 /// The clients of a hub, from outside any hub method (ASP.NET `IHubClients`).
 #[derive(Clone)]
 pub struct HubClients {
-    lifetime: Arc<LocalLifetime>,
+    lifetime: Arc<Lifetime>,
 }
 
 impl HubClients {
-    pub(crate) fn new(lifetime: Arc<LocalLifetime>) -> Self {
+    pub(crate) fn new(lifetime: Arc<Lifetime>) -> Self {
         HubClients { lifetime }
     }
 
@@ -589,7 +443,7 @@ impl std::ops::Deref for HubCallerClients {
 }
 
 impl HubCallerClients {
-    pub(crate) fn new(lifetime: Arc<LocalLifetime>, caller: HubCallerContext) -> Self {
+    pub(crate) fn new(lifetime: Arc<Lifetime>, caller: HubCallerContext) -> Self {
         HubCallerClients {
             clients: HubClients::new(lifetime),
             caller,
@@ -622,23 +476,35 @@ impl HubCallerClients {
 /// has members; memberships end with the connection. Groups belong to one hub.
 #[derive(Clone)]
 pub struct GroupManager {
-    lifetime: Arc<LocalLifetime>,
+    lifetime: Arc<Lifetime>,
 }
 
 impl GroupManager {
-    pub(crate) fn new(lifetime: Arc<LocalLifetime>) -> Self {
+    pub(crate) fn new(lifetime: Arc<Lifetime>) -> Self {
         GroupManager { lifetime }
     }
 
     /// Adds a connection to a group. Once this returns, sends to the group reach it. Unknown
-    /// connection ids are ignored.
-    pub async fn add_to_group(&self, connection_id: &str, group: &str) {
-        self.lifetime.add_to_group(connection_id, group);
+    /// connection ids are ignored by the default lifetime manager. With a backplane the
+    /// connection may be on another server, which acknowledges the change.
+    ///
+    /// # Errors
+    /// [`GroupError`] from a backplane: it failed, or no server acknowledged the change in time
+    /// (never with the default, in-memory manager).
+    pub async fn add_to_group(&self, connection_id: &str, group: &str) -> Result<(), GroupError> {
+        self.lifetime.add_to_group(connection_id, group).await
     }
 
-    /// Removes a connection from a group.
-    pub async fn remove_from_group(&self, connection_id: &str, group: &str) {
-        self.lifetime.remove_from_group(connection_id, group);
+    /// Removes a connection from a group; see [`add_to_group`](Self::add_to_group).
+    ///
+    /// # Errors
+    /// As [`add_to_group`](Self::add_to_group).
+    pub async fn remove_from_group(
+        &self,
+        connection_id: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
+        self.lifetime.remove_from_group(connection_id, group).await
     }
 }
 
@@ -647,11 +513,11 @@ impl GroupManager {
 /// the other, reach each connection in that order.
 #[derive(Clone)]
 pub struct HubContext {
-    lifetime: Arc<LocalLifetime>,
+    lifetime: Arc<Lifetime>,
 }
 
 impl HubContext {
-    pub(crate) fn new(lifetime: Arc<LocalLifetime>) -> Self {
+    pub(crate) fn new(lifetime: Arc<Lifetime>) -> Self {
         HubContext { lifetime }
     }
 

@@ -19,7 +19,7 @@ use crate::connection::ConnectionRequest;
 use crate::engine::CallOptions;
 use crate::handler::ProgressSink;
 use crate::hub::HubInner;
-use crate::message::SerializedMessage;
+use crate::message::SerializedHubMessage;
 
 /// The connection is gone: nothing more can be sent to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,15 +30,15 @@ pub(crate) struct Gone;
 pub(crate) trait ClientSink: Send + Sync + 'static {
     /// Queues `message` without waiting (fan-out). What happens when the connection cannot take
     /// it (a full queue) is the front door's slow-consumer policy.
-    fn try_send(&self, message: &Arc<SerializedMessage>);
+    fn try_send(&self, message: &Arc<SerializedHubMessage>);
 
     /// Queues `message`, waiting for room in the connection's queue (back-pressure).
-    fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>>;
+    fn send(&self, message: Arc<SerializedHubMessage>) -> BoxFuture<'_, Result<(), Gone>>;
 
     /// Queues `message` sent to `groups` (fan-out, like [`ClientSink::try_send`]). A front door
     /// that replays missed messages on reconnect uses the groups to leave out what was sent to
     /// groups the connection no longer belongs to.
-    fn try_send_to_groups(&self, message: &Arc<SerializedMessage>, _groups: &[String]) {
+    fn try_send_to_groups(&self, message: &Arc<SerializedHubMessage>, _groups: &[String]) {
         self.try_send(message);
     }
 
@@ -159,6 +159,16 @@ impl ConnectionContext {
             pending.insert(id.clone(), tx);
         }
         (id, rx)
+    }
+
+    /// Registers a client result to await under an id chosen by someone else (a backplane
+    /// relaying another server's invocation).
+    pub(crate) fn register_result_with_id(&self, id: String) -> oneshot::Receiver<CompletionResult> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut pending) = self.pending_results.lock() {
+            pending.insert(id, tx);
+        }
+        rx
     }
 
     pub(crate) fn forget_result(&self, id: &str) {

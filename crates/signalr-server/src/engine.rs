@@ -168,15 +168,15 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::context::{ClientSink, ConnectionInfo, Gone};
-    use crate::message::SerializedMessage;
+    use crate::message::SerializedHubMessage;
     use crate::{Hub, Progress};
 
     /// A sink that drops everything.
     pub(crate) struct NullSink;
 
     impl ClientSink for NullSink {
-        fn try_send(&self, _: &Arc<SerializedMessage>) {}
-        fn send(&self, _: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>> {
+        fn try_send(&self, _: &Arc<SerializedHubMessage>) {}
+        fn send(&self, _: Arc<SerializedHubMessage>) -> BoxFuture<'_, Result<(), Gone>> {
             Box::pin(async { Ok(()) })
         }
     }

@@ -187,6 +187,42 @@ pub enum ClientResultError {
     /// client method: nothing was sent.
     #[error("A hub filter dropped the call of client method '{0}'.")]
     DroppedByFilter(String),
+    /// The backplane could not carry the invocation or its answer (for example, Redis is
+    /// unreachable); the text says why.
+    #[error("The backplane failed: {0}")]
+    Backplane(String),
+}
+
+/// A send to clients failed ([`ClientProxy::send`](crate::ClientProxy::send) and the other
+/// sends). The in-memory lifetime manager never fails; a backplane does when it cannot take the
+/// message. With `?` in a hub method it becomes an unexpected error of the invocation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The backplane could not take the message (for example, Redis is unreachable and the
+    /// publish timed out); the text says why. Connections of this server may have received it.
+    #[error("The backplane failed to send the message: {0}")]
+    Backplane(String),
+}
+
+/// Adding a connection to a group or removing it failed
+/// ([`GroupManager`](crate::GroupManager)). The in-memory lifetime manager never fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// The backplane could not take the group command; the text says why.
+    #[error("The backplane failed to change the group: {0}")]
+    Backplane(String),
+    /// The connection is not on this server and no server acknowledged the change within the
+    /// backplane's acknowledgement timeout (30 s for Redis, as ASP.NET). Nothing is rolled back:
+    /// the owning server may still apply it.
+    #[error("No server acknowledged the change of group '{group}' for connection '{connection_id}' in time.")]
+    AckTimeout {
+        /// The connection whose membership was to change.
+        connection_id: String,
+        /// The group.
+        group: String,
+    },
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::http::{Extensions, HeaderMap};
 
 use crate::auth::{Authenticator, AuthorizationPolicy, ConnectAuthorization, ConnectRequest, User};
-use crate::clients::{HubContext, LocalLifetime};
+use crate::clients::{HubContext, Lifetime};
+use crate::lifetime::{DefaultHubLifetimeManager, HubLifetimeManager};
 use crate::connection::ConnectionRequest;
 use crate::context::HubCallerContext;
 use crate::error::HubError;
@@ -75,7 +76,7 @@ pub(crate) struct HubInner {
     pub methods: BTreeMap<String, Vec<Arc<MethodEntry>>>,
     pub options: HubOptions,
     pub connection_options: ConnectionOptions,
-    pub lifetime: Arc<LocalLifetime>,
+    pub lifetime: Arc<Lifetime>,
     pub filters: Filters,
     pub on_connected: Option<ConnectedFn>,
     pub on_reconnected: Option<ReconnectedFn>,
@@ -143,7 +144,11 @@ pub struct HubBuilder {
     policy: Option<AuthorizationPolicy>,
     connect_authorization: Option<ConnectAuthorization>,
     user_id_provider: UserIdProvider,
+    lifetime_manager: Option<MakeLifetimeManager>,
 }
+
+type MakeLifetimeManager =
+    Box<dyn FnOnce(Arc<DefaultHubLifetimeManager>) -> Arc<dyn HubLifetimeManager> + Send>;
 
 impl HubBuilder {
     /// Names the hub. Classic SignalR clients address hubs by name (`connectionData`, `H`), and
@@ -452,6 +457,18 @@ impl HubBuilder {
         self
     }
 
+    /// Installs a lifetime manager other than the in-memory default, such as a scale-out
+    /// backplane (ASP.NET `AddStackExchangeRedis`). `make` receives the hub's in-memory manager
+    /// of this server's connections, which the new manager delivers local messages through, and
+    /// is called once, by [`build`](Self::build).
+    pub fn lifetime_manager<F>(mut self, make: F) -> Self
+    where
+        F: FnOnce(Arc<DefaultHubLifetimeManager>) -> Arc<dyn HubLifetimeManager> + Send + 'static,
+    {
+        self.lifetime_manager = Some(Box::new(make));
+        self
+    }
+
     /// Sets the hub options (timeouts, limits, detailed errors, protocols).
     pub fn options(mut self, options: HubOptions) -> Self {
         self.options = options;
@@ -467,13 +484,19 @@ impl HubBuilder {
     /// Finishes the hub.
     pub fn build(self) -> Hub {
         let filters: Filters = self.filters.into();
+        let local = Arc::new(DefaultHubLifetimeManager::new());
+        let manager = match self.lifetime_manager {
+            Some(make) => make(local.clone()),
+            None => local.clone(),
+        };
+        let client_result_timeout = self.options.client_result_timeout;
         Hub {
             inner: Arc::new(HubInner {
                 name: self.name,
                 methods: self.methods,
                 options: self.options,
                 connection_options: self.connection_options,
-                lifetime: Arc::new(LocalLifetime::new(filters.clone())),
+                lifetime: Arc::new(Lifetime::new(manager, local, filters.clone(), client_result_timeout)),
                 filters,
                 on_connected: self.on_connected,
                 on_reconnected: self.on_reconnected,
@@ -520,6 +543,7 @@ impl Hub {
             policy: None,
             connect_authorization: None,
             user_id_provider: Arc::new(|user, _| user.name_identifier()),
+            lifetime_manager: None,
         }
     }
 

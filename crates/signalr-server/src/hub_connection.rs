@@ -23,7 +23,7 @@ use crate::engine::{self, InvocationError};
 use crate::filter::{NextConnected, NextDisconnected};
 use crate::handler::MethodOutput;
 use crate::hub::{HubInner, MethodEntry};
-use crate::message::SerializedMessage;
+use crate::message::SerializedHubMessage;
 
 /// Invocations parsed but waiting for a free slot (parallel limit); above this the connection
 /// stops reading.
@@ -69,15 +69,15 @@ impl CoreClient {
 }
 
 impl ClientSink for CoreClient {
-    fn try_send(&self, message: &Arc<SerializedMessage>) {
-        if let Some(bytes) = message.encoded(self.protocol) {
+    fn try_send(&self, message: &Arc<SerializedHubMessage>) {
+        if let Some(bytes) = message.serialized(self.protocol) {
             let _ = self.connection.try_send(Outgoing::Data(bytes.clone()));
         }
     }
 
-    fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>> {
+    fn send(&self, message: Arc<SerializedHubMessage>) -> BoxFuture<'_, Result<(), Gone>> {
         Box::pin(async move {
-            match message.encoded(self.protocol) {
+            match message.serialized(self.protocol) {
                 Some(bytes) => self
                     .connection
                     .send(Outgoing::Data(bytes.clone()))
@@ -113,14 +113,19 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
         user: connection.user.get().cloned().unwrap_or_default(),
     };
     let context = ConnectionContext::new(info, hub.clone());
-    hub.lifetime.add(context.clone());
+    let registered = hub.lifetime.add(context.clone()).await;
     // The handshake response is queued: let it out now that the connection is reachable.
     connection.writer_gate.open();
     let lifetime_token = connection.closed.child_token();
-    let connecting = HubCallerContext::new(context.clone(), lifetime_token.clone(), true);
-    let connected = NextConnected::new(hub.filters.clone(), hub.on_connected.clone())
-        .run(connecting)
-        .await;
+    let connected = match registered {
+        Ok(()) => {
+            let connecting = HubCallerContext::new(context.clone(), lifetime_token.clone(), true);
+            NextConnected::new(hub.filters.clone(), hub.on_connected.clone())
+                .run(connecting)
+                .await
+        }
+        Err(err) => Err(crate::HubError::from(err)),
+    };
     let outcome = match connected {
         Err(err) => {
             tracing::warn!(connection_id = %connection.id, error = %err, "on_connected failed");
@@ -154,7 +159,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
     };
 
     context.shut_down();
-    hub.lifetime.remove(&connection.id);
+    hub.lifetime.remove(&context).await;
     let disconnect_error = match outcome {
         Outcome::TransportClosed => None,
         Outcome::ClientClosed(error) => {

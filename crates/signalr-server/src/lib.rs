@@ -100,6 +100,7 @@ mod lenient;
 mod message;
 mod options;
 mod raw;
+pub mod lifetime;
 pub mod serve;
 
 use std::sync::Arc;
@@ -116,7 +117,7 @@ pub use clients::{
 };
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
-pub use error::{ClientResultError, HubError};
+pub use error::{ClientResultError, GroupError, HubError, SendError};
 pub use filter::{
     HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected,
     NextReconnected, OutgoingInvocation,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::token::TokenProtector;
 use crate::context::{ClientSink, ConnectionContext, Gone};
 use crate::hub::HubInner;
-use crate::message::SerializedMessage;
+use crate::message::SerializedHubMessage;
 
 /// What the buffer holds: a message for the envelope's `M`, a new groups token (`G`), or the
 /// server's request that the client reconnect (`T`).
@@ -285,19 +285,19 @@ pub(crate) struct ClassicClient {
 }
 
 impl ClientSink for ClassicClient {
-    fn try_send(&self, message: &Arc<SerializedMessage>) {
+    fn try_send(&self, message: &Arc<SerializedHubMessage>) {
         if let Some(bytes) = message.encoded_classic(&self.hub_name) {
             self.outbox.push_message(bytes.clone());
         }
     }
 
-    fn send(&self, message: Arc<SerializedMessage>) -> BoxFuture<'_, Result<(), Gone>> {
+    fn send(&self, message: Arc<SerializedHubMessage>) -> BoxFuture<'_, Result<(), Gone>> {
         // The buffer never waits: it drops its oldest messages instead.
         self.try_send(&message);
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn try_send_to_groups(&self, message: &Arc<SerializedMessage>, groups: &[String]) {
+    fn try_send_to_groups(&self, message: &Arc<SerializedHubMessage>, groups: &[String]) {
         if let Some(bytes) = message.encoded_classic(&self.hub_name) {
             let groups = groups
                 .iter()

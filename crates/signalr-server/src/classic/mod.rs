@@ -502,7 +502,7 @@ impl ClassicEndpoint {
                 respond(StatusCode::OK, Some("text/plain"), Body::empty())
             }
             "start" => {
-                let connection = self.connection_or_create(&checked, &parts);
+                let connection = self.connection_or_create(&checked, &parts).await;
                 self.start(&connection).await
             }
             "send" if checked.transport == TransportType::WebSockets => {
@@ -510,7 +510,7 @@ impl ClassicEndpoint {
                 bad_request("Not a valid web socket request.")
             }
             "send" => {
-                let connection = self.connection_or_create(&checked, &parts);
+                let connection = self.connection_or_create(&checked, &parts).await;
                 let form = match read_form(body, self.options.max_incoming_message_size).await {
                     Ok(form) => form,
                     Err(response) => return response,
@@ -545,6 +545,7 @@ impl ClassicEndpoint {
                     // client will not call /start again.
                     None => {
                         self.create(&checked, connection_request(&parts), action == "reconnect")
+                            .await
                     }
                 };
                 let replay = if reconnect || action == "poll" {
@@ -559,7 +560,8 @@ impl ClassicEndpoint {
                 };
                 if action == "reconnect" {
                     let before = connection.outbox.newest();
-                    self.rejoin_groups(&connection, groups_token.as_deref());
+                    self.rejoin_groups(&connection, groups_token.as_deref())
+                        .await;
                     connection.outbox.forget_groups_tokens(before);
                     if let Some(cursor) = replay {
                         let member: std::collections::HashSet<String> = connection
@@ -587,14 +589,14 @@ impl ClassicEndpoint {
 
     /// The connection of a checked request, made now if this is its first request (SignalR 2.4
     /// answers `/start`, `/send` and `/poll` before any `/connect`).
-    fn connection_or_create(
+    async fn connection_or_create(
         self: &Arc<Self>,
         checked: &Checked,
         parts: &axum::http::request::Parts,
     ) -> Arc<ClassicConnection> {
         match self.connection(&checked.connection_id) {
             Some(connection) => connection,
-            None => self.create(checked, connection_request(parts), false),
+            None => self.create(checked, connection_request(parts), false).await,
         }
     }
 
@@ -605,7 +607,7 @@ impl ClassicEndpoint {
     /// Makes the connection on its first `/connect` (or a `/reconnect` after the server forgot
     /// it): one hub context per subscribed hub, registered with the hub's clients at once so
     /// that messages sent before `/start` are kept for the client.
-    fn create(
+    async fn create(
         self: &Arc<Self>,
         checked: &Checked,
         request: ConnectionRequest,
@@ -670,7 +672,14 @@ impl ClassicEndpoint {
             previous.detach();
         }
         for subscription in &connection.hubs {
-            subscription.hub.lifetime.add(subscription.context.clone());
+            if let Err(err) = subscription
+                .hub
+                .lifetime
+                .add(subscription.context.clone())
+                .await
+            {
+                tracing::warn!(connection_id = %connection.id, hub = %subscription.name, error = %err, "the hub's lifetime manager could not register a classic connection");
+            }
         }
         tracing::debug!(connection_id = %connection.id, hubs = connection.hubs.len(), "classic connection made");
         connection
@@ -757,7 +766,7 @@ impl ClassicEndpoint {
 
     /// Puts the connection in exactly the groups of its groups token (none without a valid
     /// one), as the real server does on reconnect.
-    fn rejoin_groups(&self, connection: &ClassicConnection, groups_token: Option<&str>) {
+    async fn rejoin_groups(&self, connection: &ClassicConnection, groups_token: Option<&str>) {
         let names = groups_token
             .and_then(|token| self.tokens.unprotect_groups(token))
             .filter(|token| token.connection_id == connection.id)
@@ -773,12 +782,16 @@ impl ClassicEndpoint {
             let groups = lifetime.groups_of(&connection.id);
             for group in &groups {
                 if !wanted.contains(&group.as_str()) {
-                    lifetime.remove_from_group(&connection.id, group);
+                    if let Err(err) = lifetime.remove_from_group(&connection.id, group).await {
+                        tracing::warn!(connection_id = %connection.id, %group, error = %err, "leaving a group on reconnect failed");
+                    }
                 }
             }
             for group in wanted {
                 if !groups.iter().any(|g| g == group) {
-                    lifetime.add_to_group(&connection.id, group);
+                    if let Err(err) = lifetime.add_to_group(&connection.id, group).await {
+                        tracing::warn!(connection_id = %connection.id, %group, error = %err, "rejoining a group on reconnect failed");
+                    }
                 }
             }
         }
@@ -802,7 +815,7 @@ impl ClassicEndpoint {
         connection.closed.cancel();
         for subscription in &connection.hubs {
             subscription.context.shut_down();
-            subscription.hub.lifetime.remove(&connection.id);
+            subscription.hub.lifetime.remove(&subscription.context).await;
         }
         for subscription in connection.unlisted_hubs() {
             subscription.context.shut_down();
