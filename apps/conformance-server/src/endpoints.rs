@@ -12,8 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use signalr_server::{
-    ClientResultError, ConnectionOptions, HubContext, RawConnection, TransportType, classic_router,
-    connection_router,
+    ClientResultError, ConnectionOptions, Hub, HubContext, RawConnection, TransportType,
+    classic_router, connection_router,
 };
 
 use crate::authorized_hub::{self, DEFAULT_USER, TokenIssuer};
@@ -32,8 +32,8 @@ struct AppState {
     redirects: Arc<AtomicU64>,
 }
 
-/// The whole application.
-pub fn app() -> Router {
+/// The whole application, with `chat` (see `chat_hub.rs`) at `/chat`.
+pub fn app(chat: Hub) -> Router {
     let all = test_hub::test_hub(vec![
         TransportType::WebSockets,
         TransportType::ServerSentEvents,
@@ -75,6 +75,7 @@ pub fn app() -> Router {
         .nest("/testhub", all.router())
         .nest("/testhub-nowebsockets", no_websockets.router())
         .nest("/authorizedhub", authorized.router())
+        .nest("/chat", chat.router())
         .nest("/signalr", classic)
         .nest(
             "/echo",

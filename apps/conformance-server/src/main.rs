@@ -7,6 +7,7 @@
 //! | `/testhub` | `TestHub`, every transport |
 //! | `/testhub-nowebsockets` | `TestHub`, Server-Sent Events and long polling |
 //! | `/authorizedhub` | a hub that requires a JWT from `/generateJwtToken` |
+//! | `/chat` | `ChatHub` for scale-out checks (see `chat_hub.rs`), on the Redis backplane with `--redis`, backplane name `Peer.ChatHub` |
 //! | `/redirect` | negotiate answers a redirect to `/testhub?numRedirects=N` with an access token |
 //! | `/bad-negotiate` | every request answers 400 `Some response from server` |
 //! | `/echo` | a raw connection (no hub protocol) echoing what it receives |
@@ -21,6 +22,7 @@
 //! an `Origin` get permissive CORS headers (`OPTIONS` answers 204).
 
 mod authorized_hub;
+mod chat_hub;
 mod classic_hub;
 mod complex;
 mod endpoints;
@@ -42,6 +44,13 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// Put `/chat` on the Redis backplane at HOST:PORT (ASP.NET Core's format, backplane name
+    /// `Peer.ChatHub`).
+    #[arg(long, value_name = "HOST:PORT")]
+    redis: Option<String>,
+    /// Channel prefix on the Redis backplane (StackExchange.Redis `ChannelPrefix`).
+    #[arg(long, value_name = "PREFIX", requires = "redis")]
+    redis_prefix: Option<String>,
 }
 
 #[tokio::main]
@@ -54,7 +63,21 @@ async fn main() -> std::io::Result<()> {
         .init();
     let args = Args::parse();
 
-    let app = endpoints::app();
+    let backplane = match &args.redis {
+        Some(address) => {
+            let mut options = signalr_redis::RedisOptions::new(format!("redis://{address}"));
+            if let Some(prefix) = &args.redis_prefix {
+                options = options.channel_prefix(prefix.clone());
+            }
+            let backplane = signalr_redis::RedisBackplane::connect(options)
+                .await
+                .map_err(std::io::Error::other)?;
+            tracing::info!(redis = %address, prefix = ?args.redis_prefix, "/chat is on the Redis backplane");
+            Some(backplane)
+        }
+        None => None,
+    };
+    let app = endpoints::app(chat_hub::chat_hub(backplane.as_ref()));
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let address = listener.local_addr()?;
     println!("Listening on http://{address}");
