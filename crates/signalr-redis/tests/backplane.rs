@@ -110,6 +110,7 @@ impl Drop for Redis {
 /// these tests call.
 fn chat_hub(backplane: &RedisBackplane) -> Hub {
     Hub::builder()
+        .name("ChatHub")
         .user_id_from_request(|_, request| request.query_param("user"))
         .method("GetConnectionId", |hub: HubCallerContext| async move {
             hub.connection_id().to_owned()
@@ -218,7 +219,9 @@ impl Server {
             .expect("connect to Redis");
         let hub = chat_hub(&backplane);
         let context = hub.context();
-        let app = axum::Router::new().nest("/chat", hub.router());
+        let app = axum::Router::new()
+            .nest("/chat", hub.router())
+            .nest("/signalr", signalr_server::classic_router([&hub]));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -647,5 +650,144 @@ async fn redis_restart_fails_sends_fast_then_deliveries_resume() {
     assert!(
         b.backplane.status().iter().all(|hub| hub.subscribed),
         "subscriptions restored"
+    );
+}
+
+/// A classic SignalR 2.x client over long polling, by hand (negotiate, connect, start, send,
+/// poll), enough to see what reaches it.
+struct ClassicClient {
+    http: reqwest::Client,
+    base: String,
+    query: String,
+    cursor: String,
+}
+
+impl ClassicClient {
+    async fn open(server: &Server, user: &str) -> ClassicClient {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}/signalr", server.addr);
+        let data = "%5B%7B%22name%22%3A%22chathub%22%7D%5D";
+        let negotiate: serde_json::Value = serde_json::from_str(
+            &http
+                .get(format!(
+                    "{base}/negotiate?clientProtocol=1.5&connectionData={data}&user={user}"
+                ))
+                .send()
+                .await
+                .expect("negotiate")
+                .text()
+                .await
+                .expect("negotiate body"),
+        )
+        .expect("negotiate JSON");
+        let token = negotiate["ConnectionToken"].as_str().expect("token");
+        let token: String = url_encode(token);
+        let query = format!(
+            "transport=longPolling&clientProtocol=1.5&connectionToken={token}&connectionData={data}&user={user}"
+        );
+        let mut client = ClassicClient {
+            http,
+            base,
+            query,
+            cursor: String::new(),
+        };
+        let init = client.post("connect", "").await;
+        client.cursor = init["C"].as_str().expect("init cursor").to_owned();
+        let started = client.get("start").await;
+        assert_eq!(started, serde_json::json!({"Response": "started"}));
+        client
+    }
+
+    async fn get(&self, action: &str) -> serde_json::Value {
+        let url = format!("{}/{action}?{}", self.base, self.query);
+        let text = within(action, async {
+            self.http.get(url).send().await.expect(action).text().await
+        })
+        .await
+        .expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{action}: {text}"))
+    }
+
+    async fn post(&self, action: &str, form: &str) -> serde_json::Value {
+        let mut url = format!("{}/{action}?{}", self.base, self.query);
+        if !self.cursor.is_empty() {
+            url.push_str(&format!("&messageId={}", url_encode(&self.cursor)));
+        }
+        let text = within(action, async {
+            self.http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.to_owned())
+                .send()
+                .await
+                .expect(action)
+                .text()
+                .await
+        })
+        .await
+        .expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{action}: {text}"))
+    }
+
+    /// Calls hub method `method` of `ChatHub`.
+    async fn call(&self, method: &str, args: serde_json::Value) -> serde_json::Value {
+        let data = serde_json::json!({"H": "chathub", "M": method, "A": args, "I": 0}).to_string();
+        self.post("send", &format!("data={}", url_encode(&data))).await
+    }
+
+    /// Polls until a client-method call arrives; returns it.
+    async fn next(&mut self) -> serde_json::Value {
+        loop {
+            let envelope = self.post("poll", "").await;
+            if let Some(cursor) = envelope["C"].as_str() {
+                self.cursor = cursor.to_owned();
+            }
+            if let Some(first) = envelope["M"].as_array().and_then(|m| m.first()) {
+                return first.clone();
+            }
+        }
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Classic SignalR 2.x clients are on the backplane too: a jQuery-style client on one server
+/// gets what ASP.NET Core clients on another send to all, to its group and to its user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_clients_are_reachable_across_servers() {
+    init_tracing();
+    let Some(redis) = Redis::start() else { return };
+    let a = Server::start(&redis, |o| o).await;
+    let b = Server::start(&redis, |o| o).await;
+    a.ready().await;
+    b.ready().await;
+    let mut classic = ClassicClient::open(&a, "cls").await;
+    let joined = classic.call("JoinGroup", serde_json::json!(["room"])).await;
+    assert_eq!(joined["I"], "0", "JoinGroup answered: {joined}");
+    let bob = Client::connect(&b, "bob", HubProtocol::MessagePack).await;
+
+    bob.call("SendMessage", vec!["bob", "hello-classic"]).await;
+    assert_eq!(
+        within("all", classic.next()).await,
+        serde_json::json!({"H": "ChatHub", "M": "ReceiveMessage", "A": ["bob", "hello-classic"]})
+    );
+    bob.call("SendToGroup", vec!["room", "hi-room"]).await;
+    assert_eq!(
+        within("group", classic.next()).await,
+        serde_json::json!({"H": "ChatHub", "M": "GroupMessage", "A": ["room", "hi-room"]})
+    );
+    bob.call("SendToUser", vec!["cls", "hey-cls"]).await;
+    assert_eq!(
+        within("user", classic.next()).await,
+        serde_json::json!({"H": "ChatHub", "M": "UserMessage", "A": ["hey-cls"]})
     );
 }
