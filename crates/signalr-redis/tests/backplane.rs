@@ -118,14 +118,20 @@ fn chat_hub(backplane: &RedisBackplane) -> Hub {
         .method(
             "SendMessage",
             |hub: HubCallerContext, user: String, text: String| async move {
-                hub.clients().all().send("ReceiveMessage", (user, text)).await?;
+                hub.clients()
+                    .all()
+                    .send("ReceiveMessage", (user, text))
+                    .await?;
                 Ok::<_, HubError>(())
             },
         )
         .method(
             "SendToOthers",
             |hub: HubCallerContext, user: String, text: String| async move {
-                hub.clients().others().send("ReceiveMessage", (user, text)).await?;
+                hub.clients()
+                    .others()
+                    .send("ReceiveMessage", (user, text))
+                    .await?;
                 Ok::<_, HubError>(())
             },
         )
@@ -139,16 +145,24 @@ fn chat_hub(backplane: &RedisBackplane) -> Hub {
                 Ok::<_, HubError>(())
             },
         )
-        .method("JoinGroup", |hub: HubCallerContext, group: String| async move {
-            hub.groups().add_to_group(hub.connection_id(), &group).await?;
-            Ok::<_, HubError>(())
-        })
-        .method("LeaveGroup", |hub: HubCallerContext, group: String| async move {
-            hub.groups()
-                .remove_from_group(hub.connection_id(), &group)
-                .await?;
-            Ok::<_, HubError>(())
-        })
+        .method(
+            "JoinGroup",
+            |hub: HubCallerContext, group: String| async move {
+                hub.groups()
+                    .add_to_group(hub.connection_id(), &group)
+                    .await?;
+                Ok::<_, HubError>(())
+            },
+        )
+        .method(
+            "LeaveGroup",
+            |hub: HubCallerContext, group: String| async move {
+                hub.groups()
+                    .remove_from_group(hub.connection_id(), &group)
+                    .await?;
+                Ok::<_, HubError>(())
+            },
+        )
         .method(
             "AddToGroup",
             |hub: HubCallerContext, id: String, group: String| async move {
@@ -179,14 +193,20 @@ fn chat_hub(backplane: &RedisBackplane) -> Hub {
         .method(
             "SendToUser",
             |hub: HubCallerContext, user: String, text: String| async move {
-                hub.clients().user(user).send("UserMessage", (text,)).await?;
+                hub.clients()
+                    .user(user)
+                    .send("UserMessage", (text,))
+                    .await?;
                 Ok::<_, HubError>(())
             },
         )
         .method(
             "SendToConnection",
             |hub: HubCallerContext, id: String, text: String| async move {
-                hub.clients().client(id).send("DirectMessage", (text,)).await?;
+                hub.clients()
+                    .client(id)
+                    .send("DirectMessage", (text,))
+                    .await?;
                 Ok::<_, HubError>(())
             },
         )
@@ -378,7 +398,10 @@ async fn every_target_kind_across_three_servers() {
     let bob_id = bob.id.clone();
     ann.call("SendAllExcept", vec![&bob_id, "not-bob"]).await;
     for client in [&mut ann, &mut cid, &mut bob2] {
-        assert_eq!(client.next("all-except").await, "ReceiveMessage all-except not-bob");
+        assert_eq!(
+            client.next("all-except").await,
+            "ReceiveMessage all-except not-bob"
+        );
     }
 
     // bob joins room1 on his own server; ann (elsewhere, no member there) sends to it.
@@ -390,19 +413,27 @@ async fn every_target_kind_across_three_servers() {
     let cid_id = cid.id.clone();
     ann.call("AddToGroup", vec![&cid_id, "room2"]).await;
     ann.call("SendToGroup", vec!["room2", "hi-room2"]).await;
-    assert_eq!(cid.next("group after AddToGroup").await, "GroupMessage room2 hi-room2");
+    assert_eq!(
+        cid.next("group after AddToGroup").await,
+        "GroupMessage room2 hi-room2"
+    );
 
     // Group-except: cid and bob2 in room3, cid excluded.
     cid.call("JoinGroup", vec!["room3"]).await;
     bob2.call("JoinGroup", vec!["room3"]).await;
-    ann.call("SendToGroupExcept", vec!["room3", &cid_id, "not-cid"]).await;
-    assert_eq!(bob2.next("group-except").await, "GroupMessage room3 not-cid");
+    ann.call("SendToGroupExcept", vec!["room3", &cid_id, "not-cid"])
+        .await;
+    assert_eq!(
+        bob2.next("group-except").await,
+        "GroupMessage room3 not-cid"
+    );
 
     ann.call("SendToUser", vec!["bob", "hey-bob"]).await;
     assert_eq!(bob.next("user").await, "UserMessage hey-bob");
     assert_eq!(bob2.next("user").await, "UserMessage hey-bob");
 
-    ann.call("SendToConnection", vec![&cid_id, "direct-cid"]).await;
+    ann.call("SendToConnection", vec![&cid_id, "direct-cid"])
+        .await;
     assert_eq!(cid.next("connection").await, "DirectMessage direct-cid");
 
     // bob leaves room1 (removing on his own server); the group is then empty everywhere.
@@ -462,7 +493,9 @@ async fn client_result_from_a_client_on_another_server() {
         .await;
     assert_eq!(
         unknown,
-        Err(ClientResultError::UnknownConnection("no-such-connection".into()))
+        Err(ClientResultError::UnknownConnection(
+            "no-such-connection".into()
+        ))
     );
 }
 
@@ -496,7 +529,9 @@ async fn group_ack_that_never_comes_times_out() {
         .await
         .expect_err("AddToGroup of an unknown connection");
     assert!(
-        error.to_string().contains("An unexpected error occurred invoking 'AddToGroup'"),
+        error
+            .to_string()
+            .contains("An unexpected error occurred invoking 'AddToGroup'"),
         "{error}"
     );
 }
@@ -563,7 +598,10 @@ async fn a_send_to_all_publishes_aspnet_core_bytes() {
         .get_async_pubsub()
         .await
         .expect("raw subscriber");
-    pubsub.subscribe("Peer.ChatHub:all").await.expect("subscribe");
+    pubsub
+        .subscribe("Peer.ChatHub:all")
+        .await
+        .expect("subscribe");
     a.context
         .clients()
         .all()
@@ -605,11 +643,19 @@ async fn redis_restart_fails_sends_fast_then_deliveries_resume() {
     let ann = Client::connect(&a, "ann", HubProtocol::Json).await;
     let mut bob = Client::connect(&b, "bob", HubProtocol::MessagePack).await;
     ann.call("SendMessage", vec!["ann", "before"]).await;
-    assert_eq!(bob.next("before the restart").await, "ReceiveMessage ann before");
+    assert_eq!(
+        bob.next("before the restart").await,
+        "ReceiveMessage ann before"
+    );
 
     redis.stop();
     let started = Instant::now();
-    let failed = a.context.clients().all().send("ReceiveMessage", ("ann", "lost")).await;
+    let failed = a
+        .context
+        .clients()
+        .all()
+        .send("ReceiveMessage", ("ann", "lost"))
+        .await;
     assert!(
         matches!(&failed, Err(SendError::Backplane(text)) if text.contains("Redis")),
         "{failed:?}"
@@ -732,7 +778,8 @@ impl ClassicClient {
     /// Calls hub method `method` of `ChatHub`.
     async fn call(&self, method: &str, args: serde_json::Value) -> serde_json::Value {
         let data = serde_json::json!({"H": "chathub", "M": method, "A": args, "I": 0}).to_string();
-        self.post("send", &format!("data={}", url_encode(&data))).await
+        self.post("send", &format!("data={}", url_encode(&data)))
+            .await
     }
 
     /// Polls until a client-method call arrives; returns it.
