@@ -3,7 +3,8 @@
 # drives our server with the official @microsoft/signalr client, the official .NET clients (Core
 # and classic, when ../shared/peers is there), jQuery signalr 2.4.3 and a PyPI classic client,
 # compares our classic endpoint with the real classic server, runs our Rust client against
-# aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs.
+# aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs
+# (npm and PyPI packages, Debian's chromium and redis-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,11 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; e
 command -v node >/dev/null && command -v npm >/dev/null || {
   echo "node and npm not found: installing Debian's nodejs and npm"
   apt-get update -qq && apt-get install -y -qq nodejs npm
+}
+
+command -v redis-server >/dev/null || {
+  echo "redis-server not found: installing Debian's redis-server (the Redis backplane tests start their own on free ports)"
+  apt-get update -qq && apt-get install -y -qq redis-server
 }
 
 echo "== cargo test (workspace)"
