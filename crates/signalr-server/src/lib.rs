@@ -97,10 +97,10 @@ mod hub;
 mod hub_connection;
 mod jwt;
 mod lenient;
+pub mod lifetime;
 mod message;
 mod options;
 mod raw;
-pub mod lifetime;
 pub mod serve;
 
 use std::sync::Arc;
