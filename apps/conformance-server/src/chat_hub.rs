@@ -31,10 +31,12 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The chat hub, on `backplane` when given.
 pub fn chat_hub(backplane: Option<&signalr_redis::RedisBackplane>) -> Hub {
-    let mut options = HubOptions::default();
-    options.enable_detailed_errors = true;
-    options.maximum_parallel_invocations_per_client = 4;
-    options.client_result_timeout = ASK_TIMEOUT;
+    let options = HubOptions {
+        enable_detailed_errors: true,
+        maximum_parallel_invocations_per_client: 4,
+        client_result_timeout: ASK_TIMEOUT,
+        ..Default::default()
+    };
     let mut builder = Hub::builder()
         .options(options)
         .user_id_from_request(|user, request| {

@@ -33,11 +33,11 @@ struct Recording {
 
 impl Recording {
     fn record(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
+        self.calls.lock().expect("lock").push(call);
     }
 
     fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
+        self.calls.lock().expect("lock").clone()
     }
 }
 
@@ -145,7 +145,7 @@ fn recording_hub(
                 failing: AtomicBool::new(false),
                 refuse_connect: AtomicBool::new(false),
             });
-            *made.lock().unwrap() = Some(recording.clone());
+            *made.lock().expect("lock") = Some(recording.clone());
             recording
         });
     (slot, builder)
@@ -157,7 +157,7 @@ async fn the_manager_sees_connects_sends_groups_and_disconnects() {
     let server = serve(builder).await;
     let recording = slot
         .lock()
-        .unwrap()
+        .expect("lock")
         .clone()
         .expect("the manager was made by build()");
     let mut client = connect(&server).await;
@@ -202,11 +202,13 @@ async fn the_manager_sees_connects_sends_groups_and_disconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_send_or_group_change_fails_the_invocation() {
-    let mut options = HubOptions::default();
-    options.enable_detailed_errors = true;
+    let options = HubOptions {
+        enable_detailed_errors: true,
+        ..Default::default()
+    };
     let (slot, builder) = recording_hub(options);
     let server = serve(builder).await;
-    let recording = slot.lock().unwrap().clone().expect("manager");
+    let recording = slot.lock().expect("lock").clone().expect("manager");
     let mut client = connect(&server).await;
     recording.failing.store(true, Ordering::Release);
     let completion = client.call("1", "Broadcast", json!(["hi"])).await;
@@ -251,7 +253,7 @@ async fn a_failing_send_or_group_change_fails_the_invocation() {
 async fn a_connection_the_manager_refuses_is_closed_with_an_error() {
     let (slot, builder) = recording_hub(HubOptions::default());
     let server = serve(builder).await;
-    let recording = slot.lock().unwrap().clone().expect("manager");
+    let recording = slot.lock().expect("lock").clone().expect("manager");
     recording.refuse_connect.store(true, Ordering::Release);
     let mut client = connect_raw(&server, "", "").await;
     let close = client.ws.next_json_skip_pings().await;
