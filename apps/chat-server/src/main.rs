@@ -58,7 +58,8 @@ fn chat_hub(options: HubOptions, connection_options: ConnectionOptions) -> Hub {
                 hub.clients()
                     .all()
                     .send("ReceiveMessage", (user, message))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(

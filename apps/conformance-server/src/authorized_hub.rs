@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use signalr_server::{
-    AuthorizationPolicy, Hub, HubCallerContext, JwtAuthenticator, LoggingFilter,
+    AuthorizationPolicy, Hub, HubCallerContext, HubError, JwtAuthenticator, LoggingFilter,
     NAME_IDENTIFIER_CLAIM,
 };
 
@@ -85,7 +85,8 @@ pub fn authorized_hub(issuer: &TokenIssuer) -> Hub {
                 hub.clients()
                     .user(user_id)
                     .send("UserMessage", (from, message))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .build()

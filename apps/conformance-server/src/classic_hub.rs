@@ -152,35 +152,44 @@ pub fn test_hub() -> Hub {
         .method(
             "InvokeWithString",
             |caller: HubCallerContext, msg: String| async move {
-                caller.clients().caller().send("message", (msg,)).await;
+                caller.clients().caller().send("message", (msg,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("InvokeWithString", 1, &["msg"])
         .method(
             "SendToAll",
             |caller: HubCallerContext, msg: String| async move {
-                caller.clients().all().send("broadcast", (msg,)).await;
+                caller.clients().all().send("broadcast", (msg,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToAll", 1, &["msg"])
         .method(
             "SendToClient",
             |caller: HubCallerContext, id: String, msg: String| async move {
-                caller.clients().client(id).send("message", (msg,)).await;
+                caller.clients().client(id).send("message", (msg,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToClient", 2, &["id", "msg"])
         .method(
             "SendToClients",
             |caller: HubCallerContext, ids: Vec<String>, msg: String| async move {
-                caller.clients().clients(ids).send("message", (msg,)).await;
+                caller
+                    .clients()
+                    .clients(ids)
+                    .send("message", (msg,))
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToClients", 2, &["ids", "msg"])
         .method(
             "SendToOthers",
             |caller: HubCallerContext, msg: String| async move {
-                caller.clients().others().send("message", (msg,)).await;
+                caller.clients().others().send("message", (msg,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToOthers", 1, &["msg"])
@@ -191,7 +200,8 @@ pub fn test_hub() -> Hub {
                     .clients()
                     .all_except([id])
                     .send("message", (msg,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendAllExcept", 2, &["id", "msg"])
@@ -202,7 +212,8 @@ pub fn test_hub() -> Hub {
                     .clients()
                     .others_in_group(g.clone())
                     .send("groupMessage", (g, m))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToOthersInGroup", 2, &["g", "m"])
@@ -214,7 +225,8 @@ pub fn test_hub() -> Hub {
                     .clients()
                     .groups(gs)
                     .send("groupMessage", (joined, m))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToGroups", 2, &["gs", "m"])
@@ -225,21 +237,24 @@ pub fn test_hub() -> Hub {
                     .clients()
                     .group_except(g.clone(), excluded)
                     .send("groupMessage", (g, m))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToGroupExcept", 3, &["g", "excluded", "m"])
         .method(
             "SendToUser",
             |caller: HubCallerContext, user: String, m: String| async move {
-                caller.clients().user(user).send("message", (m,)).await;
+                caller.clients().user(user).send("message", (m,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToUser", 2, &["user", "m"])
         .method(
             "SendToUsers",
             |caller: HubCallerContext, users: Vec<String>, m: String| async move {
-                caller.clients().users(users).send("message", (m,)).await;
+                caller.clients().users(users).send("message", (m,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToUsers", 2, &["users", "m"])
@@ -247,7 +262,8 @@ pub fn test_hub() -> Hub {
             query(&caller, "user")
         })
         .method("NotifyNoArgs", |caller: HubCallerContext| async move {
-            caller.clients().caller().send("notify", ()).await;
+            caller.clients().caller().send("notify", ()).await?;
+            Ok::<_, HubError>(())
         })
         .method("SendManyArgs", |caller: HubCallerContext| async move {
             let stock = Stock {
@@ -258,7 +274,8 @@ pub fn test_hub() -> Hub {
                 .clients()
                 .caller()
                 .send("manyArgs", (1, "two", 3.5, true, [4, 5], stock, "seven"))
-                .await;
+                .await?;
+            Ok::<_, HubError>(())
         })
         .method(
             "UpdateStockPrice",
@@ -272,8 +289,8 @@ pub fn test_hub() -> Hub {
                     .clients()
                     .caller()
                     .send("UpdateStockPrice", (next.clone(),))
-                    .await;
-                next
+                    .await?;
+                Ok::<_, HubError>(next)
             },
         )
         .parameter_names("UpdateStockPrice", 1, &["s"])
@@ -326,7 +343,8 @@ pub fn test_hub() -> Hub {
                 caller
                     .groups()
                     .add_to_group(caller.connection_id(), &g)
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("JoinGroup", 1, &["g"])
@@ -336,7 +354,8 @@ pub fn test_hub() -> Hub {
                 caller
                     .groups()
                     .remove_from_group(caller.connection_id(), &g)
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("LeaveGroup", 1, &["g"])
@@ -347,7 +366,8 @@ pub fn test_hub() -> Hub {
                     .clients()
                     .group(g.clone())
                     .send("groupMessage", (g, m))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .parameter_names("SendToGroup", 2, &["g", "m"])

@@ -85,19 +85,26 @@ pub fn app() -> Router {
 }
 
 /// `GET /broadcast?msg=M`: `broadcast(M)` to every classic `TestHub` client, through the hub
-/// context (from outside any hub method).
+/// context (from outside any hub method). 503 when the hub's lifetime manager refused the
+/// message.
 async fn broadcast(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> &'static str {
+) -> (StatusCode, &'static str) {
     let message = query.get("msg").cloned().unwrap_or_default();
-    state
+    match state
         .classic_test_hub
         .clients()
         .all()
         .send("broadcast", (message,))
-        .await;
-    "sent\n"
+        .await
+    {
+        Ok(()) => (StatusCode::OK, "sent\n"),
+        Err(err) => {
+            tracing::warn!(%err, "GET /broadcast: the message was not sent");
+            (StatusCode::SERVICE_UNAVAILABLE, "not sent\n")
+        }
+    }
 }
 
 /// ASP.NET's `EchoConnectionHandler`: sends back every chunk it receives.

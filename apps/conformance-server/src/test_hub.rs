@@ -120,7 +120,8 @@ pub fn test_hub(transports: Vec<TransportType>) -> Hub {
                 hub.clients()
                     .client(hub.connection_id())
                     .send("Message", (message,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -129,7 +130,8 @@ pub fn test_hub(transports: Vec<TransportType>) -> Hub {
                 hub.clients()
                     .client(hub.connection_id())
                     .send("CustomObject", (custom,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method("Stream", |_: HubCallerContext| async move {
@@ -140,11 +142,14 @@ pub fn test_hub(transports: Vec<TransportType>) -> Hub {
             let context = hub.clone();
             tokio::spawn(async move {
                 cancelled.cancelled().await;
-                context
+                if let Err(err) = context
                     .clients()
                     .client(context.connection_id())
                     .send("StreamCanceled", ())
-                    .await;
+                    .await
+                {
+                    tracing::warn!(%err, "could not tell the client its stream was canceled");
+                }
             });
             stream::pending::<String>()
         })
@@ -210,7 +215,8 @@ pub fn test_hub(transports: Vec<TransportType>) -> Hub {
         .method(
             "JoinGroup",
             |hub: HubCallerContext, group: String| async move {
-                hub.groups().add_to_group(hub.connection_id(), &group).await;
+                hub.groups().add_to_group(hub.connection_id(), &group).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -218,7 +224,8 @@ pub fn test_hub(transports: Vec<TransportType>) -> Hub {
             |hub: HubCallerContext, group: String| async move {
                 hub.groups()
                     .remove_from_group(hub.connection_id(), &group)
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -227,7 +234,8 @@ pub fn test_hub(transports: Vec<TransportType>) -> Hub {
                 hub.clients()
                     .group(group.clone())
                     .send("GroupMessage", (group, message))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .build()

@@ -146,15 +146,21 @@ fn valid_text(text: &str) -> Result<String, HubError> {
 }
 
 /// Takes the caller out of its room, telling the room's others.
-async fn leave_room(hub: &HubCallerContext, chat: &ChatState, stats: &Stats, member: &Member) {
+async fn leave_room(
+    hub: &HubCallerContext,
+    chat: &ChatState,
+    stats: &Stats,
+    member: &Member,
+) -> Result<(), HubError> {
     hub.groups()
         .remove_from_group(hub.connection_id(), &member.room)
-        .await;
+        .await?;
     hub.clients()
         .group(member.room.clone())
         .send("UserLeft", (member.name.clone(), member.room.clone()))
-        .await;
+        .await?;
     stats.sent("chat", chat.room_size(&member.room));
+    Ok(())
 }
 
 /// The chat hub.
@@ -169,9 +175,10 @@ pub fn chat_hub(chat: Arc<ChatState>, stats: Arc<Stats>) -> Hub {
                     hub.clients()
                         .group(member.room.clone())
                         .send("UserLeft", (member.name, member.room.clone()))
-                        .await;
+                        .await?;
                     stats.sent("chat", chat.room_size(&member.room));
                 }
+                Ok::<_, HubError>(())
             }
         }
     };
@@ -204,14 +211,14 @@ async fn join(hub: HubCallerContext, name: String, room: String) -> Result<Joine
     let id = hub.connection_id().to_owned();
     if let Some(previous) = chat.join(&id, member.clone()) {
         if previous.room != member.room {
-            leave_room(&hub, &chat, &stats, &previous).await;
+            leave_room(&hub, &chat, &stats, &previous).await?;
         }
     }
-    hub.groups().add_to_group(&id, &member.room).await;
+    hub.groups().add_to_group(&id, &member.room).await?;
     hub.clients()
         .others_in_group(member.room.clone())
         .send("UserJoined", (member.name.clone(), member.room.clone()))
-        .await;
+        .await?;
     stats.sent("chat", chat.room_size(&member.room).saturating_sub(1));
     tracing::debug!(connection_id = %id, name = %member.name, room = %member.room, "joined");
     Ok(Joined {
@@ -223,7 +230,7 @@ async fn join(hub: HubCallerContext, name: String, room: String) -> Result<Joine
 async fn leave(hub: HubCallerContext) -> Result<(), HubError> {
     let (chat, stats) = shared(&hub)?;
     if let Some(member) = chat.leave(hub.connection_id()) {
-        leave_room(&hub, &chat, &stats, &member).await;
+        leave_room(&hub, &chat, &stats, &member).await?;
     }
     Ok(())
 }
@@ -243,7 +250,7 @@ async fn send_to_room(hub: HubCallerContext, text: String) -> Result<(), HubErro
     hub.clients()
         .group(member.room.clone())
         .send("ReceiveMessage", (message,))
-        .await;
+        .await?;
     stats.sent("chat", chat.room_size(&member.room));
     Ok(())
 }
@@ -269,7 +276,7 @@ async fn send_private(hub: HubCallerContext, to: String, text: String) -> Result
     hub.clients()
         .clients(recipients.clone())
         .send("ReceivePrivate", (message,))
-        .await;
+        .await?;
     stats.sent("chat", recipients.len());
     Ok(recipients.len())
 }

@@ -113,12 +113,15 @@ impl Shape {
             };
             let excluded: Vec<String> = moved_by.into_iter().collect();
             let recipients = context.connection_count().saturating_sub(excluded.len());
-            context
+            match context
                 .clients()
                 .all_except(excluded)
                 .send("UpdateShape", (model,))
-                .await;
-            self.stats.sent("shape", recipients);
+                .await
+            {
+                Ok(()) => self.stats.sent("shape", recipients),
+                Err(err) => tracing::warn!(%err, "shape position not sent"),
+            }
         }
     }
 }

@@ -334,8 +334,10 @@ pub async fn run_sampler(source: StatusSource, status: HubContext) {
         let recipients = status.connection_count();
         if recipients > 0 {
             let snapshot = source.snapshot();
-            status.clients().all().send("Stats", (snapshot,)).await;
-            source.stats.sent("status", recipients);
+            match status.clients().all().send("Stats", (snapshot,)).await {
+                Ok(()) => source.stats.sent("status", recipients),
+                Err(err) => tracing::warn!(%err, "status snapshot not sent"),
+            }
         }
     }
 }

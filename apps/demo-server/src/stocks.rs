@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use signalr_server::{Hub, HubCallerContext, HubContext, HubError, IntoArguments};
+use signalr_server::{Hub, HubCallerContext, HubContext, HubError, IntoArguments, SendError};
 use tokio::sync::Mutex;
 
 use crate::stats::Stats;
@@ -155,9 +155,15 @@ impl StockMarket {
         }
     }
 
-    async fn broadcast(&self, context: &HubContext, method: &str, args: impl IntoArguments) {
-        context.clients().all().send(method, args).await;
+    async fn broadcast(
+        &self,
+        context: &HubContext,
+        method: &str,
+        args: impl IntoArguments,
+    ) -> Result<(), SendError> {
+        context.clients().all().send(method, args).await?;
         self.stats.sent("stocks", context.connection_count());
+        Ok(())
     }
 
     /// Moves prices every [`TICK`] while the market is open and broadcasts every move as
@@ -172,15 +178,19 @@ impl StockMarket {
                 continue;
             }
             for stock in market.tick() {
-                self.broadcast(&context, "UpdateStockPrice", (stock,)).await;
+                if let Err(err) = self.broadcast(&context, "UpdateStockPrice", (stock,)).await {
+                    // One warning per tick: the rest of this tick's moves would fail alike.
+                    tracing::warn!(%err, "price updates not sent");
+                    break;
+                }
             }
         }
     }
 
-    async fn set_state(&self, context: &HubContext, state: MarketState) {
+    async fn set_state(&self, context: &HubContext, state: MarketState) -> Result<(), SendError> {
         let mut market = self.market.lock().await;
         if market.state == state {
-            return;
+            return Ok(());
         }
         market.state = state;
         let method = match state {
@@ -188,7 +198,7 @@ impl StockMarket {
             MarketState::Closed => "MarketClosed",
         };
         tracing::info!(?state, "market state changed");
-        self.broadcast(context, method, ()).await;
+        self.broadcast(context, method, ()).await
     }
 
     async fn reset(&self, context: &HubContext) -> Result<(), HubError> {
@@ -202,7 +212,7 @@ impl StockMarket {
         *market = Market::new();
         market.state = state;
         let stocks = market.stocks.clone();
-        self.broadcast(context, "MarketReset", (stocks,)).await;
+        self.broadcast(context, "MarketReset", (stocks,)).await?;
         Ok(())
     }
 }
@@ -242,12 +252,14 @@ pub fn stock_hub(stock_market: StockMarket, context: StockContext, stats: Arc<St
         })
         .method("OpenMarket", |hub: HubCallerContext| async move {
             let context = hub_context(&hub)?;
-            market(&hub)?.set_state(&context, MarketState::Open).await;
+            market(&hub)?.set_state(&context, MarketState::Open).await?;
             Ok::<_, HubError>(())
         })
         .method("CloseMarket", |hub: HubCallerContext| async move {
             let context = hub_context(&hub)?;
-            market(&hub)?.set_state(&context, MarketState::Closed).await;
+            market(&hub)?
+                .set_state(&context, MarketState::Closed)
+                .await?;
             Ok::<_, HubError>(())
         })
         .method("Reset", |hub: HubCallerContext| async move {

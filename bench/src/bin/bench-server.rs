@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
 use clap::Parser;
-use signalr_server::{Hub, HubCallerContext};
+use signalr_server::{Hub, HubCallerContext, HubError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,7 +48,8 @@ fn bench_hub() -> Hub {
         .method(
             "Broadcast",
             |hub: HubCallerContext, payload: String| async move {
-                hub.clients().others().send("Receive", (payload,)).await;
+                hub.clients().others().send("Receive", (payload,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -57,13 +58,17 @@ fn bench_hub() -> Hub {
                 hub.clients()
                     .others_in_group(group)
                     .send("Receive", (payload,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "JoinGroup",
             |hub: HubCallerContext, name: String| async move {
-                hub.groups().add_to_group(hub.connection_id(), &name).await;
+                hub.groups()
+                    .add_to_group(hub.connection_id(), &name)
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .build()

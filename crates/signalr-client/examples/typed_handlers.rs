@@ -39,14 +39,16 @@ async fn serve() -> Result<String, std::io::Error> {
                 hub.clients()
                     .all()
                     .send("ReceiveMessage", (user, text))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method("Announce", |hub: HubCallerContext| async move {
             hub.clients()
                 .caller()
                 .send("Announcement", ("maintenance at noon", 2))
-                .await;
+                .await?;
+            Ok::<_, HubError>(())
         })
         .method("Mirror", |_: HubCallerContext, p: Point| async move {
             Point { x: -p.x, y: -p.y }

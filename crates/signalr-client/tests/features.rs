@@ -68,7 +68,11 @@ async fn handlers_typed_dynamic_async_and_removal() {
         }
     });
 
-    clients.client(id.clone()).send("Notify", ("hi", 7)).await;
+    clients
+        .client(id.clone())
+        .send("Notify", ("hi", 7))
+        .await
+        .expect("send");
     // All handlers run, in registration order.
     assert_eq!(next("typed", &mut seen).await, "typed hi 7");
     assert_eq!(next("dynamic", &mut seen).await, r#"dynamic ["hi",7]"#);
@@ -81,12 +85,17 @@ async fn handlers_typed_dynamic_async_and_removal() {
     clients
         .client(id.clone())
         .send("Notify", ("again", 8))
-        .await;
+        .await
+        .expect("send");
     assert_eq!(next("typed", &mut seen).await, "typed again 8");
     assert_eq!(next("async", &mut seen).await, "async again");
     drop(typed);
     drop(asynchronous);
-    clients.client(id.clone()).send("Notify", ("gone", 9)).await;
+    clients
+        .client(id.clone())
+        .send("Notify", ("gone", 9))
+        .await
+        .expect("send");
     assert_quiet(&mut seen, Duration::from_millis(200)).await;
 
     // A handler that is gone no longer answers client results.

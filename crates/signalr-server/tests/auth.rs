@@ -12,7 +12,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use signalr_server::{
-    AuthError, AuthorizationPolicy, Hub, HubBuilder, HubCallerContext, JwtAuthenticator,
+    AuthError, AuthorizationPolicy, Hub, HubBuilder, HubCallerContext, HubError, JwtAuthenticator,
     NAME_IDENTIFIER_CLAIM,
 };
 use tokio_tungstenite::tungstenite::Message;
@@ -173,7 +173,8 @@ fn with_methods(builder: HubBuilder) -> HubBuilder {
         .method(
             "SendToUser",
             |hub: HubCallerContext, user: String, text: String| async move {
-                hub.clients().user(user).send("Receive", (text,)).await;
+                hub.clients().user(user).send("Receive", (text,)).await?;
+                Ok::<_, HubError>(())
             },
         )
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{HttpResponse, assert_no_panics, install_panic_hook, send, within, within_for};
 use serde_json::{Map, Value, json};
 use signalr_server::{
-    AuthError, AuthRequest, ClassicOptions, Hub, HubCallerContext, TransportType, User,
+    AuthError, AuthRequest, ClassicOptions, Hub, HubCallerContext, HubError, TransportType, User,
     classic_router_with,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,7 +126,8 @@ fn test_hub(events: &Events) -> Hub {
                 caller
                     .groups()
                     .add_to_group(caller.connection_id(), &group)
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -136,13 +137,15 @@ fn test_hub(events: &Events) -> Hub {
                     .clients()
                     .group(group.clone())
                     .send("groupMessage", (group, message))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "SendToAll",
             |caller: HubCallerContext, message: String| async move {
-                caller.clients().all().send("broadcast", (message,)).await;
+                caller.clients().all().send("broadcast", (message,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .build()
@@ -1425,13 +1428,15 @@ async fn reconnect_with_an_unknown_cursor_replays_nothing() {
             .clients()
             .client(session.id.clone())
             .send("note", ("missed",))
-            .await;
+            .await
+            .expect("send");
         let mut back = WsConn::reconnect(&server, session.clone(), &[("messageId", cursor)]).await;
         context
             .clients()
             .client(session.id.clone())
             .send("note", ("after",))
-            .await;
+            .await
+            .expect("send");
         assert_eq!(
             back.next_calls().await,
             [client_call("note", json!(["after"]))],
@@ -1501,7 +1506,8 @@ async fn send_notes(server: &Server, id: &str, count: usize, filler: usize) {
         clients
             .client(id.to_owned())
             .send("note", (i, "f".repeat(filler)))
-            .await;
+            .await
+            .expect("send");
     }
 }
 
@@ -1563,7 +1569,8 @@ async fn the_message_buffer_keeps_at_most_message_buffer_bytes() {
     clients
         .client(lp.session.id.clone())
         .send("note", (2, "f".repeat(5000)))
-        .await;
+        .await
+        .expect("send");
     assert_eq!(replayed_notes(&server, &lp, &lp.cursor).await, [2]);
     assert_fresh_connection_works(&server).await;
     assert_no_panics();
@@ -2015,7 +2022,8 @@ async fn core_and_classic_clients_share_one_hub() {
         .clients()
         .group("both")
         .send("fromContext", ("ctx",))
-        .await;
+        .await
+        .expect("send");
     assert_eq!(core.next().await, core_call("fromContext", json!(["ctx"])));
     assert_eq!(
         classic.next_calls().await,

@@ -434,13 +434,15 @@ async fn on_outgoing_changes_or_drops_client_method_calls() {
             .method(
                 "Send",
                 |ctx: HubCallerContext, method: String, text: String| async move {
-                    ctx.clients().all().send(&method, (text,)).await;
+                    ctx.clients().all().send(&method, (text,)).await?;
+                    Ok::<_, HubError>(())
                 },
             )
             .method(
                 "SendCaller",
                 |ctx: HubCallerContext, method: String| async move {
-                    ctx.clients().caller().send(&method, ("x",)).await;
+                    ctx.clients().caller().send(&method, ("x",)).await?;
+                    Ok::<_, HubError>(())
                 },
             )
             .method("AskCaller", |ctx: HubCallerContext| async move {
@@ -486,7 +488,8 @@ async fn on_outgoing_changes_or_drops_client_method_calls() {
         .clients()
         .group("g")
         .send("FromOutside", ())
-        .await;
+        .await
+        .expect("send");
     a.expect_silence().await;
     b.expect_silence().await;
 

@@ -258,30 +258,35 @@ fn result_methods(builder: HubBuilder, log: Log) -> HubBuilder {
 fn client_methods(builder: HubBuilder) -> HubBuilder {
     builder
         .method("ToAll", |ctx: HubCallerContext, label: String| async move {
-            ctx.clients().all().send("Receive", (label,)).await;
+            ctx.clients().all().send("Receive", (label,)).await?;
+            Ok::<_, HubError>(())
         })
         .method(
             "ToOthers",
             |ctx: HubCallerContext, label: String| async move {
-                ctx.clients().others().send("Receive", (label,)).await;
+                ctx.clients().others().send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToCaller",
             |ctx: HubCallerContext, label: String| async move {
-                ctx.clients().caller().send("Receive", (label,)).await;
+                ctx.clients().caller().send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToClient",
             |ctx: HubCallerContext, id: String, label: String| async move {
-                ctx.clients().client(id).send("Receive", (label,)).await;
+                ctx.clients().client(id).send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToClients",
             |ctx: HubCallerContext, ids: Vec<String>, label: String| async move {
-                ctx.clients().clients(ids).send("Receive", (label,)).await;
+                ctx.clients().clients(ids).send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -290,19 +295,25 @@ fn client_methods(builder: HubBuilder) -> HubBuilder {
                 ctx.clients()
                     .all_except(ids)
                     .send("Receive", (label,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToGroup",
             |ctx: HubCallerContext, group: String, label: String| async move {
-                ctx.clients().group(group).send("Receive", (label,)).await;
+                ctx.clients().group(group).send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToGroups",
             |ctx: HubCallerContext, groups: Vec<String>, label: String| async move {
-                ctx.clients().groups(groups).send("Receive", (label,)).await;
+                ctx.clients()
+                    .groups(groups)
+                    .send("Receive", (label,))
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -311,7 +322,8 @@ fn client_methods(builder: HubBuilder) -> HubBuilder {
                 ctx.clients()
                     .group_except(group, ids)
                     .send("Receive", (label,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
@@ -320,28 +332,35 @@ fn client_methods(builder: HubBuilder) -> HubBuilder {
                 ctx.clients()
                     .others_in_group(group)
                     .send("Receive", (label,))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToUser",
             |ctx: HubCallerContext, user: String, label: String| async move {
-                ctx.clients().user(user).send("Receive", (label,)).await;
+                ctx.clients().user(user).send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method(
             "ToUsers",
             |ctx: HubCallerContext, users: Vec<String>, label: String| async move {
-                ctx.clients().users(users).send("Receive", (label,)).await;
+                ctx.clients().users(users).send("Receive", (label,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method("Join", |ctx: HubCallerContext, group: String| async move {
-            ctx.groups().add_to_group(ctx.connection_id(), &group).await;
+            ctx.groups()
+                .add_to_group(ctx.connection_id(), &group)
+                .await?;
+            Ok::<_, HubError>(())
         })
         .method("Leave", |ctx: HubCallerContext, group: String| async move {
             ctx.groups()
                 .remove_from_group(ctx.connection_id(), &group)
-                .await;
+                .await?;
+            Ok::<_, HubError>(())
         })
         .method("WhoAmI", |ctx: HubCallerContext| async move {
             ctx.user_identifier().map(str::to_owned)
@@ -1603,7 +1622,12 @@ async fn hub_context_background_task_sends_in_order() {
         let context = context.clone();
         async move {
             for n in 0..100 {
-                context.clients().all().send("Tick", (n, "tick")).await;
+                context
+                    .clients()
+                    .all()
+                    .send("Tick", (n, "tick"))
+                    .await
+                    .expect("send");
             }
         }
     });
@@ -1627,28 +1651,43 @@ async fn hub_context_groups_and_single_client() {
     let server = serve(clients_hub()).await;
     let (mut a, mut b, mut c) = three(&server).await;
     let context = server.hub.context();
-    context.groups().add_to_group(&b.id, "outside").await;
-    context.groups().add_to_group("unknown-id", "outside").await;
+    context
+        .groups()
+        .add_to_group(&b.id, "outside")
+        .await
+        .expect("add to group");
+    context
+        .groups()
+        .add_to_group("unknown-id", "outside")
+        .await
+        .expect("add to group");
     assert_eq!(context.group_count(), 1);
     context
         .clients()
         .group("outside")
         .send("Receive", ("from outside",))
-        .await;
+        .await
+        .expect("send");
     b.expect(receive("from outside")).await;
     context
         .clients()
         .client(c.id.clone())
         .send("Receive", ("just c",))
-        .await;
+        .await
+        .expect("send");
     c.expect(receive("just c")).await;
-    context.groups().remove_from_group(&b.id, "outside").await;
+    context
+        .groups()
+        .remove_from_group(&b.id, "outside")
+        .await
+        .expect("remove from group");
     assert_eq!(context.group_count(), 0);
     context
         .clients()
         .group("outside")
         .send("Receive", ("nobody",))
-        .await;
+        .await
+        .expect("send");
     expect_silence_all(&mut [&mut a, &mut b, &mut c]).await;
     finish(&server).await;
 }

@@ -43,8 +43,8 @@ use futures_util::stream;
 use runtime::{build, eventually};
 use serde_json::{Value, json};
 use signalr_server::{
-    ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubOptions, RawConnection, UploadStream,
-    connection_router,
+    ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, RawConnection,
+    UploadStream, connection_router,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -414,7 +414,8 @@ fn limits_hub(gate: Arc<Semaphore>, log: WorkLog) -> HubBuilder {
         .method(
             "Broadcast",
             |ctx: HubCallerContext, data: String| async move {
-                ctx.clients().others().send("Receive", (data,)).await;
+                ctx.clients().others().send("Receive", (data,)).await?;
+                Ok::<_, HubError>(())
             },
         )
         .method("Big", |_: HubCallerContext, len: usize| async move {

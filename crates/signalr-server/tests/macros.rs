@@ -71,12 +71,19 @@ impl ChatHub {
         value
     }
 
-    async fn send_message(&self, ctx: HubCallerContext, user: String, text: String) {
-        ctx.clients().others().receive_message(user, text).await;
+    async fn send_message(
+        &self,
+        ctx: HubCallerContext,
+        user: String,
+        text: String,
+    ) -> Result<(), HubError> {
+        ctx.clients().others().receive_message(user, text).await?;
+        Ok(())
     }
 
-    async fn broadcast(&self, ctx: HubCallerContext, n: u32) {
-        ctx.clients().all().notify_all(n).await;
+    async fn broadcast(&self, ctx: HubCallerContext, n: u32) -> Result<(), HubError> {
+        ctx.clients().all().notify_all(n).await?;
+        Ok(())
     }
 
     async fn add(&self, _ctx: HubCallerContext, a: i64, b: i64) -> i64 {
@@ -471,7 +478,8 @@ async fn typed_client_calls_reach_other_connections() {
         .clients()
         .all()
         .receive_message("server".to_owned(), "tick".to_owned())
-        .await;
+        .await
+        .expect("send");
     let tick = json!({"type": 1, "target": "ReceiveMessage", "arguments": ["server", "tick"]});
     assert_eq!(ann.next_json_skip_pings().await, tick);
     assert_eq!(bob.next_json_skip_pings().await, tick);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use runtime::{eventually, serve};
 use serde_json::json;
-use signalr_server::{ConnectionOptions, Hub, HubCallerContext};
+use signalr_server::{ConnectionOptions, Hub, HubCallerContext, HubError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -27,7 +27,8 @@ async fn start() -> TestServer {
     serve(Hub::builder().connection_options(options).method(
         "Broadcast",
         |hub: HubCallerContext, text: String| async move {
-            hub.clients().others().send("Receive", (text,)).await;
+            hub.clients().others().send("Receive", (text,)).await?;
+            Ok::<_, HubError>(())
         },
     ))
     .await

@@ -78,7 +78,8 @@ pub fn hub_builder(probe: Probe) -> HubBuilder {
                 hub.clients()
                     .all()
                     .send("ReceiveMessage", (user, text))
-                    .await;
+                    .await?;
+                Ok::<_, HubError>(())
             },
         )
         .method("Count", |_: HubCallerContext, n: u32| async move {
