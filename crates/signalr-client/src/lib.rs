@@ -45,10 +45,11 @@
 //! # Ok(())
 //! # }
 //! # async fn demo_server() -> String {
-//! #     use signalr_server::{Hub, HubCallerContext};
+//! #     use signalr_server::{Hub, HubCallerContext, HubError};
 //! #     let hub = Hub::builder()
 //! #         .method("SendMessage", |hub: HubCallerContext, user: String, text: String| async move {
-//! #             hub.clients().all().send("ReceiveMessage", (user, text)).await;
+//! #             hub.clients().all().send("ReceiveMessage", (user, text)).await?;
+//! #             Ok::<_, HubError>(())
 //! #         })
 //! #         .method("Echo", |_: HubCallerContext, v: serde_json::Value| async move { v })
 //! #         .method("Count", |_: HubCallerContext, n: u32| async move { futures_util::stream::iter(1..=n) })

@@ -21,9 +21,16 @@
 //! #[hub(name = "chat")]
 //! impl ChatHub {
 //!     /// JS: `connection.invoke("SendMessage", "ann", "hi")`.
-//!     async fn send_message(&self, ctx: HubCallerContext, user: String, text: String) {
-//!         // Checked at compile time: `receive_message` takes two `String`s.
-//!         ctx.clients().all().receive_message(user, text).await;
+//!     async fn send_message(
+//!         &self,
+//!         ctx: HubCallerContext,
+//!         user: String,
+//!         text: String,
+//!     ) -> Result<(), HubError> {
+//!         // Checked at compile time: `receive_message` takes two `String`s. `?`: a backplane
+//!         // that cannot take the message fails the invocation.
+//!         ctx.clients().all().receive_message(user, text).await?;
+//!         Ok(())
 //!     }
 //!
 //!     /// JS: `await connection.invoke("Add", 1, 2)` resolves to `3`.
@@ -273,7 +280,7 @@ pub fn hub(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[client_method]` attributes.
 ///
 /// ```
-/// use signalr_server::{HubCallerContext, hub, hub_client};
+/// use signalr_server::{HubCallerContext, HubError, hub, hub_client};
 ///
 /// #[hub_client]
 /// trait ScoreClient {
@@ -288,11 +295,12 @@ pub fn hub(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// #[hub]
 /// impl Scores {
-///     async fn goal(&self, ctx: HubCallerContext, team: String, score: u32) {
-///         ctx.clients().others().score_changed(team, score).await;
+///     async fn goal(&self, ctx: HubCallerContext, team: String, score: u32) -> Result<(), HubError> {
+///         ctx.clients().others().score_changed(team, score).await?;
 ///         if score >= 10 {
-///             ctx.clients().all().game_over().await;
+///             ctx.clients().all().game_over().await?;
 ///         }
+///         Ok(())
 ///     }
 /// }
 /// # drop(Scores::hub_builder().build());

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use axum::Router;
-//! use signalr_server::{Hub, HubCallerContext};
+//! use signalr_server::{Hub, HubCallerContext, HubError};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
@@ -12,7 +12,10 @@
 //!         // JS: connection.invoke("SendMessage", "ann", "hi")
 //!         .method("SendMessage", |hub: HubCallerContext, user: String, text: String| async move {
 //!             // JS: connection.on("ReceiveMessage", (user, text) => ...)
-//!             hub.clients().all().send("ReceiveMessage", (user, text)).await;
+//!             // Fails only when a backplane cannot take the message: `?` makes that an
+//!             // error of the invocation.
+//!             hub.clients().all().send("ReceiveMessage", (user, text)).await?;
+//!             Ok::<_, HubError>(())
 //!         })
 //!         // JS: await connection.invoke("Echo", anything) resolves to `anything`
 //!         .method("Echo", |_: HubCallerContext, value: serde_json::Value| async move { value })
@@ -97,10 +100,10 @@ mod hub;
 mod hub_connection;
 mod jwt;
 mod lenient;
+pub mod lifetime;
 mod message;
 mod options;
 mod raw;
-pub mod lifetime;
 pub mod serve;
 
 use std::sync::Arc;

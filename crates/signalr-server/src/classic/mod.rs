@@ -60,12 +60,13 @@ pub(crate) struct ClassicEndpoint {
 /// [`ClassicOptions::default`]. Nest it where classic clients expect it, usually `/signalr`:
 ///
 /// ```
-/// use signalr_server::{Hub, HubCallerContext, classic_router};
+/// use signalr_server::{Hub, HubCallerContext, HubError, classic_router};
 ///
 /// let chat = Hub::builder()
 ///     .name("ChatHub")
 ///     .method("Send", |caller: HubCallerContext, name: String, message: String| async move {
-///         caller.clients().all().send("addMessage", (name, message)).await;
+///         caller.clients().all().send("addMessage", (name, message)).await?;
+///         Ok::<_, HubError>(())
 ///     })
 ///     .build();
 /// // Core clients at /chat, jQuery and .NET classic clients at /signalr, one hub.
