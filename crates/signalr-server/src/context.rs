@@ -163,7 +163,10 @@ impl ConnectionContext {
 
     /// Registers a client result to await under an id chosen by someone else (a backplane
     /// relaying another server's invocation).
-    pub(crate) fn register_result_with_id(&self, id: String) -> oneshot::Receiver<CompletionResult> {
+    pub(crate) fn register_result_with_id(
+        &self,
+        id: String,
+    ) -> oneshot::Receiver<CompletionResult> {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut pending) = self.pending_results.lock() {
             pending.insert(id, tx);

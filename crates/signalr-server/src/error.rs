@@ -216,7 +216,9 @@ pub enum GroupError {
     /// The connection is not on this server and no server acknowledged the change within the
     /// backplane's acknowledgement timeout (30 s for Redis, as ASP.NET). Nothing is rolled back:
     /// the owning server may still apply it.
-    #[error("No server acknowledged the change of group '{group}' for connection '{connection_id}' in time.")]
+    #[error(
+        "No server acknowledged the change of group '{group}' for connection '{connection_id}' in time."
+    )]
     AckTimeout {
         /// The connection whose membership was to change.
         connection_id: String,

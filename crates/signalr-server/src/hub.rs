@@ -8,12 +8,12 @@ use axum::http::{Extensions, HeaderMap};
 
 use crate::auth::{Authenticator, AuthorizationPolicy, ConnectAuthorization, ConnectRequest, User};
 use crate::clients::{HubContext, Lifetime};
-use crate::lifetime::{DefaultHubLifetimeManager, HubLifetimeManager};
 use crate::connection::ConnectionRequest;
 use crate::context::HubCallerContext;
 use crate::error::HubError;
 use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter, ReconnectedFn};
 use crate::handler::{ArgumentKind, ErasedMethod, HubMethod};
+use crate::lifetime::{DefaultHubLifetimeManager, HubLifetimeManager};
 use crate::options::{ConnectionOptions, HubOptions};
 
 /// What `on_connected` / `on_disconnected` may return: `()` or `Result<(), HubError>`.
@@ -496,7 +496,12 @@ impl HubBuilder {
                 methods: self.methods,
                 options: self.options,
                 connection_options: self.connection_options,
-                lifetime: Arc::new(Lifetime::new(manager, local, filters.clone(), client_result_timeout)),
+                lifetime: Arc::new(Lifetime::new(
+                    manager,
+                    local,
+                    filters.clone(),
+                    client_result_timeout,
+                )),
                 filters,
                 on_connected: self.on_connected,
                 on_reconnected: self.on_reconnected,

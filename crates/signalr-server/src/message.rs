@@ -49,7 +49,9 @@ impl SerializedHubMessage {
     /// other names are ignored). A protocol without a frame is made from another one's frame
     /// when a recipient needs it (decoded, then encoded); a frame that does not decode makes
     /// that recipient's copy fail (logged, not sent).
-    pub fn from_serialized<N: AsRef<str>>(frames: impl IntoIterator<Item = (N, Bytes)>) -> Arc<Self> {
+    pub fn from_serialized<N: AsRef<str>>(
+        frames: impl IntoIterator<Item = (N, Bytes)>,
+    ) -> Arc<Self> {
         let message = SerializedHubMessage {
             message: OnceLock::new(),
             json: OnceLock::new(),

@@ -816,7 +816,11 @@ impl ClassicEndpoint {
         connection.closed.cancel();
         for subscription in &connection.hubs {
             subscription.context.shut_down();
-            subscription.hub.lifetime.remove(&subscription.context).await;
+            subscription
+                .hub
+                .lifetime
+                .remove(&subscription.context)
+                .await;
         }
         for subscription in connection.unlisted_hubs() {
             subscription.context.shut_down();
