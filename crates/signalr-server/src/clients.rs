@@ -531,7 +531,8 @@ impl HubContext {
         GroupManager::new(self.lifetime.clone())
     }
 
-    /// Connections that completed the handshake and are open.
+    /// Connections of this server that completed the handshake and are open (with a backplane,
+    /// the other servers' connections are not counted).
     pub fn connection_count(&self) -> usize {
         self.lifetime.count()
     }
@@ -549,7 +550,7 @@ impl HubContext {
         self.lifetime.open_transports()
     }
 
-    /// Groups with at least one member.
+    /// Groups with at least one member on this server.
     pub fn group_count(&self) -> usize {
         self.lifetime.group_count()
     }

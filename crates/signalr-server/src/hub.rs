@@ -568,7 +568,8 @@ impl Hub {
         })
     }
 
-    /// Connections that completed the handshake and are open.
+    /// Connections of this server that completed the handshake and are open (with a backplane,
+    /// the other servers' connections are not counted).
     pub fn connection_count(&self) -> usize {
         self.inner.lifetime.count()
     }
