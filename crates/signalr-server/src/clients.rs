@@ -1,5 +1,6 @@
-//! Calling client methods: the in-memory lifetime manager (connections, groups, users of one hub
-//! on this server) and the proxies hub code uses (ASP.NET `Clients.*` and `Groups`).
+//! Calling client methods: the proxies hub code uses (ASP.NET `Clients.*` and `Groups`), which
+//! hand every call, after the filters' `on_outgoing`, to the hub's lifetime manager
+//! ([`crate::lifetime`]).
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
