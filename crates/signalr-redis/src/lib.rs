@@ -55,9 +55,11 @@
 //! # When Redis is away
 //! Both Redis connections reconnect by themselves (every second at most) and every
 //! subscription is restored; the loss and the recovery are logged once each. Meanwhile:
-//! - sends, group changes for connections of other servers and client results to them fail
-//!   after [`RedisOptions::command_timeout`] with [`SendError::Backplane`],
-//!   [`GroupError::Backplane`] and [`ClientResultError::Backplane`] (never a hang);
+//! - a publish on a broken connection is tried again every 100 ms while the connection
+//!   reconnects; after [`RedisOptions::command_timeout`] in all, sends, group changes for
+//!   connections of other servers and client results to them fail with
+//!   [`SendError::Backplane`], [`GroupError::Backplane`] and [`ClientResultError::Backplane`]
+//!   (never a hang);
 //! - messages published by others while this server's subscription is down are **lost** for
 //!   this server's connections, as with ASP.NET (Redis pub/sub keeps nothing);
 //! - new connections are accepted and reach this server's clients at once; other servers reach

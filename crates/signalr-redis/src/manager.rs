@@ -27,6 +27,9 @@ use crate::{RedisBackplane, RedisOptions};
 /// client-result call relayed from another server (ASP.NET's text).
 const DISCONNECTED: &str = "Connection disconnected.";
 
+/// How long a publish waits before it tries a broken connection again.
+const PUBLISH_RETRY: Duration = Duration::from_millis(100);
+
 /// How long the subscriber waits between two attempts to reach Redis.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -321,23 +324,38 @@ impl Inner {
         let _ = tokio::time::timeout(self.options.command_timeout, ready.wait_for(|r| *r)).await;
     }
 
+    /// `PUBLISH`es `payload`; returns how many subscribers got it. While the connection is
+    /// broken or refused, tries again every 100 ms (the connection manager reconnects meanwhile),
+    /// up to the command timeout in all: a short Redis restart costs a delay, not the message
+    /// (as StackExchange.Redis's backlog does for ASP.NET).
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<i64, String> {
-        let mut connection = self.publisher.clone();
-        let result = tokio::time::timeout(
-            self.options.command_timeout,
-            redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async::<i64>(&mut connection),
-        )
-        .await;
-        let result = match result {
-            Ok(Ok(receivers)) => Ok(receivers),
-            Ok(Err(err)) => Err(format!("Redis PUBLISH failed: {err}")),
-            Err(_) => Err(format!(
-                "Redis PUBLISH timed out after {:?}",
-                self.options.command_timeout
-            )),
+        let timeout = self.options.command_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let attempt = async {
+            loop {
+                let mut connection = self.publisher.clone();
+                match redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async::<i64>(&mut connection)
+                    .await
+                {
+                    Ok(receivers) => return Ok(receivers),
+                    Err(err)
+                        if (err.is_io_error()
+                            || err.is_connection_dropped()
+                            || err.is_connection_refusal())
+                            && tokio::time::Instant::now() + PUBLISH_RETRY < deadline =>
+                    {
+                        tokio::time::sleep(PUBLISH_RETRY).await;
+                    }
+                    Err(err) => return Err(format!("Redis PUBLISH failed: {err}")),
+                }
+            }
+        };
+        let result = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("Redis PUBLISH timed out after {timeout:?}")),
         };
         match &result {
             Ok(_) => {
