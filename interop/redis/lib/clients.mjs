@@ -4,14 +4,14 @@
 //
 // Both record the hub events they receive as { target, args } in `events` (ReceiveMessage,
 // GroupMessage, UserMessage, DirectMessage) and answer the client-result call GetAnswer(q) with
-// `${name} answers ${q}`. `call(method, ...args)` invokes a ChatHub method and resolves with its
+// `${name} answers ${q}` (a JS client throws instead when q ends with REFUSE). `call(method, ...args)` invokes a ChatHub method and resolves with its
 // result once the server has completed it.
 
 import { spawn } from "node:child_process";
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 
-import { dotnetPeer } from "./procs.mjs";
+import { dotnetPeer, track } from "./procs.mjs";
 
 export { signalR };
 
@@ -20,6 +20,9 @@ const CALL_MS = 15_000;
 const STOP_MS = 5_000;
 /** A client records at most this many events; more is a failure of the test that floods it. */
 const MAX_EVENTS = 20_000;
+
+/** A JS client's GetAnswer throws for a question ending with this (the .NET chat-client always answers). */
+export const REFUSE = "-refuse";
 
 const EVENT_TARGETS = ["ReceiveMessage", "GroupMessage", "UserMessage", "DirectMessage"];
 
@@ -105,6 +108,9 @@ export class JsChatClient {
         this.answered = [];
         this.connection.on("GetAnswer", (question) => {
             this.answered.push(question);
+            if (String(question).endsWith(REFUSE)) {
+                throw new Error(`${this.name} refuses ${question}`);
+            }
             return `${this.name} answers ${question}`;
         });
     }
@@ -113,9 +119,9 @@ export class JsChatClient {
         return this.log.events;
     }
 
-    /** Connection id (after start). */
+    /** Connection id (after start; kept after the connection closes). */
     get id() {
-        return this.connection.connectionId;
+        return this.connectionId ?? this.connection.connectionId;
     }
 
     supports() {
@@ -124,6 +130,14 @@ export class JsChatClient {
 
     async start() {
         await withTimeout(this.connection.start(), START_MS, `start of ${this.label}`);
+        this.connectionId = this.connection.connectionId;
+        // start() resolves at the handshake, possibly before the server has registered the
+        // connection with the backplane (its Redis subscriptions); a server runs hub methods
+        // only after that, so a completed call means the connection is fully there.
+        const id = await this.call("GetConnectionId");
+        if (id !== this.connectionId) {
+            throw new Error(`${this.label}: GetConnectionId() answered ${JSON.stringify(id)}, not its connection id ${this.connectionId}`);
+        }
         return this;
     }
 
@@ -205,7 +219,7 @@ export class DotnetChatClient {
         if (this.protocol === "messagepack") {
             args.push("--messagepack");
         }
-        this.child = spawn(dotnetPeer, args, { stdio: ["pipe", "pipe", "pipe"] });
+        this.child = track(spawn(dotnetPeer, args, { stdio: ["pipe", "pipe", "pipe"] }));
         this.exit = new Promise((resolve) => this.child.once("exit", (code, signal) => {
             this.exited = true;
             this.wake();
@@ -232,6 +246,9 @@ export class DotnetChatClient {
         });
         const connected = (await this.next((l) => l.startsWith("connected "), START_MS, "connected ID")).pop();
         this.id = connected.slice("connected ".length).trim();
+        // The same barrier as the JS client's (see there), with a call that changes nothing:
+        // leaving a group it is not in.
+        await this.call("LeaveGroup", `none-${this.name}`);
         return this;
     }
 

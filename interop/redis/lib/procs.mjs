@@ -82,7 +82,7 @@ export function freePort() {
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Every child still running when this process exits is killed, so a failed or interrupted run
-// leaves nothing behind.
+// leaves nothing behind (a signal becomes an exit, so that the exit hook runs).
 const live = new Set();
 process.on("exit", () => {
     for (const child of live) {
@@ -93,6 +93,16 @@ process.on("exit", () => {
         }
     }
 });
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]]) {
+    process.once(signal, () => process.exit(code));
+}
+
+/** Has `child` killed if this process exits first. */
+export function track(child) {
+    live.add(child);
+    child.once("exit", () => live.delete(child));
+    return child;
+}
 
 const LOG_CAP = 256 * 1024;
 
@@ -108,14 +118,12 @@ function capped(log, chunk) {
  *   exitInfo: Promise<{code, signal}>, stop: (signal?: string) => Promise<void> }>}
  */
 export async function spawnUntil(bin, args, ready, { timeoutMs = 30_000, what = bin } = {}) {
-    const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
-    live.add(child);
+    const child = track(spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] }));
     let log = "";
     let exited = false;
     const exitInfo = new Promise((resolve) => {
         child.once("exit", (code, signal) => {
             exited = true;
-            live.delete(child);
             resolve({ code, signal });
         });
     });

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 
+import { REFUSE } from "./clients.mjs";
 import { sleep } from "./procs.mjs";
 
 /** How long to wait for stray deliveries after the expected ones arrived ($REDIS_SETTLE_MS). */
@@ -244,6 +245,22 @@ export async function everyTargetKind(t, { servers, clients, label }) {
             () => caller.call("AskClient", target.id, question), new Map());
         assert.equal(answer, `${target.name} answers ${question}`,
             `AskClient ${by}: the answer must be the target's GetAnswer result`);
+        if (target.kind === "js") {
+            // The client's error travels back through Redis as an error completion.
+            const refused = `${tag}-q${REFUSE}`;
+            await assert.rejects(caller.call("AskClient", target.id, refused),
+                (err) => err.message.includes(`${target.name} refuses ${refused}`),
+                `AskClient ${by}: a GetAnswer that throws must fail the call with the client's error text`);
+        }
+        // No server owns this id: the invoking server learns it at once (nobody is subscribed to
+        // the connection's channel) instead of waiting for the hub's 10 s timeout.
+        const nobody = `nobody${tag.replace(/[^A-Za-z0-9]/g, "")}`;
+        const started = Date.now();
+        await assert.rejects(caller.call("AskClient", nobody, `${tag}-q2`),
+            (err) => err.message.includes(`Connection '${nobody}' does not exist.`),
+            `AskClient ${caller.label} -> an unknown connection id must fail with "Connection '<id>' does not exist."`);
+        const took = Date.now() - started;
+        assert.ok(took < 3_000, `AskClient ${caller.label} -> an unknown connection id failed after ${took} ms, not at once`);
     }
 }
 
