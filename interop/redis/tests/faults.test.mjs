@@ -253,6 +253,14 @@ test("Redis down for longer (7 s): calls that need it settle in bounded time, no
             await expectDeliveries("SendToGroup after a remote AddToGroup after the long outage", clients,
                 () => a.call("SendToGroup", `${tag2}-g`, `${tag2}-group`), each([b], ev.group(`${tag2}-g`, `${tag2}-group`)));
             assert.equal(await b.call("AskClient", a.id, `${tag2}-q`), `a answers ${tag2}-q`, "AskClient after the long outage");
+            // A join reported as done while Redis was down must hold once it is back.
+            const joined = results.find((r) => r.what === "JoinGroup");
+            if (joined.ok) {
+                await expectDeliveries(`SendToGroup ${tag}-g (joined while Redis was down) from the other server`, clients,
+                    () => b.call("SendToGroup", `${tag}-g`, `${tag2}-joined`), each([a], ev.group(`${tag}-g`, `${tag2}-joined`)));
+            } else {
+                t.diagnostic("JoinGroup failed while Redis was down, so there is no membership to check after");
+            }
         } finally {
             await stopAll(clients);
             await Promise.all(servers.map((s) => s.stop()));
