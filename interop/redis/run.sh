@@ -34,7 +34,7 @@ done
 peers="${DOTNET_PEERS_DIR:-$root/../shared/peers}"
 if [ "$need_dotnet" = 1 ] && [ ! -x "$peers/dotnet-peer" ]; then
   echo "skipped: the .NET peers are not here ($peers/dotnet-peer), so the server set '$servers' cannot run"
-  echo "(run it with SERVERS=ours to test our server alone)"
+  echo "(interop/redis/run.sh ours tests our server alone)"
   exit 0
 fi
 

@@ -262,7 +262,7 @@ export class DotnetChatClient {
         if (EVENT_TARGETS.includes(head)) {
             // "ReceiveMessage USER TEXT", "GroupMessage G TEXT" (two arguments) or
             // "UserMessage TEXT", "DirectMessage TEXT" (one). The suite's texts have no spaces.
-            const rest = line.slice(space + 1);
+            const rest = space < 0 ? "" : line.slice(space + 1);
             if (head === "ReceiveMessage" || head === "GroupMessage") {
                 const cut = rest.indexOf(" ");
                 this.log.push(head, cut < 0 ? [rest] : [rest.slice(0, cut), rest.slice(cut + 1)]);
