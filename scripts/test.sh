@@ -2,7 +2,8 @@
 # Runs the whole test suite: Rust unit, integration and doc tests, then the interop suite that
 # drives our server with the official @microsoft/signalr client, the official .NET clients (Core
 # and classic, when ../shared/peers is there), jQuery signalr 2.4.3 and a PyPI classic client,
-# compares our classic endpoint with the real classic server, runs our Rust client against
+# compares our classic endpoint with the real classic server, runs the Redis backplane suite (our servers, and
+# ours with real ASP.NET Core servers, on one redis-server), runs our Rust client against
 # aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs
 # (npm and PyPI packages, Debian's chromium and redis-server).
 set -euo pipefail
@@ -46,6 +47,12 @@ CLASSIC_SERVER_CMD="$ours" interop/classic-python/run.sh
 interop/classic-python/run.sh
 echo "-- the same raw requests to the real classic server and to ours (differences kept on purpose: interop/classic-diff/allowed.txt)"
 python3 interop/classic-diff/diff.py --candidate-cmd "$ours"
+
+echo "== interop: the Redis backplane: official JS and .NET clients on several servers sharing one redis-server"
+echo "-- three of our servers"
+CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/redis/run.sh ours
+echo "-- our servers and real ASP.NET Core servers on one Redis (skipped without ../shared/peers)"
+CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/redis/run.sh dotnet,ours
 
 echo "== interop: our Rust client against aiosignalr's server (PyPI)"
 if [ ! -x interop/aiosignalr/.venv/bin/python ]; then
