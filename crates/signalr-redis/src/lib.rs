@@ -63,7 +63,7 @@
 //! - messages published by others while this server's subscription is down are **lost** for
 //!   this server's connections, as with ASP.NET (Redis pub/sub keeps nothing);
 //! - new connections are accepted and reach this server's clients at once; other servers reach
-//!   them once the subscription is back (ASP.NET rejects new connections instead).
+//!   them once the subscription is back (ASP.NET closes them once their subscription times out).
 //!
 //! [`SendError::Backplane`]: signalr_server::SendError::Backplane
 //! [`GroupError::Backplane`]: signalr_server::GroupError::Backplane
