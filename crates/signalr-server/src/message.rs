@@ -154,3 +154,60 @@ impl SerializedHubMessage {
             .as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signalr_protocol::{Invocation, Payload};
+
+    fn invocation() -> HubMessage {
+        HubMessage::Invocation(Invocation {
+            target: "ReceiveMessage".into(),
+            arguments: vec![Payload::from_value("ann"), Payload::from_value(7)],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn frames_from_another_server_are_kept_and_the_missing_one_is_made() {
+        let made = SerializedHubMessage::new(invocation());
+        let json = made.serialized(HubProtocol::Json).expect("json").clone();
+        let msgpack = made
+            .serialized(HubProtocol::MessagePack)
+            .expect("msgpack")
+            .clone();
+
+        let received = SerializedHubMessage::from_serialized([("json", json.clone())]);
+        assert_eq!(received.serialized(HubProtocol::Json), Some(&json));
+        assert_eq!(
+            received.serialized(HubProtocol::MessagePack),
+            Some(&msgpack),
+            "made from the JSON frame"
+        );
+        assert_eq!(
+            received.encoded_classic("ChatHub").map(|b| b.to_vec()),
+            Some(br#"{"H":"ChatHub","M":"ReceiveMessage","A":["ann",7]}"#.to_vec())
+        );
+
+        let received = SerializedHubMessage::from_serialized([
+            ("blazorpack", json.clone()),
+            ("messagepack", msgpack.clone()),
+        ]);
+        assert_eq!(
+            received.serialized(HubProtocol::MessagePack),
+            Some(&msgpack)
+        );
+        assert_eq!(received.serialized(HubProtocol::Json), Some(&json));
+    }
+
+    #[test]
+    fn frames_that_do_not_decode_give_nothing() {
+        let received =
+            SerializedHubMessage::from_serialized([("json", Bytes::from_static(b"{oops\x1e"))]);
+        assert!(received.message().is_none());
+        assert!(received.serialized(HubProtocol::MessagePack).is_none());
+        assert!(received.encoded_classic("ChatHub").is_none());
+        // The frame given is still written as given.
+        assert!(received.serialized(HubProtocol::Json).is_some());
+    }
+}
