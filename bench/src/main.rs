@@ -806,27 +806,47 @@ async fn run_redis(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> 
             continue;
         };
         eprintln!("== {} ({})", case.scenario, case.params);
-        let mut per_variant = Vec::new();
-        for &variant in &variants {
-            let Some((_, command)) = commands.iter().find(|(k, _)| *k == variant.kind) else {
-                continue;
-            };
-            let result = tokio::time::timeout(
-                run.mode.case_limit(cli.full),
-                redis_scenario::run(command, &run.logs, &run.settings, receivers, variant),
-            )
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()))
-            .map_err(|err| err.to_string());
-            match &result {
-                Ok(outcome) => eprintln!(
-                    "   {:<30} {}",
-                    variant.name(),
-                    redis_scenario::progress_line(outcome)
-                ),
-                Err(err) => eprintln!("   {:<30} failed: {err}", variant.name()),
+        let mut per_variant: Vec<(
+            redis_scenario::Variant,
+            std::result::Result<Outcome, String>,
+        )> = variants
+            .iter()
+            .map(|&v| (v, Ok(Outcome::default())))
+            .collect();
+        // Fresh processes for every run, the variants taking turns, so that a slow start or a
+        // noisy moment of the machine spreads over all of them.
+        for round in 1..=redis_scenario::ROUNDS {
+            for (variant, merged) in &mut per_variant {
+                let Some((_, command)) = commands.iter().find(|(k, _)| *k == variant.kind) else {
+                    continue;
+                };
+                if merged.is_err() {
+                    continue;
+                }
+                let result = tokio::time::timeout(
+                    run.mode.case_limit(cli.full),
+                    redis_scenario::run(command, &run.logs, &run.settings, receivers, *variant),
+                )
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()))
+                .map_err(|err| err.to_string());
+                match result {
+                    Ok(outcome) => {
+                        eprintln!(
+                            "   {:<30} run {round}: {}",
+                            variant.name(),
+                            redis_scenario::progress_line(&outcome)
+                        );
+                        if let Ok(merged) = merged {
+                            merged.extend(outcome);
+                        }
+                    }
+                    Err(err) => {
+                        eprintln!("   {:<30} run {round} failed: {err}", variant.name());
+                        *merged = Err(err);
+                    }
+                }
             }
-            per_variant.push((variant, result));
         }
         results.push(redis_scenario::RedisCase {
             receivers,
@@ -845,8 +865,9 @@ async fn run_redis(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> 
         command: command_line(),
         redis_version: shell("redis-server", &["--version"]),
         method: format!(
-            "Every figure is repeated {} times: {} back-to-back windows of {:.1} s after a {:.1} s warm-up, with fresh servers (and a fresh Redis) for every case and variant",
-            s.reps,
+            "Every figure has {} values: {} runs, each on fresh servers (and a fresh Redis), the variants taking turns, each run {} back-to-back windows of {:.1} s after a {:.1} s warm-up",
+            redis_scenario::ROUNDS * s.reps,
+            redis_scenario::ROUNDS,
             s.reps,
             s.window.as_secs_f64(),
             s.warmup.as_secs_f64()

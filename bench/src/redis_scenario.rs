@@ -8,7 +8,9 @@
 //! receiver gets `Receive(payload)`. Measured as the `broadcast` scenario measures: deliveries/s,
 //! delivery latency (send to receipt) and the CPU of the whole server side (both servers and
 //! Redis) per delivery. The single-server variant is the same without Redis, every receiver on
-//! the one server.
+//! the one server. Every variant runs [`ROUNDS`] times on fresh processes, the variants taking
+//! turns: how a run starts (which connections share a socket write, where Nagle's algorithm
+//! holds a write back) varies more from one start to the next than from one window to the next.
 //!
 //! Pinning: both servers and Redis run on the server core (CPU 1), the load generator on CPU 0,
 //! as in every other scenario. The two-server figures are therefore the whole server side of a
@@ -44,6 +46,9 @@ pub const RECEIVERS: [usize; 2] = [100, 1000];
 pub const IN_FLIGHT: usize = 8;
 /// Payload size in bytes.
 pub const SIZE: usize = 32;
+/// Runs per case and variant, each on fresh processes (start-to-start differences are larger
+/// than window-to-window ones).
+pub const ROUNDS: usize = 3;
 /// Figure name: Redis's own CPU use.
 const REDIS_CPU: &str = "Redis CPU %";
 
@@ -190,14 +195,18 @@ pub struct RedisRunInfo {
     pub not_run: Vec<String>,
 }
 
+/// Row name: the load generator's CPU use (from [`Outcome::gen_cpu_pct`]).
+const GEN_CPU: &str = "load generator CPU %";
+
 /// The rows of the table, in order: figure name, and how to show it.
-const ROWS: [(&str, &str); 6] = [
+const ROWS: [(&str, &str); 7] = [
     ("deliveries/s", "deliveries/s"),
     ("p50 latency (µs)", "p50 delivery latency µs"),
     ("p99 latency (µs)", "p99 delivery latency µs"),
     ("server CPU µs/delivery", "server-side CPU µs / delivery"),
     ("server CPU %", "server-side CPU % (of the one server core)"),
     (REDIS_CPU, "of which Redis, CPU %"),
+    (GEN_CPU, "load generator CPU % (of CPU 0)"),
 ];
 
 fn outcome_of(case: &RedisCase, variant: Variant) -> Option<&Outcome> {
@@ -241,7 +250,8 @@ pub fn markdown(info: &RedisRunInfo, variants: &[Variant], cases: &[RedisCase]) 
          the receivers are split evenly between A and B, and every broadcast goes through Redis \
          (to A's own receivers too: a send to all is delivered from the backplane's subscription). \
          Latency is from the send to the receipt. Server-side CPU adds up both servers and Redis. \
-         Medians of the windows, min–max in brackets.\n"
+         Medians of all windows of all runs, min–max in brackets. A load generator near 100 % \
+         means the figure is its limit rather than the servers'.\n"
     );
     if !info.not_run.is_empty() {
         let _ = writeln!(out, "Not measured:\n");
@@ -263,9 +273,15 @@ pub fn markdown(info: &RedisRunInfo, variants: &[Variant], cases: &[RedisCase]) 
             }
             let _ = write!(out, "| {} | {label} |", significant(case.receivers as f64));
             for &v in variants {
-                let value = outcome_of(case, v)
-                    .and_then(|o| o.figures.iter().find(|(n, _)| n == name))
-                    .and_then(|(_, values)| Summary::of(values));
+                let value = outcome_of(case, v).and_then(|o| {
+                    if name == GEN_CPU {
+                        return Summary::of(&o.gen_cpu_pct);
+                    }
+                    o.figures
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .and_then(|(_, values)| Summary::of(values))
+                });
                 let _ = write!(out, " {} |", cell(value));
             }
             let _ = writeln!(out);
@@ -318,4 +334,51 @@ pub fn markdown(info: &RedisRunInfo, variants: &[Variant], cases: &[RedisCase]) 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(rate: f64) -> Outcome {
+        let mut out = Outcome::default();
+        out.push("deliveries/s", [rate, rate * 1.1, rate * 0.9]);
+        out.push("p50 latency (µs)", [100.0]);
+        out.gen_cpu_pct = vec![50.0];
+        out
+    }
+
+    #[test]
+    fn the_table_has_every_variant_and_the_backplane_ratio() {
+        let one = Variant {
+            kind: ServerKind::Ours,
+            scaled_out: false,
+        };
+        let two = Variant {
+            scaled_out: true,
+            ..one
+        };
+        let cases = [RedisCase {
+            receivers: 100,
+            results: vec![(one, Ok(outcome(1000.0))), (two, Ok(outcome(500.0)))],
+        }];
+        let info = RedisRunInfo {
+            mode: "full",
+            date: "today".into(),
+            machine: "here".into(),
+            command: "cargo run".into(),
+            redis_version: "7".into(),
+            method: "3 windows".into(),
+            pinned: true,
+            seconds: 1.0,
+            not_run: vec!["aspnetcore: absent".into()],
+        };
+        let md = markdown(&info, &[one, two], &cases);
+        assert!(md.contains("| receivers | figure | ours, 1 server | ours, 2 servers + Redis |"));
+        assert!(md.contains("| 100 | deliveries/s | 1,000 (900–1,100) | 500 (450–550) |"));
+        assert!(md.contains("| 100 | deliveries/s, 2 servers + Redis / 1 server |  | 0.50 |"));
+        assert!(md.contains("| 100 | load generator CPU % (of CPU 0) | 50 | 50 |"));
+        assert!(md.contains("- aspnetcore: absent"));
+        assert!(md.contains("| 100 | p99 delivery latency µs | – | – |"));
+    }
 }

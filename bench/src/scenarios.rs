@@ -67,6 +67,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Adds the values, notes, series and load generator figures of `other` (another run of the
+    /// same case) to these.
+    pub(crate) fn extend(&mut self, other: Outcome) {
+        for (name, values) in other.figures {
+            match self.figures.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, mine)) => mine.extend(values),
+                None => self.figures.push((name, values)),
+            }
+        }
+        self.notes.extend(other.notes);
+        self.series.extend(other.series);
+        self.gen_cpu_pct.extend(other.gen_cpu_pct);
+    }
+
     pub(crate) fn push(&mut self, name: &str, values: impl IntoIterator<Item = f64>) {
         self.figures
             .push((name.to_owned(), values.into_iter().collect()));
