@@ -446,7 +446,7 @@ test("status: live counts of connections by transport and protocol (classic too)
     await screenshot(status, "status-live-counts");
 });
 
-test("two servers on one Redis: the status page shows the backplane and both servers, the stock page of the server without a market follows the other's", async (t) => {
+test("two servers on one Redis: the status page shows the backplane and both servers, the stock page of the server without a market follows the other's, chat pages (jQuery too) talk across them", async (t) => {
     const redis = await startRedis();
     if (!redis) {
         console.log(`# SKIPPED: ${NO_REDIS}`);
@@ -494,8 +494,29 @@ test("two servers on one Redis: the status page shows the backplane and both ser
     const prices = (page) => page.locator("#stocks tbody tr").evaluateAll((trs) =>
         trs.map((r) => `${r.dataset.symbol} ${r.cells[1].textContent}`).sort());
     assert.deepEqual(await prices(stocksB), await prices(stocksA));
+
+    // Chat pages on both servers, a jQuery one among them: one room, private messages by name.
+    const jo = await openChat(a.url, { name: "jo", room: "lobby", transport: "LongPolling", client: "classic" });
+    const kim = await openChat(b.url, { name: "kim", room: "lobby", transport: "WebSockets", protocol: "messagepack" });
+    pages.push(jo, kim);
+    await sees(jo, "kim joined #lobby");
+    await say(jo, "hello B, jQuery on A here");
+    await say(kim, "hello A, Core on B here");
+    await say(kim, "psst, across servers", "jo");
+    for (const page of [jo, kim]) {
+        await sees(page, "jo: hello B, jQuery on A here", "#messages li.msg");
+        await sees(page, "kim: hello A, Core on B here", "#messages li.msg");
+    }
+    await sees(jo, "kim → you (private): psst, across servers", "#messages li.private");
+    await sleep(300);
+    assert.equal(await countOf(kim, "jQuery on A here", "#messages li.msg"), 1, "once");
+    assert.equal(await countOf(jo, "psst, across servers", "#messages li.private"), 1, "once");
+    // Each page's member list starts with its own server's names; kim's join reached jo.
+    assert.deepEqual(await jo.locator("#members li").allTextContents(), ["jo", "kim"]);
+    assert.deepEqual(await kim.locator("#members li").allTextContents(), ["kim"]);
     assertClean(assert, ...pages);
     await screenshot(status, "status-two-servers-redis");
+    await screenshot(kim, "chat-across-servers-core-on-b");
     await screenshot(stocksB, "stocks-on-the-server-without-a-market");
 });
 
