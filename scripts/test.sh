@@ -62,7 +62,7 @@ interop/aiosignalr/.venv/bin/python -m pip install -q --disable-pip-version-chec
 AIOSIGNALR_PYTHON="$PWD/interop/aiosignalr/.venv/bin/python" \
   cargo test -p signalr-hub-client --test aiosignalr -- --ignored
 
-echo "== demo server: the browser demo in headless Chromium (playwright-core) + 200 Node clients"
+echo "== demo server: the browser demo in headless Chromium (playwright-core) + 200 Node clients + two servers on one Redis"
 cargo build -p demo-server
 (cd apps/demo-server/web && npm ci --no-audit --no-fund --loglevel=error)
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

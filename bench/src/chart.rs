@@ -18,6 +18,7 @@ fn color(kind: ServerKind) -> RGBColor {
         ServerKind::Ceiling => RGBColor(150, 150, 150),
         ServerKind::Ours => RGBColor(31, 119, 180),
         ServerKind::Peer => RGBColor(255, 127, 14),
+        ServerKind::AspNetCore => RGBColor(104, 33, 122),
     }
 }
 

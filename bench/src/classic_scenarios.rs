@@ -471,7 +471,7 @@ pub async fn mixed_broadcast(
             for phase in Phase::ALL {
                 switch(&state, phase).await?;
                 sleep(settle(s)).await;
-                let mut w = window_of(&[&state.core, &state.classic], server.pid, s.window)
+                let mut w = window_of(&[&state.core, &state.classic], &[server.pid], s.window)
                     .await
                     .into_iter();
                 let slot = &mut measured[phase.index()];

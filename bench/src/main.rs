@@ -6,6 +6,7 @@
 //! cargo run --release -p signalr-bench              # quick mode, under 3 minutes
 //! cargo run --release -p signalr-bench -- --full    # every scenario at every size
 //! cargo run --release -p signalr-bench -- --soak    # ordinary clients while an attacker runs (see soak.rs)
+//! cargo run --release -p signalr-bench -- --full --only redis-broadcast   # two servers on Redis (see redis_scenario.rs)
 //! ```
 //!
 //! Each server runs as its own process pinned to CPU 1; this process, the load generator (one
@@ -18,6 +19,7 @@ mod classic_conn;
 mod classic_scenarios;
 mod conn;
 mod proc;
+mod redis_scenario;
 mod report;
 mod scenarios;
 mod servers;
@@ -52,10 +54,12 @@ struct Cli {
     #[arg(long)]
     smoke: bool,
     /// Only these scenarios (comma-separated): echo, broadcast, group, classic-echo,
-    /// mixed-broadcast, fixed-rate, idle, storm, slow.
+    /// mixed-broadcast, fixed-rate, idle, storm, slow; and redis-broadcast, which runs only when
+    /// named here (it needs redis-server and writes results/redis-latest.md).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Servers to measure (comma-separated): ceiling, ours, aiosignalr (default: all three).
+    /// For redis-broadcast: ours, aspnetcore (default: both).
     /// With `--soak`: ours, aspnetcore (default: ours).
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
@@ -187,6 +191,10 @@ enum Spec {
     MixedBroadcast {
         receivers: usize,
     },
+    /// One sender, receivers split across two servers on one Redis (and on one server alone).
+    RedisBroadcast {
+        receivers: usize,
+    },
 }
 
 /// Why the classic scenarios run on our server only.
@@ -196,6 +204,11 @@ impl Spec {
     /// Whether the case needs the classic endpoint, which only our server has.
     fn classic(&self) -> bool {
         matches!(self, Spec::ClassicEcho { .. } | Spec::MixedBroadcast { .. })
+    }
+
+    /// Whether the case is a redis-broadcast case (run apart, into `redis-latest.md`).
+    fn redis(&self) -> bool {
+        matches!(self, Spec::RedisBroadcast { .. })
     }
 }
 
@@ -371,6 +384,22 @@ fn plan(full: bool) -> Vec<Case> {
             spec: Spec::MixedBroadcast { receivers: m },
         });
     }
+    // Two servers on one Redis: only when asked for by name (--only redis-broadcast), at the same
+    // sizes in every mode.
+    for m in redis_scenario::RECEIVERS {
+        cases.push(Case {
+            scenario: "redis broadcast",
+            key: redis_scenario::KEY,
+            params: format!(
+                "M={}, JSON, {} B, {} in flight",
+                count(m),
+                redis_scenario::SIZE,
+                redis_scenario::IN_FLIGHT
+            ),
+            label: (format!("M={}", count(m)), "redis".to_owned()),
+            spec: Spec::RedisBroadcast { receivers: m },
+        });
+    }
     cases
 }
 
@@ -396,6 +425,7 @@ async fn run_case(
         Spec::MixedBroadcast { receivers } => {
             classic_scenarios::mixed_broadcast(command, settings, receivers).await
         }
+        Spec::RedisBroadcast { .. } => Err("redis-broadcast runs apart (run_redis)".into()),
     }
 }
 
@@ -496,11 +526,60 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
     }
     let out_dir = cli
         .out
+        .clone()
         .unwrap_or_else(|| servers::bench_dir().join("results"));
     std::fs::create_dir_all(&out_dir)?;
     let logs = std::env::temp_dir().join(format!("signalr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs)?;
 
+    let mut cases = plan(cli.full);
+    // redis-broadcast runs only when named.
+    cases.retain(|c| {
+        (cli.only.is_empty() && !c.spec.redis()) || cli.only.iter().any(|o| o.trim() == c.key)
+    });
+    if let Some(text) = &cli.case {
+        cases.retain(|c| c.params.contains(text.as_str()));
+    }
+    let (redis_cases, cases): (Vec<Case>, Vec<Case>) =
+        cases.into_iter().partition(|c| c.spec.redis());
+    let run = RunContext {
+        mode,
+        settings,
+        pinned,
+        started,
+        out_dir,
+        logs,
+    };
+    if !cases.is_empty() {
+        run_main(&cli, &run, cases).await?;
+    }
+    if !redis_cases.is_empty() {
+        run_redis(&cli, &run, redis_cases).await?;
+    }
+    Ok(())
+}
+
+/// What every part of a run shares.
+struct RunContext {
+    mode: Mode,
+    settings: Settings,
+    pinned: bool,
+    started: Instant,
+    out_dir: PathBuf,
+    logs: PathBuf,
+}
+
+/// The main scenarios: every case on every server, into `latest.md` and `latest.png`.
+async fn run_main(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> {
+    let RunContext {
+        mode,
+        settings,
+        pinned,
+        started,
+        out_dir,
+        logs,
+    } = run;
+    let (mode, pinned, started) = (*mode, *pinned, *started);
     let mut kinds = Vec::new();
     let server_names = if cli.servers.is_empty() {
         ServerKind::ALL
@@ -512,7 +591,9 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
     };
     for name in &server_names {
         let kind = ServerKind::parse(name).ok_or_else(|| format!("unknown server {name}"))?;
-        if !kinds.contains(&kind) {
+        if !ServerKind::ALL.contains(&kind) {
+            eprintln!("{}: measured in redis-broadcast only", kind.name());
+        } else if !kinds.contains(&kind) {
             kinds.push(kind);
         }
     }
@@ -531,16 +612,9 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
     }
     let mut commands = Vec::new();
     for &kind in &kinds {
-        commands.push((kind, servers::command(kind, python.as_deref(), &logs)?));
+        commands.push((kind, servers::command(kind, python.as_deref(), logs)?));
     }
 
-    let mut cases = plan(cli.full);
-    if !cli.only.is_empty() {
-        cases.retain(|c| cli.only.iter().any(|o| o.trim() == c.key));
-    }
-    if let Some(text) = &cli.case {
-        cases.retain(|c| c.params.contains(text.as_str()));
-    }
     eprintln!(
         "{} mode: {} cases × {} servers; server logs in {}",
         mode.name(),
@@ -567,7 +641,7 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
             conn::set_peer_fixup(*kind == ServerKind::Peer);
             let result = tokio::time::timeout(
                 mode.case_limit(cli.full),
-                run_case(&case.spec, *kind, command, &settings),
+                run_case(&case.spec, *kind, command, settings),
             )
             .await
             .unwrap_or_else(|_| Err("timed out".into()))
@@ -634,6 +708,180 @@ async fn run(cli: Cli, pinned: bool) -> Result<()> {
         "wrote {} and {} in {:.0} s",
         md_path.display(),
         png_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What the machine is: OS, cores, CPU model, memory.
+fn machine_details() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or(String::new(), |(_, m)| format!(", {}", m.trim()));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(String::new(), |kib| {
+            format!(", {:.0} GiB", kib / 1024.0 / 1024.0)
+        });
+    format!(
+        "{}, {} cores{model}{memory}",
+        shell("uname", &["-srm"]),
+        shell("nproc", &["--all"])
+    )
+}
+
+/// The command line of this run, as typed under cargo.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let release = proc::exe_dir().is_ok_and(|d| d.ends_with("release"));
+    format!(
+        "cargo run {}-p signalr-bench -- {}",
+        if release { "--release " } else { "" },
+        args.join(" ")
+    )
+}
+
+/// redis-broadcast: every case on each server kind, one server alone and two on one Redis, into
+/// `redis-latest.md`.
+async fn run_redis(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> {
+    let started = Instant::now();
+    if !proc::RedisProcess::available() {
+        eprintln!(
+            "skipping redis-broadcast: redis-server is not installed (apt-get install -y redis-server)"
+        );
+        return Ok(());
+    }
+    let mut not_run = Vec::new();
+    let mut kinds = Vec::new();
+    if cli.servers.is_empty() {
+        kinds.extend(ServerKind::REDIS);
+    }
+    for name in &cli.servers {
+        let kind = ServerKind::parse(name).ok_or_else(|| format!("unknown server {name}"))?;
+        if !ServerKind::REDIS.contains(&kind) {
+            eprintln!(
+                "   {:<10} skipped in redis-broadcast: no Redis backplane",
+                kind.name()
+            );
+            not_run.push(format!("{}: it has no Redis backplane", kind.name()));
+        } else if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds.sort();
+    let mut commands = Vec::new();
+    for kind in kinds {
+        match servers::command(kind, None, &run.logs) {
+            Ok(command) => commands.push((kind, command)),
+            Err(err) if kind == ServerKind::AspNetCore => {
+                eprintln!("skipping aspnetcore: {err}");
+                not_run.push(format!("aspnetcore: {err}"));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let variants: Vec<redis_scenario::Variant> = commands
+        .iter()
+        .flat_map(|&(kind, _)| {
+            [false, true].map(|scaled_out| redis_scenario::Variant { kind, scaled_out })
+        })
+        .collect();
+    conn::set_peer_fixup(false);
+    eprintln!(
+        "redis-broadcast, {} mode: {} cases × {} variants; server logs in {}",
+        run.mode.name(),
+        cases.len(),
+        variants.len(),
+        run.logs.display()
+    );
+    let mut results = Vec::new();
+    for case in cases {
+        let Spec::RedisBroadcast { receivers } = case.spec else {
+            continue;
+        };
+        eprintln!("== {} ({})", case.scenario, case.params);
+        let mut per_variant: Vec<(
+            redis_scenario::Variant,
+            std::result::Result<Outcome, String>,
+        )> = variants
+            .iter()
+            .map(|&v| (v, Ok(Outcome::default())))
+            .collect();
+        // Fresh processes for every run, the variants taking turns, so that a slow start or a
+        // noisy moment of the machine spreads over all of them.
+        for round in 1..=redis_scenario::ROUNDS {
+            for (variant, merged) in &mut per_variant {
+                let Some((_, command)) = commands.iter().find(|(k, _)| *k == variant.kind) else {
+                    continue;
+                };
+                if merged.is_err() {
+                    continue;
+                }
+                let result = tokio::time::timeout(
+                    run.mode.case_limit(cli.full),
+                    redis_scenario::run(command, &run.logs, &run.settings, receivers, *variant),
+                )
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()))
+                .map_err(|err| err.to_string());
+                match result {
+                    Ok(outcome) => {
+                        eprintln!(
+                            "   {:<30} run {round}: {}",
+                            variant.name(),
+                            redis_scenario::progress_line(&outcome)
+                        );
+                        if let Ok(merged) = merged {
+                            merged.extend(outcome);
+                        }
+                    }
+                    Err(err) => {
+                        eprintln!("   {:<30} run {round} failed: {err}", variant.name());
+                        *merged = Err(err);
+                    }
+                }
+            }
+        }
+        results.push(redis_scenario::RedisCase {
+            receivers,
+            results: per_variant,
+        });
+    }
+    let s = &run.settings;
+    let info = redis_scenario::RedisRunInfo {
+        mode: if run.mode == Mode::Smoke && cli.full {
+            "smoke (full sizes)"
+        } else {
+            run.mode.name()
+        },
+        date: shell("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: machine_details(),
+        command: command_line(),
+        redis_version: shell("redis-server", &["--version"]),
+        method: format!(
+            "Every figure has {} values: {} runs, each on fresh servers (and a fresh Redis), the variants taking turns, each run {} back-to-back windows of {:.1} s after a {:.1} s warm-up",
+            redis_scenario::ROUNDS * s.reps,
+            redis_scenario::ROUNDS,
+            s.reps,
+            s.window.as_secs_f64(),
+            s.warmup.as_secs_f64()
+        ),
+        pinned: run.pinned,
+        seconds: started.elapsed().as_secs_f64(),
+        not_run,
+    };
+    let markdown = redis_scenario::markdown(&info, &variants, &results);
+    let path = run.out_dir.join("redis-latest.md");
+    std::fs::write(&path, markdown)?;
+    eprintln!(
+        "wrote {} in {:.0} s",
+        path.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

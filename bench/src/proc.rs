@@ -93,30 +93,7 @@ impl ServerProcess {
     /// Starts `command` pinned to [`SERVER_CORE`] and waits (at most 60 s) for its
     /// `Listening on http://ADDR` line.
     pub async fn start(command: &ServerCommand) -> Result<ServerProcess> {
-        let (taskset, setpriv) = tools();
-        let mut argv: Vec<String> = Vec::new();
-        if setpriv {
-            argv.extend(["setpriv", "--pdeathsig", "KILL"].map(String::from));
-        }
-        if taskset {
-            argv.extend(["taskset", "-c", SERVER_CORE].map(String::from));
-        }
-        argv.extend(command.argv.iter().cloned());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&command.log)?;
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().ok_or("server exited at once")?;
-        if let Ok(mut pids) = CHILDREN.lock() {
-            pids.push(pid);
-        }
+        let (mut child, pid) = spawn_pinned(&command.argv, &command.log, Stdio::piped())?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let found = tokio::time::timeout(Duration::from_secs(60), async {
@@ -178,6 +155,107 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        unregister(self.pid);
+    }
+}
+
+/// Starts `argv` pinned to [`SERVER_CORE`] (and killed by the kernel if the runner dies), its
+/// stderr appended to `log`; registers it for [`kill_all`]. Returns the child and its pid.
+fn spawn_pinned(argv: &[String], log: &Path, stdout: Stdio) -> Result<(Child, u32)> {
+    let (taskset, setpriv) = tools();
+    let mut full: Vec<String> = Vec::new();
+    if setpriv {
+        full.extend(["setpriv", "--pdeathsig", "KILL"].map(String::from));
+    }
+    if taskset {
+        full.extend(["taskset", "-c", SERVER_CORE].map(String::from));
+    }
+    full.extend(argv.iter().cloned());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let child = Command::new(&full[0])
+        .args(&full[1..])
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or("server exited at once")?;
+    if let Ok(mut pids) = CHILDREN.lock() {
+        pids.push(pid);
+    }
+    Ok((child, pid))
+}
+
+/// A `redis-server` of the run's own on a free loopback port, pinned like the servers (nothing
+/// saved to disk); killed when dropped.
+pub struct RedisProcess {
+    child: Child,
+    /// Its process id.
+    pub pid: u32,
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub address: String,
+}
+
+impl RedisProcess {
+    /// Whether `redis-server` is installed.
+    pub fn available() -> bool {
+        have("redis-server")
+    }
+
+    /// Starts `redis-server` and waits (at most 10 s) until it accepts connections.
+    pub async fn start(log: &Path) -> Result<RedisProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let argv: Vec<String> = [
+            "redis-server",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (child, pid) = spawn_pinned(&argv, log, Stdio::null())?;
+        let mut redis = RedisProcess {
+            child,
+            pid,
+            address: format!("127.0.0.1:{port}"),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if tokio::time::Instant::now() > deadline || redis.child.try_wait()?.is_some() {
+                return Err(format!(
+                    "redis-server did not listen on {port} (log: {})",
+                    log.display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(redis)
+    }
+
+    /// Stops it (SIGKILL: it keeps nothing).
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        unregister(self.pid);
+    }
+}
+
+impl Drop for RedisProcess {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
         unregister(self.pid);

@@ -143,7 +143,7 @@ pub fn significant(v: f64) -> String {
     }
 }
 
-fn cell(summary: Option<Summary>) -> String {
+pub(crate) fn cell(summary: Option<Summary>) -> String {
     match summary {
         None => "–".to_owned(),
         Some(s) if (s.max - s.min).abs() <= f64::EPSILON * s.max.abs().max(1.0) => {

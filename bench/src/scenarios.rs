@@ -67,6 +67,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Adds the values, notes, series and load generator figures of `other` (another run of the
+    /// same case) to these.
+    pub(crate) fn extend(&mut self, other: Outcome) {
+        for (name, values) in other.figures {
+            match self.figures.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, mine)) => mine.extend(values),
+                None => self.figures.push((name, values)),
+            }
+        }
+        self.notes.extend(other.notes);
+        self.series.extend(other.series);
+        self.gen_cpu_pct.extend(other.gen_cpu_pct);
+    }
+
     pub(crate) fn push(&mut self, name: &str, values: impl IntoIterator<Item = f64>) {
         self.figures
             .push((name.to_owned(), values.into_iter().collect()));
@@ -256,12 +270,12 @@ pub(crate) struct Slot {
     pub(crate) done: bool,
 }
 
-struct Broadcast {
-    recorder: Recorder,
-    slots: RefCell<Vec<Slot>>,
+pub(crate) struct Broadcast {
+    pub(crate) recorder: Recorder,
+    pub(crate) slots: RefCell<Vec<Slot>>,
     /// Receivers that must get a broadcast before its slot is free again.
-    expected: usize,
-    notify: Notify,
+    pub(crate) expected: usize,
+    pub(crate) notify: Notify,
 }
 
 impl Broadcast {
@@ -283,13 +297,13 @@ impl Broadcast {
 
 /// The slow receiver's switches and fate.
 #[derive(Default)]
-struct Victim {
+pub(crate) struct Victim {
     stall: Cell<bool>,
     resume: Cell<bool>,
     fate: Cell<Option<(bool, u64)>>,
 }
 
-async fn receive_loop(mut conn: Conn, state: Rc<Broadcast>, victim: Option<Rc<Victim>>) {
+pub(crate) async fn receive_loop(mut conn: Conn, state: Rc<Broadcast>, victim: Option<Rc<Victim>>) {
     loop {
         if state.recorder.stopped() {
             return;
@@ -323,7 +337,7 @@ async fn receive_loop(mut conn: Conn, state: Rc<Broadcast>, victim: Option<Rc<Vi
     }
 }
 
-async fn send_loop(mut conn: Conn, state: Rc<Broadcast>, template: Template) {
+pub(crate) async fn send_loop(mut conn: Conn, state: Rc<Broadcast>, template: Template) {
     let mut seq: u32 = 0;
     while !state.recorder.stopped() {
         seq = seq.checked_add(1).unwrap_or(1);

@@ -25,11 +25,17 @@ pub enum ServerKind {
     Ours,
     /// aiosignalr's server (Python, aiohttp).
     Peer,
+    /// ASP.NET Core 10 SignalR (`dotnet-peer server`), next to the project only; measured in the
+    /// `redis-broadcast` scenario.
+    AspNetCore,
 }
 
 impl ServerKind {
-    /// Every kind, in report order.
+    /// The kinds of the main scenarios, in report order.
     pub const ALL: [ServerKind; 3] = [ServerKind::Ceiling, ServerKind::Ours, ServerKind::Peer];
+
+    /// The kinds of the `redis-broadcast` scenario (the two with a Redis backplane).
+    pub const REDIS: [ServerKind; 2] = [ServerKind::Ours, ServerKind::AspNetCore];
 
     /// Short name (CLI, table header).
     pub fn name(self) -> &'static str {
@@ -37,6 +43,7 @@ impl ServerKind {
             ServerKind::Ceiling => "ceiling",
             ServerKind::Ours => "ours",
             ServerKind::Peer => "aiosignalr",
+            ServerKind::AspNetCore => "aspnetcore",
         }
     }
 
@@ -50,6 +57,9 @@ impl ServerKind {
             ServerKind::Peer => {
                 "aiosignalr 0.1.1 from PyPI (Python asyncio + aiohttp), `bench/peers/aiosignalr_server.py`"
             }
+            ServerKind::AspNetCore => {
+                "ASP.NET Core 10 SignalR with its StackExchange.Redis backplane: `dotnet-peer server`, hub `/hub` (same four methods), from the `shared/peers` folder next to the project"
+            }
         }
     }
 
@@ -57,6 +67,7 @@ impl ServerKind {
     pub fn parse(name: &str) -> Option<ServerKind> {
         ServerKind::ALL
             .into_iter()
+            .chain([ServerKind::AspNetCore])
             .find(|k| k.name().eq_ignore_ascii_case(name.trim()))
     }
 }
@@ -129,11 +140,22 @@ pub fn command(kind: ServerKind, python: Option<&Path>, logs: &Path) -> Result<S
                 .display()
                 .to_string(),
         ],
+        ServerKind::AspNetCore => {
+            let program = crate::soak::aspnetcore_peer();
+            if !program.exists() {
+                return Err(format!(
+                    "{} is absent (the ASP.NET Core peer exists only next to the project's shared/ folder)",
+                    program.display()
+                )
+                .into());
+            }
+            vec![program.display().to_string(), "server".to_owned()]
+        }
     };
     let binary = match kind {
         ServerKind::Ceiling => argv.first(),
         ServerKind::Ours => argv.last(),
-        ServerKind::Peer => None,
+        ServerKind::Peer | ServerKind::AspNetCore => None,
     };
     if let Some(program) = binary {
         if !Path::new(program).exists() {

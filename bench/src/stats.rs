@@ -155,17 +155,38 @@ pub async fn windows(
     reps: usize,
     length: Duration,
 ) -> Vec<Window> {
+    windows_of(recorder, &[server_pid], reps, length).await
+}
+
+/// [`windows`] with the server side made of several processes (servers, Redis): their CPU times
+/// are added up.
+pub async fn windows_of(
+    recorder: &Recorder,
+    server_pids: &[u32],
+    reps: usize,
+    length: Duration,
+) -> Vec<Window> {
     let mut out = Vec::with_capacity(reps);
     for _ in 0..reps {
-        out.extend(window_of(&[recorder], server_pid, length).await);
+        out.extend(window_of(&[recorder], server_pids, length).await);
     }
     out
 }
 
+/// CPU time of all of `pids`, in µs.
+fn cpu_sum(pids: &[u32]) -> u64 {
+    pids.iter().map(|&pid| crate::proc::cpu_us(Some(pid))).sum()
+}
+
 /// One window of `length` open on every recorder of `recorders` at once: one [`Window`] per
-/// recorder, each with its own count and latencies and the same (shared) CPU times.
-pub async fn window_of(recorders: &[&Recorder], server_pid: u32, length: Duration) -> Vec<Window> {
-    let cpu0 = crate::proc::cpu_us(Some(server_pid));
+/// recorder, each with its own count and latencies and the same (shared) CPU times, those of
+/// the server side being the sum over `server_pids`.
+pub async fn window_of(
+    recorders: &[&Recorder],
+    server_pids: &[u32],
+    length: Duration,
+) -> Vec<Window> {
+    let cpu0 = cpu_sum(server_pids);
     let gen0 = crate::proc::cpu_us(None);
     let t0 = Instant::now();
     for recorder in recorders {
@@ -174,7 +195,7 @@ pub async fn window_of(recorders: &[&Recorder], server_pid: u32, length: Duratio
     tokio::time::sleep(length).await;
     let closed: Vec<(u64, Histogram<u64>)> = recorders.iter().map(|r| r.close()).collect();
     let secs = t0.elapsed().as_secs_f64();
-    let cpu1 = crate::proc::cpu_us(Some(server_pid));
+    let cpu1 = cpu_sum(server_pids);
     let gen1 = crate::proc::cpu_us(None);
     closed
         .into_iter()

@@ -1,5 +1,10 @@
 //! The chat hub (`/hubs/chat`, and `ChatHub` at `/signalr` for classic clients): rooms are SignalR
-//! groups; a private message goes to every connection of one name.
+//! groups (`room:{room}`); a private message goes to every connection of one name.
+//!
+//! On one server, a private message goes to the connections this server knows under the name.
+//! On a backplane, the members of other servers are unknown here, so every name is a group
+//! too (`name:{name}`, joined with the room), and a private message is a send to that group: it
+//! reaches the name on every server, and a name that nobody has is not reported.
 //!
 //! Client → server: `Join(name, room)` (also to switch rooms, and to rejoin after a reconnect),
 //! `Leave()`, `SendToRoom(text)`, `SendPrivate(toName, text)`, `Whoami()`.
@@ -10,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use signalr_redis::RedisBackplane;
 use signalr_server::{Hub, HubCallerContext, HubError};
 
 use crate::stats::{RoomRow, Stats, lock, now_ms};
@@ -28,13 +34,32 @@ pub struct Member {
     pub room: String,
 }
 
-/// The members of every room, by connection id.
+/// The members of every room on this server, by connection id.
 #[derive(Debug, Default)]
 pub struct ChatState {
     members: Mutex<HashMap<String, Member>>,
+    across_servers: bool,
+}
+
+/// The SignalR group of a room.
+pub fn room_group(room: &str) -> String {
+    format!("room:{room}")
+}
+
+/// The SignalR group of a name (on a backplane only).
+pub fn name_group(name: &str) -> String {
+    format!("name:{name}")
 }
 
 impl ChatState {
+    /// No members yet; `across_servers` when the hub is on a backplane (names are groups then).
+    pub fn new(across_servers: bool) -> Self {
+        ChatState {
+            members: Mutex::default(),
+            across_servers,
+        }
+    }
+
     /// The member of a connection.
     pub fn member(&self, connection_id: &str) -> Option<Member> {
         lock(&self.members).get(connection_id).cloned()
@@ -153,18 +178,22 @@ async fn leave_room(
     member: &Member,
 ) -> Result<(), HubError> {
     hub.groups()
-        .remove_from_group(hub.connection_id(), &member.room)
+        .remove_from_group(hub.connection_id(), &room_group(&member.room))
         .await?;
     hub.clients()
-        .group(member.room.clone())
+        .group(room_group(&member.room))
         .send("UserLeft", (member.name.clone(), member.room.clone()))
         .await?;
     stats.sent("chat", chat.room_size(&member.room));
     Ok(())
 }
 
-/// The chat hub.
-pub fn chat_hub(chat: Arc<ChatState>, stats: Arc<Stats>) -> Hub {
+/// The chat hub, on `backplane` when given.
+pub fn chat_hub(
+    chat: Arc<ChatState>,
+    stats: Arc<Stats>,
+    backplane: Option<&RedisBackplane>,
+) -> Hub {
     let on_disconnected = {
         let (chat, stats) = (chat.clone(), stats.clone());
         move |hub: HubCallerContext, _error: Option<String>| {
@@ -173,7 +202,7 @@ pub fn chat_hub(chat: Arc<ChatState>, stats: Arc<Stats>) -> Hub {
                 // Group memberships are already gone: the room's group is the others.
                 if let Some(member) = chat.leave(hub.connection_id()) {
                     hub.clients()
-                        .group(member.room.clone())
+                        .group(room_group(&member.room))
                         .send("UserLeft", (member.name, member.room.clone()))
                         .await?;
                     stats.sent("chat", chat.room_size(&member.room));
@@ -182,7 +211,7 @@ pub fn chat_hub(chat: Arc<ChatState>, stats: Arc<Stats>) -> Hub {
             }
         }
     };
-    crate::demo_hub("chat", "ChatHub", &stats)
+    crate::demo_hub("chat", "ChatHub", &stats, backplane)
         .state(chat)
         .state(stats)
         .on_disconnected(on_disconnected)
@@ -209,14 +238,30 @@ async fn join(hub: HubCallerContext, name: String, room: String) -> Result<Joine
         room: valid_name("room name", &room)?,
     };
     let id = hub.connection_id().to_owned();
-    if let Some(previous) = chat.join(&id, member.clone()) {
+    let previous = chat.join(&id, member.clone());
+    if let Some(previous) = &previous {
         if previous.room != member.room {
-            leave_room(&hub, &chat, &stats, &previous).await?;
+            leave_room(&hub, &chat, &stats, previous).await?;
         }
     }
-    hub.groups().add_to_group(&id, &member.room).await?;
+    if chat.across_servers {
+        let old_name = previous.as_ref().map(|p| p.name.as_str());
+        if old_name != Some(member.name.as_str()) {
+            if let Some(old_name) = old_name {
+                hub.groups()
+                    .remove_from_group(&id, &name_group(old_name))
+                    .await?;
+            }
+            hub.groups()
+                .add_to_group(&id, &name_group(&member.name))
+                .await?;
+        }
+    }
+    hub.groups()
+        .add_to_group(&id, &room_group(&member.room))
+        .await?;
     hub.clients()
-        .others_in_group(member.room.clone())
+        .others_in_group(room_group(&member.room))
         .send("UserJoined", (member.name.clone(), member.room.clone()))
         .await?;
     stats.sent("chat", chat.room_size(&member.room).saturating_sub(1));
@@ -231,6 +276,11 @@ async fn leave(hub: HubCallerContext) -> Result<(), HubError> {
     let (chat, stats) = shared(&hub)?;
     if let Some(member) = chat.leave(hub.connection_id()) {
         leave_room(&hub, &chat, &stats, &member).await?;
+        if chat.across_servers {
+            hub.groups()
+                .remove_from_group(hub.connection_id(), &name_group(&member.name))
+                .await?;
+        }
     }
     Ok(())
 }
@@ -248,14 +298,15 @@ async fn send_to_room(hub: HubCallerContext, text: String) -> Result<(), HubErro
         at: now_ms(),
     };
     hub.clients()
-        .group(member.room.clone())
+        .group(room_group(&member.room))
         .send("ReceiveMessage", (message,))
         .await?;
     stats.sent("chat", chat.room_size(&member.room));
     Ok(())
 }
 
-/// Sends to every connection called `to`; answers how many connections got it.
+/// Sends to every connection called `to`; answers how many connections of this server have
+/// the name (on a backplane, those of other servers get it too, uncounted).
 async fn send_private(hub: HubCallerContext, to: String, text: String) -> Result<usize, HubError> {
     let (chat, stats) = shared(&hub)?;
     let member = chat
@@ -263,20 +314,23 @@ async fn send_private(hub: HubCallerContext, to: String, text: String) -> Result
         .ok_or_else(|| HubError::new("Join a room first."))?;
     let to = valid_name("name", &to)?;
     let recipients = chat.connections_named(&to);
-    if recipients.is_empty() {
+    if recipients.is_empty() && !chat.across_servers {
         return Err(HubError::new(format!("Nobody called '{to}' is online.")));
     }
     let message = ChatMessage {
         from: member.name,
         room: member.room,
-        to: Some(to),
+        to: Some(to.clone()),
         text: valid_text(&text)?,
         at: now_ms(),
     };
-    hub.clients()
-        .clients(recipients.clone())
-        .send("ReceivePrivate", (message,))
-        .await?;
+    let clients = hub.clients();
+    let targets = if chat.across_servers {
+        clients.group(name_group(&to))
+    } else {
+        clients.clients(recipients.clone())
+    };
+    targets.send("ReceivePrivate", (message,)).await?;
     stats.sent("chat", recipients.len());
     Ok(recipients.len())
 }

@@ -15,6 +15,21 @@
 //! JavaScript proxy. Both kinds of client of one hub are one set of connections: a Core page and
 //! a jQuery page in the same chat room talk to each other.
 //!
+//! # On several servers
+//!
+//! With `--redis HOST:PORT` (and `--redis-prefix P`) every hub is on a Redis backplane under a
+//! backplane name of its own (`Demo.ChatHub`, `Demo.StockTickerHub`, `Demo.MoveShapeHub`,
+//! `Demo.StatusHub`), so that demo servers on one Redis share their clients:
+//! `./scripts/demo.sh --redis` starts a Redis and two servers. What crosses servers and what each
+//! server keeps to itself:
+//!
+//! | hub | across servers | per server |
+//! |---|---|---|
+//! | chat | room messages, join and leave notices, private messages by name (each name is a group too) | the member list `Join` answers (names on this server; the page adds the others as they join), the "Nobody called … is online" check (a private message to an unknown name is dropped silently) |
+//! | stocks | the prices and market events of the one server that runs the market | the market itself: start every other server with `--no-market`; their stock methods answer that the market is elsewhere |
+//! | shape | every move: each server broadcasts what its own clients send | the position `GetShape` answers to a page that opens (the last move made on this server) |
+//! | status | every server pushes its figures to every status page, which shows all servers | the figures: connections, groups, rooms, messages in and out are this server's own |
+//!
 //! `./scripts/demo.sh` installs the npm files when missing and runs this server. Ctrl-C (or
 //! SIGTERM) refuses new hub requests (503), closes every connection (Core clients get a Close
 //! message that allows reconnecting; classic connections are asked to reconnect, then ended), then
@@ -40,6 +55,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use serde::Serialize;
+use signalr_redis::{RedisBackplane, RedisOptions};
 use signalr_server::{
     Hub, HubBuilder, HubCallerContext, HubContext, TransportType, classic_router,
 };
@@ -47,7 +63,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::chat::ChatState;
 use crate::shape::Shape;
-use crate::stats::{Stats, StatsFilter, StatusSource};
+use crate::stats::{BackplaneSource, ServerInfo, Stats, StatsFilter, StatusSource};
 use crate::stocks::{StockContext, StockMarket};
 
 /// How long shutdown waits for the clients to get their Close message and go.
@@ -67,6 +83,22 @@ struct Args {
     /// The `web/` folder whose `node_modules` holds the browser clients (after `npm ci`).
     #[arg(long, default_value_os_t = assets::default_web_dir())]
     web_dir: PathBuf,
+    /// Put every hub on the Redis backplane at HOST:PORT: demo servers on the same Redis share
+    /// their clients (start one of them without `--no-market`, the others with it).
+    #[arg(long, value_name = "HOST:PORT")]
+    redis: Option<String>,
+    /// Channel prefix on the Redis backplane (every server on the Redis must use the same).
+    #[arg(long, value_name = "PREFIX", requires = "redis")]
+    redis_prefix: Option<String>,
+    /// Run no stock market here: with `--redis`, this server's stock clients get the prices of
+    /// the server on the same Redis that runs the market.
+    #[arg(long, requires = "redis")]
+    no_market: bool,
+}
+
+/// The backplane name of a demo hub: `Demo.` and its classic name (`Demo.ChatHub`).
+pub fn backplane_name(classic_name: &str) -> String {
+    format!("Demo.{classic_name}")
 }
 
 /// What `Whoami()` answers on every hub: the connection as the server sees it.
@@ -86,9 +118,21 @@ pub fn protocol_name(hub: &HubCallerContext) -> &'static str {
 
 /// A hub builder with what every demo hub has: its name for classic clients, the
 /// [`StatsFilter`] that counts its connections and invocations for the status page (under the
-/// short `name`), and `Whoami()`.
-pub fn demo_hub(name: &'static str, classic_name: &'static str, stats: &Arc<Stats>) -> HubBuilder {
-    Hub::builder()
+/// short `name`), `Whoami()`, and with a backplane its lifetime manager on it (under
+/// [`backplane_name`]).
+pub fn demo_hub(
+    name: &'static str,
+    classic_name: &'static str,
+    stats: &Arc<Stats>,
+    backplane: Option<&RedisBackplane>,
+) -> HubBuilder {
+    let builder = match backplane {
+        Some(backplane) => {
+            Hub::builder().lifetime_manager(backplane.hub(&backplane_name(classic_name)))
+        }
+        None => Hub::builder(),
+    };
+    builder
         .name(classic_name)
         .filter(StatsFilter::new(name, stats.clone()))
         .method("Whoami", |hub: HubCallerContext| async move {
@@ -232,26 +276,60 @@ async fn main() -> std::io::Result<()> {
         );
     }
 
+    let backplane = match &args.redis {
+        Some(address) => {
+            let mut options = RedisOptions::new(format!("redis://{address}"));
+            if let Some(prefix) = &args.redis_prefix {
+                options = options.channel_prefix(prefix.clone());
+            }
+            let backplane = RedisBackplane::connect(options)
+                .await
+                .map_err(std::io::Error::other)?;
+            tracing::info!(redis = %address, prefix = ?args.redis_prefix, "every hub is on the Redis backplane");
+            Some(backplane)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
+    let address = listener.local_addr()?;
+
     let stats = Arc::new(Stats::default());
-    let chat_state = Arc::new(ChatState::default());
-    let market = StockMarket::new(stats.clone());
+    let chat_state = Arc::new(ChatState::new(backplane.is_some()));
+    let market = StockMarket::new(stats.clone(), !args.no_market);
     let stock_context = StockContext::default();
     let shape_state = Shape::new(stats.clone());
 
-    let chat = chat::chat_hub(chat_state.clone(), stats.clone());
-    let stocks = stocks::stock_hub(market.clone(), stock_context.clone(), stats.clone());
+    let chat = chat::chat_hub(chat_state.clone(), stats.clone(), backplane.as_ref());
+    let stocks = stocks::stock_hub(
+        market.clone(),
+        stock_context.clone(),
+        stats.clone(),
+        backplane.as_ref(),
+    );
     stock_context.set(stocks.context());
-    let shape = shape::shape_hub(shape_state.clone(), stats.clone());
+    let shape = shape::shape_hub(shape_state.clone(), stats.clone(), backplane.as_ref());
     let mut hubs = vec![chat.context(), stocks.context(), shape.context()];
     let source = StatusSource {
         stats: stats.clone(),
         chat: chat_state,
         hubs: hubs.clone(),
+        server: ServerInfo::new(format!("http://{address}"), !args.no_market),
+        backplane: BackplaneSource {
+            redis: args.redis.clone(),
+            prefix: args.redis_prefix.clone(),
+            backplane: backplane.clone(),
+        },
     };
-    let status = stats::status_hub(stats.clone(), source.clone());
+    let status = stats::status_hub(stats.clone(), source.clone(), backplane.as_ref());
     hubs.push(status.context());
 
-    tokio::spawn(market.run_ticker(stocks.context()));
+    if args.no_market {
+        tracing::info!(
+            "no stock market here: the prices come from another server on the backplane"
+        );
+    } else {
+        tokio::spawn(market.run_ticker(stocks.context()));
+    }
     tokio::spawn(shape_state.run_broadcaster(shape.context()));
     tokio::spawn(stats::run_sampler(source, status.context()));
 
@@ -272,8 +350,6 @@ async fn main() -> std::io::Result<()> {
         ));
     let app = hub_routes.merge(assets::router(args.web_dir.clone()));
 
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
-    let address = listener.local_addr()?;
     println!("Listening on http://{address}");
     println!("Open http://{address}/ in a browser: /chat, /stocks, /shape, /status (Ctrl-C stops)");
     tracing::info!(%address, web_dir = %args.web_dir.display(), "demo server started");

@@ -6,11 +6,15 @@
 //!
 //! Client → server: `UpdateModel(model)`, `GetShape()`, `Whoami()`.
 //! Server → client: `UpdateShape(model)`.
+//!
+//! On a backplane each server broadcasts the moves of its own clients to the clients of every
+//! server; `GetShape` answers the last position known here (the last move made on this server).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use signalr_redis::RedisBackplane;
 use signalr_server::{Hub, HubCallerContext, HubContext, HubError};
 
 use crate::stats::{Stats, lock};
@@ -131,9 +135,9 @@ fn shape(hub: &HubCallerContext) -> Result<Shape, HubError> {
         .ok_or_else(|| HubError::new("The shape hub has no shape."))
 }
 
-/// The move-shape hub.
-pub fn shape_hub(shape_state: Shape, stats: Arc<Stats>) -> Hub {
-    crate::demo_hub("shape", "MoveShapeHub", &stats)
+/// The move-shape hub, on `backplane` when given.
+pub fn shape_hub(shape_state: Shape, stats: Arc<Stats>, backplane: Option<&RedisBackplane>) -> Hub {
+    crate::demo_hub("shape", "MoveShapeHub", &stats, backplane)
         .state(shape_state)
         .method(
             "UpdateModel",

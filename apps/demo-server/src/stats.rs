@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
+use signalr_redis::RedisBackplane;
 use signalr_server::{
     Hub, HubCallerContext, HubContext, HubError, HubFilter, HubInvocation, InvokeError,
     MethodOutput, Next, NextConnected, NextDisconnected,
@@ -83,10 +84,120 @@ pub struct RoomRow {
     pub names: Vec<String>,
 }
 
+/// The demo's hubs: the short name of the status page and the classic name (whose backplane
+/// name is [`crate::backplane_name`]).
+pub const DEMO_HUBS: [(&str, &str); 4] = [
+    ("chat", "ChatHub"),
+    ("stocks", "StockTickerHub"),
+    ("shape", "MoveShapeHub"),
+    ("status", "StatusHub"),
+];
+
+/// Which server a snapshot comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    /// Random, made at start: tells the servers on one backplane apart.
+    pub id: String,
+    /// Where it listens (`http://127.0.0.1:5000`).
+    pub url: String,
+    /// Whether it runs the stock market.
+    pub market: bool,
+}
+
+impl ServerInfo {
+    /// This server, listening at `url`.
+    pub fn new(url: String, market: bool) -> Self {
+        ServerInfo {
+            id: format!("{:016x}", rand::random::<u64>()),
+            url,
+            market,
+        }
+    }
+}
+
+/// One hub on the backplane, as the status page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackplaneHub {
+    /// The hub's short name (`chat`).
+    pub hub: &'static str,
+    /// Its backplane name (`Demo.ChatHub`); `None` in memory.
+    pub backplane_name: Option<String>,
+    /// This server's name for the hub on the backplane (`{host}_{32 hex}`); `None` in memory.
+    pub server_name: Option<String>,
+    /// Whether its Redis subscription is up now (always false in memory).
+    pub subscribed: bool,
+}
+
+/// The backplane, as the status page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackplaneInfo {
+    /// The Redis address (`HOST:PORT`); `None` when the hubs are in memory (one server).
+    pub redis: Option<String>,
+    /// The channel prefix.
+    pub prefix: Option<String>,
+    /// Every hub of the demo.
+    pub hubs: Vec<BackplaneHub>,
+}
+
+/// Where [`BackplaneInfo`] comes from.
+#[derive(Debug, Clone, Default)]
+pub struct BackplaneSource {
+    /// The Redis address given with `--redis`.
+    pub redis: Option<String>,
+    /// The prefix given with `--redis-prefix`.
+    pub prefix: Option<String>,
+    /// The backplane, when there is one.
+    pub backplane: Option<RedisBackplane>,
+}
+
+impl BackplaneSource {
+    /// The backplane now.
+    pub fn info(&self) -> BackplaneInfo {
+        let status = self
+            .backplane
+            .as_ref()
+            .map(RedisBackplane::status)
+            .unwrap_or_default();
+        let hubs = DEMO_HUBS
+            .iter()
+            .map(|&(hub, classic)| {
+                if self.backplane.is_none() {
+                    return BackplaneHub {
+                        hub,
+                        backplane_name: None,
+                        server_name: None,
+                        subscribed: false,
+                    };
+                }
+                let name = crate::backplane_name(classic);
+                let found = status.iter().find(|s| s.hub_name == name);
+                BackplaneHub {
+                    hub,
+                    server_name: found.map(|s| s.server_name.clone()),
+                    subscribed: found.is_some_and(|s| s.subscribed),
+                    backplane_name: Some(name),
+                }
+            })
+            .collect();
+        BackplaneInfo {
+            redis: self.redis.clone(),
+            prefix: self.prefix.clone(),
+            hubs,
+        }
+    }
+}
+
 /// Everything the status page shows, pushed every second as `Stats`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
+    /// The server these figures are of.
+    pub server: ServerInfo,
+    /// The backplane (or none).
+    pub backplane: BackplaneInfo,
     /// Seconds since the server started.
     pub uptime_seconds: u64,
     /// Open connections of all hubs.
@@ -202,7 +313,13 @@ impl Stats {
     }
 
     /// What the status page shows; `groups` and `rooms` come from the hubs.
-    pub fn snapshot(&self, groups: usize, rooms: Vec<RoomRow>) -> Snapshot {
+    pub fn snapshot(
+        &self,
+        server: ServerInfo,
+        backplane: BackplaneInfo,
+        groups: usize,
+        rooms: Vec<RoomRow>,
+    ) -> Snapshot {
         let counters = lock(&self.counters);
         let mut by_transport = BTreeMap::new();
         let mut by_protocol = BTreeMap::new();
@@ -213,6 +330,8 @@ impl Stats {
             *by_hub.entry(kind.hub).or_default() += count;
         }
         Snapshot {
+            server,
+            backplane,
             uptime_seconds: self.started.elapsed().as_secs(),
             connections: counters.connections.values().sum(),
             by_kind: counters
@@ -294,10 +413,15 @@ impl HubFilter for StatsFilter {
     }
 }
 
-/// The `/hubs/status` hub: `GetStats()` answers the current [`Snapshot`]; every second the
-/// sampling task pushes `Stats(snapshot)` to every status client.
-pub fn status_hub(stats: Arc<Stats>, source: StatusSource) -> Hub {
-    crate::demo_hub("status", "StatusHub", &stats)
+/// The `/hubs/status` hub, on `backplane` when given: `GetStats()` answers the current
+/// [`Snapshot`]; every second the sampling task pushes `Stats(snapshot)` to every status client
+/// (of every server, on a backplane).
+pub fn status_hub(
+    stats: Arc<Stats>,
+    source: StatusSource,
+    backplane: Option<&RedisBackplane>,
+) -> Hub {
+    crate::demo_hub("status", "StatusHub", &stats, backplane)
         .state(source)
         .method("GetStats", |hub: HubCallerContext| async move {
             hub.state::<StatusSource>().map(|source| source.snapshot())
@@ -305,7 +429,8 @@ pub fn status_hub(stats: Arc<Stats>, source: StatusSource) -> Hub {
         .build()
 }
 
-/// What a snapshot is made of: the counters, the chat rooms and the hubs (for group counts).
+/// What a snapshot is made of: the counters, the chat rooms, the hubs (for group counts), this
+/// server and the backplane.
 #[derive(Clone)]
 pub struct StatusSource {
     /// The counters.
@@ -314,25 +439,37 @@ pub struct StatusSource {
     pub chat: Arc<ChatState>,
     /// Every hub of the demo, for their group counts.
     pub hubs: Vec<HubContext>,
+    /// This server.
+    pub server: ServerInfo,
+    /// The backplane.
+    pub backplane: BackplaneSource,
 }
 
 impl StatusSource {
     /// The current snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let groups = self.hubs.iter().map(HubContext::group_count).sum();
-        self.stats.snapshot(groups, self.chat.rooms())
+        self.stats.snapshot(
+            self.server.clone(),
+            self.backplane.info(),
+            groups,
+            self.chat.rooms(),
+        )
     }
 }
 
-/// Once a second: closes the second's counters and pushes `Stats(snapshot)` to the status page.
+/// Once a second: closes the second's counters and pushes `Stats(snapshot)` to the status page:
+/// to this server's status clients, or on a backplane always, for the other servers' pages (their
+/// status clients are not known here).
 pub async fn run_sampler(source: StatusSource, status: HubContext) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let across_servers = source.backplane.backplane.is_some();
     loop {
         tick.tick().await;
         source.stats.sample();
         let recipients = status.connection_count();
-        if recipients > 0 {
+        if recipients > 0 || across_servers {
             let snapshot = source.snapshot();
             match status.clients().all().send("Stats", (snapshot,)).await {
                 Ok(()) => source.stats.sent("status", recipients),
@@ -357,6 +494,26 @@ mod tests {
         protocol: "messagepack",
     };
 
+    fn server() -> ServerInfo {
+        ServerInfo::new("http://127.0.0.1:5000".to_owned(), true)
+    }
+
+    #[test]
+    fn in_memory_hubs_have_no_backplane_names() {
+        let info = BackplaneSource::default().info();
+        assert_eq!(info.redis, None);
+        assert_eq!(
+            info.hubs.iter().map(|h| h.hub).collect::<Vec<_>>(),
+            ["chat", "stocks", "shape", "status"]
+        );
+        assert!(
+            info.hubs
+                .iter()
+                .all(|h| h.backplane_name.is_none() && h.server_name.is_none() && !h.subscribed)
+        );
+        assert_ne!(server().id, server().id, "every start has its own id");
+    }
+
     #[test]
     fn counts_connections_by_transport_protocol_and_hub() {
         let stats = Stats::default();
@@ -364,7 +521,7 @@ mod tests {
         stats.connected(WS_JSON);
         stats.connected(LP_MSGPACK);
         stats.disconnected(WS_JSON);
-        let snapshot = stats.snapshot(0, Vec::new());
+        let snapshot = stats.snapshot(server(), BackplaneSource::default().info(), 0, Vec::new());
         assert_eq!(snapshot.connections, 2);
         assert_eq!(snapshot.by_transport.get("WebSockets"), Some(&1));
         assert_eq!(snapshot.by_transport.get("LongPolling"), Some(&1));
@@ -374,7 +531,13 @@ mod tests {
         assert_eq!(stats.connections_with_protocol("classic"), 0);
         stats.disconnected(WS_JSON);
         stats.disconnected(WS_JSON);
-        assert_eq!(stats.snapshot(0, Vec::new()).by_kind.len(), 1);
+        assert_eq!(
+            stats
+                .snapshot(server(), BackplaneSource::default().info(), 0, Vec::new())
+                .by_kind
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -386,13 +549,21 @@ mod tests {
         stats.sample();
         stats.sent("chat", 3);
         stats.sample();
-        let history = stats.snapshot(0, Vec::new()).history;
+        let history = stats
+            .snapshot(server(), BackplaneSource::default().info(), 0, Vec::new())
+            .history;
         assert_eq!(history.len(), 2);
         assert_eq!((history[0].messages_in, history[0].messages_out), (2, 10));
         assert_eq!((history[1].messages_in, history[1].messages_out), (0, 3));
         for _ in 0..HISTORY_SECONDS + 5 {
             stats.sample();
         }
-        assert_eq!(stats.snapshot(0, Vec::new()).history.len(), HISTORY_SECONDS);
+        assert_eq!(
+            stats
+                .snapshot(server(), BackplaneSource::default().info(), 0, Vec::new())
+                .history
+                .len(),
+            HISTORY_SECONDS
+        );
     }
 }

@@ -6,12 +6,17 @@
 //! `CloseMarket()`, `Reset()`, `Whoami()`.
 //! Server → client: `UpdateStockPrice(stock)`, `MarketOpened()`, `MarketClosed()`,
 //! `MarketReset(stocks)`.
+//!
+//! On a backplane, one server runs the market and its broadcasts reach the stock clients of every
+//! server. A server started with `--no-market` has none: it answers no stocks, no history and
+//! the state `Elsewhere`, and refuses to open, close or reset (that is done where the market is).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use signalr_redis::RedisBackplane;
 use signalr_server::{Hub, HubCallerContext, HubContext, HubError, IntoArguments, SendError};
 use tokio::sync::Mutex;
 
@@ -93,7 +98,13 @@ pub enum MarketState {
     Open,
     /// Prices stand still.
     Closed,
+    /// This server runs no market (`--no-market`): another server on the backplane does.
+    Elsewhere,
 }
+
+/// What a server without a market answers to `OpenMarket`, `CloseMarket` and `Reset`.
+pub const NO_MARKET_HERE: &str =
+    "This server runs no stock market: open, close and reset it on the server that runs it.";
 
 #[derive(Debug)]
 struct Market {
@@ -144,15 +155,53 @@ impl Market {
 pub struct StockMarket {
     market: Arc<Mutex<Market>>,
     stats: Arc<Stats>,
+    /// Whether the market runs on this server (false with `--no-market`).
+    here: bool,
 }
 
 impl StockMarket {
-    /// An open market with the demo's five stocks.
-    pub fn new(stats: Arc<Stats>) -> Self {
+    /// An open market with the demo's five stocks; with `here` false, a server without a market.
+    pub fn new(stats: Arc<Stats>, here: bool) -> Self {
         StockMarket {
             market: Arc::new(Mutex::new(Market::new())),
             stats,
+            here,
         }
+    }
+
+    fn must_be_here(&self) -> Result<(), HubError> {
+        if self.here {
+            Ok(())
+        } else {
+            Err(HubError::new(NO_MARKET_HERE))
+        }
+    }
+
+    async fn stocks(&self) -> Vec<Stock> {
+        if !self.here {
+            return Vec::new();
+        }
+        self.market.lock().await.stocks.clone()
+    }
+
+    async fn history(&self) -> BTreeMap<String, Vec<f64>> {
+        if !self.here {
+            return BTreeMap::new();
+        }
+        self.market
+            .lock()
+            .await
+            .history
+            .iter()
+            .map(|(symbol, points)| (symbol.clone(), points.iter().copied().collect()))
+            .collect()
+    }
+
+    async fn state(&self) -> MarketState {
+        if !self.here {
+            return MarketState::Elsewhere;
+        }
+        self.market.lock().await.state
     }
 
     async fn broadcast(
@@ -187,21 +236,25 @@ impl StockMarket {
         }
     }
 
-    async fn set_state(&self, context: &HubContext, state: MarketState) -> Result<(), SendError> {
+    async fn set_state(&self, context: &HubContext, open: bool) -> Result<(), HubError> {
+        self.must_be_here()?;
+        let (state, method) = if open {
+            (MarketState::Open, "MarketOpened")
+        } else {
+            (MarketState::Closed, "MarketClosed")
+        };
         let mut market = self.market.lock().await;
         if market.state == state {
             return Ok(());
         }
         market.state = state;
-        let method = match state {
-            MarketState::Open => "MarketOpened",
-            MarketState::Closed => "MarketClosed",
-        };
         tracing::info!(?state, "market state changed");
-        self.broadcast(context, method, ()).await
+        self.broadcast(context, method, ()).await?;
+        Ok(())
     }
 
     async fn reset(&self, context: &HubContext) -> Result<(), HubError> {
+        self.must_be_here()?;
         let mut market = self.market.lock().await;
         if market.state == MarketState::Open {
             return Err(HubError::new(
@@ -222,45 +275,33 @@ fn market(hub: &HubCallerContext) -> Result<StockMarket, HubError> {
         .ok_or_else(|| HubError::new("The stock hub has no market."))
 }
 
-/// The stock ticker hub. `context` is set once the hub is built: the market's state changes are
-/// broadcast through it, like the ticker's price updates.
-pub fn stock_hub(stock_market: StockMarket, context: StockContext, stats: Arc<Stats>) -> Hub {
-    crate::demo_hub("stocks", "StockTickerHub", &stats)
+/// The stock ticker hub, on `backplane` when given. `context` is set once the hub is built: the
+/// market's state changes are broadcast through it, like the ticker's price updates.
+pub fn stock_hub(
+    stock_market: StockMarket,
+    context: StockContext,
+    stats: Arc<Stats>,
+    backplane: Option<&RedisBackplane>,
+) -> Hub {
+    crate::demo_hub("stocks", "StockTickerHub", &stats, backplane)
         .state(stock_market)
         .state(context)
         .method("GetAllStocks", |hub: HubCallerContext| async move {
-            let market = market(&hub)?;
-            let stocks = market.market.lock().await.stocks.clone();
-            Ok::<_, HubError>(stocks)
+            Ok::<_, HubError>(market(&hub)?.stocks().await)
         })
         .method("GetHistory", |hub: HubCallerContext| async move {
-            let market = market(&hub)?;
-            let history: BTreeMap<String, Vec<f64>> = market
-                .market
-                .lock()
-                .await
-                .history
-                .iter()
-                .map(|(symbol, points)| (symbol.clone(), points.iter().copied().collect()))
-                .collect();
-            Ok::<_, HubError>(history)
+            Ok::<_, HubError>(market(&hub)?.history().await)
         })
         .method("GetMarketState", |hub: HubCallerContext| async move {
-            let market = market(&hub)?;
-            let state = market.market.lock().await.state;
-            Ok::<_, HubError>(state)
+            Ok::<_, HubError>(market(&hub)?.state().await)
         })
         .method("OpenMarket", |hub: HubCallerContext| async move {
             let context = hub_context(&hub)?;
-            market(&hub)?.set_state(&context, MarketState::Open).await?;
-            Ok::<_, HubError>(())
+            market(&hub)?.set_state(&context, true).await
         })
         .method("CloseMarket", |hub: HubCallerContext| async move {
             let context = hub_context(&hub)?;
-            market(&hub)?
-                .set_state(&context, MarketState::Closed)
-                .await?;
-            Ok::<_, HubError>(())
+            market(&hub)?.set_state(&context, false).await
         })
         .method("Reset", |hub: HubCallerContext| async move {
             let context = hub_context(&hub)?;
@@ -310,6 +351,22 @@ mod tests {
         assert!((stock.percent_change + 0.002).abs() < 1e-9);
         stock.apply(0.000_001);
         assert!((stock.last_change - 0.01).abs() < 1e-9, "at least a cent");
+    }
+
+    #[tokio::test]
+    async fn a_server_without_the_market_answers_elsewhere() {
+        let market = StockMarket::new(Arc::default(), false);
+        assert!(market.stocks().await.is_empty());
+        assert!(market.history().await.is_empty());
+        assert_eq!(market.state().await, MarketState::Elsewhere);
+        assert_eq!(
+            market.must_be_here().err().map(|e| e.to_string()),
+            Some(NO_MARKET_HERE.to_owned())
+        );
+        let here = StockMarket::new(Arc::default(), true);
+        assert_eq!(here.stocks().await.len(), INITIAL.len());
+        assert_eq!(here.state().await, MarketState::Open);
+        assert!(here.must_be_here().is_ok());
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! - `GroupBroadcast(group, payload)` calls `Receive(payload)` on the other members of `group`;
 //! - `JoinGroup(name)` adds the caller to group `name`.
 //!
+//! With `--redis HOST:PORT` the hub is on the Redis backplane under the name `Bench.BenchHub`, so
+//! that a broadcast reaches the clients of every bench-server on that Redis.
+//!
 //! Prints `Listening on http://ADDR` on stdout once it accepts connections (the runner reads the
 //! port from that line). `RUST_LOG` turns on logging to stderr; without it no subscriber is
 //! installed, so tracing costs nothing.
@@ -16,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
 use clap::Parser;
+use signalr_redis::{RedisBackplane, RedisOptions};
 use signalr_server::{Hub, HubCallerContext, HubError};
 
 #[derive(Parser, Debug)]
@@ -34,13 +38,23 @@ struct Args {
     /// an unacknowledged one waits for the peer's delayed ACK (~40 ms on Linux).
     #[arg(long)]
     nagle: bool,
+    /// Put the hub on the Redis backplane at HOST:PORT (backplane name `Bench.BenchHub`).
+    #[arg(long, value_name = "HOST:PORT")]
+    redis: Option<String>,
 }
 
 /// The hub's classic name (classic clients address hubs by name, ignoring case).
 const HUB_NAME: &str = "BenchHub";
 
-fn bench_hub() -> Hub {
-    Hub::builder()
+/// The hub's name on the Redis backplane.
+const BACKPLANE_NAME: &str = "Bench.BenchHub";
+
+fn bench_hub(backplane: Option<&RedisBackplane>) -> Hub {
+    let builder = match backplane {
+        Some(backplane) => Hub::builder().lifetime_manager(backplane.hub(BACKPLANE_NAME)),
+        None => Hub::builder(),
+    };
+    builder
         .name(HUB_NAME)
         .method("Echo", |_: HubCallerContext, payload: String| async move {
             payload
@@ -83,7 +97,15 @@ async fn main() -> std::io::Result<()> {
             .init();
     }
     let args = Args::parse();
-    let hub = bench_hub();
+    let backplane = match &args.redis {
+        Some(address) => Some(
+            RedisBackplane::connect(RedisOptions::new(format!("redis://{address}")))
+                .await
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let hub = bench_hub(backplane.as_ref());
     let app = Router::new()
         .nest("/hub", hub.router())
         .nest("/signalr", signalr_server::classic_router([&hub]));

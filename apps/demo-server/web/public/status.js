@@ -5,14 +5,55 @@
   const { el, DemoConnection, lineChart, legend } = window.Demo;
   const $ = (id) => document.getElementById(id);
   const TRANSPORTS = ["WebSockets", "ServerSentEvents", "LongPolling"];
+  /** A server not heard from for this long leaves the servers table. */
+  const SERVER_TIMEOUT_MS = 5000;
   let last = null;
+  /** This page's server (its snapshots fill the page); on a backplane the others' arrive too. */
+  let me = null;
+  /** The latest snapshot of every server heard from, by server id. */
+  const servers = new Map();
 
   function cell(value, cls = "num") {
     return el("td", { class: cls }, value);
   }
 
+  /** A snapshot from any server: this page's server fills the page, every one its row. */
+  function received(stats) {
+    servers.set(stats.server.id, { stats, at: Date.now() });
+    for (const [id, seen] of servers) {
+      if (Date.now() - seen.at > SERVER_TIMEOUT_MS && id !== me) servers.delete(id);
+    }
+    renderServers();
+    if (stats.server.id === me) show(stats);
+  }
+
+  function renderServers() {
+    const rows = [...servers.values()].map((s) => s.stats)
+      .sort((a, b) => a.server.url.localeCompare(b.server.url));
+    $("servers").tBodies[0].replaceChildren(...rows.map((s) => {
+      const latest = s.history[s.history.length - 1] ?? { messagesIn: 0, messagesOut: 0 };
+      return el("tr", { "data-server": s.server.url },
+        el("td", {}, s.server.id === me ? `${s.server.url} (this one)` : s.server.url),
+        cell(s.connections), cell(latest.messagesIn), cell(latest.messagesOut),
+        el("td", {}, s.server.market ? "runs here" : "elsewhere"));
+    }));
+  }
+
+  function renderBackplane(backplane) {
+    $("backplane-redis").textContent = backplane.redis
+      ? `Redis at ${backplane.redis}${backplane.prefix ? `, channel prefix "${backplane.prefix}"` : ""}`
+      : "none: every hub is in memory (one server)";
+    $("backplane").tBodies[0].replaceChildren(...backplane.hubs.map((h) =>
+      el("tr", { "data-hub": h.hub }, el("td", {}, h.hub),
+        el("td", {}, h.backplaneName ?? "in memory"),
+        el("td", { class: "mono" }, h.serverName ?? "–"),
+        el("td", { class: h.backplaneName ? (h.subscribed ? "up" : "down") : "" },
+          h.backplaneName ? (h.subscribed ? "yes" : "no") : "–"))));
+  }
+
   function show(stats) {
     last = stats;
+    renderBackplane(stats.backplane);
     const latest = stats.history[stats.history.length - 1] ?? { messagesIn: 0, messagesOut: 0 };
     $("connections").textContent = String(stats.connections);
     $("groups").textContent = String(stats.groups);
@@ -54,10 +95,12 @@
     classicHub: "statusHub",
     autoConnect: true,
     register(connection) {
-      connection.on("Stats", show);
+      connection.on("Stats", received);
     },
     async onConnected(connection) {
-      show(await connection.invoke("GetStats"));
+      const stats = await connection.invoke("GetStats");
+      me = stats.server.id;
+      received(stats);
     },
   });
   window.addEventListener("resize", draw);

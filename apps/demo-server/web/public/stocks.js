@@ -11,6 +11,10 @@
   const dayOpen = new Map();
   let updates = 0;
   let drawPending = false;
+  // Whether the market runs on another server of the backplane (this one started with
+  // --no-market): its prices and events arrive all the same, but it is opened, closed and reset
+  // there.
+  let elsewhere = false;
 
   const money = (n) => n.toFixed(2);
   const signed = (n, digits = 2) => `${n > 0 ? "▲ " : n < 0 ? "▼ " : ""}${Math.abs(n).toFixed(digits)}`;
@@ -65,15 +69,17 @@
     if (!drawPending) { drawPending = true; requestAnimationFrame(draw); }
   }
 
+  /** "Open", "Closed", or null: not known yet (the market is on another server). */
   function setMarket(state) {
     const open = state === "Open";
     const badge = $("market-state");
-    badge.textContent = open ? "open" : "closed";
-    badge.className = `state ${open ? "state-connected" : "state-disconnected"}`;
-    document.body.dataset.market = badge.textContent;
-    $("open").disabled = open;
-    $("close").disabled = !open;
-    $("reset").disabled = open;
+    badge.textContent = state === null ? "on another server" : open ? "open" : "closed";
+    badge.className = `state ${state === null ? "" : open ? "state-connected" : "state-disconnected"}`;
+    document.body.dataset.market = state === null ? "elsewhere" : badge.textContent;
+    $("open").disabled = elsewhere || open;
+    $("close").disabled = elsewhere || !open;
+    $("reset").disabled = elsewhere || open;
+    $("market-note").hidden = !elsewhere;
   }
 
   const demo = new DemoConnection({
@@ -87,6 +93,8 @@
         render(stock, true);
         record(stock.symbol, stock.price);
         scheduleDraw();
+        // Prices only move while the market is open.
+        if (elsewhere && document.body.dataset.market === "elsewhere") setMarket("Open");
       });
       connection.on("MarketOpened", () => setMarket("Open"));
       connection.on("MarketClosed", () => setMarket("Closed"));
@@ -105,7 +113,8 @@
       for (const stock of stocks) render(stock, false);
       history.clear();
       for (const [symbol, points] of Object.entries(past)) history.set(symbol, points.slice(-POINTS));
-      setMarket(state);
+      elsewhere = state === "Elsewhere";
+      setMarket(elsewhere ? null : state);
       scheduleDraw();
     },
   });

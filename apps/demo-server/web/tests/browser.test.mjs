@@ -10,6 +10,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import {
     assertClean, clearScreenshots, launchBrowser, newPage, screenshot,
 } from "./lib/browser.mjs";
+import { NO_REDIS, startRedis } from "./lib/redis.mjs";
 import { startServer } from "./lib/server.mjs";
 
 let browser;
@@ -424,6 +425,15 @@ test("status: live counts of connections by transport and protocol (classic too)
     assert.deepEqual(await status.locator('#by-transport tr[data-transport="LongPolling"] td.num').allTextContents(),
         ["1", "0", "1", "2"]);
     assert.equal(await cell("#groups"), "2");
+    // One server: no backplane, every hub in memory, this server alone in the servers table.
+    assert.equal(await cell("#backplane-redis"), "none: every hub is in memory (one server)");
+    assert.deepEqual(await status.locator("#backplane tbody tr").evaluateAll((rows) =>
+        rows.map((r) => [...r.cells].map((c) => c.textContent))), [
+        ["chat", "in memory", "–", "–"], ["stocks", "in memory", "–", "–"],
+        ["shape", "in memory", "–", "–"], ["status", "in memory", "–", "–"],
+    ]);
+    assert.equal(await status.locator("#servers tbody tr").count(), 1);
+    assert.equal(await cell("#servers tbody tr td:first-child"), `${url} (this one)`);
     assert.equal(await cell('#by-transport tr[data-transport="WebSockets"] td:last-child'), "2");
     // Some seconds of traffic for the chart, which draws the history the server pushes.
     const until = Date.now() + 4000;
@@ -434,6 +444,80 @@ test("status: live counts of connections by transport and protocol (classic too)
     await status.waitForFunction(() => Number(document.getElementById("in-rate").textContent) > 0);
     assertClean(assert, status, dee, eve, fay, gil);
     await screenshot(status, "status-live-counts");
+});
+
+test("two servers on one Redis: the status page shows the backplane and both servers, the stock page of the server without a market follows the other's, chat pages (jQuery too) talk across them", async (t) => {
+    const redis = await startRedis();
+    if (!redis) {
+        console.log(`# SKIPPED: ${NO_REDIS}`);
+        t.skip(NO_REDIS);
+        return;
+    }
+    t.after(() => redis.stop());
+    const a = await serverFor(t, { args: ["--redis", redis.address, "--redis-prefix", "test."] });
+    const b = await serverFor(t, { args: ["--redis", redis.address, "--redis-prefix", "test.", "--no-market"] });
+    const status = await newPage(browser, `${b.url}/status?client=classic`);
+    const stocksA = await newPage(browser, `${a.url}/stocks`);
+    const stocksB = await newPage(browser, `${b.url}/stocks?protocol=messagepack`);
+    const pages = [status, stocksA, stocksB];
+    t.after(() => closeAll(pages));
+    await status.waitForFunction(() => document.querySelectorAll("#servers tbody tr").length === 2
+        && [...document.querySelectorAll("#backplane tbody td:last-child")].every((td) => td.textContent === "yes"),
+    null, { timeout: 10_000 });
+    assert.equal(await status.textContent("#backplane-redis"), `Redis at ${redis.address}, channel prefix "test."`);
+    const rows = await status.locator("#backplane tbody tr").evaluateAll((trs) =>
+        trs.map((r) => [...r.cells].map((c) => c.textContent)));
+    assert.deepEqual(rows.map((r) => [r[0], r[1], r[3]]), [
+        ["chat", "Demo.ChatHub", "yes"], ["stocks", "Demo.StockTickerHub", "yes"],
+        ["shape", "Demo.MoveShapeHub", "yes"], ["status", "Demo.StatusHub", "yes"],
+    ]);
+    for (const r of rows) assert.match(r[2], /_[0-9a-f]{32}$/, "the hub's server name on the backplane");
+    const servers = await status.locator("#servers tbody tr").evaluateAll((trs) =>
+        trs.map((r) => [r.cells[0].textContent, r.cells[4].textContent]));
+    assert.deepEqual(servers.sort(), [[a.url, "runs here"], [`${b.url} (this one)`, "elsewhere"]].sort());
+
+    // B runs no market: its page says so, cannot drive it, and shows A's prices as they come.
+    await stocksB.waitForFunction(() => document.body.dataset.state === "connected");
+    assert.equal(await stocksB.isVisible("#market-note"), true);
+    for (const button of ["#open", "#close", "#reset"]) {
+        assert.equal(await stocksB.isDisabled(button), true, `${button} on the server without a market`);
+    }
+    await stocksB.waitForFunction(() => Number(document.getElementById("updates").textContent) >= 5
+        && document.querySelectorAll("#stocks tbody tr").length === 5, null, { timeout: 10_000 });
+    assert.equal(await stocksB.textContent("#market-state"), "open");
+    assert.equal(await stocksA.isVisible("#market-note"), false);
+    await stocksA.waitForFunction(() => document.body.dataset.market === "open");
+    await stocksA.click("#close");
+    await stocksB.waitForFunction(() => document.body.dataset.market === "closed");
+    // Both pages end on the same prices: one market feeds both servers.
+    await sleep(500);
+    const prices = (page) => page.locator("#stocks tbody tr").evaluateAll((trs) =>
+        trs.map((r) => `${r.dataset.symbol} ${r.cells[1].textContent}`).sort());
+    assert.deepEqual(await prices(stocksB), await prices(stocksA));
+
+    // Chat pages on both servers, a jQuery one among them: one room, private messages by name.
+    const jo = await openChat(a.url, { name: "jo", room: "lobby", transport: "LongPolling", client: "classic" });
+    const kim = await openChat(b.url, { name: "kim", room: "lobby", transport: "WebSockets", protocol: "messagepack" });
+    pages.push(jo, kim);
+    await sees(jo, "kim joined #lobby");
+    await say(jo, "hello B, jQuery on A here");
+    await say(kim, "hello A, Core on B here");
+    await say(kim, "psst, across servers", "jo");
+    for (const page of [jo, kim]) {
+        await sees(page, "jo: hello B, jQuery on A here", "#messages li.msg");
+        await sees(page, "kim: hello A, Core on B here", "#messages li.msg");
+    }
+    await sees(jo, "kim → you (private): psst, across servers", "#messages li.private");
+    await sleep(300);
+    assert.equal(await countOf(kim, "jQuery on A here", "#messages li.msg"), 1, "once");
+    assert.equal(await countOf(jo, "psst, across servers", "#messages li.private"), 1, "once");
+    // Each page's member list starts with its own server's names; kim's join reached jo.
+    assert.deepEqual(await jo.locator("#members li").allTextContents(), ["jo", "kim"]);
+    assert.deepEqual(await kim.locator("#members li").allTextContents(), ["kim"]);
+    assertClean(assert, ...pages);
+    await screenshot(status, "status-two-servers-redis");
+    await screenshot(kim, "chat-across-servers-core-on-b");
+    await screenshot(stocksB, "stocks-on-the-server-without-a-market");
 });
 
 test("reconnect: after a SIGKILL and a restart on the same port, pages reconnect and rejoin their room (jQuery too)", async (t) => {

@@ -1,7 +1,8 @@
 // Starts the Rust `demo-server` binary for the tests and returns its base URL.
 //
 // Binary: $DEMO_SERVER_BIN, or target/debug/demo-server at the repository root. It is started
-// with `--port <port>` (0 = a free one) and must print `Listening on http://<host>:<port>`.
+// with `--port <port>` (0 = a free one) and any extra `args`, and must print
+// `Listening on http://<host>:<port>`.
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -22,7 +23,7 @@ const LISTENING = /Listening on (http:\/\/\S+)/;
 
 /**
  * Starts the demo server.
- * @param {{ port?: number, timeoutMs?: number }} [options]
+ * @param {{ port?: number, timeoutMs?: number, args?: string[] }} [options]
  * @returns {Promise<{ url: string, port: number, child: import("node:child_process").ChildProcess,
  *   output: () => string, exited: Promise<{ code: number | null, signal: string | null }>,
  *   kill: (signal?: string) => Promise<{ code: number | null, signal: string | null }>,
@@ -35,7 +36,7 @@ export async function startServer(options = {}) {
         throw new Error(`demo-server binary not found at ${serverBin} ` +
             "(build it with `cargo build -p demo-server` or set DEMO_SERVER_BIN)");
     }
-    const args = ["--port", String(port), "--web-dir", webDir];
+    const args = ["--port", String(port), "--web-dir", webDir, ...(options.args ?? [])];
     const child = spawn(serverBin, args, {
         stdio: ["ignore", "pipe", "pipe"],
         env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" },
