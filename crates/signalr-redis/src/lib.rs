@@ -180,8 +180,13 @@ impl RedisBackplane {
     /// [`ConnectError::InvalidUrl`], or [`ConnectError::Unreachable`] when Redis does not
     /// answer within [`RedisOptions::command_timeout`].
     pub async fn connect(options: RedisOptions) -> Result<Self, ConnectError> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
+        // TCP_NODELAY, as StackExchange.Redis sets it: a publish is one small write that should
+        // leave at once, not wait for the previous one's acknowledgement.
+        let info = redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
+            .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client =
+            redis::Client::open(info).map_err(|e| ConnectError::InvalidUrl(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.command_timeout))
             .set_response_timeout(Some(options.command_timeout))
