@@ -529,17 +529,8 @@ impl Inner {
     /// Applies a group change another server asked for a connection of this one, then
     /// acknowledges it (ASP.NET acknowledges even when nothing changed).
     async fn apply_group_command(self: Arc<Self>, command: GroupCommand) {
-        match command.action {
-            GroupAction::Add => {
-                self.local
-                    .add_to_group(&command.connection_id, &command.group);
-            }
-            GroupAction::Remove => {
-                self.local
-                    .remove_from_group(&command.connection_id, &command.group);
-            }
-        }
-        self.sync_group(&command.group).await;
+        self.apply_local(&command.connection_id, &command.group, command.action)
+            .await;
         let ack = Ack { id: command.id }.encode();
         if let Err(err) = self
             .publish(&self.channels.ack(&command.server_name), &ack)
@@ -547,6 +538,19 @@ impl Inner {
         {
             tracing::warn!(error = %err, "could not acknowledge a group change");
         }
+    }
+
+    /// Applies a group change to a connection of this server and (un)subscribes the group's
+    /// channel to match; `false`, changing nothing, when the connection is not on this server.
+    async fn apply_local(&self, connection_id: &str, group: &str, action: GroupAction) -> bool {
+        let here = match action {
+            GroupAction::Add => self.local.add_to_group(connection_id, group),
+            GroupAction::Remove => self.local.remove_from_group(connection_id, group),
+        };
+        if here {
+            self.sync_group(group).await;
+        }
+        here
     }
 
     fn next_command_id(&self) -> i32 {
@@ -572,12 +576,7 @@ impl Inner {
         group: &str,
         action: GroupAction,
     ) -> Result<(), GroupError> {
-        if self.local.connection(connection_id).is_some() {
-            match action {
-                GroupAction::Add => self.local.add_to_group(connection_id, group),
-                GroupAction::Remove => self.local.remove_from_group(connection_id, group),
-            };
-            self.sync_group(group).await;
+        if self.apply_local(connection_id, group, action).await {
             return Ok(());
         }
         let id = self.next_command_id();
@@ -628,21 +627,19 @@ impl Inner {
         recipients: &Recipients,
         message: Arc<SerializedHubMessage>,
     ) -> Result<(), SendError> {
-        let envelope = |excluded: &[String]| InvocationEnvelope {
-            excluded: excluded.to_vec(),
-            messages: frames(&message),
-            client_result: None,
-        };
-        let mut published: Vec<(String, InvocationEnvelope)> = Vec::new();
+        // The channels to publish on; one send has one exclusion list, so one payload serves
+        // them all.
+        let mut channels: Vec<String> = Vec::new();
+        let mut excluded: &[String] = &[];
         match recipients {
-            Recipients::All => published.push((self.channels.all(), envelope(&[]))),
-            Recipients::AllExcept(excluded) => {
-                published.push((self.channels.all(), envelope(excluded)));
+            Recipients::All => channels.push(self.channels.all()),
+            Recipients::AllExcept(except) => {
+                channels.push(self.channels.all());
+                excluded = except;
             }
             Recipients::Connections(ids) => {
                 let mut seen = HashSet::new();
                 let single = ids.len() == 1;
-                let mut remote: Option<InvocationEnvelope> = None;
                 for id in ids {
                     if !seen.insert(id.as_str()) {
                         continue;
@@ -652,39 +649,42 @@ impl Inner {
                             connection.send(message.clone()).await;
                         }
                         Some(connection) => connection.try_send(&message),
-                        None => {
-                            let envelope = remote.get_or_insert_with(|| envelope(&[])).clone();
-                            published.push((self.channels.connection(id), envelope));
-                        }
+                        None => channels.push(self.channels.connection(id)),
                     }
                 }
             }
             Recipients::Groups(groups) => {
-                let envelope = envelope(&[]);
-                for group in groups {
-                    published.push((self.channels.group(group), envelope.clone()));
-                }
+                channels.extend(groups.iter().map(|group| self.channels.group(group)));
             }
-            Recipients::GroupExcept(group, excluded) => {
-                published.push((self.channels.group(group), envelope(excluded)));
+            Recipients::GroupExcept(group, except) => {
+                channels.push(self.channels.group(group));
+                excluded = except;
             }
             Recipients::Users(users) => {
-                let envelope = envelope(&[]);
-                for user in users {
-                    published.push((self.channels.user(user), envelope.clone()));
-                }
+                channels.extend(users.iter().map(|user| self.channels.user(user)));
             }
             other => {
                 tracing::warn!(recipients = ?other, "recipients the Redis backplane does not know");
             }
         }
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let messages = frames(&message);
+        if messages.is_empty() {
+            // Every serialization failed (logged); nothing to send.
+            return Ok(());
+        }
+        let payload = InvocationEnvelope {
+            excluded: excluded.to_vec(),
+            messages,
+            client_result: None,
+        }
+        .encode()
+        .map_err(|e| SendError::Backplane(e.to_string()))?;
         let mut failure = None;
-        for (channel, envelope) in published {
-            if envelope.messages.is_empty() {
-                // Every serialization failed (logged); nothing to send.
-                continue;
-            }
-            if let Err(err) = self.publish_envelope(&channel, &envelope).await {
+        for channel in channels {
+            if let Err(err) = self.publish(&channel, &payload).await {
                 failure.get_or_insert(err);
             }
         }
