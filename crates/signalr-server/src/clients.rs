@@ -543,8 +543,8 @@ impl HubContext {
     /// [`connection_count`](Self::connection_count) when the hub lets it go, but its transport
     /// may still have to deliver the last messages, such as the Close message of
     /// [`close_all`](Self::close_all): a WebSocket or SSE response ends once they are written, a
-    /// long-polling connection once a poll has taken them and the next poll was answered 204 or
-    /// the client sent its DELETE (the disconnect timeout, 30 s by default, at most). For a
+    /// long-polling connection counts until a poll has taken them (its response is then in flight,
+    /// which a graceful HTTP shutdown lets finish). For a
     /// graceful shutdown, wait until this is 0 before stopping the HTTP server, so that no client
     /// loses its Close message to a closed socket.
     pub fn open_transport_count(&self) -> usize {

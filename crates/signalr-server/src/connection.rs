@@ -275,6 +275,9 @@ pub(crate) enum QueueError {
 
 /// One logical connection.
 pub(crate) struct Connection {
+    /// Set when a long poll took the end of the outgoing queue: the transport has handed over
+    /// everything (WebSocket and SSE connections are disposed when they get there).
+    pub end_delivered: AtomicBool,
     pub id: String,
     pub token: String,
     transport: OnceLock<TransportType>,
@@ -586,6 +589,7 @@ impl ConnectionManager {
             outgoing_budget,
             closed: CancellationToken::new(),
             started: AtomicBool::new(false),
+            end_delivered: AtomicBool::new(false),
             binary: AtomicBool::new(false),
             raw: AtomicBool::new(false),
             activity: Mutex::new(Activity {
@@ -610,11 +614,14 @@ impl ConnectionManager {
         self.connections.lock().ok()?.get(token).cloned()
     }
 
-    /// Connections whose application was started and which are not disposed yet.
+    /// Connections whose application was started and whose transport has not handed over the
+    /// end of the outgoing queue yet.
     pub(crate) fn started_count(&self) -> usize {
-        self.connections
-            .lock()
-            .map_or(0, |map| map.values().filter(|c| c.is_started()).count())
+        self.connections.lock().map_or(0, |map| {
+            map.values()
+                .filter(|c| c.is_started() && !c.end_delivered.load(Ordering::Acquire))
+                .count()
+        })
     }
 
     fn remove(&self, token: &str) {

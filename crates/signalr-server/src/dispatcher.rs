@@ -759,19 +759,19 @@ async fn long_poll(
             () = connection.closed.cancelled() => return poll_response(StatusCode::NO_CONTENT, Bytes::new()),
         };
         tokio::select! {
-            batch = outbox.next_batch() => match batch {
-                Some(batch) if !batch.data.is_empty() => {
-                    connection.touch_write(std::time::Instant::now());
-                    poll_response(StatusCode::OK, batch.data.clone())
+            batch = outbox.next_batch() => {
+                if batch.as_ref().is_none_or(|batch| batch.end) {
+                    // The application ended and this poll takes the last of what it wrote.
+                    connection.end_delivered.store(true, Ordering::Release);
                 }
-                // The application ended and everything it wrote was delivered: the 204 tells
-                // the client, and the connection is gone (as in ASP.NET; a DELETE after it
-                // gets 404, which the clients expect).
-                _ => {
-                    connection.dispose();
-                    poll_response(StatusCode::NO_CONTENT, Bytes::new())
+                match batch {
+                    Some(batch) if !batch.data.is_empty() => {
+                        connection.touch_write(std::time::Instant::now());
+                        poll_response(StatusCode::OK, batch.data.clone())
+                    }
+                    _ => poll_response(StatusCode::NO_CONTENT, Bytes::new()),
                 }
-            },
+            }
             () = tokio::time::sleep(endpoint.options.long_polling_timeout) => {
                 poll_response(StatusCode::OK, Bytes::new())
             }

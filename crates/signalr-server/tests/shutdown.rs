@@ -70,8 +70,8 @@ async fn close_all_sends_close_to_every_connection() {
 }
 
 /// A long-polling connection leaves the hub when its Close message is queued, but its transport
-/// stays open until a poll has taken the message and the next poll was answered 204: only then
-/// may a graceful shutdown stop the HTTP server.
+/// stays open until a poll has taken the message: only then may a graceful shutdown stop the
+/// HTTP server. The connection itself stays until the client's DELETE (202).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polling_transport_stays_open_until_close_message_is_polled() {
     let server = start().await;
@@ -112,11 +112,11 @@ async fn long_polling_transport_stays_open_until_close_message_is_polled() {
         (close.status, close.body.as_str()),
         (200, "{\"type\":7,\"allowReconnect\":true}\u{1e}")
     );
-    assert_eq!(context.open_transport_count(), 1);
-    assert_eq!(poll(&server, &token).await.status, 204, "the end");
+    // The end may come with the Close message or on the next poll.
+    if context.open_transport_count() == 1 {
+        assert_eq!(poll(&server, &token).await.status, 204, "the end");
+    }
     assert_eq!(context.open_transport_count(), 0);
-    delete(&server, &token)
-        .await
-        .assert_text(404, "No Connection with that ID");
+    assert_eq!(delete(&server, &token).await.status, 202);
     finish(&server).await;
 }
