@@ -195,6 +195,71 @@ impl Outbox {
     }
 }
 
+/// What [`Outbox::poll_take`] took.
+pub(crate) struct Taken {
+    /// Bytes of the outgoing budget the taken items hold; give them back with
+    /// [`Outbox::release`] once written.
+    pub bytes: usize,
+    /// The end was taken: nothing more will be.
+    pub end: bool,
+}
+
+impl Outbox {
+    /// Moves the queued items (at least one, at most `max`) into `items` without copying them;
+    /// `Ready(None)` once the end was taken. `Pending` while nothing is queued, and while the
+    /// connection's [`Gate`] is closed: the task that opens it must poll again (no wake-up is
+    /// registered for the gate).
+    pub(crate) fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        items: &mut std::collections::VecDeque<Bytes>,
+        max: usize,
+    ) -> std::task::Poll<Option<Taken>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if !self.gate.0.is_cancelled() {
+            return Poll::Pending;
+        }
+        let mut taken = Taken {
+            bytes: 0,
+            end: false,
+        };
+        let mut item = match self.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        loop {
+            match item {
+                None | Some(Outgoing::End) => {
+                    taken.end = true;
+                    self.ended = true;
+                    break;
+                }
+                Some(Outgoing::Data(bytes)) => {
+                    taken.bytes += bytes.len();
+                    items.push_back(bytes);
+                }
+            }
+            if items.len() >= max {
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(next) => item = Some(next),
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(taken))
+    }
+
+    /// Gives back `bytes` of the outgoing budget (items taken with [`Outbox::poll_take`] and
+    /// written).
+    pub(crate) fn release(&self, bytes: usize) {
+        self.budget.release(bytes);
+    }
+}
+
 /// One read of a transport, as handed to the application.
 pub(crate) enum Received {
     /// Bytes of the client (a WebSocket message, a chunk of a POST body).
@@ -337,11 +402,6 @@ impl Connection {
     /// Marks the connection as raw (no hub protocol).
     pub(crate) fn set_raw(&self) {
         self.raw.store(true, Ordering::Release);
-    }
-
-    /// Whether this is a raw connection (no hub protocol).
-    pub(crate) fn is_raw(&self) -> bool {
-        self.raw.load(Ordering::Acquire)
     }
 
     /// Records the type of a received WebSocket frame; raw connections answer in kind.

@@ -3,17 +3,16 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use signalr_protocol::{
     AvailableTransport, NegotiateRequest, NegotiateResponse, QueryParam, TransferFormat,
     TransportType,
@@ -25,10 +24,11 @@ use crate::auth::{AuthRequest, User, bearer_token};
 use crate::auth::{Authenticator, AuthorizationPolicy};
 use crate::connection::{Connection, ConnectionManager, ConnectionRequest, Outbox};
 use crate::hub::HubInner;
-use crate::hub_connection;
+use crate::hub_connection::{self, HubInput};
 use crate::options::ConnectionOptions;
 use crate::raw::{RawConnection, RawHandler};
 use crate::serve::ConnectionAbort;
+use crate::websocket::{self, WebSocket};
 
 /// What runs on the connections of an endpoint.
 pub(crate) enum Application {
@@ -129,7 +129,8 @@ impl Endpoint {
         self.options.transports.contains(&transport)
     }
 
-    /// Starts the application on the connection's first transport request.
+    /// Starts the application on the connection's first SSE or long-polling request, on a task
+    /// of its own (WebSockets run theirs on the socket's task: [`Endpoint::run_websocket`]).
     ///
     /// As in ASP.NET, the connection's user is the user of this transport request.
     fn start_application(
@@ -151,7 +152,7 @@ impl Endpoint {
                 tokio::spawn(hub_connection::run(
                     hub.clone(),
                     connection.clone(),
-                    inbound,
+                    HubInput::Queue(inbound),
                 ));
             }
             Application::Raw(handler) => {
@@ -375,8 +376,8 @@ async fn receive(
         if !endpoint.enabled(TransportType::WebSockets) {
             return transport_disabled(TransportType::WebSockets);
         }
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
+        let accepted = match websocket::accept(&mut parts) {
+            Ok(accepted) => accepted,
             Err(rejection) => return rejection.into_response(),
         };
         // Without `id` the client skipped negotiation: the connection is made here (§A3.2).
@@ -386,7 +387,7 @@ async fn receive(
             Err(error) => return error.into_response(),
         };
         let info = connection_request(&parts);
-        return websocket(endpoint, connection, upgrade, info, user);
+        return websocket(endpoint, connection, accepted, info, user);
     }
 
     let transport = if wants_sse {
@@ -426,7 +427,7 @@ async fn receive(
 fn websocket(
     endpoint: Arc<Endpoint>,
     connection: Arc<Connection>,
-    upgrade: WebSocketUpgrade,
+    accepted: websocket::Accepted,
     info: ConnectionRequest,
     user: User,
 ) -> Response {
@@ -436,192 +437,119 @@ fn websocket(
     let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
         return StatusCode::CONFLICT.into_response();
     };
-    let limit = endpoint.websocket_message_limit;
-    let upgrade = upgrade
-        .read_buffer_size(endpoint.options.websocket_read_buffer_size.max(1024))
-        .max_message_size(limit)
-        .max_frame_size(limit);
-    upgrade.on_upgrade(move |socket| async move {
-        let _active = connection.begin_request();
-        endpoint.start_application(&connection, info, user);
-        run_websocket(&connection, outbox, socket, &endpoint.options).await;
+    let response = accepted.response();
+    tokio::spawn(async move {
+        if let Some(upgraded) = accepted.upgraded().await {
+            let _active = connection.begin_request();
+            endpoint
+                .run_websocket(&connection, upgraded, outbox, info, user)
+                .await;
+        }
         connection.dispose();
-    })
-}
-
-/// How the reading half of a WebSocket ended.
-pub(crate) enum ReadEnd {
-    /// The client sent a Close frame; the library has queued the reply, which the next flush sends.
-    PeerClosed,
-    /// The socket ended or failed without a Close frame.
-    Gone,
-    /// The client sent a message over the size limit: the application was told (a hub answers
-    /// with its Close message); the WebSocket closes once that is written.
-    TooLarge,
-    /// The client broke the WebSocket protocol: close at once with this code.
-    Violation(u16),
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Close code 1009: a message too big to process (RFC 6455 §7.4.1).
-const CLOSE_TOO_BIG: u16 = 1009;
-
-/// What a failed read means for the close handshake.
-pub(crate) fn read_error(error: axum::Error) -> ReadEnd {
-    let Ok(error) = error.into_inner().downcast::<tungstenite::Error>() else {
-        return ReadEnd::Gone;
-    };
-    match *error {
-        tungstenite::Error::Capacity(_) => ReadEnd::TooLarge,
-        // 1007: text that is not UTF-8 (invalid payload data).
-        tungstenite::Error::Utf8(_) => ReadEnd::Violation(1007),
-        // 1002: protocol error (unmasked frame, reserved bits or opcode, bad control frame...).
-        tungstenite::Error::Protocol(_) => ReadEnd::Violation(1002),
-        _ => ReadEnd::Gone,
-    }
-}
-
-type WsSink = futures_util::stream::SplitSink<WebSocket, Message>;
-
-/// Sends a Close frame with `code`, waiting at most `timeout` for it to be written.
-async fn send_close(sink: &mut WsSink, code: u16, timeout: std::time::Duration) {
-    let close = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(""),
-    };
-    let _ = tokio::time::timeout(timeout, sink.send(Message::Close(Some(close)))).await;
-}
-
-/// Runs a WebSocket until either side closes it, with the RFC 6455 close handshake: a client's
-/// Close frame is answered with one; the server's Close frame (1000 when the application ends,
-/// including a hub's Close after a message over the limit as in ASP.NET; 1009 for a raw
-/// connection's message over the limit; 1002/1007 after a protocol violation) is followed by a
-/// wait of at most [`ConnectionOptions::websocket_close_timeout`] for the client's. A write
-/// that takes longer than [`ConnectionOptions::transport_send_timeout`] drops the socket.
-async fn run_websocket(
-    connection: &Arc<Connection>,
-    mut outbox: tokio::sync::OwnedMutexGuard<Outbox>,
-    socket: WebSocket,
-    options: &ConnectionOptions,
-) {
-    let (mut sink, mut stream) = socket.split();
-    // The reader runs as its own task: in one `select!` with the writer, every writer wake-up
-    // would poll the socket for reading too (a wasted read per outgoing batch).
-    let reader_connection = connection.clone();
-    // Set by the reader before it tells the application about a message over the limit, so the
-    // application's end (which may reach the writer before the reader task's own result) is
-    // closed with the right code.
-    let too_large = Arc::new(AtomicBool::new(false));
-    let reader_too_large = too_large.clone();
-    let mut reader = tokio::spawn(async move {
-        let connection = reader_connection;
-        loop {
-            let message = match stream.next().await {
-                None => return ReadEnd::Gone,
-                Some(Err(error)) => {
-                    let end = read_error(error);
-                    if matches!(end, ReadEnd::TooLarge) {
-                        tracing::debug!(connection_id = %connection.id, "WebSocket message over the size limit");
-                        reader_too_large.store(true, Ordering::Release);
-                        connection.receive_too_large().await;
-                    }
-                    return end;
-                }
-                Some(Ok(message)) => message,
-            };
-            let bytes = match message {
-                Message::Text(text) => {
-                    connection.received_frame(false);
-                    Bytes::from(text)
-                }
-                Message::Binary(bytes) => {
-                    connection.received_frame(true);
-                    bytes
-                }
-                Message::Close(_) => return ReadEnd::PeerClosed,
-                Message::Ping(_) | Message::Pong(_) => continue,
-            };
-            if !connection.receive(bytes).await {
-                return ReadEnd::Gone;
-            }
-        }
     });
-    let _reader = AbortOnDrop(reader.abort_handle());
-    let mut reading = true;
-    loop {
-        tokio::select! {
-            read = &mut reader, if reading => match read.unwrap_or(ReadEnd::Gone) {
-                ReadEnd::PeerClosed => {
-                    // Flushing sends the Close reply the library queued.
-                    let _ = tokio::time::timeout(options.websocket_close_timeout, sink.close()).await;
-                    return;
-                }
-                ReadEnd::Gone => return,
-                ReadEnd::Violation(code) => {
-                    tracing::debug!(connection_id = %connection.id, code, "WebSocket protocol violation");
-                    send_close(&mut sink, code, options.websocket_close_timeout).await;
-                    return;
-                }
-                // Nothing more can be read; let the application's Close message out first.
-                ReadEnd::TooLarge => reading = false,
-            },
-            batch = outbox.next_batch() => {
-                let Some(batch) = batch else { return };
-                if !batch.data.is_empty() {
-                    let frame = if connection.binary_frames() {
-                        Message::Binary(batch.data.clone())
-                    } else {
-                        match Utf8Bytes::try_from(batch.data.clone()) {
-                            Ok(text) => Message::Text(text),
-                            // Only raw connections can produce non-UTF-8 data in text mode.
-                            Err(_) => Message::Binary(batch.data.clone()),
-                        }
-                    };
-                    // A connection disposed meanwhile (a slow consumer) drops its socket at
-                    // once instead of waiting for the stuck write to time out.
-                    let sent = tokio::select! {
-                        sent = tokio::time::timeout(options.transport_send_timeout, sink.send(frame)) => sent,
-                        () = connection.closed.cancelled() => return,
-                    };
-                    match sent {
-                        Ok(Ok(())) => connection.touch_write(std::time::Instant::now()),
-                        Ok(Err(_)) => return,
-                        Err(_) => {
-                            tracing::debug!(connection_id = %connection.id, "WebSocket send timed out");
-                            return;
-                        }
-                    }
-                }
-                if batch.end {
-                    drop(batch);
-                    // A hub says why in its Close message and closes normally, as ASP.NET does;
-                    // a raw connection gets 1009 after a message over the limit.
-                    let too_large = too_large.load(Ordering::Acquire);
-                    reading &= !too_large;
-                    let code = if too_large && connection.is_raw() {
-                        CLOSE_TOO_BIG
-                    } else {
-                        axum::extract::ws::close_code::NORMAL
-                    };
-                    send_close(&mut sink, code, options.websocket_close_timeout).await;
-                    if reading {
-                        // Wait (bounded) for the client's Close frame.
-                        let _ = tokio::time::timeout(options.websocket_close_timeout, &mut reader).await;
-                    }
-                    return;
-                }
+    response
+}
+
+impl Endpoint {
+    /// Runs the application and its WebSocket on this task until both end: the hub protocol
+    /// reads and writes the socket itself; a raw connection's handler gets a task of its own
+    /// and this one moves its messages between the socket and the connection's queues.
+    async fn run_websocket(
+        &self,
+        connection: &Arc<Connection>,
+        upgraded: hyper::upgrade::Upgraded,
+        outbox: tokio::sync::OwnedMutexGuard<Outbox>,
+        request: ConnectionRequest,
+        user: User,
+    ) {
+        let _ = connection.request.set(Arc::new(request));
+        let _ = connection.user.set(user);
+        if !connection.start() {
+            return;
+        }
+        let limit = self.websocket_message_limit;
+        match &self.application {
+            Application::Hub(hub) => {
+                let socket = WebSocket::new(
+                    upgraded,
+                    false,
+                    connection.clone(),
+                    outbox,
+                    limit,
+                    &self.options,
+                );
+                hub_connection::run(
+                    hub.clone(),
+                    connection.clone(),
+                    HubInput::WebSocket(Box::new(socket)),
+                )
+                .await;
             }
-            () = connection.closed.cancelled() => return,
+            Application::Raw(handler) => {
+                let Some(inbound) = connection.take_inbound() else {
+                    return;
+                };
+                connection.set_raw();
+                connection.writer_gate.open();
+                let socket = WebSocket::new(
+                    upgraded,
+                    true,
+                    connection.clone(),
+                    outbox,
+                    limit,
+                    &self.options,
+                );
+                let future = handler(RawConnection::new(connection.clone(), inbound));
+                let ended = connection.clone();
+                tokio::spawn(async move {
+                    future.await;
+                    let _ = ended.send(crate::connection::Outgoing::End).await;
+                });
+                pump_raw(connection, socket).await;
+            }
         }
     }
+}
+
+/// Moves a raw connection's messages from the socket into its incoming queue (one message per
+/// WebSocket message) while the socket writes what the handler queues, until the socket closes.
+async fn pump_raw(connection: &Arc<Connection>, mut socket: WebSocket) {
+    let mut buf = bytes::BytesMut::new();
+    let mut scratch = bytes::BytesMut::new();
+    let mut reading = true;
+    'read: loop {
+        let input = tokio::select! {
+            input = socket.next(&mut buf, reading) => input,
+            () = connection.closed.cancelled() => break,
+        };
+        match input {
+            websocket::Input::Data { .. } => {
+                let mut taken = 0;
+                for (end, _binary) in socket.take_message_ends() {
+                    let message = buf.split_to(end - taken).freeze();
+                    taken = end;
+                    let delivered = tokio::select! {
+                        biased;
+                        delivered = connection.receive(message) => delivered,
+                        _ = socket.next(&mut scratch, false) => false,
+                    };
+                    if !delivered {
+                        break 'read;
+                    }
+                }
+            }
+            websocket::Input::TooLarge => {
+                reading = false;
+                tokio::select! {
+                    biased;
+                    () = connection.receive_too_large() => {}
+                    _ = socket.next(&mut scratch, false) => break,
+                }
+            }
+            websocket::Input::Closed => break,
+        }
+    }
+    socket.finish().await;
 }
 
 /// Removes the connection when an SSE response body is dropped (client gone or stream ended).

@@ -24,6 +24,7 @@ use crate::filter::{NextConnected, NextDisconnected};
 use crate::handler::MethodOutput;
 use crate::hub::{HubInner, MethodEntry};
 use crate::message::SerializedHubMessage;
+use crate::websocket::{self, WebSocket};
 
 /// Invocations parsed but waiting for a free slot (parallel limit); above this the connection
 /// stops reading.
@@ -89,12 +90,93 @@ impl ClientSink for CoreClient {
     }
 }
 
+/// Where the hub reads the client's bytes from.
+pub(crate) enum HubInput {
+    /// The connection's incoming queue, filled by another task (the POSTs of SSE and long
+    /// polling); the transport writes from the outgoing queue on its own.
+    Queue(Inbound),
+    /// A WebSocket, read and written by the hub's own task.
+    WebSocket(Box<WebSocket>),
+}
+
+/// What [`HubInput::next`] found.
+enum Input {
+    /// Bytes were appended to the buffer.
+    Data,
+    /// The client sent a message over the transport's limit; nothing more will be read.
+    TooLarge,
+    /// Nothing more will be read.
+    Closed,
+}
+
+impl HubInput {
+    /// Appends the client's next bytes to `buf`. With `read` false it only writes what is
+    /// queued (for a WebSocket) and returns when the transport is gone. Cancel-safe.
+    async fn next(&mut self, buf: &mut BytesMut, read: bool) -> Input {
+        match self {
+            HubInput::Queue(inbound) => {
+                if !read {
+                    return std::future::pending().await;
+                }
+                match inbound.recv().await {
+                    Some(Received::Data(bytes)) => {
+                        buf.extend_from_slice(&bytes);
+                        Input::Data
+                    }
+                    Some(Received::MessageTooLarge) => Input::TooLarge,
+                    None => Input::Closed,
+                }
+            }
+            HubInput::WebSocket(socket) => match socket.next(buf, read).await {
+                websocket::Input::Data { .. } => Input::Data,
+                websocket::Input::TooLarge => Input::TooLarge,
+                websocket::Input::Closed => Input::Closed,
+            },
+        }
+    }
+
+    /// Runs `work` while the WebSocket keeps writing (a send into the outgoing queue waits for
+    /// room that only this task's writes make); `None` when the transport went away first.
+    async fn while_writing<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let mut scratch = BytesMut::new();
+        tokio::select! {
+            biased;
+            output = work => Some(output),
+            _ = self.next(&mut scratch, false), if matches!(self, HubInput::WebSocket(_)) => None,
+        }
+    }
+
+    /// Bytes the transport already delivered, without waiting (after the connection closed).
+    fn try_next(&mut self, buf: &mut BytesMut) -> bool {
+        match self {
+            HubInput::Queue(inbound) => match inbound.recv().now_or_never() {
+                Some(Some(Received::Data(bytes))) => {
+                    buf.extend_from_slice(&bytes);
+                    true
+                }
+                _ => false,
+            },
+            HubInput::WebSocket(_) => false,
+        }
+    }
+
+    /// After the application ended: a WebSocket writes what is left, closes, and its
+    /// connection is disposed.
+    async fn finish(self, connection: &Connection) {
+        if let HubInput::WebSocket(socket) = self {
+            socket.finish().await;
+            connection.dispose();
+        }
+    }
+}
+
 /// Runs the hub protocol on `connection` until it ends.
-pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inbound: Inbound) {
+pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut input: HubInput) {
     let mut buf = BytesMut::new();
-    let Some(protocol) = handshake(&hub, &connection, &mut inbound, &mut buf).await else {
+    let Some(protocol) = handshake(&hub, &connection, &mut input, &mut buf).await else {
         connection.writer_gate.open();
-        let _ = connection.send(Outgoing::End).await;
+        let _ = input.while_writing(connection.send(Outgoing::End)).await;
+        input.finish(&connection).await;
         return;
     };
     tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), "handshake complete");
@@ -120,9 +202,13 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
     let connected = match registered {
         Ok(()) => {
             let connecting = HubCallerContext::new(context.clone(), lifetime_token.clone(), true);
-            NextConnected::new(hub.filters.clone(), hub.on_connected.clone())
-                .run(connecting)
+            let connected =
+                NextConnected::new(hub.filters.clone(), hub.on_connected.clone()).run(connecting);
+            // Boxed: the connected hook is not part of the connection's resident state.
+            input
+                .while_writing(Box::pin(connected))
                 .await
+                .unwrap_or(Ok(()))
         }
         Err(err) => Err(crate::HubError::from(err)),
     };
@@ -148,7 +234,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
                 open_streams: Arc::default(),
                 running: FuturesUnordered::new(),
             };
-            let outcome = state.run(&mut inbound, &mut buf).await;
+            let outcome = state.run(&mut input, &mut buf).await;
             // Invocations still running go on as tasks (their cancellation fires below), as hub
             // methods do in ASP.NET when the connection closes.
             for invocation in std::mem::take(&mut state.running) {
@@ -164,24 +250,32 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inb
         Outcome::TransportClosed => None,
         Outcome::ClientClosed(error) => {
             context.set_stop_called();
-            let _ = connection.send(Outgoing::End).await;
+            let _ = input.while_writing(connection.send(Outgoing::End)).await;
             error
         }
         Outcome::Close(close) => {
             let error = close.error.clone();
-            let _ = core.send_message(&HubMessage::Close(close)).await;
-            let _ = connection.send(Outgoing::End).await;
+            let _ = input
+                .while_writing(async {
+                    let _ = core.send_message(&HubMessage::Close(close)).await;
+                    connection.send(Outgoing::End).await
+                })
+                .await;
             error
         }
     };
     lifetime_token.cancel();
     let caller = HubCallerContext::new(context, lifetime_token, false);
-    if let Err(err) = NextDisconnected::new(hub.filters.clone(), hub.on_disconnected.clone())
-        .run(caller, disconnect_error)
-        .await
-    {
-        tracing::warn!(connection_id = %connection.id, error = %err, "on_disconnected failed");
-    }
+    let disconnected = async {
+        if let Err(err) = NextDisconnected::new(hub.filters.clone(), hub.on_disconnected.clone())
+            .run(caller, disconnect_error)
+            .await
+        {
+            tracing::warn!(connection_id = %connection.id, error = %err, "on_disconnected failed");
+        }
+    };
+    // The socket closes while the disconnected hook runs.
+    tokio::join!(input.finish(&connection), Box::pin(disconnected));
     tracing::debug!(connection_id = %connection.id, "hub connection ended");
 }
 
@@ -196,7 +290,7 @@ async fn fail_handshake(connection: &Connection, error: String) -> Option<HubPro
 async fn handshake(
     hub: &HubInner,
     connection: &Connection,
-    inbound: &mut Inbound,
+    input: &mut HubInput,
     buf: &mut BytesMut,
 ) -> Option<HubProtocol> {
     let options = &hub.options;
@@ -219,12 +313,12 @@ async fn handshake(
             }
         }
         tokio::select! {
-            received = inbound.recv() => match received {
-                Some(Received::Data(bytes)) => buf.extend_from_slice(&bytes),
-                Some(Received::MessageTooLarge) => {
+            received = input.next(buf, true) => match received {
+                Input::Data => {}
+                Input::TooLarge => {
                     return fail_handshake(connection, "Handshake was canceled.".into()).await;
                 }
-                None => return None,
+                Input::Closed => return None,
             },
             () = connection.closed.cancelled() => return None,
             () = &mut deadline => {
@@ -444,7 +538,7 @@ impl LoopState {
         }
     }
 
-    async fn run(&mut self, inbound: &mut Inbound, buf: &mut BytesMut) -> Outcome {
+    async fn run(&mut self, input: &mut HubInput, buf: &mut BytesMut) -> Outcome {
         let options = self.hub.options.clone();
         let inherent_keep_alive = self.connection().transport() == Some(TransportType::LongPolling);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -475,8 +569,12 @@ impl LoopState {
                 if matches!(message, HubMessage::Ping) {
                     client_timeout_armed = true;
                 }
-                if let Some(outcome) = self.dispatch(message).await {
-                    return outcome;
+                // Dispatching may wait for room in the outgoing queue, which a WebSocket
+                // makes on this task.
+                match input.while_writing(self.dispatch(message)).await {
+                    Some(Some(outcome)) => return outcome,
+                    Some(None) => {}
+                    None => return self.closed_outcome(input, buf),
                 }
                 if self.running.len() < max_parallel && !self.queued.is_empty() {
                     break;
@@ -487,21 +585,20 @@ impl LoopState {
             }
 
             let connection = self.core.connection.clone();
+            let read = self.can_queue();
+            let drives_writes = matches!(input, HubInput::WebSocket(_));
             tokio::select! {
-                () = connection.closed.cancelled() => return self.closed_outcome(inbound, buf),
+                () = connection.closed.cancelled() => return self.closed_outcome(input, buf),
                 () = self.context.close_notify.notified() => {
                     if let Some(close) = self.context.take_close_request() {
                         return Outcome::Close(close);
                     }
                 }
                 Some(()) = self.running.next(), if !self.running.is_empty() => {}
-                received = inbound.recv(), if self.can_queue() => match received {
-                    Some(Received::Data(bytes)) => {
-                        last_received = Instant::now();
-                        buf.extend_from_slice(&bytes);
-                    }
-                    Some(Received::MessageTooLarge) => return Outcome::Close(too_large_close(&self.hub)),
-                    None => return Outcome::TransportClosed,
+                received = input.next(buf, read), if read || drives_writes => match received {
+                    Input::Data => last_received = Instant::now(),
+                    Input::TooLarge => return Outcome::Close(too_large_close(&self.hub)),
+                    Input::Closed => return self.closed_outcome(input, buf),
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
@@ -532,7 +629,7 @@ impl LoopState {
     /// and closes the transport right away (`connection.stop()`), so the Close may still wait
     /// unread. What the transport delivered is scanned for it (nothing else is dispatched any
     /// more): found, it is a client close (`stop_called`); otherwise the transport was lost.
-    fn closed_outcome(&self, inbound: &mut Inbound, buf: &mut BytesMut) -> Outcome {
+    fn closed_outcome(&self, input: &mut HubInput, buf: &mut BytesMut) -> Outcome {
         let limit = self.hub.options.maximum_receive_message_size;
         loop {
             loop {
@@ -545,9 +642,8 @@ impl LoopState {
                     Err(_) => return Outcome::TransportClosed,
                 }
             }
-            match inbound.recv().now_or_never() {
-                Some(Some(Received::Data(bytes))) => buf.extend_from_slice(&bytes),
-                _ => return Outcome::TransportClosed,
+            if !input.try_next(buf) {
+                return Outcome::TransportClosed;
             }
         }
     }

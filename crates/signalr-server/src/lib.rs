@@ -105,6 +105,7 @@ mod message;
 mod options;
 mod raw;
 pub mod serve;
+mod websocket;
 
 use std::sync::Arc;
 

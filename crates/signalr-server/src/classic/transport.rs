@@ -23,7 +23,6 @@ use tokio::sync::mpsc;
 
 use super::connection::{AttachGuard, ClassicConnection};
 use super::{ClassicEndpoint, JSON, bad_request, invoke, respond};
-use crate::dispatcher::{ReadEnd, read_error};
 
 /// Longest time one WebSocket write may take before the socket is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -335,4 +334,32 @@ fn long_poll(
         }
     });
     respond(StatusCode::OK, Some(JSON), Body::from_stream(stream))
+}
+
+/// How the reading half of a WebSocket ended.
+enum ReadEnd {
+    /// The client sent a Close frame; the library has queued the reply, which the next flush sends.
+    PeerClosed,
+    /// The socket ended or failed without a Close frame.
+    Gone,
+    /// The client sent a message over the size limit: the application was told (a hub answers
+    /// with its Close message); the WebSocket closes once that is written.
+    TooLarge,
+    /// The client broke the WebSocket protocol: close at once with this code.
+    Violation(u16),
+}
+
+/// What a failed read means for the close handshake.
+fn read_error(error: axum::Error) -> ReadEnd {
+    let Ok(error) = error.into_inner().downcast::<tungstenite::Error>() else {
+        return ReadEnd::Gone;
+    };
+    match *error {
+        tungstenite::Error::Capacity(_) => ReadEnd::TooLarge,
+        // 1007: text that is not UTF-8 (invalid payload data).
+        tungstenite::Error::Utf8(_) => ReadEnd::Violation(1007),
+        // 1002: protocol error (unmasked frame, reserved bits or opcode, bad control frame...).
+        tungstenite::Error::Protocol(_) => ReadEnd::Violation(1002),
+        _ => ReadEnd::Gone,
+    }
 }
