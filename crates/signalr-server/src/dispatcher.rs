@@ -333,10 +333,23 @@ async fn negotiate(
     .into_response()
 }
 
+/// A copy of `headers` in allocations of its own. The values hyper parses share the HTTP
+/// connection's read buffer (8 KiB): a plain clone kept for a connection's lifetime would keep
+/// that whole buffer alive.
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
+}
+
 /// The request data kept for the hub's caller context.
 pub(crate) fn connection_request(parts: &axum::http::request::Parts) -> ConnectionRequest {
     ConnectionRequest {
-        headers: parts.headers.clone(),
+        headers: owned_headers(&parts.headers),
         query: parts.uri.query().unwrap_or_default().to_owned(),
         remote_addr: parts
             .extensions
@@ -505,7 +518,8 @@ impl Endpoint {
                     future.await;
                     let _ = ended.send(crate::connection::Outgoing::End).await;
                 });
-                pump_raw(connection, socket).await;
+                // Boxed: raw connections are rare; the task keeps the size of a hub's.
+                Box::pin(pump_raw(connection, socket)).await;
             }
         }
     }

@@ -30,6 +30,14 @@ use crate::websocket::{self, WebSocket};
 /// stops reading.
 const MAX_QUEUED_INVOCATIONS: usize = 32;
 
+/// What dispatching a message left to do.
+enum Dispatched {
+    /// Nothing (`Some`: the loop ends).
+    Done(Option<Outcome>),
+    /// This has to be awaited before the next message.
+    Wait(BoxFuture<'static, ()>),
+}
+
 /// How the message loop ended.
 enum Outcome {
     /// The transport went away or the connection was disposed: nothing more can be sent.
@@ -173,10 +181,15 @@ impl HubInput {
 /// Runs the hub protocol on `connection` until it ends.
 pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut input: HubInput) {
     let mut buf = BytesMut::new();
-    let Some(protocol) = handshake(&hub, &connection, &mut input, &mut buf).await else {
-        connection.writer_gate.open();
-        let _ = input.while_writing(connection.send(Outgoing::End)).await;
-        input.finish(&connection).await;
+    // The phases before and after the message loop are boxed: only the loop's state stays
+    // with the connection while it lives.
+    let Some(protocol) = Box::pin(handshake(&hub, &connection, &mut input, &mut buf)).await else {
+        Box::pin(async {
+            connection.writer_gate.open();
+            let _ = input.while_writing(connection.send(Outgoing::End)).await;
+            input.finish(&connection).await;
+        })
+        .await;
         return;
     };
     tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), "handshake complete");
@@ -244,6 +257,30 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inp
         }
     };
 
+    Box::pin(end(
+        hub,
+        connection,
+        input,
+        core,
+        context,
+        lifetime_token,
+        outcome,
+    ))
+    .await;
+}
+
+/// After the message loop: the connection leaves the hub, its transport closes (after the
+/// Close message, unless the client closed or the transport is gone) and the disconnected hook
+/// runs.
+async fn end(
+    hub: Arc<HubInner>,
+    connection: Arc<Connection>,
+    mut input: HubInput,
+    core: Arc<CoreClient>,
+    context: Arc<ConnectionContext>,
+    lifetime_token: CancellationToken,
+    outcome: Outcome,
+) {
     context.shut_down();
     hub.lifetime.remove(&context).await;
     let disconnect_error = match outcome {
@@ -569,12 +606,16 @@ impl LoopState {
                 if matches!(message, HubMessage::Ping) {
                     client_timeout_armed = true;
                 }
-                // Dispatching may wait for room in the outgoing queue, which a WebSocket
-                // makes on this task.
-                match input.while_writing(self.dispatch(message)).await {
-                    Some(Some(outcome)) => return outcome,
-                    Some(None) => {}
-                    None => return self.closed_outcome(input, buf),
+                match self.dispatch(message) {
+                    Dispatched::Done(None) => {}
+                    Dispatched::Done(Some(outcome)) => return outcome,
+                    // It may wait for room in the outgoing queue, which a WebSocket makes on
+                    // this task.
+                    Dispatched::Wait(work) => {
+                        if input.while_writing(work).await.is_none() {
+                            return self.closed_outcome(input, buf);
+                        }
+                    }
                 }
                 if self.running.len() < max_parallel && !self.queued.is_empty() {
                     break;
@@ -707,8 +748,9 @@ impl LoopState {
         }
     }
 
-    /// Handles one message; `Some` ends the loop.
-    async fn dispatch(&mut self, message: HubMessage) -> Option<Outcome> {
+    /// Handles one message without waiting; what has to wait (a Completion error, an upload's
+    /// item while its buffer is full) is handed back to be awaited.
+    fn dispatch(&mut self, message: HubMessage) -> Dispatched {
         match message {
             HubMessage::Invocation(Invocation {
                 invocation_id,
@@ -725,7 +767,11 @@ impl LoopState {
                     false,
                 );
                 match checked {
-                    Err(error) => self.reply_error(invocation_id.as_deref(), error).await,
+                    Err(error) => {
+                        return Dispatched::Wait(Box::pin(
+                            self.reply_error(invocation_id.as_deref(), error),
+                        ));
+                    }
                     Ok(method) => {
                         let queued =
                             self.register(method, invocation_id, target, arguments, stream_ids);
@@ -755,7 +801,11 @@ impl LoopState {
                     true,
                 );
                 match checked {
-                    Err(error) => self.reply_error(Some(&invocation_id), error).await,
+                    Err(error) => {
+                        return Dispatched::Wait(Box::pin(
+                            self.reply_error(Some(&invocation_id), error),
+                        ));
+                    }
                     Ok(method) => {
                         let queued = self.register(
                             method,
@@ -787,8 +837,16 @@ impl LoopState {
                     .ok()
                     .and_then(|u| u.get(&item.invocation_id).cloned());
                 if let Some(sender) = sender {
-                    // Waits while the stream's buffer is full (StreamBufferCapacity back-pressure).
-                    let _ = sender.send(Ok(item.item)).await;
+                    match sender.try_send(Ok(item.item)) {
+                        // Wait while the stream's buffer is full (StreamBufferCapacity
+                        // back-pressure).
+                        Err(mpsc::error::TrySendError::Full(item)) => {
+                            return Dispatched::Wait(Box::pin(async move {
+                                let _ = sender.send(item).await;
+                            }));
+                        }
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
                 }
             }
             HubMessage::Completion(completion) => {
@@ -800,7 +858,9 @@ impl LoopState {
                     .and_then(|mut u| u.remove(&completion.invocation_id));
                 if let Some(sender) = upload {
                     if let CompletionResult::Error(error) = completion.result {
-                        let _ = sender.send(Err(error)).await;
+                        return Dispatched::Wait(Box::pin(async move {
+                            let _ = sender.send(Err(error)).await;
+                        }));
                     }
                 } else if !self
                     .context
@@ -811,11 +871,11 @@ impl LoopState {
             }
             HubMessage::Close(close) => {
                 tracing::debug!(connection_id = %self.connection().id, error = ?close.error, "client sent Close");
-                return Some(Outcome::ClientClosed(close.error));
+                return Dispatched::Done(Some(Outcome::ClientClosed(close.error)));
             }
             HubMessage::Ping | HubMessage::Ack { .. } | HubMessage::Sequence { .. } => {}
         }
-        None
+        Dispatched::Done(None)
     }
 
     fn invocation(&self, queued: QueuedInvocation) -> (InvocationFuture, QueuedParts) {

@@ -69,7 +69,15 @@ pub(crate) struct Rejection(StatusCode, &'static str);
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
+        let mut response = (self.0, self.1).into_response();
+        if self.1 == WRONG_VERSION {
+            // RFC 6455 §4.2.2: name the version the server speaks.
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        response
     }
 }
 
@@ -77,16 +85,20 @@ fn rejection(status: StatusCode, body: &'static str) -> Rejection {
     Rejection(status, body)
 }
 
+const WRONG_VERSION: &str = "`Sec-WebSocket-Version` header did not include '13'";
+
 /// A checked opening handshake: the 101 response to send and the upgrade to wait for.
 pub(crate) struct Accepted {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
 }
 
-/// Checks a WebSocket opening handshake (RFC 6455 §4.2.1). Refusals answer as axum's
-/// `WebSocketUpgrade` does (same status codes and texts): 405 for a method other than GET, 400
-/// for a `Connection`, `Upgrade`, `Sec-WebSocket-Version` or missing `Sec-WebSocket-Key`
-/// header, 426 when the connection cannot be upgraded (HTTP/1.0, or not served by hyper).
+/// Checks a WebSocket opening handshake (RFC 6455 §4.2.1). Refusals have axum's status codes
+/// and texts: 405 for a method other than GET; 400 for a `Connection` header without
+/// `upgrade`, an `Upgrade` header other than `websocket`, a missing `Sec-WebSocket-Key` or one
+/// that is not the base64 of 16 bytes, or a `Sec-WebSocket-Version` other than 13 (answered
+/// with `Sec-WebSocket-Version: 13`, §4.2.2); 426 when the connection cannot be upgraded
+/// (HTTP/1.0, or not served by hyper).
 pub(crate) fn accept(parts: &mut Parts) -> Result<Accepted, Rejection> {
     if parts.method != Method::GET {
         return Err(rejection(
@@ -112,15 +124,19 @@ pub(crate) fn accept(parts: &mut Parts) -> Result<Accepted, Rejection> {
             "`Sec-WebSocket-Key` header missing",
         ));
     };
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    if decoded.map_or(true, |nonce| nonce.len() != 16) {
+        return Err(rejection(
+            StatusCode::BAD_REQUEST,
+            "`Sec-WebSocket-Key` header is not the base64 of 16 bytes",
+        ));
+    }
     let mut sha1 = Sha1::new();
     sha1.update(key.as_bytes());
     sha1.update(ACCEPT_GUID);
     let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finalize());
     if !header_is(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
-        return Err(rejection(
-            StatusCode::BAD_REQUEST,
-            "`Sec-WebSocket-Version` header did not include '13'",
-        ));
+        return Err(rejection(StatusCode::BAD_REQUEST, WRONG_VERSION));
     }
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return Err(rejection(
