@@ -2,11 +2,13 @@
 //! secret token, each an opaque duplex byte stream with one bounded incoming queue, one bounded
 //! outgoing queue and one writer at a time that coalesces what is queued into one transport write.
 //!
-//! Both queues are bounded twice: in items (a channel's capacity) and in bytes (a [`ByteBudget`]
-//! high-water mark, as ASP.NET's pipes pause their writer at 64 KiB).
+//! Both queues are bounded twice, in items and in bytes (a high-water mark, as ASP.NET's pipes
+//! pause their writer at 64 KiB): the incoming one is a channel with a [`ByteBudget`], made only
+//! for transports whose reads come from another task (the POSTs of SSE and long polling, raw
+//! connections); the outgoing one is an [`OutgoingQueue`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,7 @@ pub(crate) enum Outgoing {
     End,
 }
 
-/// A byte high-water mark shared by a queue's producers and its consumer.
+/// A byte high-water mark shared by the incoming queue's producers and its consumer.
 ///
 /// A producer may add an item while fewer than `limit` bytes are queued (so one item larger
 /// than the limit still fits into an empty queue); at or above it, producers wait
@@ -83,11 +85,6 @@ impl ByteBudget {
             self.room.notify_waiters();
         }
     }
-
-    /// Bytes queued now.
-    pub(crate) fn queued(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
-    }
 }
 
 /// A latch the writer waits on before its first write.
@@ -95,20 +92,165 @@ impl ByteBudget {
 /// The hub queues its handshake response, registers the connection with the hub's clients, then
 /// opens the gate: a client that sees the handshake response can count on being reachable by
 /// `Clients.All` and friends, and nothing a fan-out queued can overtake the handshake response.
-pub(crate) struct Gate(CancellationToken);
+pub(crate) struct Gate(Arc<OutgoingQueue>);
 
 impl Gate {
-    fn new() -> Arc<Self> {
-        Arc::new(Gate(CancellationToken::new()))
-    }
-
     /// Opens the gate (idempotent).
     pub(crate) fn open(&self) {
-        self.0.cancel();
+        self.0.open_gate();
+    }
+}
+
+/// A connection's outgoing queue: bounded in items and in bytes, with one consumer at a time
+/// (whoever holds the [`Outbox`]). It allocates nothing until something is queued.
+///
+/// Bytes count against the bound from when they are queued until the transport has written
+/// them ([`OutgoingQueue::release`]). A producer may add an item while fewer than the byte limit
+/// are counted (so one item larger than the limit still fits into an empty queue).
+pub(crate) struct OutgoingQueue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+    byte_limit: usize,
+    /// Producers waiting for room.
+    room: Notify,
+}
+
+struct QueueState {
+    items: std::collections::VecDeque<Outgoing>,
+    /// Bytes queued or taken and not yet written.
+    bytes: usize,
+    gate_open: bool,
+    /// The consumer waiting for items (or for the gate).
+    consumer: Option<std::task::Waker>,
+}
+
+impl OutgoingQueue {
+    fn new(capacity: usize, byte_limit: usize) -> Arc<Self> {
+        Arc::new(OutgoingQueue {
+            state: Mutex::new(QueueState {
+                items: std::collections::VecDeque::new(),
+                bytes: 0,
+                gate_open: false,
+                consumer: None,
+            }),
+            capacity: capacity.max(1),
+            byte_limit: byte_limit.max(1),
+            room: Notify::new(),
+        })
     }
 
-    async fn wait(&self) {
-        self.0.cancelled().await;
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open_gate(&self) {
+        let waker = {
+            let mut state = self.lock();
+            state.gate_open = true;
+            state.consumer.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Queues `item` if there is room; gives it back otherwise.
+    fn try_push(&self, item: Outgoing) -> Result<(), Outgoing> {
+        let len = item.len();
+        let waker = {
+            let mut state = self.lock();
+            if state.items.len() >= self.capacity || (len > 0 && state.bytes >= self.byte_limit) {
+                return Err(item);
+            }
+            state.bytes += len;
+            state.items.push_back(item);
+            state.consumer.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `item`, waiting for room.
+    async fn push(&self, mut item: Outgoing) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_push(item) {
+                Ok(()) => return,
+                Err(back) => item = back,
+            }
+            notified.await;
+        }
+    }
+
+    /// Moves the queued items (at least one, at most `max`) into `items`; `Pending` while
+    /// nothing is queued or the gate is closed (the consumer is woken when that changes).
+    fn poll_take(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        items: &mut std::collections::VecDeque<Bytes>,
+        max: usize,
+    ) -> std::task::Poll<Taken> {
+        let mut taken = Taken {
+            bytes: 0,
+            end: false,
+        };
+        let was_full;
+        {
+            let mut state = self.lock();
+            if !state.gate_open || state.items.is_empty() {
+                state.consumer = Some(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+            was_full = state.items.len() >= self.capacity;
+            while items.len() < max {
+                match state.items.pop_front() {
+                    Some(Outgoing::Data(bytes)) => {
+                        taken.bytes += bytes.len();
+                        items.push_back(bytes);
+                    }
+                    Some(Outgoing::End) => {
+                        taken.end = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if state.items.is_empty() && state.items.capacity() > 16 {
+                // A burst is over: don't keep its memory for an idle connection.
+                state.items = std::collections::VecDeque::new();
+            }
+        }
+        if was_full {
+            self.room.notify_waiters();
+        }
+        std::task::Poll::Ready(taken)
+    }
+
+    /// Gives back `len` bytes once written; wakes waiting producers when that makes room.
+    pub(crate) fn release(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let made_room = {
+            let mut state = self.lock();
+            let before = state.bytes;
+            state.bytes = before.saturating_sub(len);
+            before >= self.byte_limit && state.bytes < self.byte_limit
+        };
+        if made_room {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Bytes counted now (queued, or taken and not written yet).
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -128,76 +270,24 @@ pub(crate) struct Batch {
     pub data: Bytes,
     pub end: bool,
     reserved: usize,
-    budget: Arc<ByteBudget>,
+    queue: Arc<OutgoingQueue>,
 }
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        self.budget.release(self.reserved);
+        self.queue.release(self.reserved);
     }
 }
 
-/// The receiving half of the outgoing queue; whoever holds its lock is the connection's writer.
+/// The consuming end of the outgoing queue; whoever holds its lock is the connection's writer.
 pub(crate) struct Outbox {
-    rx: mpsc::Receiver<Outgoing>,
-    budget: Arc<ByteBudget>,
-    gate: Arc<Gate>,
+    queue: Arc<OutgoingQueue>,
     ended: bool,
-}
-
-impl Outbox {
-    /// Waits for at least one queued item, then takes everything else already queued without
-    /// waiting into one buffer. Returns `None` once the end was delivered.
-    /// Cancel-safe: nothing is taken before the first receive completes. Waits for the
-    /// connection's [`Gate`] first.
-    pub(crate) async fn next_batch(&mut self) -> Option<Batch> {
-        if self.ended {
-            return None;
-        }
-        self.gate.wait().await;
-        let mut item = self.rx.recv().await;
-        let mut out = BytesMut::new();
-        let mut first: Option<Bytes> = None;
-        let mut reserved = 0;
-        let mut end = false;
-        loop {
-            match item {
-                None | Some(Outgoing::End) => {
-                    end = true;
-                    break;
-                }
-                Some(Outgoing::Data(bytes)) => {
-                    reserved += bytes.len();
-                    // A batch of one item is written without copying it.
-                    if first.is_none() && out.is_empty() {
-                        first = Some(bytes);
-                    } else {
-                        if let Some(previous) = first.take() {
-                            out.extend_from_slice(&previous);
-                        }
-                        out.extend_from_slice(&bytes);
-                    }
-                }
-            }
-            match self.rx.try_recv() {
-                Ok(next) => item = Some(next),
-                Err(_) => break,
-            }
-        }
-        self.ended = end;
-        let data = first.unwrap_or_else(|| out.freeze());
-        Some(Batch {
-            data,
-            end,
-            reserved,
-            budget: self.budget.clone(),
-        })
-    }
 }
 
 /// What [`Outbox::poll_take`] took.
 pub(crate) struct Taken {
-    /// Bytes of the outgoing budget the taken items hold; give them back with
+    /// Bytes of the outgoing bound the taken items hold; give them back with
     /// [`Outbox::release`] once written.
     pub bytes: usize,
     /// The end was taken: nothing more will be.
@@ -205,59 +295,65 @@ pub(crate) struct Taken {
 }
 
 impl Outbox {
+    /// Waits for at least one queued item, then takes everything else already queued without
+    /// waiting into one buffer. Returns `None` once the end was delivered.
+    /// Cancel-safe: nothing is taken before the wait ends. Waits for the connection's
+    /// [`Gate`] first.
+    pub(crate) async fn next_batch(&mut self) -> Option<Batch> {
+        if self.ended {
+            return None;
+        }
+        let mut items = std::collections::VecDeque::new();
+        let taken =
+            std::future::poll_fn(|cx| self.queue.poll_take(cx, &mut items, usize::MAX)).await;
+        self.ended = taken.end;
+        // A batch of one item is written without copying it.
+        let data = if items.len() == 1 {
+            items.pop_front().unwrap_or_default()
+        } else {
+            let mut out = BytesMut::with_capacity(taken.bytes);
+            for item in &items {
+                out.extend_from_slice(item);
+            }
+            out.freeze()
+        };
+        Some(Batch {
+            data,
+            end: taken.end,
+            reserved: taken.bytes,
+            queue: self.queue.clone(),
+        })
+    }
+
     /// Moves the queued items (at least one, at most `max`) into `items` without copying them;
-    /// `Ready(None)` once the end was taken. `Pending` while nothing is queued, and while the
-    /// connection's [`Gate`] is closed: the task that opens it must poll again (no wake-up is
-    /// registered for the gate).
+    /// `Ready(None)` once the end was taken. `Pending` while nothing is queued or the
+    /// connection's [`Gate`] is closed.
     pub(crate) fn poll_take(
         &mut self,
         cx: &mut std::task::Context<'_>,
         items: &mut std::collections::VecDeque<Bytes>,
         max: usize,
     ) -> std::task::Poll<Option<Taken>> {
-        use std::task::Poll;
         if self.ended {
-            return Poll::Ready(None);
+            return std::task::Poll::Ready(None);
         }
-        if !self.gate.0.is_cancelled() {
-            return Poll::Pending;
-        }
-        let mut taken = Taken {
-            bytes: 0,
-            end: false,
-        };
-        let mut item = match self.rx.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(item) => item,
-        };
-        loop {
-            match item {
-                None | Some(Outgoing::End) => {
-                    taken.end = true;
-                    self.ended = true;
-                    break;
-                }
-                Some(Outgoing::Data(bytes)) => {
-                    taken.bytes += bytes.len();
-                    items.push_back(bytes);
-                }
-            }
-            if items.len() >= max {
-                break;
-            }
-            match self.rx.try_recv() {
-                Ok(next) => item = Some(next),
-                Err(_) => break,
-            }
-        }
-        Poll::Ready(Some(taken))
+        let taken = std::task::ready!(self.queue.poll_take(cx, items, max));
+        self.ended = taken.end;
+        std::task::Poll::Ready(Some(taken))
     }
 
-    /// Gives back `bytes` of the outgoing budget (items taken with [`Outbox::poll_take`] and
+    /// Gives back `bytes` of the outgoing bound (items taken with [`Outbox::poll_take`] and
     /// written).
     pub(crate) fn release(&self, bytes: usize) {
-        self.budget.release(bytes);
+        self.queue.release(bytes);
     }
+}
+
+/// A connection's incoming queue: the transport's reads for the application.
+struct InboundQueue {
+    tx: mpsc::Sender<Received>,
+    rx: Mutex<Option<Inbound>>,
+    budget: Arc<ByteBudget>,
 }
 
 /// One read of a transport, as handed to the application.
@@ -346,14 +442,14 @@ pub(crate) struct Connection {
     pub id: String,
     pub token: String,
     transport: OnceLock<TransportType>,
-    inbound_tx: mpsc::Sender<Received>,
-    inbound_rx: Mutex<Option<Inbound>>,
-    inbound_budget: Arc<ByteBudget>,
-    outgoing_tx: mpsc::Sender<Outgoing>,
-    outgoing_budget: Arc<ByteBudget>,
+    /// Made on first use: a WebSocket hub connection reads its socket itself and needs none.
+    inbound: OnceLock<InboundQueue>,
+    incoming_capacity: usize,
+    incoming_bytes: usize,
+    outgoing: Arc<OutgoingQueue>,
     pub outbox: Arc<tokio::sync::Mutex<Outbox>>,
     /// Opened once the application may be written to the client (see [`Gate`]).
-    pub writer_gate: Arc<Gate>,
+    pub writer_gate: Gate,
     /// Cancelled when the connection is disposed.
     pub closed: CancellationToken,
     started: AtomicBool,
@@ -374,8 +470,40 @@ pub(crate) struct Connection {
     pub request: OnceLock<Arc<ConnectionRequest>>,
     /// The user authenticated when the connection was made (negotiate or skip-negotiation).
     pub user: OnceLock<crate::auth::User>,
-    last_write: Mutex<Instant>,
+    /// When the transport last wrote, in milliseconds since [`epoch`].
+    last_write: AtomicU64,
+    /// When the application last received bytes, in milliseconds since [`epoch`].
+    last_received: AtomicU64,
+    /// The hub's keep-alive and client timeout, run by the manager's 1 s sweep.
+    pub(crate) heartbeat: OnceLock<Heartbeat>,
+    /// The client has sent a ping: the client timeout applies from now on.
+    client_timeout_armed: AtomicBool,
+    /// The client timeout elapsed; the hub's message loop is woken through `wake`.
+    timed_out: AtomicBool,
+    /// Wakes the hub's message loop (client timeout).
+    pub(crate) wake: Notify,
     manager: Weak<ConnectionManager>,
+}
+
+/// What the connection manager's sweep does for a hub connection every second (ASP.NET's
+/// heartbeat, reference §A9): one timer for all connections instead of one each.
+pub(crate) struct Heartbeat {
+    /// The Ping message in the connection's protocol; `None` where the transport keeps the
+    /// connection alive itself (long polling).
+    pub ping: Option<Bytes>,
+    pub keep_alive_interval: Duration,
+    pub client_timeout: Duration,
+}
+
+/// The clock origin of the connections' timestamps.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `now` in milliseconds since [`epoch`].
+fn millis(now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Connection {
@@ -422,7 +550,7 @@ impl Connection {
     }
 
     pub(crate) fn take_inbound(&self) -> Option<Inbound> {
-        self.inbound_rx.lock().ok()?.take()
+        self.inbound().rx.lock().ok()?.take()
     }
 
     /// Hands received transport bytes to the application, waiting while the incoming queue is
@@ -431,15 +559,15 @@ impl Connection {
     pub(crate) async fn receive(&self, bytes: Bytes) -> bool {
         let len = bytes.len();
         tokio::select! {
-            () = self.inbound_budget.reserve(len) => {}
+            () = self.inbound().budget.reserve(len) => {}
             () = self.closed.cancelled() => return false,
         }
         let sent = tokio::select! {
-            sent = self.inbound_tx.send(Received::Data(bytes)) => sent.is_ok(),
+            sent = self.inbound().tx.send(Received::Data(bytes)) => sent.is_ok(),
             () = self.closed.cancelled() => false,
         };
         if !sent {
-            self.inbound_budget.release(len);
+            self.inbound().budget.release(len);
         }
         sent
     }
@@ -447,7 +575,7 @@ impl Connection {
     /// Tells the application that the client sent a message too large for the transport.
     pub(crate) async fn receive_too_large(&self) {
         tokio::select! {
-            _ = self.inbound_tx.send(Received::MessageTooLarge) => {}
+            _ = self.inbound().tx.send(Received::MessageTooLarge) => {}
             () = self.closed.cancelled() => {}
         }
     }
@@ -455,48 +583,48 @@ impl Connection {
     /// Queues a message, waiting for room (in messages and in bytes). Used for messages a
     /// connection causes itself (its Completions, its stream items).
     pub(crate) async fn send(&self, item: Outgoing) -> Result<(), QueueError> {
-        let len = item.len();
-        if len > 0 {
-            tokio::select! {
-                () = self.outgoing_budget.reserve(len) => {}
-                () = self.closed.cancelled() => return Err(QueueError::Closed),
-            }
+        if self.closed.is_cancelled() {
+            return Err(QueueError::Closed);
         }
-        let sent = tokio::select! {
-            sent = self.outgoing_tx.send(item) => sent.map_err(|_| QueueError::Closed),
+        tokio::select! {
+            () = self.outgoing.push(item) => Ok(()),
             () = self.closed.cancelled() => Err(QueueError::Closed),
-        };
-        if sent.is_err() {
-            self.outgoing_budget.release(len);
         }
-        sent
     }
 
     /// Queues a message without waiting. A full queue (in messages or in bytes) closes the
     /// connection as a slow consumer.
     pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), QueueError> {
-        let len = item.len();
-        if len > 0 && !self.outgoing_budget.try_reserve(len) {
-            return Err(self.slow_consumer());
+        if self.closed.is_cancelled() {
+            return Err(QueueError::Closed);
         }
-        match self.outgoing_tx.try_send(item) {
+        match self.outgoing.try_push(item) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.outgoing_budget.release(len);
-                Err(QueueError::Closed)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.outgoing_budget.release(len);
-                Err(self.slow_consumer())
-            }
+            Err(_) => Err(self.slow_consumer()),
         }
+    }
+
+    /// The incoming queue, made on first use.
+    fn inbound(&self) -> &InboundQueue {
+        self.inbound.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.incoming_capacity.max(1));
+            let budget = ByteBudget::new(self.incoming_bytes);
+            InboundQueue {
+                tx,
+                rx: Mutex::new(Some(Inbound {
+                    rx,
+                    budget: budget.clone(),
+                })),
+                budget,
+            }
+        })
     }
 
     fn slow_consumer(&self) -> QueueError {
         if self.closed.is_cancelled() {
             return QueueError::Closed;
         }
-        tracing::warn!(connection_id = %self.id, queued_bytes = self.outgoing_budget.queued(), "outgoing queue full: closing slow connection");
+        tracing::warn!(connection_id = %self.id, queued_bytes = self.outgoing.queued_bytes(), "outgoing queue full: closing slow connection");
         self.dispose();
         self.abort_transport();
         QueueError::Full
@@ -520,17 +648,49 @@ impl Connection {
 
     /// Records that the transport wrote (or a keep-alive was queued) at `now`.
     pub(crate) fn touch_write(&self, now: Instant) {
-        if let Ok(mut last) = self.last_write.lock() {
-            *last = now;
-        }
+        self.last_write.store(millis(now), Ordering::Relaxed);
     }
 
     /// Time since the last write.
-    pub(crate) fn last_write_elapsed(&self, now: Instant) -> Duration {
-        self.last_write
-            .lock()
-            .map(|last| now.saturating_duration_since(*last))
-            .unwrap_or_default()
+    fn last_write_elapsed(&self, now: Instant) -> Duration {
+        Duration::from_millis(millis(now).saturating_sub(self.last_write.load(Ordering::Relaxed)))
+    }
+
+    /// Records that the application received bytes at `now`.
+    pub(crate) fn touch_read(&self, now: Instant) {
+        self.last_received.store(millis(now), Ordering::Relaxed);
+    }
+
+    /// The client sent a ping: from now on the client timeout applies.
+    pub(crate) fn arm_client_timeout(&self) {
+        self.client_timeout_armed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client timeout has elapsed.
+    pub(crate) fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// The heartbeat's work for this connection at `now` (see [`Heartbeat`]).
+    fn beat(&self, now: Instant) {
+        let Some(heartbeat) = self.heartbeat.get() else {
+            return;
+        };
+        if let Some(ping) = &heartbeat.ping {
+            if self.last_write_elapsed(now) >= heartbeat.keep_alive_interval {
+                let _ = self.try_send(Outgoing::Data(ping.clone()));
+                self.touch_write(now);
+            }
+        }
+        let silent = Duration::from_millis(
+            millis(now).saturating_sub(self.last_received.load(Ordering::Relaxed)),
+        );
+        if self.client_timeout_armed.load(Ordering::Relaxed)
+            && silent > heartbeat.client_timeout
+            && !self.timed_out.swap(true, Ordering::AcqRel)
+        {
+            self.wake.notify_one();
+        }
     }
 
     /// Marks a transport request as attached until the guard drops.
@@ -623,30 +783,23 @@ impl ConnectionManager {
         } else {
             id.clone()
         };
-        let (inbound_tx, inbound_rx) = mpsc::channel(self.options.incoming_queue_capacity.max(1));
-        let (outgoing_tx, outgoing_rx) = mpsc::channel(self.options.outgoing_queue_capacity.max(1));
-        let inbound_budget = ByteBudget::new(self.options.incoming_buffer_size);
-        let outgoing_budget = ByteBudget::new(self.options.outgoing_buffer_size);
-        let writer_gate = Gate::new();
+        let outgoing = OutgoingQueue::new(
+            self.options.outgoing_queue_capacity,
+            self.options.outgoing_buffer_size,
+        );
         let connection = Arc::new(Connection {
             id,
             token: token.clone(),
             transport: OnceLock::new(),
-            inbound_tx,
-            inbound_rx: Mutex::new(Some(Inbound {
-                rx: inbound_rx,
-                budget: inbound_budget.clone(),
-            })),
-            inbound_budget,
-            outgoing_tx,
+            inbound: OnceLock::new(),
+            incoming_capacity: self.options.incoming_queue_capacity,
+            incoming_bytes: self.options.incoming_buffer_size,
             outbox: Arc::new(tokio::sync::Mutex::new(Outbox {
-                rx: outgoing_rx,
-                budget: outgoing_budget.clone(),
-                gate: writer_gate.clone(),
+                queue: outgoing.clone(),
                 ended: false,
             })),
-            writer_gate,
-            outgoing_budget,
+            writer_gate: Gate(outgoing.clone()),
+            outgoing,
             closed: CancellationToken::new(),
             started: AtomicBool::new(false),
             end_delivered: AtomicBool::new(false),
@@ -661,7 +814,12 @@ impl ConnectionManager {
             current_poll: Mutex::new(None),
             request: OnceLock::new(),
             user: OnceLock::new(),
-            last_write: Mutex::new(Instant::now()),
+            last_write: AtomicU64::new(millis(Instant::now())),
+            last_received: AtomicU64::new(millis(Instant::now())),
+            heartbeat: OnceLock::new(),
+            client_timeout_armed: AtomicBool::new(false),
+            timed_out: AtomicBool::new(false),
+            wake: Notify::new(),
             manager: Arc::downgrade(self),
         });
         if let Ok(mut map) = self.connections.lock() {
@@ -690,13 +848,15 @@ impl ConnectionManager {
         }
     }
 
-    /// Disposes connections inactive for longer than the disconnect timeout (§A3.6).
+    /// Disposes connections inactive for longer than the disconnect timeout (§A3.6), and runs
+    /// the hubs' heartbeat (keep-alive pings, client timeouts).
     fn sweep(&self) {
         let now = Instant::now();
         let expired: Vec<Arc<Connection>> = match self.connections.lock() {
             Ok(map) => map
                 .values()
                 .filter(|c| {
+                    c.beat(now);
                     c.inactive_for(now)
                         .is_some_and(|idle| idle > self.options.disconnect_timeout)
                 })

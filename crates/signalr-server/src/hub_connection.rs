@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -17,7 +17,7 @@ use signalr_protocol::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{Connection, Inbound, Outgoing, QueueError, Received};
+use crate::connection::{Connection, Heartbeat, Inbound, Outgoing, QueueError, Received};
 use crate::context::{ClientSink, ConnectionContext, ConnectionInfo, Gone, HubCallerContext};
 use crate::engine::{self, InvocationError};
 use crate::filter::{NextConnected, NextDisconnected};
@@ -245,14 +245,12 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inp
                 queued: VecDeque::new(),
                 queued_bytes: 0,
                 open_streams: Arc::default(),
-                running: FuturesUnordered::new(),
+                running: Running::default(),
             };
             let outcome = state.run(&mut input, &mut buf).await;
             // Invocations still running go on as tasks (their cancellation fires below), as hub
             // methods do in ASP.NET when the connection closes.
-            for invocation in std::mem::take(&mut state.running) {
-                tokio::spawn(invocation);
-            }
+            state.running.spawn_all();
             outcome
         }
     };
@@ -533,7 +531,7 @@ struct LoopState {
     open_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Counted invocations in progress, polled by the loop itself (no task per invocation:
     /// one hand-off less on the hot path, and the loop keeps reading while they run).
-    running: FuturesUnordered<BoxFuture<'static, ()>>,
+    running: Running,
 }
 
 impl LoopState {
@@ -577,12 +575,20 @@ impl LoopState {
 
     async fn run(&mut self, input: &mut HubInput, buf: &mut BytesMut) -> Outcome {
         let options = self.hub.options.clone();
-        let inherent_keep_alive = self.connection().transport() == Some(TransportType::LongPolling);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_received = Instant::now();
-        let mut client_timeout_armed = false;
         let max_parallel = options.maximum_parallel_invocations_per_client.max(1);
+        // Keep-alive pings and the client timeout run on the connection manager's 1 s sweep.
+        let connection = self.connection().clone();
+        connection.touch_read(Instant::now());
+        let inherent_keep_alive = connection.transport() == Some(TransportType::LongPolling);
+        let _ = connection.heartbeat.set(Heartbeat {
+            ping: if inherent_keep_alive {
+                None
+            } else {
+                self.core.encode(&HubMessage::Ping)
+            },
+            keep_alive_interval: options.keep_alive_interval,
+            client_timeout: options.client_timeout_interval,
+        });
 
         loop {
             while self.running.len() < max_parallel {
@@ -604,7 +610,7 @@ impl LoopState {
                     }
                 };
                 if matches!(message, HubMessage::Ping) {
-                    client_timeout_armed = true;
+                    connection.arm_client_timeout();
                 }
                 match self.dispatch(message) {
                     Dispatched::Done(None) => {}
@@ -635,21 +641,15 @@ impl LoopState {
                         return Outcome::Close(close);
                     }
                 }
-                Some(()) = self.running.next(), if !self.running.is_empty() => {}
+                () = self.running.next(), if !self.running.is_empty() => {}
                 received = input.next(buf, read), if read || drives_writes => match received {
-                    Input::Data => last_received = Instant::now(),
+                    Input::Data => connection.touch_read(Instant::now()),
                     Input::TooLarge => return Outcome::Close(too_large_close(&self.hub)),
                     Input::Closed => return self.closed_outcome(input, buf),
                 },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    if !inherent_keep_alive && connection.last_write_elapsed(now) >= options.keep_alive_interval {
-                        if let Some(ping) = self.core.encode(&HubMessage::Ping) {
-                            let _ = connection.try_send(Outgoing::Data(ping));
-                        }
-                        connection.touch_write(now);
-                    }
-                    if client_timeout_armed && now.duration_since(last_received) > options.client_timeout_interval {
+                // The connection manager's heartbeat found the client silent for too long.
+                () = connection.wake.notified() => {
+                    if connection.timed_out() {
                         tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
                         // As ASP.NET: the timeout is an error (an OperationCanceledException).
                         return Outcome::Close(Close {
@@ -978,6 +978,64 @@ impl LoopState {
                 let _ = core.send_message(&HubMessage::Completion(completion)).await;
             }
         });
+    }
+}
+
+/// The counted invocations in progress on a connection, polled by its message loop. With the
+/// default limit of one at a time there is one slot (no allocation of its own); more in parallel
+/// go into a `FuturesUnordered`, made when first needed.
+#[derive(Default)]
+struct Running {
+    one: Option<BoxFuture<'static, ()>>,
+    more: Option<FuturesUnordered<BoxFuture<'static, ()>>>,
+}
+
+impl Running {
+    fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, invocation: BoxFuture<'static, ()>) {
+        if self.one.is_none() {
+            self.one = Some(invocation);
+        } else {
+            self.more
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(invocation);
+        }
+    }
+
+    /// Waits until one of them finishes. Pending forever when there is none.
+    async fn next(&mut self) {
+        std::future::poll_fn(|cx| {
+            if let Some(one) = self.one.as_mut() {
+                if one.as_mut().poll(cx).is_ready() {
+                    self.one = None;
+                    return std::task::Poll::Ready(());
+                }
+            }
+            if let Some(more) = self.more.as_mut() {
+                if let std::task::Poll::Ready(Some(())) = more.poll_next_unpin(cx) {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// Hands every one to a task of its own (the connection's loop has ended).
+    fn spawn_all(&mut self) {
+        if let Some(one) = self.one.take() {
+            tokio::spawn(one);
+        }
+        for invocation in self.more.take().into_iter().flatten() {
+            tokio::spawn(invocation);
+        }
     }
 }
 
