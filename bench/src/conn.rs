@@ -288,7 +288,11 @@ impl Conn {
     /// Sends `frame` (an invocation with id `id`) and waits for its answer, as [`Conn::reply`];
     /// also returns when the answer arrived. Over SSE and long polling the POST and the wait for
     /// the answer run at once (the answer may come before the POST's own response).
-    pub async fn round_trip(&mut self, frame: Bytes, id: &[u8]) -> Result<(Option<Stamp>, Instant)> {
+    pub async fn round_trip(
+        &mut self,
+        frame: Bytes,
+        id: &[u8],
+    ) -> Result<(Option<Stamp>, Instant)> {
         let Conn {
             wire,
             protocol,
@@ -359,10 +363,8 @@ impl Conn {
             return;
         };
         let _ = ws.close(None).await;
-        let _ = tokio::time::timeout(limit, async {
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(limit, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     }
 
     /// Reads and drops everything until the connection ends; returns whether the server closed it
@@ -405,9 +407,7 @@ fn answer_to(message: HubMessage, id: &[u8]) -> Option<Result<Option<Stamp>>> {
         HubMessage::Invocation(i) if i.invocation_id.as_deref().map(str::as_bytes) == Some(id) => {
             Some(Ok(i.arguments.last().and_then(Stamp::read)))
         }
-        HubMessage::Close(close) => {
-            Some(Err(format!("server closed: {:?}", close.error).into()))
-        }
+        HubMessage::Close(close) => Some(Err(format!("server closed: {:?}", close.error).into())),
         _ => None,
     }
 }

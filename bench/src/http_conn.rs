@@ -110,7 +110,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>> {
     for header in response.headers.iter() {
         let value = std::str::from_utf8(header.value).unwrap_or_default().trim();
         if header.name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| "HTTP: bad Content-Length")?);
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| "HTTP: bad Content-Length")?,
+            );
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value
                 .rsplit(',')
@@ -584,7 +588,15 @@ pub struct Poller {
     target: String,
     conn: Option<HttpConn>,
     body: BytesMut,
+    /// A poll was sent and its response head not read yet.
+    pending: bool,
 }
+
+/// How long the first poll may take to return before the handshake is sent anyway. ASP.NET Core
+/// and ours answer it at once (it starts the connection, as the official clients expect);
+/// aiosignalr 0.1.1 holds it like any other poll (up to its 15 s poll timeout), so the
+/// handshake goes out while that poll is still open and its answer comes back on it.
+const FIRST_POLL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Receiver {
     /// Appends at least one more event's or poll response's worth of hub messages to `out`.
@@ -653,19 +665,45 @@ impl Poller {
         self.conn.as_mut().ok_or_else(|| "no connection".into())
     }
 
-    /// One poll: its status, the body in `self.body`.
-    async fn poll(&mut self) -> Result<u16> {
+    /// Sends a poll unless one is pending.
+    async fn send_poll(&mut self) -> Result<()> {
+        if self.pending {
+            return Ok(());
+        }
         let target = std::mem::take(&mut self.target);
-        let mut body = std::mem::take(&mut self.body);
-        body.clear();
         let result = async {
             let conn = self.conn().await?;
-            conn.request("GET", &target, "", &[], &mut body).await
+            conn.write_request("GET", &target, "", &[]).await
         }
         .await;
         self.target = target;
-        self.body = body;
-        result
+        result?;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Reads the head of the pending poll's response (cancel-safe: what was read stays
+    /// buffered, the poll stays pending).
+    async fn poll_head(&mut self) -> Result<Head> {
+        let conn = self.conn.as_mut().ok_or("no poll pending")?;
+        let head = conn.read_head().await;
+        self.pending = false;
+        head
+    }
+
+    /// The body of a poll response with `head` into `self.body`.
+    async fn poll_body(&mut self, head: Head) -> Result<u16> {
+        self.body.clear();
+        let conn = self.conn.as_mut().ok_or("no poll pending")?;
+        conn.read_body(head, &mut self.body).await?;
+        Ok(head.status)
+    }
+
+    /// One poll (or the pending one): its status, the body in `self.body`.
+    async fn poll(&mut self) -> Result<u16> {
+        self.send_poll().await?;
+        let head = self.poll_head().await?;
+        self.poll_body(head).await
     }
 
     async fn fill(&mut self, out: &mut BytesMut) -> Result<()> {
@@ -765,14 +803,19 @@ pub async fn open(addr: SocketAddr, sse: bool) -> Result<(Poster, Receiver)> {
             target,
             conn: None,
             body: BytesMut::new(),
+            pending: false,
         };
-        // The first poll starts the connection and returns at once, empty.
-        match poller.poll().await? {
-            200 => {}
-            status => return Err(format!("first poll: {status}").into()),
-        }
-        if !poller.body.is_empty() {
-            return Err("first poll: unexpected data".into());
+        // The first poll starts the connection and returns at once, empty (see
+        // FIRST_POLL_WAIT for a server that holds it).
+        poller.send_poll().await?;
+        if let Ok(head) = tokio::time::timeout(FIRST_POLL_WAIT, poller.poll_head()).await {
+            match poller.poll_body(head?).await? {
+                200 => {}
+                status => return Err(format!("first poll: {status}").into()),
+            }
+            if !poller.body.is_empty() {
+                return Err("first poll: unexpected data".into());
+            }
         }
         Receiver::Poll(Box::new(poller))
     };
@@ -833,7 +876,11 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"0\r\n\rX",
         ] {
-            assert!(dechunk(bad, 1).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                dechunk(bad, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
             assert!(
                 dechunk(bad, bad.len()).is_err(),
                 "{:?}",
@@ -928,7 +975,11 @@ mod tests {
 
     #[test]
     fn partial_and_bad_heads() {
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap().is_none());
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
+                .unwrap()
+                .is_none()
+        );
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         assert!(parse_head(b"NOT HTTP\r\n\r\n").is_err());
         let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();

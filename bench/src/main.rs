@@ -337,7 +337,11 @@ fn plan(full: bool) -> Vec<Case> {
         cases.push(Case {
             scenario: "idle density",
             key: "idle",
-            params: format!("{} {} connections", count(idle), transport_adjective(transport)),
+            params: format!(
+                "{} {} connections",
+                count(idle),
+                transport_adjective(transport)
+            ),
             label: (
                 format!("{} idle", count(idle)),
                 transport_short(transport).to_owned(),

@@ -271,7 +271,12 @@ fn generator_check(out: &mut String, results: &[CaseResult]) {
                 .map(|s| s.median);
             let bound = outcome.map_or("–", bound_by);
             if bound == "load generator" {
-                generator_bound.push(format!("{} {} on {}", case.scenario, case.params, kind.name()));
+                generator_bound.push(format!(
+                    "{} {} on {}",
+                    case.scenario,
+                    case.params,
+                    kind.name()
+                ));
             }
             let _ = write!(
                 row,
@@ -307,8 +312,16 @@ fn generator_check(out: &mut String, results: &[CaseResult]) {
 /// The figures of the summary table, per scenario: the headline and what explains it.
 fn summary_figures(scenario: &str) -> &'static [&'static str] {
     match scenario {
-        "echo" => &["invocations/s", "p99 latency (µs)", "server CPU µs/invocation"],
-        "SSE echo" => &["invocations/s", "p99 latency (µs)", "messages per SSE event"],
+        "echo" => &[
+            "invocations/s",
+            "p99 latency (µs)",
+            "server CPU µs/invocation",
+        ],
+        "SSE echo" => &[
+            "invocations/s",
+            "p99 latency (µs)",
+            "messages per SSE event",
+        ],
         "long-polling echo" => &[
             "invocations/s",
             "p99 latency (µs)",
@@ -350,7 +363,9 @@ fn summary(out: &mut String, info: &RunInfo, results: &[CaseResult]) {
         out,
         "Medians. *ours / X* divides our figure by X's: above 1 means ours is higher, which is \
          better for rates (invocations/s, deliveries/s, connections/s) and worse for latency, CPU \
-         and memory. \"–\": not measured (the case does not apply, or the server was not run).\n"
+         and memory. \"–\": not measured (the case does not apply, or the server was not run). \
+         *bound by* (as in the load generator check): server, load generator, or round trips; a \
+         ratio against a figure bound by the load generator understates that server.\n"
     );
     let mut header = "| Scenario | Parameters | Figure |".to_owned();
     let mut rule = "|---|---|---|".to_owned();
@@ -392,6 +407,20 @@ fn summary(out: &mut String, info: &RunInfo, results: &[CaseResult]) {
                         ratio_of(case.outcome(ServerKind::Ours), case.outcome(kind), name)
                     );
                 }
+            }
+            let _ = writeln!(out, "{row}");
+        }
+        // What bounded each server's figures in this case.
+        if case.results.iter().any(|(_, r)| {
+            r.as_ref()
+                .is_ok_and(|o| figure(o, "server CPU %").is_some())
+        }) {
+            let mut row = format!("| {} | {} | bound by |", case.scenario, case.params);
+            for kind in &info.servers {
+                let _ = write!(row, " {} |", case.outcome(*kind).map_or("–", bound_by));
+            }
+            if info.servers.contains(&ServerKind::Ours) {
+                row.push_str(&" |".repeat(others.len()));
             }
             let _ = writeln!(out, "{row}");
         }

@@ -34,6 +34,8 @@ pub(crate) fn broadcast_window(receivers: usize) -> usize {
 /// How long a broadcast may take to reach every receiver before it counts as lost.
 pub(crate) const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
+/// Figure name: the load generator's CPU use in a window, in % of its core.
+pub(crate) const GEN_CPU: &str = "load generator CPU %";
 
 /// Durations of one run.
 #[derive(Debug, Clone)]
@@ -96,6 +98,7 @@ impl Outcome {
             w.iter().map(Window::cpu_per_op),
         );
         self.push("server CPU %", w.iter().map(Window::server_cpu_pct));
+        self.push(GEN_CPU, w.iter().map(Window::gen_cpu_pct));
         self.gen_cpu_pct.extend(w.iter().map(Window::gen_cpu_pct));
     }
 
@@ -461,9 +464,8 @@ pub async fn broadcast(
         receivers.push(Conn::connect_with(addr, &q, spec.protocol, Some(8 * 1024)).await?);
     }
     let rest = spec.receivers - receivers.len();
-    receivers.extend(
-        connect_many_over(addr, rest, spec.protocol, spec.transport, member_query).await?,
-    );
+    receivers
+        .extend(connect_many_over(addr, rest, spec.protocol, spec.transport, member_query).await?);
     let mut sender = connect_many_over(addr, 1, spec.protocol, spec.transport, member_query)
         .await?
         .pop()
