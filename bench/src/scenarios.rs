@@ -122,27 +122,34 @@ pub(crate) async fn connect_many(
     protocol: HubProtocol,
     query: impl Fn(usize) -> String,
 ) -> Result<Vec<Conn>> {
-    connect_many_over(addr, n, protocol, Transport::WebSockets, query).await
+    connect_many_over(addr, n, protocol, Transport::WebSockets, false, query).await
 }
 
-/// [`connect_many`] over `transport`.
+/// [`connect_many`] over `transport`; with `receive_only`, each SSE or long-polling connection
+/// closes its POST connection as soon as it is connected (see [`Conn::release_sender`]), so
+/// that 10,000 of them hold 10,000 sockets, not 20,000.
 pub(crate) async fn connect_many_over(
     addr: SocketAddr,
     n: usize,
     protocol: HubProtocol,
     transport: Transport,
+    receive_only: bool,
     query: impl Fn(usize) -> String,
 ) -> Result<Vec<Conn>> {
     let results: Vec<Result<Conn>> = stream::iter(0..n)
         .map(|i| {
             let q = query(i);
             async move {
-                timeout(
+                let mut conn = timeout(
                     CONNECT_TIMEOUT,
                     Conn::connect_over(addr, &q, protocol, transport),
                 )
                 .await
-                .map_err(|_| "connect timed out")?
+                .map_err(|_| "connect timed out")??;
+                if receive_only {
+                    conn.release_sender();
+                }
+                Ok(conn)
             }
         })
         .buffered(CONNECT_CONCURRENCY)
@@ -207,7 +214,10 @@ pub async fn echo(
     transport: Transport,
 ) -> Result<Outcome> {
     let server = ServerProcess::start(command).await?;
-    let conns = connect_many_over(server.addr, n, protocol, transport, |_| String::new()).await?;
+    let conns = connect_many_over(server.addr, n, protocol, transport, false, |_| {
+        String::new()
+    })
+    .await?;
     let recorder = Rc::new(Recorder::default());
     let template = Rc::new(Template::new(protocol, "Echo", true, &[], size)?);
     let mut tasks = JoinSet::new();
@@ -464,9 +474,19 @@ pub async fn broadcast(
         receivers.push(Conn::connect_with(addr, &q, spec.protocol, Some(8 * 1024)).await?);
     }
     let rest = spec.receivers - receivers.len();
-    receivers
-        .extend(connect_many_over(addr, rest, spec.protocol, spec.transport, member_query).await?);
-    let mut sender = connect_many_over(addr, 1, spec.protocol, spec.transport, member_query)
+    // Receivers send nothing after their handshake: no POST connection held open.
+    receivers.extend(
+        connect_many_over(
+            addr,
+            rest,
+            spec.protocol,
+            spec.transport,
+            true,
+            member_query,
+        )
+        .await?,
+    );
+    let mut sender = connect_many_over(addr, 1, spec.protocol, spec.transport, false, member_query)
         .await?
         .pop()
         .ok_or("no sender")?;
@@ -474,10 +494,6 @@ pub async fn broadcast(
     if let Some(mut incoming) = sender.take_receiver() {
         // The sender's own SSE stream or poll loop (pings only: a broadcast goes to the others).
         tasks.spawn_local(async move { incoming.drain(&mut 0).await });
-    }
-    for receiver in &mut receivers {
-        // Receivers send nothing more: no POST connection held open.
-        receiver.release_sender();
     }
     let template = match spec.total {
         Some(total) => {
@@ -684,13 +700,10 @@ pub async fn idle(
     n: usize,
     transport: Transport,
 ) -> Result<Outcome> {
-    let idle_conns = |addr, n| async move {
-        let mut conns =
-            connect_many_over(addr, n, HubProtocol::Json, transport, |_| String::new()).await?;
-        for conn in &mut conns {
-            conn.release_sender();
-        }
-        Ok::<_, crate::conn::Error>(conns)
+    let idle_conns = |addr, n| {
+        connect_many_over(addr, n, HubProtocol::Json, transport, true, |_| {
+            String::new()
+        })
     };
     let mut kib = Vec::new();
     let mut cpu = Vec::new();
