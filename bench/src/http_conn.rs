@@ -595,8 +595,10 @@ pub struct Poller {
 /// How long the first poll may take to return before the handshake is sent anyway. ASP.NET Core
 /// and ours answer it at once (it starts the connection, as the official clients expect);
 /// aiosignalr 0.1.1 holds it like any other poll (up to its 15 s poll timeout), so the
-/// handshake goes out while that poll is still open and its answer comes back on it.
-const FIRST_POLL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// handshake goes out while that poll is still open and its answer comes back on it. All three
+/// servers also accept the handshake before the first poll returned (checked with this wait at
+/// zero), so a first poll slowed down by a busy server costs nothing but the order.
+const FIRST_POLL_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Receiver {
     /// Appends at least one more event's or poll response's worth of hub messages to `out`.
