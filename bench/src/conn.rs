@@ -81,7 +81,7 @@ impl Transport {
 
 /// What carries a connection's frames.
 enum Wire {
-    Ws(WebSocketStream<TcpStream>),
+    Ws(Box<WebSocketStream<TcpStream>>),
     Http(Box<HttpWire>),
 }
 
@@ -141,7 +141,7 @@ impl Conn {
         let fixup = (protocol == HubProtocol::MessagePack && PEER_FIXUP.load(Ordering::Relaxed))
             .then(BytesMut::new);
         let mut conn = Conn {
-            wire: Wire::Ws(ws),
+            wire: Wire::Ws(Box::new(ws)),
             protocol,
             fixup: None,
             rbuf: BytesMut::with_capacity(4096),
@@ -362,7 +362,7 @@ impl Conn {
         let Wire::Ws(mut ws) = self.wire else {
             return;
         };
-        let _ = ws.close(None).await;
+        let _ = WebSocketStream::close(&mut ws, None).await;
         let _ =
             tokio::time::timeout(limit, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     }

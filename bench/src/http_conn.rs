@@ -847,7 +847,7 @@ mod tests {
     fn chunked_bodies_decode_whatever_the_read_boundaries() {
         let body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
         for step in 1..=body.len() {
-            let (out, done, used) = dechunk(body, step).unwrap();
+            let (out, done, used) = dechunk(body, step).expect("decodes");
             assert_eq!(out, b"hello, world", "step {step}");
             assert!(done, "step {step}");
             assert_eq!(&body[used..], b"NEXT", "step {step}");
@@ -856,14 +856,14 @@ mod tests {
 
     #[test]
     fn chunked_accepts_bare_lf_and_upper_case_hex() {
-        let (out, done, _) = dechunk(b"A\nabcdefghij\n0\n\n", 3).unwrap();
+        let (out, done, _) = dechunk(b"A\nabcdefghij\n0\n\n", 3).expect("decodes");
         assert_eq!(out, b"abcdefghij");
         assert!(done);
     }
 
     #[test]
     fn an_unfinished_chunked_body_is_not_done() {
-        let (out, done, _) = dechunk(b"3\r\nabc\r\n4\r\nde", 2).unwrap();
+        let (out, done, _) = dechunk(b"3\r\nabc\r\n4\r\nde", 2).expect("decodes");
         assert_eq!(out, b"abcde");
         assert!(!done);
     }
@@ -895,7 +895,9 @@ mod tests {
         let mut parser = SseParser::default();
         let mut out = Vec::new();
         for piece in input.chunks(step) {
-            parser.feed(piece, |e| out.push(e.to_vec())).unwrap();
+            parser
+                .feed(piece, |e| out.push(e.to_vec()))
+                .expect("parses");
         }
         out
     }
@@ -944,7 +946,12 @@ mod tests {
 
     #[test]
     fn response_heads_say_how_the_body_ends() {
-        let head = |text: &str| parse_head(text.as_bytes()).unwrap().unwrap().0;
+        let head = |text: &str| {
+            parse_head(text.as_bytes())
+                .expect("parses")
+                .expect("complete")
+                .0
+        };
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"),
             Head {
@@ -970,8 +977,8 @@ mod tests {
         assert!(!until_close.keep_alive);
         assert!(!head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
         let (_, len) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .unwrap()
-            .unwrap();
+            .expect("parses")
+            .expect("complete");
         assert_eq!(len, 38);
     }
 
@@ -979,7 +986,7 @@ mod tests {
     fn partial_and_bad_heads() {
         assert!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
-                .unwrap()
+                .expect("parses")
                 .is_none()
         );
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
@@ -998,7 +1005,7 @@ mod tests {
     #[test]
     fn the_negotiate_token_is_read() {
         let body = br#"{"negotiateVersion":1,"connectionId":"a","connectionToken":"b+c","availableTransports":[]}"#;
-        assert_eq!(token_of(body).unwrap(), "b+c");
+        assert_eq!(token_of(body).expect("token"), "b+c");
         assert!(token_of(br#"{"error":"nope"}"#).is_err());
         assert!(token_of(b"not json").is_err());
     }

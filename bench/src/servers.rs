@@ -100,7 +100,7 @@ impl ServerKind {
 }
 
 /// How the ASP.NET Core server runs (the main report's server list).
-const ASPNETCORE_DESCRIPTION: &str = "ASP.NET Core 10 SignalR on Kestrel: `dotnet-peer server` (a self-contained build of the ASP.NET Core shared framework, found in the `shared/peers` folder next to the project; skipped when absent), hub `/hub` with the same four methods, JSON and MessagePack, all three transports. Run as a user gets it by default: no `DOTNET_` environment variables, so server GC (the Web SDK's default) with one heap on its one pinned core, tiered compilation with dynamic PGO, ASP.NET's default `HubOptions` (1 parallel invocation per client, 15 s keep-alive, 90 s long-polling timeout)";
+const ASPNETCORE_DESCRIPTION: &str = "ASP.NET Core 10 SignalR on Kestrel: `dotnet-peer server` (a self-contained build of the ASP.NET Core 10 shared framework, present next to the project only; skipped when absent), hub `/hub` with the same four methods, JSON and MessagePack, all three transports, ASP.NET's default `HubOptions` (1 parallel invocation per client, as ours; 15 s keep-alive; 90 s long-polling timeout). Run as a user gets it: no `DOTNET_` environment variables. The program asks for server GC (the Web SDK's default), but with one CPU in its affinity mask the runtime falls back to workstation GC (no `.NET Server GC` threads, which it starts when it may use two cores; `DOTNET_gcServer=1` changes nothing), so nothing needs overriding to behave on one pinned core; tiered compilation with dynamic PGO, the .NET defaults";
 
 /// Where the ASP.NET Core peer program is: `../shared/peers/dotnet-peer` from the project root.
 pub fn aspnetcore_peer() -> PathBuf {
