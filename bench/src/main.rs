@@ -1093,3 +1093,78 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(cases: &[Case], key: &str) -> Vec<String> {
+        cases
+            .iter()
+            .filter(|c| c.key == key)
+            .map(|c| c.params.clone())
+            .collect()
+    }
+
+    #[test]
+    fn full_mode_has_the_deep_broadcasts_and_every_transport() {
+        let full = plan(true);
+        let broadcast = params(&full, "broadcast");
+        for case in [
+            "M=100, JSON, 32 B, 8 in flight",
+            "M=1,000, JSON, 32 B, 2 in flight",
+            "M=1,000, JSON, 32 B, 8 in flight",
+            "M=1,000, JSON, 32 B, 32 in flight",
+            "M=10,000, JSON, 32 B, 8 in flight",
+            "M=10,000, JSON, 32 B, 32 in flight",
+        ] {
+            assert!(
+                broadcast.iter().any(|p| p == case),
+                "{case} in {broadcast:?}"
+            );
+        }
+        assert_eq!(
+            params(&full, "idle"),
+            [
+                "10,000 WebSocket connections",
+                "10,000 SSE connections",
+                "10,000 long-polling connections"
+            ]
+        );
+        assert_eq!(params(&full, "sse-echo"), ["N=100, JSON, 32 B"]);
+        assert_eq!(params(&full, "lp-broadcast").len(), 2);
+        let quick = plan(false);
+        assert!(
+            params(&quick, "broadcast")
+                .iter()
+                .any(|p| p == "M=1,000, JSON, 32 B, 8 in flight")
+        );
+        assert_eq!(
+            params(&quick, "lp-broadcast"),
+            ["M=100, JSON, 32 B, 8 in flight"]
+        );
+    }
+
+    #[test]
+    fn cases_skip_the_servers_they_do_not_apply_to() {
+        let cases = plan(false);
+        let case = |key: &str| {
+            cases
+                .iter()
+                .find(|c| c.key == key)
+                .map(|c| c.spec.clone())
+                .expect("case")
+        };
+        assert_eq!(
+            case("sse-echo").not_for(ServerKind::Ceiling),
+            Some(NO_HTTP_TRANSPORTS)
+        );
+        assert_eq!(case("lp-broadcast").not_for(ServerKind::AspNetCore), None);
+        assert_eq!(case("echo").not_for(ServerKind::Ceiling), None);
+        assert_eq!(
+            case("classic-echo").not_for(ServerKind::AspNetCore),
+            Some(NO_CLASSIC)
+        );
+        assert_eq!(case("classic-echo").not_for(ServerKind::Ours), None);
+    }
+}

@@ -798,3 +798,82 @@ fn mixed_broadcast_section(out: &mut String, results: &[CaseResult]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(rate: f64, server_cpu: f64, gen_cpu: f64) -> Outcome {
+        let mut out = Outcome::default();
+        out.push("invocations/s", [rate * 0.9, rate, rate * 1.1]);
+        out.push("p99 latency (µs)", [100.0]);
+        out.push("server CPU %", [server_cpu]);
+        out.push("messages per poll response", [1.0]);
+        out.gen_cpu_pct = vec![gen_cpu];
+        out
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            mode: "full",
+            date: "today".into(),
+            machine: "here".into(),
+            servers: vec![ServerKind::Ours, ServerKind::AspNetCore],
+            unavailable: vec![(ServerKind::Peer, "pip install failed".into())],
+            method: "3 windows".into(),
+            pinned: true,
+            seconds: 1.0,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_compares_ours_with_aspnetcore_and_says_what_bounded_each() {
+        let results = [CaseResult {
+            scenario: "long-polling echo",
+            params: "N=100, JSON, 32 B".into(),
+            label: ("N=100".into(), "lp 32B".into()),
+            results: vec![
+                (ServerKind::Ours, Ok(outcome(20_000.0, 50.0, 95.0))),
+                (ServerKind::AspNetCore, Ok(outcome(5_000.0, 97.0, 20.0))),
+            ],
+            not_run: vec![(ServerKind::Ceiling, "raw WebSockets only")],
+        }];
+        let md = markdown(&info(), &results);
+        assert!(
+            md.contains("- **aiosignalr**: not run: pip install failed"),
+            "{md}"
+        );
+        assert!(md.contains("- **ceiling**: not run (not selected)"));
+        assert!(md.contains(
+            "| Scenario | Parameters | Figure | ours | aspnetcore | ours / aspnetcore |"
+        ));
+        assert!(md.contains(
+            "| long-polling echo | N=100, JSON, 32 B | invocations/s | 20,000 | 5,000 | 4.00× |"
+        ));
+        assert!(md.contains(
+            "| long-polling echo | N=100, JSON, 32 B | bound by | load generator | server | |"
+        ));
+        // The load generator check names the generator-bound figure.
+        assert!(md.contains("bounded: long-polling echo N=100, JSON, 32 B on ours"));
+        assert!(md.contains("## SSE and long polling: messages per response"));
+        assert!(md.contains(
+            "| long-polling echo N=100, JSON, 32 B | messages per poll response | 1 | 1 |"
+        ));
+        assert!(md.contains("- long-polling echo not run on ceiling: raw WebSockets only"));
+    }
+
+    #[test]
+    fn ratios_need_both_sides() {
+        let ours = outcome(300.0, 50.0, 50.0);
+        let theirs = outcome(100.0, 50.0, 50.0);
+        assert_eq!(
+            ratio_of(Some(&ours), Some(&theirs), "invocations/s"),
+            "3.00×"
+        );
+        assert_eq!(ratio_of(Some(&ours), None, "invocations/s"), "–");
+        assert_eq!(ratio_of(Some(&ours), Some(&theirs), "no such figure"), "–");
+        assert_eq!(bound_by(&Outcome::default()), "–");
+        assert_eq!(bound_by(&outcome(1.0, 40.0, 30.0)), "round trips");
+    }
+}
