@@ -30,7 +30,8 @@ struct Bars {
 }
 
 /// Bars of `figure` for every case of `scenarios`; `figure` "" takes each scenario's headline
-/// figure and labels the bars with scenario and figure instead of the case parameters.
+/// figure and labels the bars with scenario (and the case's second label line) and figure
+/// instead of the case parameters.
 fn bars(results: &[CaseResult], scenarios: &[&str], figure: &str, title: &str) -> Bars {
     let mut out = Bars {
         title: title.to_owned(),
@@ -57,7 +58,13 @@ fn bars(results: &[CaseResult], scenarios: &[&str], figure: &str, title: &str) -
             continue;
         }
         out.labels.push(if mixed {
-            (case.scenario.to_owned(), figure.to_owned())
+            match case.scenario {
+                "idle density" => (format!("idle {}", case.label.1), figure.to_owned()),
+                scenario if HTTP_SCENARIOS.contains(&scenario) => {
+                    (scenario.to_owned(), case.label.0.clone())
+                }
+                scenario => (scenario.to_owned(), figure.to_owned()),
+            }
         } else {
             case.short_label()
         });
@@ -186,14 +193,23 @@ fn draw_rss(area: &DrawingArea<BitMapBackend<'_>, Shift>, results: &[CaseResult]
     Ok(())
 }
 
-/// Draws six panels (echo throughput and p99, broadcast deliveries and p99, the other
-/// scenarios' headline figures, slow-consumer RSS over time) into `path`.
+/// The SSE and long-polling scenarios.
+const HTTP_SCENARIOS: [&str; 4] = [
+    "SSE echo",
+    "long-polling echo",
+    "SSE broadcast",
+    "long-polling broadcast",
+];
+
+/// Draws eight panels (echo throughput and p99, broadcast deliveries and p99, the other
+/// scenarios' headline figures, slow-consumer RSS over time, SSE and long-polling rates and
+/// p99) into `path`.
 pub fn draw(path: &Path, results: &[CaseResult]) -> Result<()> {
     plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
         .map_err(|_| "the embedded font did not load")?;
-    let root = BitMapBackend::new(path, (1600, 1500)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1600, 2000)).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((3, 2));
+    let panels = root.split_evenly((4, 2));
     draw_bars(
         &panels[0],
         &bars(
@@ -240,6 +256,24 @@ pub fn draw(path: &Path, results: &[CaseResult]) -> Result<()> {
         ),
     )?;
     draw_rss(&panels[5], results)?;
+    draw_bars(
+        &panels[6],
+        &bars(
+            results,
+            &HTTP_SCENARIOS,
+            "",
+            "SSE and long polling: invocations/s, deliveries/s (log, higher is better)",
+        ),
+    )?;
+    draw_bars(
+        &panels[7],
+        &bars(
+            results,
+            &HTTP_SCENARIOS,
+            "p99 latency (µs)",
+            "SSE and long polling: p99 latency µs (log, lower is better)",
+        ),
+    )?;
     root.present()?;
     Ok(())
 }

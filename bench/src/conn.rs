@@ -1,5 +1,6 @@
 //! One load-generator connection: SignalR over WebSockets (skip negotiation), on top of
-//! `signalr-protocol` and tokio-tungstenite.
+//! `signalr-protocol` and tokio-tungstenite, or over Server-Sent Events or long polling
+//! (negotiated; see [`crate::http_conn`]).
 //!
 //! Lean on purpose: each connection reuses one read buffer and one write buffer, and invocations
 //! are stamped into a pre-encoded [`Template`] (an invocation id and a timestamp patched in place)
@@ -23,6 +24,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::http_conn;
 
 /// Errors of the load generator: their text is all a benchmark needs.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -54,9 +57,44 @@ pub fn set_peer_fixup(on: bool) {
     PEER_FIXUP.store(on, Ordering::Relaxed);
 }
 
+/// The transport of a load-generator connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// WebSockets, negotiation skipped (as the official clients may).
+    WebSockets,
+    /// Server-Sent Events (negotiated), sends as POSTs.
+    ServerSentEvents,
+    /// Long polling (negotiated), sends as POSTs.
+    LongPolling,
+}
+
+impl Transport {
+    /// The name in case parameters and notes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSockets => "WebSockets",
+            Transport::ServerSentEvents => "SSE",
+            Transport::LongPolling => "long polling",
+        }
+    }
+}
+
+/// What carries a connection's frames.
+enum Wire {
+    Ws(Box<WebSocketStream<TcpStream>>),
+    Http(Box<HttpWire>),
+}
+
+/// The two halves of an SSE or long-polling connection.
+struct HttpWire {
+    poster: http_conn::Poster,
+    /// `None` once handed to a separate task ([`Conn::take_receiver`]).
+    receiver: Option<http_conn::Receiver>,
+}
+
 /// A connected, handshaken hub connection.
 pub struct Conn {
-    ws: WebSocketStream<TcpStream>,
+    wire: Wire,
     protocol: HubProtocol,
     /// Received bytes before the aiosignalr fix-up, when it is on.
     fixup: Option<BytesMut>,
@@ -103,7 +141,7 @@ impl Conn {
         let fixup = (protocol == HubProtocol::MessagePack && PEER_FIXUP.load(Ordering::Relaxed))
             .then(BytesMut::new);
         let mut conn = Conn {
-            ws,
+            wire: Wire::Ws(Box::new(ws)),
             protocol,
             fixup: None,
             rbuf: BytesMut::with_capacity(4096),
@@ -115,9 +153,10 @@ impl Conn {
             version: 1,
         }
         .write(&mut handshake);
-        conn.ws
-            .send(Message::Text(Utf8Bytes::try_from(handshake.freeze())?))
-            .await?;
+        if let Wire::Ws(ws) = &mut conn.wire {
+            ws.send(Message::Text(Utf8Bytes::try_from(handshake.freeze())?))
+                .await?;
+        }
         loop {
             if let Some(response) = HandshakeResponse::parse(&mut conn.rbuf)? {
                 if let Some(error) = response.error {
@@ -131,20 +170,80 @@ impl Conn {
         }
     }
 
-    /// Sends one frame: text for JSON, binary for MessagePack (as the official clients do).
-    pub async fn send_frame(&mut self, frame: Bytes) -> Result<()> {
-        let message = match self.protocol {
-            HubProtocol::Json => Message::Text(Utf8Bytes::try_from(frame)?),
-            HubProtocol::MessagePack => Message::Binary(frame),
+    /// Opens a connection over `transport` (`query` applies to WebSockets only) and completes
+    /// the SignalR handshake for `protocol` (JSON only over SSE and long polling).
+    pub async fn connect_over(
+        addr: SocketAddr,
+        query: &str,
+        protocol: HubProtocol,
+        transport: Transport,
+    ) -> Result<Conn> {
+        let sse = match transport {
+            Transport::WebSockets => return Conn::connect(addr, query, protocol).await,
+            Transport::ServerSentEvents => true,
+            Transport::LongPolling => false,
         };
-        self.ws.send(message).await?;
+        if protocol != HubProtocol::Json {
+            return Err(format!("{} cases use JSON", transport.name()).into());
+        }
+        let (poster, receiver) = http_conn::open(addr, sse).await?;
+        let mut conn = Conn {
+            wire: Wire::Http(Box::new(HttpWire {
+                poster,
+                receiver: Some(receiver),
+            })),
+            protocol,
+            fixup: None,
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::with_capacity(4096),
+        };
+        let mut handshake = BytesMut::new();
+        HandshakeRequest {
+            protocol: protocol.name().to_owned(),
+            version: 1,
+        }
+        .write(&mut handshake);
+        conn.send_frame(handshake.freeze()).await?;
+        loop {
+            if let Some(response) = HandshakeResponse::parse(&mut conn.rbuf)? {
+                if let Some(error) = response.error {
+                    return Err(format!("handshake refused: {error}").into());
+                }
+                return Ok(conn);
+            }
+            conn.fill().await?;
+        }
+    }
+
+    /// Sends one frame: text for JSON, binary for MessagePack (as the official clients do) over
+    /// WebSockets; a POST (answered before this returns) over SSE and long polling.
+    pub async fn send_frame(&mut self, frame: Bytes) -> Result<()> {
+        match &mut self.wire {
+            Wire::Ws(ws) => {
+                let message = match self.protocol {
+                    HubProtocol::Json => Message::Text(Utf8Bytes::try_from(frame)?),
+                    HubProtocol::MessagePack => Message::Binary(frame),
+                };
+                ws.send(message).await?;
+            }
+            Wire::Http(http) => http.poster.send(&frame).await?,
+        }
         Ok(())
     }
 
-    /// Reads one more data frame into the read buffer.
+    /// Reads one more data frame (or SSE event, or poll response) into the read buffer.
     async fn fill(&mut self) -> Result<()> {
+        let ws = match &mut self.wire {
+            Wire::Ws(ws) => ws,
+            Wire::Http(http) => {
+                return match &mut http.receiver {
+                    Some(receiver) => receiver.fill(&mut self.rbuf).await,
+                    None => Err("the receiving half was handed off".into()),
+                };
+            }
+        };
         loop {
-            match self.ws.next().await {
+            match ws.next().await {
                 Some(Ok(Message::Text(text))) => {
                     self.rbuf.extend_from_slice(text.as_bytes());
                     return Ok(());
@@ -180,24 +279,66 @@ impl Conn {
     /// itself echoed back (the ceiling). Returns the stamp found in the answer's payload.
     pub async fn reply(&mut self, id: &[u8]) -> Result<Option<Stamp>> {
         loop {
-            match self.next_message().await? {
-                HubMessage::Completion(c) if c.invocation_id.as_bytes() == id => {
-                    return match c.result {
-                        CompletionResult::Value(payload) => Ok(Stamp::read(&payload)),
-                        CompletionResult::Void => Ok(None),
-                        CompletionResult::Error(error) => Err(error.into()),
-                    };
-                }
-                HubMessage::Invocation(i)
-                    if i.invocation_id.as_deref().map(str::as_bytes) == Some(id) =>
-                {
-                    return Ok(i.arguments.last().and_then(Stamp::read));
-                }
-                HubMessage::Close(close) => {
-                    return Err(format!("server closed: {:?}", close.error).into());
-                }
-                _ => {}
+            if let Some(answer) = answer_to(self.next_message().await?, id) {
+                return answer;
             }
+        }
+    }
+
+    /// Sends `frame` (an invocation with id `id`) and waits for its answer, as [`Conn::reply`];
+    /// also returns when the answer arrived. Over SSE and long polling the POST and the wait for
+    /// the answer run at once (the answer may come before the POST's own response).
+    pub async fn round_trip(
+        &mut self,
+        frame: Bytes,
+        id: &[u8],
+    ) -> Result<(Option<Stamp>, Instant)> {
+        let Conn {
+            wire,
+            protocol,
+            rbuf,
+            ..
+        } = self;
+        let Wire::Http(http) = wire else {
+            self.send_frame(frame).await?;
+            let stamp = self.reply(id).await?;
+            return Ok((stamp, Instant::now()));
+        };
+        let HttpWire { poster, receiver } = &mut **http;
+        let receiver = receiver
+            .as_mut()
+            .ok_or("the receiving half was handed off")?;
+        let answer = async {
+            loop {
+                if let Some(message) = protocol.parse_message(rbuf, None)? {
+                    if let Some(answer) = answer_to(message, id) {
+                        return answer.map(|stamp| (stamp, Instant::now()));
+                    }
+                    continue;
+                }
+                receiver.fill(rbuf).await?;
+            }
+        };
+        let (sent, answer) = tokio::join!(poster.send(&frame), answer);
+        sent?;
+        answer
+    }
+
+    /// Over SSE and long polling: closes the POST connection, which a connection that only
+    /// receives does not keep open (the next send opens a new one). Nothing over WebSockets.
+    pub fn release_sender(&mut self) {
+        if let Wire::Http(http) = &mut self.wire {
+            http.poster.release();
+        }
+    }
+
+    /// Over SSE and long polling: the receiving half, for a task of its own that drains what a
+    /// send-only connection receives (pings), so that the stream is read or the poll loop keeps
+    /// the connection alive. `None` over WebSockets.
+    pub fn take_receiver(&mut self) -> Option<http_conn::Receiver> {
+        match &mut self.wire {
+            Wire::Http(http) => http.receiver.take(),
+            Wire::Ws(_) => None,
         }
     }
 
@@ -211,36 +352,63 @@ impl Conn {
         });
         self.protocol.write_message(&message, &mut self.wbuf)?;
         let frame = self.wbuf.split().freeze();
-        self.send_frame(frame).await?;
-        self.reply(id.as_bytes()).await.map(drop)
+        self.round_trip(frame, id.as_bytes()).await.map(drop)
     }
 
     /// Starts the WebSocket close handshake and waits (at most `limit`) for the server to end the
-    /// connection, so that the TIME_WAIT state stays on the server's side.
-    pub async fn close(mut self, limit: Duration) {
-        let _ = self.ws.close(None).await;
-        let _ = tokio::time::timeout(limit, async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
+    /// connection, so that the TIME_WAIT state stays on the server's side. Over SSE and long
+    /// polling the sockets are just closed.
+    pub async fn close(self, limit: Duration) {
+        let Wire::Ws(mut ws) = self.wire else {
+            return;
+        };
+        let _ = WebSocketStream::close(&mut ws, None).await;
+        let _ =
+            tokio::time::timeout(limit, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     }
 
     /// Reads and drops everything until the connection ends; returns whether the server closed it
-    /// (rather than the time running out) and how many data frames arrived.
+    /// (rather than the time running out) and how many data frames (SSE events, poll responses
+    /// with data) arrived. A long-polling connection keeps polling meanwhile.
     pub async fn drain(&mut self, limit: Duration) -> (bool, u64) {
         let mut frames = 0;
-        let ended = tokio::time::timeout(limit, async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Text(_) | Message::Binary(_))) => frames += 1,
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                    Some(Ok(_)) => {}
+        let ended = match &mut self.wire {
+            Wire::Ws(ws) => tokio::time::timeout(limit, async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(_) | Message::Binary(_))) => frames += 1,
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                        Some(Ok(_)) => {}
+                    }
                 }
-            }
-        })
-        .await
-        .is_ok();
+            })
+            .await
+            .is_ok(),
+            Wire::Http(http) => match &mut http.receiver {
+                Some(receiver) => tokio::time::timeout(limit, receiver.drain(&mut frames))
+                    .await
+                    .is_ok(),
+                None => false,
+            },
+        };
         (ended, frames)
+    }
+}
+
+/// The answer to invocation `id` if `message` is it: its Completion (a hub server) or the
+/// invocation itself echoed back (the ceiling), as the stamp found in its payload.
+fn answer_to(message: HubMessage, id: &[u8]) -> Option<Result<Option<Stamp>>> {
+    match message {
+        HubMessage::Completion(c) if c.invocation_id.as_bytes() == id => Some(match c.result {
+            CompletionResult::Value(payload) => Ok(Stamp::read(&payload)),
+            CompletionResult::Void => Ok(None),
+            CompletionResult::Error(error) => Err(error.into()),
+        }),
+        HubMessage::Invocation(i) if i.invocation_id.as_deref().map(str::as_bytes) == Some(id) => {
+            Some(Ok(i.arguments.last().and_then(Stamp::read)))
+        }
+        HubMessage::Close(close) => Some(Err(format!("server closed: {:?}", close.error).into())),
+        _ => None,
     }
 }
 

@@ -1,10 +1,11 @@
 //! `signalr-bench`: measures our SignalR server against a ceiling (raw WebSockets on the same
-//! stack) and a peer implementation (aiosignalr), in one run, and writes
+//! stack), ASP.NET Core 10 (`dotnet-peer server`, when `../shared/peers` is there) and a peer
+//! implementation (aiosignalr), in one run, and writes
 //! `bench/results/latest.md` (Markdown tables) and `bench/results/latest.png` (chart).
 //!
 //! ```text
-//! cargo run --release -p signalr-bench              # quick mode, under 3 minutes
-//! cargo run --release -p signalr-bench -- --full    # every scenario at every size
+//! cargo run --release -p signalr-bench              # quick mode, about 6 minutes
+//! cargo run --release -p signalr-bench -- --full    # every scenario at every size, about 40 minutes
 //! cargo run --release -p signalr-bench -- --soak    # ordinary clients while an attacker runs (see soak.rs)
 //! cargo run --release -p signalr-bench -- --full --only redis-broadcast   # two servers on Redis (see redis_scenario.rs)
 //! ```
@@ -12,12 +13,14 @@
 //! Each server runs as its own process pinned to CPU 1; this process, the load generator (one
 //! thread), pins itself to CPU 0. Every server is killed when its scenario ends, when the run
 //! is interrupted (Ctrl-C, SIGTERM), when the runner panics, and by the kernel if the runner dies
-//! (`setpriv --pdeathsig KILL`). The README's "Benchmarks" section describes the scenarios.
+//! (`setpriv --pdeathsig KILL`). `bench/README.md` describes the scenarios and how to reproduce
+//! every figure.
 
 mod chart;
 mod classic_conn;
 mod classic_scenarios;
 mod conn;
+mod http_conn;
 mod proc;
 mod redis_scenario;
 mod report;
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use signalr_protocol::HubProtocol;
 
-use crate::conn::Result;
+use crate::conn::{Result, Transport};
 use crate::proc::ServerCommand;
 use crate::report::{CaseResult, RunInfo};
 use crate::scenarios::{BroadcastSpec, Outcome, Settings};
@@ -41,24 +44,27 @@ use crate::servers::ServerKind;
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "SignalR benchmarks: our server against a raw WebSocket ceiling and a peer (aiosignalr)",
+    about = "SignalR benchmarks: our server against a raw WebSocket ceiling, ASP.NET Core and aiosignalr",
     long_about = None
 )]
 struct Cli {
-    /// Every scenario at every size (about 20 minutes). The default is the quick mode: small
-    /// sizes and short windows, under 3 minutes.
+    /// Every scenario at every size (about 40 minutes with all four servers). The default is
+    /// the quick mode: small sizes and short windows, about 6 minutes (under 3 with
+    /// `--servers ceiling,ours`).
     #[arg(long)]
     full: bool,
     /// Development smoke run: windows of a fraction of a second (with `--full`: at full sizes).
     /// Checks that everything works; its figures are not measurements.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios (comma-separated): echo, broadcast, group, classic-echo,
-    /// mixed-broadcast, fixed-rate, idle, storm, slow; and redis-broadcast, which runs only when
-    /// named here (it needs redis-server and writes results/redis-latest.md).
+    /// Only these scenarios (comma-separated): echo, broadcast, group, fixed-rate, idle, storm,
+    /// slow, sse-echo, sse-broadcast, lp-echo, lp-broadcast, classic-echo, mixed-broadcast; and
+    /// redis-broadcast, which runs only when named here (it needs redis-server and writes
+    /// results/redis-latest.md).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Servers to measure (comma-separated): ceiling, ours, aiosignalr (default: all three).
+    /// Servers to measure (comma-separated): ceiling, ours, aspnetcore, aiosignalr (default:
+    /// all four; aspnetcore and aiosignalr are skipped with the reason when they cannot run).
     /// For redis-broadcast: ours, aspnetcore (default: both).
     /// With `--soak`: ours, aspnetcore (default: ours).
     #[arg(long, value_delimiter = ',')]
@@ -145,11 +151,12 @@ impl Mode {
         }
     }
 
-    /// No case starts after this much time; quick mode must end within 3 minutes.
+    /// No case starts after this much time: quick mode ends within about 6 minutes (its cases
+    /// take about that long with all four servers; fewer servers leave room to spare).
     fn budget(self) -> Duration {
         match self {
             Mode::Smoke => Duration::from_secs(600),
-            Mode::Quick => Duration::from_secs(165),
+            Mode::Quick => Duration::from_secs(330),
             Mode::Full => Duration::from_secs(3 * 3600),
         }
     }
@@ -170,6 +177,7 @@ enum Spec {
         n: usize,
         protocol: HubProtocol,
         size: usize,
+        transport: Transport,
     },
     Broadcast(BroadcastSpec),
     FixedRate {
@@ -178,6 +186,7 @@ enum Spec {
     },
     Idle {
         n: usize,
+        transport: Transport,
     },
     Storm {
         workers: usize,
@@ -200,7 +209,30 @@ enum Spec {
 /// Why the classic scenarios run on our server only.
 const NO_CLASSIC: &str = "no classic SignalR 2.x endpoint";
 
+/// Why the SSE and long-polling cases do not run on the ceiling.
+const NO_HTTP_TRANSPORTS: &str = "raw WebSockets only, no SSE or long polling";
+
 impl Spec {
+    /// The transport of the case's connections.
+    fn transport(&self) -> Transport {
+        match *self {
+            Spec::Echo { transport, .. } | Spec::Idle { transport, .. } => transport,
+            Spec::Broadcast(spec) => spec.transport,
+            _ => Transport::WebSockets,
+        }
+    }
+
+    /// Why the case does not run on `kind`, if it does not.
+    fn not_for(&self, kind: ServerKind) -> Option<&'static str> {
+        if self.classic() && kind != ServerKind::Ours {
+            Some(NO_CLASSIC)
+        } else if self.transport() != Transport::WebSockets && kind == ServerKind::Ceiling {
+            Some(NO_HTTP_TRANSPORTS)
+        } else {
+            None
+        }
+    }
+
     /// Whether the case needs the classic endpoint, which only our server has.
     fn classic(&self) -> bool {
         matches!(self, Spec::ClassicEcho { .. } | Spec::MixedBroadcast { .. })
@@ -243,30 +275,14 @@ fn count(n: usize) -> String {
 
 fn plan(full: bool) -> Vec<Case> {
     let protocols = [HubProtocol::Json, HubProtocol::MessagePack];
+    let ws = Transport::WebSockets;
     let mut cases = Vec::new();
     // N=100 JSON 32 B first: its ceiling figure is the load generator check.
     let ns: &[usize] = if full { &[100, 1, 1000] } else { &[100, 1] };
     for &n in ns {
         for size in [32, 2048] {
             for protocol in protocols {
-                cases.push(Case {
-                    scenario: "echo",
-                    key: "echo",
-                    params: format!("N={}, {}, {}", count(n), proto(protocol), size_name(size)),
-                    label: (
-                        format!("N={}", count(n)),
-                        format!(
-                            "{} {}",
-                            if protocol == HubProtocol::Json {
-                                "json"
-                            } else {
-                                "msgpack"
-                            },
-                            size_name(size).replace(' ', "")
-                        ),
-                    ),
-                    spec: Spec::Echo { n, protocol, size },
-                });
+                cases.push(echo_case(n, protocol, size, ws));
             }
         }
     }
@@ -278,28 +294,17 @@ fn plan(full: bool) -> Vec<Case> {
     };
     for &m in ms {
         for &protocol in broadcast_protocols {
-            cases.push(Case {
-                scenario: "broadcast",
-                key: "broadcast",
-                params: format!("M={}, {}, 32 B", count(m), proto(protocol)),
-                label: (
-                    format!("M={}", count(m)),
-                    if protocol == HubProtocol::Json {
-                        "json"
-                    } else {
-                        "msgpack"
-                    }
-                    .to_owned(),
-                ),
-                spec: Spec::Broadcast(BroadcastSpec {
-                    receivers: m,
-                    protocol,
-                    size: 32,
-                    total: None,
-                    slow: false,
-                }),
-            });
+            cases.push(broadcast_case(m, protocol, ws, None));
         }
+    }
+    // Deeper pipelines: what a server does with more fan-out work queued at once.
+    let deep: &[(usize, usize)] = if full {
+        &[(1000, 8), (1000, 32), (10_000, 8), (10_000, 32)]
+    } else {
+        &[(1000, 8)]
+    };
+    for &(m, in_flight) in deep {
+        cases.push(broadcast_case(m, HubProtocol::Json, ws, Some(in_flight)));
     }
     if full {
         cases.push(Case {
@@ -313,6 +318,8 @@ fn plan(full: bool) -> Vec<Case> {
                 size: 32,
                 total: Some(10_000),
                 slow: false,
+                transport: ws,
+                in_flight: None,
             }),
         });
     }
@@ -328,13 +335,22 @@ fn plan(full: bool) -> Vec<Case> {
         },
     });
     let idle = if full { 10_000 } else { 1000 };
-    cases.push(Case {
-        scenario: "idle density",
-        key: "idle",
-        params: format!("{} connections", count(idle)),
-        label: (format!("{} idle", count(idle)), String::new()),
-        spec: Spec::Idle { n: idle },
-    });
+    for transport in TRANSPORTS {
+        cases.push(Case {
+            scenario: "idle density",
+            key: "idle",
+            params: format!(
+                "{} {} connections",
+                count(idle),
+                transport_adjective(transport)
+            ),
+            label: (
+                format!("{} idle", count(idle)),
+                transport_short(transport).to_owned(),
+            ),
+            spec: Spec::Idle { n: idle, transport },
+        });
+    }
     cases.push(Case {
         scenario: "connect storm",
         key: "storm",
@@ -354,8 +370,18 @@ fn plan(full: bool) -> Vec<Case> {
             size: 2048,
             total: None,
             slow: true,
+            transport: ws,
+            in_flight: None,
         }),
     });
+    // The HTTP transports (JSON: SSE carries text only), every connection on that transport.
+    let http_ms: &[usize] = if full { &[100, 1000] } else { &[100] };
+    for transport in [Transport::ServerSentEvents, Transport::LongPolling] {
+        cases.push(echo_case(100, HubProtocol::Json, 32, transport));
+        for &m in http_ms {
+            cases.push(broadcast_case(m, HubProtocol::Json, transport, None));
+        }
+    }
     // Classic SignalR 2.x beside Core JSON (ours only), last: when a slow machine spends the
     // quick mode's time budget, the long-standing cases still run.
     for &n in ns {
@@ -403,6 +429,109 @@ fn plan(full: bool) -> Vec<Case> {
     cases
 }
 
+/// The three transports, in report order.
+const TRANSPORTS: [Transport; 3] = [
+    Transport::WebSockets,
+    Transport::ServerSentEvents,
+    Transport::LongPolling,
+];
+
+/// "WebSocket", "SSE", "long-polling" (before "connections").
+fn transport_adjective(transport: Transport) -> &'static str {
+    match transport {
+        Transport::WebSockets => "WebSocket",
+        Transport::ServerSentEvents => "SSE",
+        Transport::LongPolling => "long-polling",
+    }
+}
+
+/// Chart label of a transport.
+fn transport_short(transport: Transport) -> &'static str {
+    match transport {
+        Transport::WebSockets => "ws",
+        Transport::ServerSentEvents => "sse",
+        Transport::LongPolling => "lp",
+    }
+}
+
+fn echo_case(n: usize, protocol: HubProtocol, size: usize, transport: Transport) -> Case {
+    let (scenario, key) = match transport {
+        Transport::WebSockets => ("echo", "echo"),
+        Transport::ServerSentEvents => ("SSE echo", "sse-echo"),
+        Transport::LongPolling => ("long-polling echo", "lp-echo"),
+    };
+    let protocol_label = if protocol == HubProtocol::Json {
+        "json"
+    } else {
+        "msgpack"
+    };
+    let size_label = size_name(size).replace(' ', "");
+    Case {
+        scenario,
+        key,
+        params: format!("N={}, {}, {}", count(n), proto(protocol), size_name(size)),
+        label: (
+            format!("N={}", count(n)),
+            match transport {
+                Transport::WebSockets => format!("{protocol_label} {size_label}"),
+                _ => format!("{} {size_label}", transport_short(transport)),
+            },
+        ),
+        spec: Spec::Echo {
+            n,
+            protocol,
+            size,
+            transport,
+        },
+    }
+}
+
+fn broadcast_case(
+    m: usize,
+    protocol: HubProtocol,
+    transport: Transport,
+    in_flight: Option<usize>,
+) -> Case {
+    let (scenario, key) = match transport {
+        Transport::WebSockets => ("broadcast", "broadcast"),
+        Transport::ServerSentEvents => ("SSE broadcast", "sse-broadcast"),
+        Transport::LongPolling => ("long-polling broadcast", "lp-broadcast"),
+    };
+    let spec = BroadcastSpec {
+        receivers: m,
+        protocol,
+        size: 32,
+        total: None,
+        slow: false,
+        transport,
+        in_flight,
+    };
+    let protocol_label = if protocol == HubProtocol::Json {
+        "json"
+    } else {
+        "msgpack"
+    };
+    Case {
+        scenario,
+        key,
+        params: format!(
+            "M={}, {}, 32 B, {} in flight",
+            count(m),
+            proto(protocol),
+            spec.in_flight()
+        ),
+        label: (
+            format!("M={}", count(m)),
+            match (transport, in_flight) {
+                (Transport::WebSockets, None) => protocol_label.to_owned(),
+                (Transport::WebSockets, Some(k)) => format!("{protocol_label} ×{k}"),
+                (_, _) => transport_short(transport).to_owned(),
+            },
+        ),
+        spec: Spec::Broadcast(spec),
+    }
+}
+
 async fn run_case(
     spec: &Spec,
     kind: ServerKind,
@@ -410,14 +539,17 @@ async fn run_case(
     settings: &Settings,
 ) -> Result<Outcome> {
     match *spec {
-        Spec::Echo { n, protocol, size } => {
-            scenarios::echo(command, settings, n, protocol, size).await
-        }
+        Spec::Echo {
+            n,
+            protocol,
+            size,
+            transport,
+        } => scenarios::echo(command, settings, n, protocol, size, transport).await,
         Spec::Broadcast(spec) => scenarios::broadcast(kind, command, settings, spec).await,
         Spec::FixedRate { n, size } => {
             scenarios::fixed_rate(command, settings, n, HubProtocol::Json, size).await
         }
-        Spec::Idle { n } => scenarios::idle(command, settings, n).await,
+        Spec::Idle { n, transport } => scenarios::idle(command, settings, n, transport).await,
         Spec::Storm { workers } => scenarios::storm(command, settings, workers).await,
         Spec::ClassicEcho { n, size } => {
             classic_scenarios::classic_echo(command, settings, n, size).await
@@ -591,30 +723,42 @@ async fn run_main(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> {
     };
     for name in &server_names {
         let kind = ServerKind::parse(name).ok_or_else(|| format!("unknown server {name}"))?;
-        if !ServerKind::ALL.contains(&kind) {
-            eprintln!("{}: measured in redis-broadcast only", kind.name());
-        } else if !kinds.contains(&kind) {
+        if !kinds.contains(&kind) {
             kinds.push(kind);
         }
     }
     kinds.sort();
-    let mut peer_status = None;
+    // Servers that cannot run here are skipped with the reason, in the report too.
+    let mut unavailable = Vec::new();
     let mut python = None;
     if kinds.contains(&ServerKind::Peer) {
         match servers::setup_peer().await {
             Ok(path) => python = Some(path),
             Err(err) => {
-                eprintln!("peer not available: {err}");
-                peer_status = Some(err.to_string());
-                kinds.retain(|&k| k != ServerKind::Peer);
+                eprintln!("skipping aiosignalr: {err}");
+                unavailable.push((ServerKind::Peer, err.to_string()));
             }
         }
     }
     let mut commands = Vec::new();
     for &kind in &kinds {
-        commands.push((kind, servers::command(kind, python.as_deref(), logs)?));
+        if unavailable.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
+        match servers::command(kind, python.as_deref(), logs) {
+            Ok(command) => commands.push((kind, command)),
+            Err(err) if kind == ServerKind::AspNetCore => {
+                eprintln!("skipping aspnetcore: {err}");
+                unavailable.push((kind, err.to_string()));
+            }
+            Err(err) => return Err(err),
+        }
     }
+    kinds.retain(|k| commands.iter().any(|(c, _)| c == k));
 
+    if std::env::var_os(servers::SERVER_BIN_VAR).is_some() {
+        eprintln!("ours: {}", servers::ours_binary()?.display());
+    }
     eprintln!(
         "{} mode: {} cases × {} servers; server logs in {}",
         mode.name(),
@@ -629,13 +773,18 @@ async fn run_main(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> {
             skipped.push(format!("{} ({})", case.scenario, case.params));
             continue;
         }
-        eprintln!("== {} ({})", case.scenario, case.params);
+        eprintln!(
+            "== {} ({}) at {:.0} s",
+            case.scenario,
+            case.params,
+            started.elapsed().as_secs_f64()
+        );
         let mut per_server = Vec::new();
         let mut not_run = Vec::new();
         for (kind, command) in &commands {
-            if case.spec.classic() && *kind != ServerKind::Ours {
-                eprintln!("   {:<10} skipped: {NO_CLASSIC}", kind.name());
-                not_run.push((*kind, NO_CLASSIC));
+            if let Some(why) = case.spec.not_for(*kind) {
+                eprintln!("   {:<10} skipped: {why}", kind.name());
+                not_run.push((*kind, why));
                 continue;
             }
             conn::set_peer_fixup(*kind == ServerKind::Peer);
@@ -682,7 +831,7 @@ async fn run_main(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> {
             shell("nproc", &["--all"])
         ),
         servers: kinds,
-        peer_status,
+        unavailable,
         method: format!(
             "Every figure is repeated {} times: {} back-to-back windows of {:.1} s after a {:.1} s warm-up (fixed rate: {:.0} s windows; idle density: {} fresh servers, {:.1} s idle each)",
             settings.reps,
@@ -942,5 +1091,80 @@ fn main() -> ExitCode {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(cases: &[Case], key: &str) -> Vec<String> {
+        cases
+            .iter()
+            .filter(|c| c.key == key)
+            .map(|c| c.params.clone())
+            .collect()
+    }
+
+    #[test]
+    fn full_mode_has_the_deep_broadcasts_and_every_transport() {
+        let full = plan(true);
+        let broadcast = params(&full, "broadcast");
+        for case in [
+            "M=100, JSON, 32 B, 8 in flight",
+            "M=1,000, JSON, 32 B, 2 in flight",
+            "M=1,000, JSON, 32 B, 8 in flight",
+            "M=1,000, JSON, 32 B, 32 in flight",
+            "M=10,000, JSON, 32 B, 8 in flight",
+            "M=10,000, JSON, 32 B, 32 in flight",
+        ] {
+            assert!(
+                broadcast.iter().any(|p| p == case),
+                "{case} in {broadcast:?}"
+            );
+        }
+        assert_eq!(
+            params(&full, "idle"),
+            [
+                "10,000 WebSocket connections",
+                "10,000 SSE connections",
+                "10,000 long-polling connections"
+            ]
+        );
+        assert_eq!(params(&full, "sse-echo"), ["N=100, JSON, 32 B"]);
+        assert_eq!(params(&full, "lp-broadcast").len(), 2);
+        let quick = plan(false);
+        assert!(
+            params(&quick, "broadcast")
+                .iter()
+                .any(|p| p == "M=1,000, JSON, 32 B, 8 in flight")
+        );
+        assert_eq!(
+            params(&quick, "lp-broadcast"),
+            ["M=100, JSON, 32 B, 8 in flight"]
+        );
+    }
+
+    #[test]
+    fn cases_skip_the_servers_they_do_not_apply_to() {
+        let cases = plan(false);
+        let case = |key: &str| {
+            cases
+                .iter()
+                .find(|c| c.key == key)
+                .map(|c| c.spec.clone())
+                .expect("case")
+        };
+        assert_eq!(
+            case("sse-echo").not_for(ServerKind::Ceiling),
+            Some(NO_HTTP_TRANSPORTS)
+        );
+        assert_eq!(case("lp-broadcast").not_for(ServerKind::AspNetCore), None);
+        assert_eq!(case("echo").not_for(ServerKind::Ceiling), None);
+        assert_eq!(
+            case("classic-echo").not_for(ServerKind::AspNetCore),
+            Some(NO_CLASSIC)
+        );
+        assert_eq!(case("classic-echo").not_for(ServerKind::Ours), None);
     }
 }

@@ -48,8 +48,8 @@ pub fn figure(outcome: &Outcome, name: &str) -> Option<Summary> {
 /// The figure that sums a scenario up (chart).
 pub fn headline(scenario: &str) -> &'static str {
     match scenario {
-        "echo" => "invocations/s",
-        "broadcast" | "group" => "deliveries/s",
+        "echo" | "SSE echo" | "long-polling echo" => "invocations/s",
+        "broadcast" | "group" | "SSE broadcast" | "long-polling broadcast" => "deliveries/s",
         "fixed rate" => "p99 latency (µs)",
         "idle density" => "KiB per idle connection",
         "connect storm" => "connections/s",
@@ -167,10 +167,10 @@ pub struct RunInfo {
     pub date: String,
     /// `uname -sr`, cores.
     pub machine: String,
-    /// The servers measured and why others were not.
+    /// The servers measured.
     pub servers: Vec<ServerKind>,
-    /// Why the peer did not run, if it did not.
-    pub peer_status: Option<String>,
+    /// Servers asked for that could not run here, and why.
+    pub unavailable: Vec<(ServerKind, String)>,
     /// Warm-up, window, repetitions.
     pub method: String,
     /// Whether the processes could be pinned.
@@ -181,15 +181,47 @@ pub struct RunInfo {
     pub skipped: Vec<String>,
 }
 
+/// Whether `scenario` is an echo over some transport (not the classic one).
+fn is_echo(scenario: &str) -> bool {
+    scenario.ends_with("echo") && scenario != "classic echo"
+}
+
+/// What bounded a figure: "server" (its CPU ≥ 90 %), "load generator" (its CPU ≥ 90 %) or
+/// "round trips" (neither), "–" without figures.
+pub fn bound_by(outcome: &Outcome) -> &'static str {
+    let server = figure(outcome, "server CPU %").map(|s| s.median);
+    let generator = Summary::of(&outcome.gen_cpu_pct).map(|s| s.median);
+    match (server, generator) {
+        (Some(s), _) if s >= 90.0 => "server",
+        (_, Some(g)) if g >= 90.0 => "load generator",
+        (Some(_), Some(_)) => "round trips",
+        _ => "–",
+    }
+}
+
+/// `top / bottom` of the medians of figure `name`, as "1.23×".
+fn ratio_of(top: Option<&Outcome>, bottom: Option<&Outcome>, name: &str) -> String {
+    match (
+        top.and_then(|o| figure(o, name)),
+        bottom.and_then(|o| figure(o, name)),
+    ) {
+        (Some(t), Some(b)) if b.median > 0.0 && t.median.is_finite() => {
+            format!("{:.2}×", t.median / b.median)
+        }
+        _ => "–".to_owned(),
+    }
+}
+
 fn generator_check(out: &mut String, results: &[CaseResult]) {
     let _ = writeln!(out, "## Load generator check\n");
     let _ = writeln!(
         out,
         "The load generator (one thread on CPU 0) must outrun the server it measures. Against the \
-         ceiling it shows how fast it can go; against our server, *bound by* names what set the \
-         figure: our server (its CPU ≥ 90 %), the load generator (its CPU ≥ 90 %), or round trips \
-         (neither saturated: one invocation in flight per connection waits for the network \
-         stack).\n"
+         ceiling it shows how fast it can go; against a hub server, *bound by* names what set the \
+         figure: the server (its CPU ≥ 90 % of its one core), the load generator (its CPU ≥ 90 %), \
+         or round trips (neither saturated: with one invocation in flight per connection, every \
+         connection waits for its answer, and the network stack's latency sets the rate). A \
+         figure bound by the load generator understates that server.\n"
     );
     if let Some((params, outcome)) = results
         .iter()
@@ -205,57 +237,251 @@ fn generator_check(out: &mut String, results: &[CaseResult]) {
             significant(cpu)
         );
     }
-    let _ = writeln!(
-        out,
-        "| echo case | ceiling invocations/s | ours invocations/s | ceiling / ours | server CPU (ours) | generator CPU (ours) | bound by |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let hubs = [ServerKind::Ours, ServerKind::AspNetCore];
+    let mut header = "| echo case | ceiling invocations/s |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for kind in hubs {
+        let k = kind.name();
+        let _ = write!(
+            header,
+            " {k} invocations/s | server CPU ({k}) | generator CPU ({k}) | bound by ({k}) |"
+        );
+        rule.push_str("---|---|---|---|");
+    }
+    header.push_str(" ceiling / ours | ours / aspnetcore |");
+    rule.push_str("---|---|");
+    let _ = writeln!(out, "{header}\n{rule}");
     let mut generator_bound = Vec::new();
-    for case in results.iter().filter(|c| c.scenario == "echo") {
+    let pct = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{} %", significant(v)));
+    for case in results.iter().filter(|c| is_echo(c.scenario)) {
         let ceiling = case.outcome(ServerKind::Ceiling);
-        let ours = case.outcome(ServerKind::Ours);
-        let c_rate = ceiling.and_then(|o| figure(o, "invocations/s"));
-        let o_rate = ours.and_then(|o| figure(o, "invocations/s"));
-        let server_cpu = ours
-            .and_then(|o| figure(o, "server CPU %"))
-            .map(|s| s.median);
-        let gen_cpu = ours
-            .and_then(|o| Summary::of(&o.gen_cpu_pct))
-            .map(|s| s.median);
-        let ratio = match (c_rate, o_rate) {
-            (Some(c), Some(o)) if o.median > 0.0 => Some(c.median / o.median),
-            _ => None,
-        };
-        let bound = match (server_cpu, gen_cpu) {
-            (Some(s), _) if s >= 90.0 => "our server",
-            (_, Some(g)) if g >= 90.0 => {
-                generator_bound.push(case.params.clone());
-                "load generator"
+        let mut row = format!(
+            "| {} {} | {} |",
+            case.scenario,
+            case.params,
+            cell(ceiling.and_then(|o| figure(o, "invocations/s")))
+        );
+        for kind in hubs {
+            let outcome = case.outcome(kind);
+            let server_cpu = outcome
+                .and_then(|o| figure(o, "server CPU %"))
+                .map(|s| s.median);
+            let gen_cpu = outcome
+                .and_then(|o| Summary::of(&o.gen_cpu_pct))
+                .map(|s| s.median);
+            let bound = outcome.map_or("–", bound_by);
+            if bound == "load generator" {
+                generator_bound.push(format!(
+                    "{} {} on {}",
+                    case.scenario,
+                    case.params,
+                    kind.name()
+                ));
             }
-            (Some(_), Some(_)) => "round trips",
-            _ => "–",
-        };
-        let pct = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{} %", significant(v)));
+            let _ = write!(
+                row,
+                " {} | {} | {} | {bound} |",
+                cell(outcome.and_then(|o| figure(o, "invocations/s"))),
+                pct(server_cpu),
+                pct(gen_cpu),
+            );
+        }
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {bound} |",
-            case.params,
-            cell(c_rate),
-            cell(o_rate),
-            ratio.map_or("–".to_owned(), |r| format!("{r:.2}×")),
-            pct(server_cpu),
-            pct(gen_cpu),
+            "{row} {} | {} |",
+            ratio_of(ceiling, case.outcome(ServerKind::Ours), "invocations/s"),
+            ratio_of(
+                case.outcome(ServerKind::Ours),
+                case.outcome(ServerKind::AspNetCore),
+                "invocations/s"
+            ),
         );
     }
     let verdict = if generator_bound.is_empty() {
-        "The load generator was never the bottleneck of an echo figure of our server.".to_owned()
+        "The load generator was never the bottleneck of an echo figure of ours or ASP.NET Core."
+            .to_owned()
     } else {
         format!(
-            "The load generator, not our server, bounded: {}. Those figures understate our server.",
+            "The load generator, not the server, bounded: {}. Those figures understate that server (and a ratio against it).",
             generator_bound.join("; ")
         )
     };
     let _ = writeln!(out, "\n{verdict}\n");
+}
+
+/// The figures of the summary table, per scenario: the headline and what explains it.
+fn summary_figures(scenario: &str) -> &'static [&'static str] {
+    match scenario {
+        "echo" => &[
+            "invocations/s",
+            "p99 latency (µs)",
+            "server CPU µs/invocation",
+        ],
+        "SSE echo" => &[
+            "invocations/s",
+            "p99 latency (µs)",
+            "messages per SSE event",
+        ],
+        "long-polling echo" => &[
+            "invocations/s",
+            "p99 latency (µs)",
+            "messages per poll response",
+        ],
+        "broadcast" | "group" => &["deliveries/s", "p99 latency (µs)", "server CPU µs/delivery"],
+        "SSE broadcast" => &["deliveries/s", "p99 latency (µs)", "messages per SSE event"],
+        "long-polling broadcast" => &[
+            "deliveries/s",
+            "p99 latency (µs)",
+            "messages per poll response",
+        ],
+        "fixed rate" => &["p99 latency (µs)", "server CPU %"],
+        "idle density" => &[
+            "KiB per idle connection",
+            "idle CPU µs per connection-second",
+        ],
+        "connect storm" => &["connections/s"],
+        "slow consumer" => &[
+            "deliveries/s during the stall",
+            "deliveries/s before the stall",
+            "server RSS max (MiB)",
+        ],
+        _ => &[],
+    }
+}
+
+/// The summary: the figures that matter per case, every server, and ours relative to each
+/// other server (the layout of the README's table).
+fn summary(out: &mut String, info: &RunInfo, results: &[CaseResult]) {
+    let others: Vec<ServerKind> = info
+        .servers
+        .iter()
+        .copied()
+        .filter(|&k| k != ServerKind::Ours)
+        .collect();
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(
+        out,
+        "Medians. *ours / X* divides our figure by X's: above 1 means ours is higher, which is \
+         better for rates (invocations/s, deliveries/s, connections/s) and worse for latency, CPU \
+         and memory. \"–\": not measured (the case does not apply, or the server was not run). \
+         *bound by* (as in the load generator check): server, load generator, or round trips; a \
+         ratio against a figure bound by the load generator understates that server.\n"
+    );
+    let mut header = "| Scenario | Parameters | Figure |".to_owned();
+    let mut rule = "|---|---|---|".to_owned();
+    for kind in &info.servers {
+        let _ = write!(header, " {} |", kind.name());
+        rule.push_str("---|");
+    }
+    if info.servers.contains(&ServerKind::Ours) {
+        for kind in &others {
+            let _ = write!(header, " ours / {} |", kind.name());
+            rule.push_str("---|");
+        }
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for case in results {
+        for &name in summary_figures(case.scenario) {
+            if !case
+                .results
+                .iter()
+                .any(|(_, r)| r.as_ref().is_ok_and(|o| figure(o, name).is_some()))
+            {
+                continue;
+            }
+            let mut row = format!("| {} | {} | {name} |", case.scenario, case.params);
+            for kind in &info.servers {
+                let _ = write!(
+                    row,
+                    " {} |",
+                    case.outcome(*kind)
+                        .and_then(|o| figure(o, name))
+                        .map_or("–".to_owned(), |s| significant(s.median))
+                );
+            }
+            if info.servers.contains(&ServerKind::Ours) {
+                for &kind in &others {
+                    let _ = write!(
+                        row,
+                        " {} |",
+                        ratio_of(case.outcome(ServerKind::Ours), case.outcome(kind), name)
+                    );
+                }
+            }
+            let _ = writeln!(out, "{row}");
+        }
+        // What bounded each server's figures in this case.
+        if case.results.iter().any(|(_, r)| {
+            r.as_ref()
+                .is_ok_and(|o| figure(o, "server CPU %").is_some())
+        }) {
+            let mut row = format!("| {} | {} | bound by |", case.scenario, case.params);
+            for kind in &info.servers {
+                let _ = write!(row, " {} |", case.outcome(*kind).map_or("–", bound_by));
+            }
+            if info.servers.contains(&ServerKind::Ours) {
+                row.push_str(&" |".repeat(others.len()));
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
+    let _ = writeln!(out);
+}
+
+/// How the HTTP transports batch: messages per poll response and per SSE event, server by
+/// server, beside the rates they explain.
+fn batching_section(out: &mut String, info: &RunInfo, results: &[CaseResult]) {
+    let cases: Vec<&CaseResult> = results
+        .iter()
+        .filter(|c| c.scenario.starts_with("SSE ") || c.scenario.starts_with("long-polling "))
+        .collect();
+    if cases.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## SSE and long polling: messages per response\n\n\
+         Over long polling a server answers each poll with everything it queued for the \
+         connection since the last one (ASP.NET Core does, and so do we), and over SSE one event \
+         may carry several messages: the fewer HTTP responses (or events) a delivery needs, the \
+         cheaper it is. *messages per poll response* and *messages per SSE event* are averages \
+         over all the load generator's connections in the measured windows (responses that \
+         carried data only; pings count as messages). With one echo in flight per connection \
+         there is at most one answer to batch; a broadcast with several in flight fills \
+         responses while the receiver's next poll is on its way.\n"
+    );
+    let hubs: Vec<ServerKind> = info
+        .servers
+        .iter()
+        .copied()
+        .filter(|&k| k != ServerKind::Ceiling)
+        .collect();
+    let mut header = "| case | figure |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for kind in &hubs {
+        let _ = write!(header, " {} |", kind.name());
+        rule.push_str("---|");
+    }
+    let _ = writeln!(out, "{header}\n{rule}");
+    for case in cases {
+        let rate = headline(case.scenario);
+        let batch = if case.scenario.starts_with("SSE ") {
+            "messages per SSE event"
+        } else {
+            "messages per poll response"
+        };
+        for name in [rate, batch, "server CPU %"] {
+            let mut row = format!("| {} {} | {name} |", case.scenario, case.params);
+            for kind in &hubs {
+                let _ = write!(
+                    row,
+                    " {} |",
+                    cell(case.outcome(*kind).and_then(|o| figure(o, name)))
+                );
+            }
+            let _ = writeln!(out, "{row}");
+        }
+    }
 }
 
 /// The whole Markdown report.
@@ -268,7 +494,7 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
     );
     let _ = writeln!(
         out,
-        "Run {} on {}, {:.0} s. Written by `cargo run --release -p signalr-bench{}`; chart: [latest.png](latest.png).\n",
+        "Run {} on {}, {:.0} s. Written by `cargo run --release -p signalr-bench{}`; chart: [latest.png](latest.png). How to reproduce and read every figure: [bench/README.md](../README.md).\n",
         info.date,
         info.machine,
         info.seconds,
@@ -280,7 +506,7 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
     );
     let _ = writeln!(
         out,
-        "Each server runs as its own process {}; the load generator (tokio-tungstenite + signalr-protocol, one thread) {}. {}. Cells: median (min–max).\n",
+        "Each server runs as its own process {}; the load generator (one thread: tokio-tungstenite + signalr-protocol for WebSockets, raw HTTP/1.1 on tokio for SSE and long polling) {}. {}. Cells: median (min–max).\n",
         if info.pinned {
             "pinned to CPU 1 (`taskset -c 1`)"
         } else {
@@ -293,26 +519,35 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
     for kind in ServerKind::ALL {
         if info.servers.contains(&kind) {
             let _ = writeln!(out, "- **{}**: {}", kind.name(), kind.description());
-        } else if kind == ServerKind::Peer {
-            let _ = writeln!(
-                out,
-                "- **{}**: not run ({})",
-                kind.name(),
-                info.peer_status.as_deref().unwrap_or("not selected")
-            );
+        } else if let Some((_, why)) = info.unavailable.iter().find(|(k, _)| *k == kind) {
+            let _ = writeln!(out, "- **{}**: not run: {why}", kind.name());
         } else {
             let _ = writeln!(out, "- **{}**: not run (not selected)", kind.name());
         }
     }
     let _ = writeln!(out);
     generator_check(&mut out, results);
+    summary(&mut out, info, results);
 
     let _ = writeln!(out, "## Results\n");
+    let ours_run = info.servers.contains(&ServerKind::Ours);
+    let others: Vec<ServerKind> = info
+        .servers
+        .iter()
+        .copied()
+        .filter(|&k| k != ServerKind::Ours)
+        .collect();
     let mut header = "| Scenario | Parameters | Figure |".to_owned();
     let mut rule = "|---|---|---|".to_owned();
     for kind in &info.servers {
         let _ = write!(header, " {} |", kind.name());
         rule.push_str("---|");
+    }
+    if ours_run {
+        for kind in &others {
+            let _ = write!(header, " ours / {} |", kind.name());
+            rule.push_str("---|");
+        }
     }
     let _ = writeln!(out, "{header}\n{rule}");
     for case in results {
@@ -339,10 +574,20 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
                 };
                 let _ = write!(row, " {text} |");
             }
+            if ours_run {
+                for &kind in &others {
+                    let _ = write!(
+                        row,
+                        " {} |",
+                        ratio_of(case.outcome(ServerKind::Ours), case.outcome(kind), name)
+                    );
+                }
+            }
             let _ = writeln!(out, "{row}");
         }
     }
 
+    batching_section(&mut out, info, results);
     classic_echo_section(&mut out, results);
     mixed_broadcast_section(&mut out, results);
 
@@ -551,5 +796,84 @@ fn mixed_broadcast_section(out: &mut String, results: &[CaseResult]) {
             "| | {CLASSIC} / {CORE}, alone | | | {} | | |",
             ratio(o, &cpu(CLASSIC), &cpu(CORE)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(rate: f64, server_cpu: f64, gen_cpu: f64) -> Outcome {
+        let mut out = Outcome::default();
+        out.push("invocations/s", [rate * 0.9, rate, rate * 1.1]);
+        out.push("p99 latency (µs)", [100.0]);
+        out.push("server CPU %", [server_cpu]);
+        out.push("messages per poll response", [1.0]);
+        out.gen_cpu_pct = vec![gen_cpu];
+        out
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            mode: "full",
+            date: "today".into(),
+            machine: "here".into(),
+            servers: vec![ServerKind::Ours, ServerKind::AspNetCore],
+            unavailable: vec![(ServerKind::Peer, "pip install failed".into())],
+            method: "3 windows".into(),
+            pinned: true,
+            seconds: 1.0,
+            skipped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_compares_ours_with_aspnetcore_and_says_what_bounded_each() {
+        let results = [CaseResult {
+            scenario: "long-polling echo",
+            params: "N=100, JSON, 32 B".into(),
+            label: ("N=100".into(), "lp 32B".into()),
+            results: vec![
+                (ServerKind::Ours, Ok(outcome(20_000.0, 50.0, 95.0))),
+                (ServerKind::AspNetCore, Ok(outcome(5_000.0, 97.0, 20.0))),
+            ],
+            not_run: vec![(ServerKind::Ceiling, "raw WebSockets only")],
+        }];
+        let md = markdown(&info(), &results);
+        assert!(
+            md.contains("- **aiosignalr**: not run: pip install failed"),
+            "{md}"
+        );
+        assert!(md.contains("- **ceiling**: not run (not selected)"));
+        assert!(md.contains(
+            "| Scenario | Parameters | Figure | ours | aspnetcore | ours / aspnetcore |"
+        ));
+        assert!(md.contains(
+            "| long-polling echo | N=100, JSON, 32 B | invocations/s | 20,000 | 5,000 | 4.00× |"
+        ));
+        assert!(md.contains(
+            "| long-polling echo | N=100, JSON, 32 B | bound by | load generator | server | |"
+        ));
+        // The load generator check names the generator-bound figure.
+        assert!(md.contains("bounded: long-polling echo N=100, JSON, 32 B on ours"));
+        assert!(md.contains("## SSE and long polling: messages per response"));
+        assert!(md.contains(
+            "| long-polling echo N=100, JSON, 32 B | messages per poll response | 1 | 1 |"
+        ));
+        assert!(md.contains("- long-polling echo not run on ceiling: raw WebSockets only"));
+    }
+
+    #[test]
+    fn ratios_need_both_sides() {
+        let ours = outcome(300.0, 50.0, 50.0);
+        let theirs = outcome(100.0, 50.0, 50.0);
+        assert_eq!(
+            ratio_of(Some(&ours), Some(&theirs), "invocations/s"),
+            "3.00×"
+        );
+        assert_eq!(ratio_of(Some(&ours), None, "invocations/s"), "–");
+        assert_eq!(ratio_of(Some(&ours), Some(&theirs), "no such figure"), "–");
+        assert_eq!(bound_by(&Outcome::default()), "–");
+        assert_eq!(bound_by(&outcome(1.0, 40.0, 30.0)), "round trips");
     }
 }

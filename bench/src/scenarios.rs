@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 
-use crate::conn::{Conn, Result, Stamp, Template, negotiate, now_ns};
+use crate::conn::{Conn, Result, Stamp, Template, Transport, negotiate, now_ns};
+use crate::http_conn;
 use crate::proc::{ServerCommand, ServerProcess, cpu_us, rss_bytes};
 use crate::servers::ServerKind;
 use crate::stats::{Recorder, Window, windows};
@@ -33,6 +34,8 @@ pub(crate) fn broadcast_window(receivers: usize) -> usize {
 /// How long a broadcast may take to reach every receiver before it counts as lost.
 pub(crate) const BROADCAST_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
+/// Figure name: the load generator's CPU use in a window, in % of its core.
+pub(crate) const GEN_CPU: &str = "load generator CPU %";
 
 /// Durations of one run.
 #[derive(Debug, Clone)]
@@ -95,6 +98,7 @@ impl Outcome {
             w.iter().map(Window::cpu_per_op),
         );
         self.push("server CPU %", w.iter().map(Window::server_cpu_pct));
+        self.push(GEN_CPU, w.iter().map(Window::gen_cpu_pct));
         self.gen_cpu_pct.extend(w.iter().map(Window::gen_cpu_pct));
     }
 
@@ -110,21 +114,42 @@ impl Outcome {
     }
 }
 
-/// Opens `n` connections, at most [`CONNECT_CONCURRENCY`] at a time; `query(i)` is the query
-/// string of connection `i`.
+/// Opens `n` WebSocket connections, at most [`CONNECT_CONCURRENCY`] at a time; `query(i)` is
+/// the query string of connection `i`.
 pub(crate) async fn connect_many(
     addr: SocketAddr,
     n: usize,
     protocol: HubProtocol,
     query: impl Fn(usize) -> String,
 ) -> Result<Vec<Conn>> {
+    connect_many_over(addr, n, protocol, Transport::WebSockets, false, query).await
+}
+
+/// [`connect_many`] over `transport`; with `receive_only`, each SSE or long-polling connection
+/// closes its POST connection as soon as it is connected (see [`Conn::release_sender`]), so
+/// that 10,000 of them hold 10,000 sockets, not 20,000.
+pub(crate) async fn connect_many_over(
+    addr: SocketAddr,
+    n: usize,
+    protocol: HubProtocol,
+    transport: Transport,
+    receive_only: bool,
+    query: impl Fn(usize) -> String,
+) -> Result<Vec<Conn>> {
     let results: Vec<Result<Conn>> = stream::iter(0..n)
         .map(|i| {
             let q = query(i);
             async move {
-                timeout(CONNECT_TIMEOUT, Conn::connect(addr, &q, protocol))
-                    .await
-                    .map_err(|_| "connect timed out")?
+                let mut conn = timeout(
+                    CONNECT_TIMEOUT,
+                    Conn::connect_over(addr, &q, protocol, transport),
+                )
+                .await
+                .map_err(|_| "connect timed out")??;
+                if receive_only {
+                    conn.release_sender();
+                }
+                Ok(conn)
             }
         })
         .buffered(CONNECT_CONCURRENCY)
@@ -137,24 +162,62 @@ pub(crate) async fn connect_many(
     Ok(conns)
 }
 
-/// Reads and drops everything a connection receives (pings) until the task is aborted.
+/// Reads and drops everything a connection receives (pings) until the task is aborted; a
+/// long-polling connection keeps one poll in flight.
 pub(crate) async fn idle_reader(mut conn: Conn) {
     let _ = conn.drain(Duration::from_secs(3600)).await;
+}
+
+/// The figure of how many hub messages a server put in one poll response (long polling) or one
+/// event (SSE); `None` over WebSockets.
+pub(crate) fn batching_figure(transport: Transport) -> Option<&'static str> {
+    match transport {
+        Transport::WebSockets => None,
+        Transport::ServerSentEvents => Some("messages per SSE event"),
+        Transport::LongPolling => Some("messages per poll response"),
+    }
+}
+
+/// [`windows`], with the hub messages per poll response or SSE event of each window (all the
+/// load generator's connections of `transport` together).
+async fn windows_batched(
+    recorder: &Recorder,
+    server_pid: u32,
+    s: &Settings,
+    transport: Transport,
+) -> (Vec<Window>, Vec<f64>) {
+    let mut out = Vec::with_capacity(s.reps);
+    let mut batching = Vec::with_capacity(s.reps);
+    for _ in 0..s.reps {
+        let (units0, messages0) = http_conn::batching(transport);
+        out.extend(windows(recorder, server_pid, 1, s.window).await);
+        let (units1, messages1) = http_conn::batching(transport);
+        batching.push(if units1 > units0 {
+            (messages1 - messages0) as f64 / (units1 - units0) as f64
+        } else {
+            f64::NAN
+        });
+    }
+    (out, batching)
 }
 
 // ---------------------------------------------------------------------------------------------
 // echo
 
-/// echo: `n` connections, each with one `Echo(payload)` invocation in flight.
+/// echo: `n` connections over `transport`, each with one `Echo(payload)` invocation in flight.
 pub async fn echo(
     command: &ServerCommand,
     s: &Settings,
     n: usize,
     protocol: HubProtocol,
     size: usize,
+    transport: Transport,
 ) -> Result<Outcome> {
     let server = ServerProcess::start(command).await?;
-    let conns = connect_many(server.addr, n, protocol, |_| String::new()).await?;
+    let conns = connect_many_over(server.addr, n, protocol, transport, false, |_| {
+        String::new()
+    })
+    .await?;
     let recorder = Rc::new(Recorder::default());
     let template = Rc::new(Template::new(protocol, "Echo", true, &[], size)?);
     let mut tasks = JoinSet::new();
@@ -162,13 +225,16 @@ pub async fn echo(
         tasks.spawn_local(echo_loop(conn, recorder.clone(), template.clone(), None));
     }
     sleep(s.warmup).await;
-    let w = windows(&recorder, server.pid, s.reps, s.window).await;
+    let (w, batching) = windows_batched(&recorder, server.pid, s, transport).await;
     recorder.stop();
     tasks.shutdown().await;
     server.stop().await;
     let mut out = Outcome::default();
     out.windows(&w, "invocations", "invocation");
     out.push("p99.9 latency (µs)", w.iter().map(|w| w.p999));
+    if let Some(name) = batching_figure(transport) {
+        out.push(name, batching);
+    }
     out.errors(&recorder);
     Ok(out)
 }
@@ -228,15 +294,13 @@ pub(crate) async fn echo_loop(
         seq = seq.wrapping_add(1);
         let frame = template.frame(&mut conn.wbuf, seq);
         let start = Instant::now();
-        if let Err(err) = conn.send_frame(frame).await {
-            recorder.failed(format_args!("send: {err}"));
-            return;
-        }
-        match timeout(REPLY_TIMEOUT, conn.reply(&Stamp::id(seq))).await {
-            Ok(Ok(Some(stamp))) if stamp.seq == seq => recorder.record(start.elapsed()),
+        match timeout(REPLY_TIMEOUT, conn.round_trip(frame, &Stamp::id(seq))).await {
+            Ok(Ok((Some(stamp), at))) if stamp.seq == seq => {
+                recorder.record(at.saturating_duration_since(start));
+            }
             outcome => {
                 if !recorder.stopped() {
-                    recorder.failed(reply_error(outcome));
+                    recorder.failed(reply_error(outcome.map(|r| r.map(|(stamp, _)| stamp))));
                 }
                 return;
             }
@@ -258,8 +322,21 @@ pub struct BroadcastSpec {
     pub size: usize,
     /// For a group send: all connections, members and sender included.
     pub total: Option<usize>,
-    /// Whether one receiver stops reading (slow consumer).
+    /// Whether one receiver stops reading (slow consumer; WebSockets only).
     pub slow: bool,
+    /// The transport of every connection (the sender's too).
+    pub transport: Transport,
+    /// Broadcasts in flight; `None`: [`broadcast_window`] of the receivers.
+    pub in_flight: Option<usize>,
+}
+
+impl BroadcastSpec {
+    /// Broadcasts in flight at once.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+            .unwrap_or_else(|| broadcast_window(self.receivers))
+            .max(1)
+    }
 }
 
 /// One broadcast in flight: its sequence number and how many receivers got it.
@@ -397,12 +474,27 @@ pub async fn broadcast(
         receivers.push(Conn::connect_with(addr, &q, spec.protocol, Some(8 * 1024)).await?);
     }
     let rest = spec.receivers - receivers.len();
-    receivers.extend(connect_many(addr, rest, spec.protocol, member_query).await?);
-    let mut sender = connect_many(addr, 1, spec.protocol, member_query)
+    // Receivers send nothing after their handshake: no POST connection held open.
+    receivers.extend(
+        connect_many_over(
+            addr,
+            rest,
+            spec.protocol,
+            spec.transport,
+            true,
+            member_query,
+        )
+        .await?,
+    );
+    let mut sender = connect_many_over(addr, 1, spec.protocol, spec.transport, false, member_query)
         .await?
         .pop()
         .ok_or("no sender")?;
     let mut tasks = JoinSet::new();
+    if let Some(mut incoming) = sender.take_receiver() {
+        // The sender's own SSE stream or poll loop (pings only: a broadcast goes to the others).
+        tasks.spawn_local(async move { incoming.drain(&mut 0).await });
+    }
     let template = match spec.total {
         Some(total) => {
             let others = total.saturating_sub(spec.receivers + 1);
@@ -434,7 +526,7 @@ pub async fn broadcast(
     let expected = spec.receivers - usize::from(spec.slow);
     let state = Rc::new(Broadcast {
         recorder: Recorder::default(),
-        slots: RefCell::new(vec![Slot::default(); broadcast_window(spec.receivers)]),
+        slots: RefCell::new(vec![Slot::default(); spec.in_flight()]),
         expected,
         notify: Notify::new(),
     });
@@ -508,8 +600,11 @@ pub async fn broadcast(
             None => "the stalled receiver did not report".to_owned(),
         });
     } else {
-        let w = windows(&state.recorder, server.pid, s.reps, s.window).await;
+        let (w, batching) = windows_batched(&state.recorder, server.pid, s, spec.transport).await;
         out.windows(&w, "deliveries", "delivery");
+        if let Some(name) = batching_figure(spec.transport) {
+            out.push(name, batching);
+        }
     }
     state.recorder.stop();
     let _ = sampler.await;
@@ -595,8 +690,21 @@ async fn fixed_loop(
 // ---------------------------------------------------------------------------------------------
 // idle density
 
-/// idle density: `n` idle connections on a fresh server per repetition.
-pub async fn idle(command: &ServerCommand, s: &Settings, n: usize) -> Result<Outcome> {
+/// idle density: `n` idle connections over `transport` on a fresh server per repetition. An
+/// idle SSE connection is its open event stream, an idle long-polling connection one poll in
+/// flight (polled again when the server answers it with a keep-alive ping or at its timeout);
+/// neither keeps its POST connection open after the handshake.
+pub async fn idle(
+    command: &ServerCommand,
+    s: &Settings,
+    n: usize,
+    transport: Transport,
+) -> Result<Outcome> {
+    let idle_conns = |addr, n| {
+        connect_many_over(addr, n, HubProtocol::Json, transport, true, |_| {
+            String::new()
+        })
+    };
     let mut kib = Vec::new();
     let mut cpu = Vec::new();
     let mut rss_total = Vec::new();
@@ -604,12 +712,12 @@ pub async fn idle(command: &ServerCommand, s: &Settings, n: usize) -> Result<Out
         let server = ServerProcess::start(command).await?;
         let mut tasks = JoinSet::new();
         // One connection first, so one-time set-up is not counted per connection.
-        for conn in connect_many(server.addr, 1, HubProtocol::Json, |_| String::new()).await? {
+        for conn in idle_conns(server.addr, 1).await? {
             tasks.spawn_local(idle_reader(conn));
         }
         sleep(Duration::from_millis(300)).await;
         let rss0 = rss_bytes(server.pid);
-        for conn in connect_many(server.addr, n, HubProtocol::Json, |_| String::new()).await? {
+        for conn in idle_conns(server.addr, n).await? {
             tasks.spawn_local(idle_reader(conn));
         }
         sleep(Duration::from_secs(1)).await;

@@ -16,23 +16,47 @@ pub const PEER_PACKAGE: &str = "aiosignalr==0.1.1";
 /// `--read-buffer-size 8192`).
 pub const CEILING_ARGS_VAR: &str = "SIGNALR_BENCH_CEILING_ARGS";
 
-/// Which server a figure belongs to.
+/// Environment variable: the `bench-server` binary to run as `ours` instead of the one built
+/// next to this executable (e.g. a kept build of an earlier commit, for back-to-back runs).
+pub const SERVER_BIN_VAR: &str = "SIGNALR_BENCH_SERVER_BIN";
+
+/// The `bench-server` binary that runs as `ours`: [`SERVER_BIN_VAR`] when set, else the sibling
+/// of this executable.
+pub fn ours_binary() -> Result<PathBuf> {
+    match std::env::var_os(SERVER_BIN_VAR) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!("{SERVER_BIN_VAR}={} is not a file", path.display()).into())
+            }
+        }
+        _ => Ok(exe_dir()?.join("bench-server")),
+    }
+}
+
+/// Which server a figure belongs to (declared in report order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServerKind {
     /// `bench-ceiling`: raw axum WebSockets, no SignalR.
     Ceiling,
     /// `bench-server`: signalr-server.
     Ours,
+    /// ASP.NET Core 10 SignalR (`dotnet-peer server`), present next to the project only.
+    AspNetCore,
     /// aiosignalr's server (Python, aiohttp).
     Peer,
-    /// ASP.NET Core 10 SignalR (`dotnet-peer server`), next to the project only; measured in the
-    /// `redis-broadcast` scenario.
-    AspNetCore,
 }
 
 impl ServerKind {
     /// The kinds of the main scenarios, in report order.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Ceiling, ServerKind::Ours, ServerKind::Peer];
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Ceiling,
+        ServerKind::Ours,
+        ServerKind::AspNetCore,
+        ServerKind::Peer,
+    ];
 
     /// The kinds of the `redis-broadcast` scenario (the two with a Redis backplane).
     pub const REDIS: [ServerKind; 2] = [ServerKind::Ours, ServerKind::AspNetCore];
@@ -47,18 +71,22 @@ impl ServerKind {
         }
     }
 
-    /// What it is.
-    pub fn description(self) -> &'static str {
+    /// What it is, in the main report.
+    pub fn description(self) -> String {
         match self {
             ServerKind::Ceiling => {
-                "`bench-ceiling`: raw WebSocket echo / fan-out on axum's ws (tokio-tungstenite), no SignalR"
+                "`bench-ceiling`: raw WebSocket echo / fan-out on axum's ws (tokio-tungstenite), no SignalR; WebSockets only".to_owned()
             }
-            ServerKind::Ours => "`bench-server`: signalr-server (this repository), Tokio runtime",
+            ServerKind::Ours => match std::env::var_os(SERVER_BIN_VAR) {
+                Some(path) if !path.is_empty() => format!(
+                    "`bench-server`: signalr-server, Tokio runtime; the binary given by `{SERVER_BIN_VAR}`: `{}`",
+                    path.to_string_lossy()
+                ),
+                _ => "`bench-server`: signalr-server (this repository), Tokio runtime".to_owned(),
+            },
+            ServerKind::AspNetCore => ASPNETCORE_DESCRIPTION.to_owned(),
             ServerKind::Peer => {
-                "aiosignalr 0.1.1 from PyPI (Python asyncio + aiohttp), `bench/peers/aiosignalr_server.py`"
-            }
-            ServerKind::AspNetCore => {
-                "ASP.NET Core 10 SignalR with its StackExchange.Redis backplane: `dotnet-peer server`, hub `/hub` (same four methods), from the `shared/peers` folder next to the project"
+                "aiosignalr 0.1.1 from PyPI (Python asyncio + aiohttp), `bench/peers/aiosignalr_server.py`".to_owned()
             }
         }
     }
@@ -67,9 +95,16 @@ impl ServerKind {
     pub fn parse(name: &str) -> Option<ServerKind> {
         ServerKind::ALL
             .into_iter()
-            .chain([ServerKind::AspNetCore])
             .find(|k| k.name().eq_ignore_ascii_case(name.trim()))
     }
+}
+
+/// How the ASP.NET Core server runs (the main report's server list).
+const ASPNETCORE_DESCRIPTION: &str = "ASP.NET Core 10 SignalR on Kestrel: `dotnet-peer server` (a self-contained build of the ASP.NET Core 10 shared framework, present next to the project only; skipped when absent), hub `/hub` with the same four methods, JSON and MessagePack, all three transports, ASP.NET's default `HubOptions` (1 parallel invocation per client, as ours; 15 s keep-alive; 90 s long-polling timeout). Run as a user gets it: no `DOTNET_` environment variables. The program asks for server GC (the Web SDK's default), but with one CPU in its affinity mask the runtime falls back to workstation GC (no `.NET Server GC` threads, which it starts when it may use two cores; `DOTNET_gcServer=1` changes nothing), so nothing needs overriding to behave on one pinned core; tiered compilation with dynamic PGO, the .NET defaults";
+
+/// Where the ASP.NET Core peer program is: `../shared/peers/dotnet-peer` from the project root.
+pub fn aspnetcore_peer() -> PathBuf {
+    bench_dir().join("../../shared/peers/dotnet-peer")
 }
 
 /// The bench crate's directory.
@@ -127,7 +162,7 @@ pub fn command(kind: ServerKind, python: Option<&Path>, logs: &Path) -> Result<S
                 .split_whitespace()
                 .map(String::from)
                 .collect();
-            argv.push(dir.join("bench-server").display().to_string());
+            argv.push(ours_binary()?.display().to_string());
             argv
         }
         ServerKind::Peer => vec![
@@ -141,7 +176,7 @@ pub fn command(kind: ServerKind, python: Option<&Path>, logs: &Path) -> Result<S
                 .to_string(),
         ],
         ServerKind::AspNetCore => {
-            let program = crate::soak::aspnetcore_peer();
+            let program = aspnetcore_peer();
             if !program.exists() {
                 return Err(format!(
                     "{} is absent (the ASP.NET Core peer exists only next to the project's shared/ folder)",

@@ -28,7 +28,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -81,16 +80,11 @@ impl Target {
     }
 }
 
-/// Where the ASP.NET Core peer lives: `../shared/peers/dotnet-peer` from the project root.
-pub fn aspnetcore_peer() -> PathBuf {
-    crate::servers::bench_dir().join("../../shared/peers/dotnet-peer")
-}
-
 /// The command that starts `target` (logs go to `logs`).
 pub fn command(target: Target, logs: &std::path::Path) -> Result<ServerCommand> {
     let argv = match target {
         Target::Ours => {
-            let program = crate::proc::exe_dir()?.join("bench-server");
+            let program = crate::servers::ours_binary()?;
             if !program.exists() {
                 return Err(format!(
                     "{} is missing: cargo build -p signalr-bench",
@@ -101,7 +95,7 @@ pub fn command(target: Target, logs: &std::path::Path) -> Result<ServerCommand> 
             vec![program.display().to_string()]
         }
         Target::AspNetCore => {
-            let program = aspnetcore_peer();
+            let program = crate::servers::aspnetcore_peer();
             if !program.exists() {
                 return Err(format!(
                     "{} is absent (the ASP.NET Core peer exists only next to the project's shared/ folder)",
