@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthRequest, User, bearer_token};
 use crate::auth::{Authenticator, AuthorizationPolicy};
-use crate::connection::{Connection, ConnectionManager, ConnectionRequest, Outbox};
+use crate::connection::{Connection, ConnectionManager, ConnectionRequest, Inbound, Outbox};
 use crate::hub::HubInner;
 use crate::hub_connection::{self, HubInput};
 use crate::options::ConnectionOptions;
@@ -129,19 +129,37 @@ impl Endpoint {
         self.options.transports.contains(&transport)
     }
 
-    /// Starts the application on the connection's first SSE or long-polling request, on a task
-    /// of its own (WebSockets run theirs on the socket's task: [`Endpoint::run_websocket`]).
+    /// Records the connection's request and user and marks its application as started;
+    /// `false` when it already was (only the first transport request starts it).
     ///
     /// As in ASP.NET, the connection's user is the user of this transport request.
+    fn begin(connection: &Connection, request: ConnectionRequest, user: User) -> bool {
+        let _ = connection.request.set(Arc::new(request));
+        let _ = connection.user.set(user);
+        connection.start()
+    }
+
+    /// Runs a raw connection's handler on a task of its own; its end closes the connection.
+    fn spawn_raw(handler: &RawHandler, connection: &Arc<Connection>, inbound: Inbound) {
+        connection.set_raw();
+        connection.writer_gate.open();
+        let future = handler(RawConnection::new(connection.clone(), inbound));
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            future.await;
+            let _ = connection.send(crate::connection::Outgoing::End).await;
+        });
+    }
+
+    /// Starts the application on the connection's first SSE or long-polling request, on a task
+    /// of its own (WebSockets run theirs on the socket's task: [`Endpoint::run_websocket`]).
     fn start_application(
         &self,
         connection: &Arc<Connection>,
         request: ConnectionRequest,
         user: User,
     ) {
-        let _ = connection.request.set(Arc::new(request));
-        let _ = connection.user.set(user);
-        if !connection.start() {
+        if !Self::begin(connection, request, user) {
             return;
         }
         let Some(inbound) = connection.take_inbound() else {
@@ -155,16 +173,7 @@ impl Endpoint {
                     HubInput::Queue(inbound),
                 ));
             }
-            Application::Raw(handler) => {
-                connection.set_raw();
-                connection.writer_gate.open();
-                let future = handler(RawConnection::new(connection.clone(), inbound));
-                let connection = connection.clone();
-                tokio::spawn(async move {
-                    future.await;
-                    let _ = connection.send(crate::connection::Outgoing::End).await;
-                });
-            }
+            Application::Raw(handler) => Self::spawn_raw(handler, connection, inbound),
         }
     }
 
@@ -475,9 +484,7 @@ impl Endpoint {
         request: ConnectionRequest,
         user: User,
     ) {
-        let _ = connection.request.set(Arc::new(request));
-        let _ = connection.user.set(user);
-        if !connection.start() {
+        if !Self::begin(connection, request, user) {
             return;
         }
         let limit = self.websocket_message_limit;
@@ -502,8 +509,7 @@ impl Endpoint {
                 let Some(inbound) = connection.take_inbound() else {
                     return;
                 };
-                connection.set_raw();
-                connection.writer_gate.open();
+                Self::spawn_raw(handler, connection, inbound);
                 let socket = WebSocket::new(
                     upgraded,
                     true,
@@ -512,12 +518,6 @@ impl Endpoint {
                     limit,
                     &self.options,
                 );
-                let future = handler(RawConnection::new(connection.clone(), inbound));
-                let ended = connection.clone();
-                tokio::spawn(async move {
-                    future.await;
-                    let _ = ended.send(crate::connection::Outgoing::End).await;
-                });
                 // Boxed: raw connections are rare; the task keeps the size of a hub's.
                 Box::pin(pump_raw(connection, socket)).await;
             }

@@ -24,7 +24,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -241,7 +241,10 @@ pub(crate) struct WebSocket {
     /// Running while a write waits for the socket (started when a write is pending).
     write_deadline: Option<Pin<Box<Sleep>>>,
     read_chunk: usize,
-    options: ConnectionOptions,
+    /// [`ConnectionOptions::transport_send_timeout`].
+    send_timeout: Duration,
+    /// [`ConnectionOptions::websocket_close_timeout`].
+    close_timeout: Duration,
 }
 
 impl WebSocket {
@@ -272,7 +275,8 @@ impl WebSocket {
             read_chunk: options
                 .websocket_read_buffer_size
                 .clamp(1024, MAX_READ_CHUNK),
-            options: options.clone(),
+            send_timeout: options.transport_send_timeout,
+            close_timeout: options.websocket_close_timeout,
         }
     }
 
@@ -406,9 +410,9 @@ impl WebSocket {
                     return Poll::Ready(());
                 }
                 Poll::Pending => {
-                    let deadline = self.write_deadline.get_or_insert_with(|| {
-                        Box::pin(tokio::time::sleep(self.options.transport_send_timeout))
-                    });
+                    let deadline = self
+                        .write_deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.send_timeout)));
                     if deadline.as_mut().poll(cx).is_ready() {
                         tracing::debug!(connection_id = %self.connection.id, "WebSocket send timed out");
                         self.failed = true;
@@ -538,7 +542,7 @@ impl WebSocket {
     /// consumer, a shutdown): the socket is dropped.
     pub(crate) async fn finish(mut self) {
         let closed = self.connection.closed.clone();
-        let close_timeout = self.options.websocket_close_timeout;
+        let close_timeout = self.close_timeout;
         let done = async {
             // Everything up to the application's end, then the Close frame.
             poll_fn(|cx| {

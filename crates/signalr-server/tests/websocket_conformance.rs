@@ -684,6 +684,28 @@ impl Client {
         }
     }
 
+    /// A hub's answer to a message over its limit: its Close message (in `target`'s protocol,
+    /// reconnect allowed), then Close 1000, answered, and the end of TCP.
+    async fn expect_hub_close_over_limit(&mut self, target: Target, what: &str) {
+        let (record, expected) = if target == Target::Json {
+            (
+                self.json_record().await,
+                json!({"type": 7, "error": CLOSED_WITH_ERROR, "allowReconnect": true}),
+            )
+        } else {
+            (
+                self.msgpack_record().await,
+                json!([7, CLOSED_WITH_ERROR, true]),
+            )
+        };
+        assert_eq!(record, expected, "{target:?}: {what}");
+        assert_eq!(
+            self.expect_close(true).await,
+            Some(NORMAL),
+            "{target:?}: {what}"
+        );
+    }
+
     /// Reads frames (data kept in `data`) until the Pong for the last of `pings` (sent in this
     /// order) has come, then checks every Pong received: each answers one of the Pings, in order,
     /// with its payload. RFC 6455 §5.5.3 lets a server that has not answered a Ping yet answer
@@ -1757,22 +1779,7 @@ async fn hub_message_over_the_limit_gets_the_hub_close_message_then_1000() {
         for (what, bytes) in cases {
             let mut ws = servers.open(target).await;
             ws.send_lenient(&bytes).await;
-            let record = if target == Target::Json {
-                ws.json_record().await
-            } else {
-                ws.msgpack_record().await
-            };
-            let expected = if target == Target::Json {
-                json!({"type": 7, "error": CLOSED_WITH_ERROR, "allowReconnect": true})
-            } else {
-                json!([7, CLOSED_WITH_ERROR, true])
-            };
-            assert_eq!(record, expected, "{target:?}: {what}");
-            assert_eq!(
-                ws.expect_close(true).await,
-                Some(NORMAL),
-                "{target:?}: {what}"
-            );
+            ws.expect_hub_close_over_limit(target, what).await;
         }
     }
     finish_all(&servers).await;
@@ -1816,22 +1823,8 @@ async fn huge_64_bit_length_is_refused_without_allocating_it() {
                     "raw, length {length}: {code:?}"
                 );
             } else {
-                let record = if target == Target::Json {
-                    ws.json_record().await
-                } else {
-                    ws.msgpack_record().await
-                };
-                let expected = if target == Target::Json {
-                    json!({"type": 7, "error": CLOSED_WITH_ERROR, "allowReconnect": true})
-                } else {
-                    json!([7, CLOSED_WITH_ERROR, true])
-                };
-                assert_eq!(record, expected, "{target:?}, length {length}");
-                assert_eq!(
-                    ws.expect_close(true).await,
-                    Some(NORMAL),
-                    "{target:?}, length {length}"
-                );
+                ws.expect_hub_close_over_limit(target, &format!("length {length}"))
+                    .await;
             }
         }
     }
