@@ -480,7 +480,8 @@ pub(crate) struct Connection {
     client_timeout_armed: AtomicBool,
     /// The client timeout elapsed; the hub's message loop is woken through `wake`.
     timed_out: AtomicBool,
-    /// Wakes the hub's message loop (client timeout).
+    /// Wakes the hub's message loop: the connection was disposed, hub code asked to close it,
+    /// or the client timeout elapsed.
     pub(crate) wake: Notify,
     manager: Weak<ConnectionManager>,
 }
@@ -713,6 +714,8 @@ impl Connection {
             manager.remove(&self.token);
         }
         self.closed.cancel();
+        // A hub's message loop waits on `wake`, not on `closed`.
+        self.wake.notify_one();
     }
 }
 

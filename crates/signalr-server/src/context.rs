@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::Extensions;
 use futures_util::future::BoxFuture;
 use signalr_protocol::{Close, CompletionResult, HubProtocol, Payload, TransportType};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::User;
@@ -45,8 +45,8 @@ pub(crate) trait ClientSink: Send + Sync + 'static {
     /// The connection's groups in this hub changed; `groups` is the new set, sorted.
     fn groups_changed(&self, _groups: &[String]) {}
 
-    /// Hub code asked to close the connection (for front doors that do not watch
-    /// [`ConnectionContext::close_notify`]).
+    /// Hub code asked to close the connection: the front door picks the request up with
+    /// [`ConnectionContext::take_close_request`] (it is recorded before this is called).
     fn close(&self, _close: &Close) {}
 
     /// Whether the client can answer invocations that expect a result (client results).
@@ -84,7 +84,6 @@ pub(crate) struct ConnectionContext {
     pub user_id: Option<String>,
     /// A close requested by hub code, picked up by the front door.
     pub close_request: Mutex<Option<Close>>,
-    pub close_notify: Notify,
     /// Set when the client ended the connection on purpose (see `set_stop_called`).
     stop_called: AtomicBool,
     items: Mutex<Extensions>,
@@ -111,7 +110,6 @@ impl ConnectionContext {
             user: info.user,
             user_id,
             close_request: Mutex::new(None),
-            close_notify: Notify::new(),
             stop_called: AtomicBool::new(false),
             items: Mutex::new(Extensions::new()),
             pending_results: Mutex::new(HashMap::new()),
@@ -126,11 +124,10 @@ impl ConnectionContext {
     }
 
     pub(crate) fn request_close(&self, close: Close) {
-        self.sink.close(&close);
         if let Ok(mut slot) = self.close_request.lock() {
-            slot.get_or_insert(close);
+            slot.get_or_insert(close.clone());
         }
-        self.close_notify.notify_one();
+        self.sink.close(&close);
     }
 
     pub(crate) fn take_close_request(&self) -> Option<Close> {

@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use signalr_protocol::{
     AvailableTransport, NegotiateRequest, NegotiateResponse, QueryParam, TransferFormat,
     TransportType,
@@ -450,7 +451,7 @@ fn websocket(
     endpoint: Arc<Endpoint>,
     connection: Arc<Connection>,
     accepted: websocket::Accepted,
-    info: ConnectionRequest,
+    request: ConnectionRequest,
     user: User,
 ) -> Response {
     if !connection.bind_transport(TransportType::WebSockets) {
@@ -459,36 +460,57 @@ fn websocket(
     let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
         return StatusCode::CONFLICT.into_response();
     };
-    let response = accepted.response();
-    tokio::spawn(async move {
-        if let Some(upgraded) = accepted.upgraded().await {
-            let _active = connection.begin_request();
-            endpoint
-                .run_websocket(&connection, upgraded, outbox, info, user)
-                .await;
-        }
-        connection.dispose();
-    });
+    let (response, upgrade) = accepted.into_parts();
+    tokio::spawn(run_websocket(Box::new(WebSocketStart {
+        endpoint,
+        connection,
+        upgrade,
+        outbox,
+        request,
+        user,
+    })));
     response
 }
 
-impl Endpoint {
-    /// Runs the application and its WebSocket on this task until both end: the hub protocol
-    /// reads and writes the socket itself; a raw connection's handler gets a task of its own
-    /// and this one moves its messages between the socket and the connection's queues.
-    async fn run_websocket(
-        &self,
-        connection: &Arc<Connection>,
-        upgraded: hyper::upgrade::Upgraded,
-        outbox: tokio::sync::OwnedMutexGuard<Outbox>,
-        request: ConnectionRequest,
-        user: User,
-    ) {
-        if !Self::begin(connection, request, user) {
-            return;
+/// What a WebSocket connection's task needs until its application starts, in one allocation:
+/// an async task keeps what it captured for its whole life, so the task captures this box
+/// alone and frees it when the application starts.
+struct WebSocketStart {
+    endpoint: Arc<Endpoint>,
+    connection: Arc<Connection>,
+    upgrade: hyper::upgrade::OnUpgrade,
+    outbox: tokio::sync::OwnedMutexGuard<Outbox>,
+    request: ConnectionRequest,
+    user: User,
+}
+
+/// How a WebSocket connection's task goes on once the socket is handed over.
+enum WebSocketApplication {
+    /// The hub protocol reads and writes the socket on this task.
+    Hub(Arc<HubInner>, HubInput),
+    /// A raw connection's handler runs on a task of its own; this one moves its messages
+    /// between the socket and the connection's queues (boxed: raw connections are rare, and
+    /// the task keeps the size of a hub's).
+    Raw(BoxFuture<'static, ()>),
+}
+
+impl WebSocketStart {
+    /// Records the request and user, starts the application and wraps the socket; `None` when
+    /// the application already started.
+    fn start(self, upgraded: hyper::upgrade::Upgraded) -> Option<WebSocketApplication> {
+        let WebSocketStart {
+            endpoint,
+            connection,
+            outbox,
+            request,
+            user,
+            ..
+        } = self;
+        if !Endpoint::begin(&connection, request, user) {
+            return None;
         }
-        let limit = self.websocket_message_limit;
-        match &self.application {
+        let limit = endpoint.websocket_message_limit;
+        match &endpoint.application {
             Application::Hub(hub) => {
                 let socket = WebSocket::new(
                     upgraded,
@@ -496,33 +518,48 @@ impl Endpoint {
                     connection.clone(),
                     outbox,
                     limit,
-                    &self.options,
+                    &endpoint.options,
                 );
-                hub_connection::run(
+                Some(WebSocketApplication::Hub(
                     hub.clone(),
-                    connection.clone(),
                     HubInput::WebSocket(Box::new(socket)),
-                )
-                .await;
+                ))
             }
             Application::Raw(handler) => {
-                let Some(inbound) = connection.take_inbound() else {
-                    return;
-                };
-                Self::spawn_raw(handler, connection, inbound);
+                let inbound = connection.take_inbound()?;
+                Endpoint::spawn_raw(handler, &connection, inbound);
                 let socket = WebSocket::new(
                     upgraded,
                     true,
                     connection.clone(),
                     outbox,
                     limit,
-                    &self.options,
+                    &endpoint.options,
                 );
-                // Boxed: raw connections are rare; the task keeps the size of a hub's.
-                Box::pin(pump_raw(connection, socket)).await;
+                Some(WebSocketApplication::Raw(Box::pin(async move {
+                    pump_raw(&connection, socket).await;
+                })))
             }
         }
     }
+}
+
+/// A WebSocket connection's task: waits for hyper to hand over the socket, then runs the
+/// application and the socket until both end.
+async fn run_websocket(mut start: Box<WebSocketStart>) {
+    let connection = start.connection.clone();
+    let upgraded = (&mut start.upgrade).await.ok();
+    let application = upgraded.and_then(|upgraded| start.start(upgraded));
+    if let Some(application) = application {
+        let _active = connection.begin_request();
+        match application {
+            WebSocketApplication::Hub(hub, input) => {
+                hub_connection::run(hub, connection.clone(), input).await;
+            }
+            WebSocketApplication::Raw(pump) => pump.await,
+        }
+    }
+    connection.dispose();
 }
 
 /// Moves a raw connection's messages from the socket into its incoming queue (one message per

@@ -78,6 +78,11 @@ impl CoreClient {
 }
 
 impl ClientSink for CoreClient {
+    fn close(&self, _close: &Close) {
+        // The message loop checks for the request when woken.
+        self.connection.wake.notify_one();
+    }
+
     fn try_send(&self, message: &Arc<SerializedHubMessage>) {
         if let Some(bytes) = message.serialized(self.protocol) {
             let _ = self.connection.try_send(Outgoing::Data(bytes.clone()));
@@ -574,7 +579,8 @@ impl LoopState {
     }
 
     async fn run(&mut self, input: &mut HubInput, buf: &mut BytesMut) -> Outcome {
-        let options = self.hub.options.clone();
+        let hub = self.hub.clone();
+        let options = &hub.options;
         let max_parallel = options.maximum_parallel_invocations_per_client.max(1);
         // Keep-alive pings and the client timeout run on the connection manager's 1 s sweep.
         let connection = self.connection().clone();
@@ -634,34 +640,36 @@ impl LoopState {
             let connection = self.core.connection.clone();
             let read = self.can_queue();
             let drives_writes = matches!(input, HubInput::WebSocket(_));
+            // One `Notify` wakes the loop for the connection's disposal, a close requested by
+            // hub code and the client timeout: one waiter stays with the connection instead of
+            // three (the reasons are checked on every wake-up, so none is lost).
             tokio::select! {
-                () = connection.closed.cancelled() => return self.closed_outcome(input, buf),
-                () = self.context.close_notify.notified() => {
-                    if let Some(close) = self.context.take_close_request() {
-                        return Outcome::Close(close);
-                    }
-                }
                 () = self.running.next(), if !self.running.is_empty() => {}
                 received = input.next(buf, read), if read || drives_writes => match received {
                     Input::Data => connection.touch_read(Instant::now()),
                     Input::TooLarge => return Outcome::Close(too_large_close(&self.hub)),
                     Input::Closed => return self.closed_outcome(input, buf),
                 },
-                // The connection manager's heartbeat found the client silent for too long.
-                () = connection.wake.notified() => {
-                    if connection.timed_out() {
-                        tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
-                        // As ASP.NET: the timeout is an error (an OperationCanceledException).
-                        return Outcome::Close(Close {
-                            error: Some(detailed(
-                                &self.hub,
-                                "Connection closed with an error.".into(),
-                                "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
-                            )),
-                            allow_reconnect: true,
-                        });
-                    }
-                }
+                () = connection.wake.notified() => {}
+            }
+            if connection.closed.is_cancelled() {
+                return self.closed_outcome(input, buf);
+            }
+            if let Some(close) = self.context.take_close_request() {
+                return Outcome::Close(close);
+            }
+            // The connection manager's heartbeat found the client silent for too long.
+            if connection.timed_out() {
+                tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
+                // As ASP.NET: the timeout is an error (an OperationCanceledException).
+                return Outcome::Close(Close {
+                    error: Some(detailed(
+                        &self.hub,
+                        "Connection closed with an error.".into(),
+                        "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
+                    )),
+                    allow_reconnect: true,
+                });
             }
         }
     }

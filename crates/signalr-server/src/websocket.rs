@@ -150,19 +150,15 @@ pub(crate) fn accept(parts: &mut Parts) -> Result<Accepted, Rejection> {
 }
 
 impl Accepted {
-    /// The 101 Switching Protocols response.
-    pub(crate) fn response(&self) -> Response {
+    /// The 101 Switching Protocols response to send, and the upgrade hyper completes once the
+    /// response is written (it resolves to the socket).
+    pub(crate) fn into_parts(self) -> (Response, OnUpgrade) {
         let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept.clone());
-        response
-    }
-
-    /// Waits for hyper to hand over the socket (after the 101 response is written).
-    pub(crate) async fn upgraded(self) -> Option<Upgraded> {
-        self.on_upgrade.await.ok()
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        (response, self.on_upgrade)
     }
 }
 
