@@ -54,7 +54,7 @@ async fn serve() -> Result<String, std::io::Error> {
             Point { x: -p.x, y: -p.y }
         })
         .method("AskForName", |hub: HubCallerContext| async move {
-            // A client result (reference §A6.9): the server awaits the client's handler.
+            // A client result (docs/protocol.md, "Client results"): the server awaits the client's handler.
             hub.clients()
                 .caller()
                 .invoke::<String>("GetName", ("please",))

@@ -11,7 +11,7 @@ use signalr_protocol::Payload;
 pub enum Argument {
     /// A value, serialized by the hub protocol when the message is written.
     Value(Payload),
-    /// A client-to-server stream (reference §A6.6).
+    /// A client-to-server stream (docs/protocol.md, "Client-to-server streams").
     Stream(ClientStream),
 }
 
@@ -103,7 +103,7 @@ impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
 impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
 impl_into_arguments!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
 
-/// A client-to-server (upload) stream argument (reference §A6.6): the hub method receives it as
+/// A client-to-server (upload) stream argument (docs/protocol.md, "Client-to-server streams"): the hub method receives it as
 /// a stream parameter (`UploadStream<T>` on a Rust server, `IAsyncEnumerable<T>` /
 /// `ChannelReader<T>` in ASP.NET).
 ///

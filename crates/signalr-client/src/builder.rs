@@ -147,7 +147,7 @@ impl std::fmt::Debug for HubConnectionBuilder {
     }
 }
 
-/// The official fallback order (reference §A2.7).
+/// The official fallback order (docs/protocol.md, "Transport fallback").
 const ALL_TRANSPORTS: [Transport; 3] = [
     Transport::WebSockets,
     Transport::ServerSentEvents,
@@ -155,7 +155,7 @@ const ALL_TRANSPORTS: [Transport; 3] = [
 ];
 
 impl HubConnectionBuilder {
-    /// A builder with the defaults of the official clients (reference §A11): JSON, every
+    /// A builder with the defaults of the official clients (docs/protocol.md, "Defaults"): JSON, every
     /// transport, negotiate, server timeout 30 s, keep-alive 15 s, handshake timeout 15 s, no
     /// automatic reconnect.
     pub fn new() -> Self {
@@ -183,7 +183,7 @@ impl HubConnectionBuilder {
         self
     }
 
-    /// The hub protocol (reference §A7, §A8): [`HubProtocol::Json`] (default) or
+    /// The hub protocol (docs/protocol.md, "JSON encoding", "MessagePack encoding"): [`HubProtocol::Json`] (default) or
     /// [`HubProtocol::MessagePack`]. MessagePack needs a binary transport (WebSockets or long
     /// polling); Server-Sent Events are skipped for it.
     pub fn with_protocol(mut self, protocol: HubProtocol) -> Self {
@@ -199,13 +199,13 @@ impl HubConnectionBuilder {
 
     /// Allows these transports (default: all three). The order of the server's negotiate
     /// response decides which is tried first; one that fails to start is skipped and negotiate
-    /// is repeated before the next (reference §A2.7).
+    /// is repeated before the next (docs/protocol.md, "Transport fallback").
     pub fn with_transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
         self.transports = transports.into_iter().collect();
         self
     }
 
-    /// Connects the WebSocket directly, without negotiate (reference §A2.7). Only valid with
+    /// Connects the WebSocket directly, without negotiate (docs/protocol.md, "Transport fallback"). Only valid with
     /// exactly [`Transport::WebSockets`] allowed; [`HubConnectionBuilder::build`] fails otherwise.
     /// The connection then has no connection id.
     pub fn skip_negotiation(mut self, skip: bool) -> Self {
@@ -229,8 +229,8 @@ impl HubConnectionBuilder {
     /// Supplies a bearer token, fetched once per start and per reconnect attempt. It is sent as
     /// `Authorization: Bearer <token>` on every request and, for WebSockets and Server-Sent
     /// Events, also as the `access_token` query parameter (as the TS client does, reference
-    /// §A3.2). A negotiate redirect that carries an `accessToken` replaces it for the rest of that
-    /// attempt (§A2.4).
+    /// docs/protocol.md, "Authentication"). A negotiate redirect that carries an `accessToken` replaces it for the rest of that
+    /// attempt (docs/protocol.md, "Redirects").
     ///
     /// ```
     /// # let builder = signalr_hub_client::HubConnectionBuilder::new();
@@ -266,21 +266,21 @@ impl HubConnectionBuilder {
     }
 
     /// The connection closes with `Server timeout elapsed without receiving a message from the
-    /// server.` when nothing arrived for this long (default 30 s; reference §A9). Keep it at least
+    /// server.` when nothing arrived for this long (default 30 s; docs/protocol.md, "Keep-alive and timeouts"). Keep it at least
     /// twice the server's keep-alive interval. Not used on long polling.
     pub fn server_timeout(mut self, timeout: Duration) -> Self {
         self.server_timeout = timeout;
         self
     }
 
-    /// A Ping is sent when nothing was sent for this long (default 15 s; reference §A9). Not
+    /// A Ping is sent when nothing was sent for this long (default 15 s; docs/protocol.md, "Keep-alive and timeouts"). Not
     /// used on long polling.
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
         self.keep_alive_interval = interval;
         self
     }
 
-    /// How long the server has to answer the handshake (default 15 s; reference §A5).
+    /// How long the server has to answer the handshake (default 15 s; docs/protocol.md, "Handshake").
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self

@@ -85,7 +85,7 @@ pub(crate) struct Inner {
     state: Mutex<StateData>,
     handlers: Arc<HandlerRegistry>,
     events: Mutex<Events>,
-    /// Invocation and upload-stream ids: a decimal counter from 0 (TS client, reference §A6.2).
+    /// Invocation and upload-stream ids: a decimal counter from 0 (TS client, docs/protocol.md, "Invocation ids").
     next_id: AtomicU64,
 }
 
@@ -267,7 +267,7 @@ impl HubConnection {
     }
 
     /// Registers a handler for the client method `method` (matched case-insensitively, reference
-    /// §A6.3); several handlers of one method all run, in registration order. Returns a
+    /// docs/protocol.md, "Method names"); several handlers of one method all run, in registration order. Returns a
     /// [`Subscription`]: dropping it removes the handler.
     ///
     /// The handler takes the arguments as one value (see [`Handler`]): a tuple
@@ -276,7 +276,7 @@ impl HubConnection {
     /// (positional), or the raw `|args: Vec<Payload>|`. It may be `async`.
     ///
     /// Its return value answers a server's client-result call (`clients().client(id).invoke`,
-    /// reference §A6.9): `Some(value)` / `Ok(value)` completes it with `value`, `Err(e)` with
+    /// docs/protocol.md, "Client results"): `Some(value)` / `Ok(value)` completes it with `value`, `Err(e)` with
     /// `e`'s text; `()` / `None` from every handler (or no handler at all) answers
     /// `Client didn't provide a result.`, and values from several handlers
     /// `Client provided multiple results.`.
@@ -359,12 +359,12 @@ impl HubConnection {
         (values, streams)
     }
 
-    /// Invokes hub method `method` and waits for its Completion (reference §A6.1); the result is
+    /// Invokes hub method `method` and waits for its Completion (docs/protocol.md, "Message types"); the result is
     /// bound to `T` with serde. Use `T = ()` to ignore any result.
     ///
     /// `arguments` is `()`, a tuple (`("ann", "hi")`, one argument `("hi",)`), a
     /// `Vec<serde_json::Value>` or a `Vec<Payload>`; a [`ClientStream`] among them is an upload
-    /// stream (reference §A6.6).
+    /// stream (docs/protocol.md, "Client-to-server streams").
     ///
     /// # Errors
     /// [`Error::is_server_error`] with the server's text when the method failed (for a
@@ -431,7 +431,7 @@ impl HubConnection {
     }
 
     /// Invokes hub method `method` without waiting for it to run (an Invocation without id: the
-    /// server answers nothing, reference §A6.2). Resolves once the message was written to the
+    /// server answers nothing, docs/protocol.md, "Invocation ids"). Resolves once the message was written to the
     /// transport. Arguments as for [`HubConnection::invoke`].
     ///
     /// # Errors
@@ -452,7 +452,7 @@ impl HubConnection {
         session::wait_written(written).await
     }
 
-    /// Calls streaming hub method `method` (a StreamInvocation, reference §A6.5) and returns its
+    /// Calls streaming hub method `method` (a StreamInvocation, docs/protocol.md, "Server-to-client streams") and returns its
     /// items as a [`HubStream`], once the invocation was written. Dropping the stream early sends
     /// a CancelInvocation. Arguments as for [`HubConnection::invoke`].
     ///
@@ -572,7 +572,7 @@ impl Inner {
         session::handshake(transport, config.protocol, connection_id, self.timeouts()).await
     }
 
-    /// The TS client's transport choice (reference §A2.7): the server's transports in its order,
+    /// The TS client's transport choice (docs/protocol.md, "Transport fallback"): the server's transports in its order,
     /// skipping those not allowed or not able to carry the protocol's transfer format; a
     /// transport that fails to start is skipped and negotiate is repeated before the next.
     async fn select_transport(

@@ -36,7 +36,7 @@ struct Inner {
 ///
 /// The type is opaque, as `reqwest::Error` is: ask what happened with the `is_*` predicates and
 /// read the text with [`Display`](fmt::Display) or [`Error::message`]. Texts are those of the
-/// official clients where the protocol reference gives one (for example
+/// official clients where docs/protocol.md ("Error strings") gives one (for example
 /// `Server timeout elapsed without receiving a message from the server.`), and a hub method's
 /// error is exactly the server's text (`An unexpected error occurred invoking 'M' on the server.
 /// HubException: ...`). `Display` shows the message only; a lower-level cause, when there is one,
@@ -119,40 +119,40 @@ impl Error {
         self.inner.kind == Kind::Builder
     }
 
-    /// Negotiation failed (reference §A2): a non-200 status, an `error` in the response, a
-    /// response that fails the §A2.5 checks, or more than 100 redirects
+    /// Negotiation failed (docs/protocol.md, "Negotiate"): a non-200 status, an `error` in the response, a
+    /// response that fails the checks of docs/protocol.md, "Negotiate checks", or more than 100 redirects
     /// (`Negotiate redirection limit exceeded.`).
     pub fn is_negotiate(&self) -> bool {
         self.inner.kind == Kind::Negotiate
     }
 
-    /// A transport failed to start or broke (reference §A3): a WebSocket error, an unexpected
+    /// A transport failed to start or broke (docs/protocol.md, "Transports"): a WebSocket error, an unexpected
     /// HTTP status of an SSE, poll or send request, or
     /// `Unable to connect to the server with any of the available transports. ...`.
     pub fn is_transport(&self) -> bool {
         self.inner.kind == Kind::Transport
     }
 
-    /// The hub handshake failed (reference §A5): the server answered `{"error":...}`
+    /// The hub handshake failed (docs/protocol.md, "Handshake"): the server answered `{"error":...}`
     /// (`Server returned handshake error: ...`) or something that is not a handshake response.
     pub fn is_handshake(&self) -> bool {
         self.inner.kind == Kind::Handshake
     }
 
     /// A timeout: the server timeout (`Server timeout elapsed without receiving a message from
-    /// the server.`, reference §A9) or the handshake timeout.
+    /// the server.`, docs/protocol.md, "Keep-alive and timeouts") or the handshake timeout.
     pub fn is_timeout(&self) -> bool {
         self.inner.kind == Kind::Timeout
     }
 
     /// The server completed an invocation or a stream with an error (a Completion with `error`,
-    /// reference §A6.4). [`Error::message`] is the server's text, for example
+    /// docs/protocol.md, "Completions"). [`Error::message`] is the server's text, for example
     /// `An unexpected error occurred invoking 'Fail' on the server. HubException: boom`.
     pub fn is_server_error(&self) -> bool {
         self.inner.kind == Kind::Server
     }
 
-    /// The server closed the connection with a Close message carrying an error (reference §A6.8):
+    /// The server closed the connection with a Close message carrying an error (docs/protocol.md, "Close message"):
     /// `Server returned an error on close: <error>`. Also counts as [`Error::is_closed`].
     pub fn is_server_close(&self) -> bool {
         self.inner.kind == Kind::ServerClose
@@ -167,7 +167,7 @@ impl Error {
         matches!(self.inner.kind, Kind::Closed | Kind::ServerClose)
     }
 
-    /// The server sent bytes that are not valid hub protocol messages (reference §A7, §A8).
+    /// The server sent bytes that are not valid hub protocol messages (docs/protocol.md, "JSON encoding", "MessagePack encoding").
     pub fn is_protocol(&self) -> bool {
         self.inner.kind == Kind::Protocol
     }

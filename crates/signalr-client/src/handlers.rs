@@ -1,5 +1,5 @@
 //! Client methods the server calls: `HubConnection::on` handlers, how their arguments are bound
-//! and how their return values answer client-result invocations (reference §A6.9).
+//! and how their return values answer client-result invocations (docs/protocol.md, "Client results").
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -155,7 +155,7 @@ pub(crate) fn erase<M, H: Handler<M>>(handler: H) -> ErasedHandler {
 }
 
 /// The handlers of every client method, keyed by lower-cased name (method names match
-/// case-insensitively, reference §A6.3).
+/// case-insensitively, docs/protocol.md, "Method names").
 #[derive(Default)]
 pub(crate) struct HandlerRegistry {
     next_id: Mutex<u64>,
@@ -260,7 +260,7 @@ impl Drop for Subscription {
 }
 
 /// Runs every handler of one invocation in registration order and decides the answer of a
-/// client-result invocation as the TS client does (reference §A6.9): no handler ->
+/// client-result invocation as the TS client does (docs/protocol.md, "Client results"): no handler ->
 /// `Client didn't provide a result.`; more than one result -> `Client provided multiple
 /// results.`; a handler error (not followed by a successful handler) -> its text; one result ->
 /// that value; no result -> `Client didn't provide a result.`.

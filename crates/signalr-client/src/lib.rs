@@ -62,14 +62,14 @@
 //! # }
 //! ```
 //!
-//! Section numbers like §A6.9 refer to the protocol reference of this repository
-//! (`shared/reference/signalr-protocol.md`, Part A).
+//! The wire protocol is described in docs/protocol.md of the repository; comments cite its
+//! sections by name, e.g. (docs/protocol.md, "Client results").
 //!
 //! # What it does
 //!
 //! | Feature | API |
 //! |---|---|
-//! | Negotiate v1 (v0 servers too), redirects with `url` + `accessToken` (max 100), §A2.5 checks | automatic |
+//! | Negotiate v1 (v0 servers too), redirects with `url` + `accessToken` (max 100), the checks of docs/protocol.md, "Negotiate checks" | automatic |
 //! | WebSockets, Server-Sent Events (+ POST), long polling (+ POST, DELETE); fallback in the server's order, re-negotiating after a failed transport | [`HubConnectionBuilder::with_transports`] |
 //! | Skip negotiation (WebSockets only) | [`HubConnectionBuilder::skip_negotiation`] |
 //! | JSON and MessagePack hub protocols | [`HubConnectionBuilder::with_protocol`] |
@@ -120,7 +120,7 @@
 //!
 //! # Differences from the official clients
 //!
-//! - Stateful reconnect (§A10, `withStatefulReconnect`) is not implemented: the client never asks
+//! - Stateful reconnect (`withStatefulReconnect`; docs/protocol.md, "Stateful reconnect") is not implemented: the client never asks
 //!   for it and refuses a server that turns it on unasked, as the official clients do.
 //! - Handlers are sync or async Rust closures of one argument (a tuple of the method's
 //!   arguments); their results are `Option`/`Result` values rather than "any return value".
@@ -150,7 +150,7 @@ pub use retry::{DefaultRetryPolicy, RetryContext, RetryPolicy};
 pub use signalr_protocol::{HubProtocol, Payload};
 pub use stream::HubStream;
 
-/// A transport of the connection layer (reference §A3): `WebSockets`, `ServerSentEvents` or
+/// A transport of the connection layer (docs/protocol.md, "Transports"): `WebSockets`, `ServerSentEvents` or
 /// `LongPolling`. The same type as the server's and the protocol crate's `TransportType`.
 pub use signalr_protocol::TransportType as Transport;
 

@@ -1,5 +1,5 @@
-//! Negotiate (reference §A2): `POST {hub}/negotiate?negotiateVersion=1`, redirects (§A2.4) and the
-//! client-side checks of the response (§A2.5, §A2.6).
+//! Negotiate (docs/protocol.md, "Negotiate"): `POST {hub}/negotiate?negotiateVersion=1`, redirects (docs/protocol.md, "Redirects") and the
+//! client-side checks of the response (docs/protocol.md, "Negotiate checks", "Core or classic").
 
 use reqwest::Url;
 use serde::Deserialize;
@@ -58,7 +58,7 @@ enum Outcome {
     },
 }
 
-/// `{base}/negotiate` with the base's query plus `negotiateVersion=1` (§A2.1).
+/// `{base}/negotiate` with the base's query plus `negotiateVersion=1` (docs/protocol.md, "Negotiate request").
 pub(crate) fn negotiate_url(base: &Url) -> Url {
     let mut url = base.clone();
     let path = url.path().to_owned();
@@ -83,7 +83,7 @@ pub(crate) fn negotiate_url(base: &Url) -> Url {
     url
 }
 
-/// `{base}` plus `id=<token>`: the URL of every transport request (§A1).
+/// `{base}` plus `id=<token>`: the URL of every transport request (docs/protocol.md, "Endpoints").
 pub(crate) fn connect_url(base: &Url, connection_token: &str) -> Url {
     let mut url = base.clone();
     url.query_pairs_mut().append_pair("id", connection_token);
@@ -130,7 +130,7 @@ async fn negotiate_once(http: &HttpContext, base: &Url) -> Result<Outcome, Error
     parse_response(&body)
 }
 
-/// Applies the §A2.5/§A2.6 checks to a negotiate response body.
+/// Applies the checks of docs/protocol.md, "Negotiate checks" and "Core or classic", to a negotiate response body.
 fn parse_response(body: &[u8]) -> Result<Outcome, Error> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
         Error::with_source(
@@ -199,7 +199,7 @@ fn parse_response(body: &[u8]) -> Result<Outcome, Error> {
 }
 
 /// Negotiates, following redirects: each redirect replaces the URL and, when it carries one,
-/// the access token of `http` for the rest of this connect attempt (§A2.4).
+/// the access token of `http` for the rest of this connect attempt (docs/protocol.md, "Redirects").
 ///
 /// Returns the final URL (later transport requests and re-negotiations use it) and the response.
 pub(crate) async fn negotiate(
@@ -232,7 +232,7 @@ pub(crate) async fn negotiate(
 }
 
 /// Negotiates once more against `url` (no redirects expected there): used before each further
-/// transport of the fallback (§A2.7).
+/// transport of the fallback (docs/protocol.md, "Transport fallback").
 pub(crate) async fn renegotiate(http: &HttpContext, url: &Url) -> Result<Negotiated, Error> {
     match negotiate_once(http, url).await? {
         Outcome::Negotiated(negotiated) => Ok(negotiated),

@@ -56,7 +56,7 @@ where
 /// The policy of `with_automatic_reconnect()`: a fixed list of delays, one per attempt.
 ///
 /// The default waits 0, 2, 10 and 30 seconds before the four attempts, then gives up (the TS
-/// client's `DefaultReconnectPolicy`, reference §A11).
+/// client's `DefaultReconnectPolicy`, docs/protocol.md, "Defaults").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DefaultRetryPolicy {
     delays: Vec<Duration>,

@@ -145,7 +145,7 @@ impl Session {
         }
     }
 
-    /// Sends each upload stream's items and final Completion (reference §A6.6), one task per
+    /// Sends each upload stream's items and final Completion (docs/protocol.md, "Client-to-server streams"), one task per
     /// stream; they stop when the session ends.
     pub(crate) fn launch_streams(self: &Arc<Self>, streams: Vec<(String, ClientStream)>) {
         for (stream_id, stream) in streams {
@@ -208,7 +208,7 @@ impl Established {
     }
 }
 
-/// Timeouts of a running session (reference §A9).
+/// Timeouts of a running session (docs/protocol.md, "Keep-alive and timeouts").
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
     pub server_timeout: Duration,
@@ -216,7 +216,7 @@ pub(crate) struct Timeouts {
     pub handshake_timeout: Duration,
 }
 
-/// Sends the handshake request over `transport` and waits for the response (reference §A5).
+/// Sends the handshake request over `transport` and waits for the response (docs/protocol.md, "Handshake").
 /// On success the session is established and, except on long polling, a first Ping is sent.
 pub(crate) async fn handshake(
     transport: TransportConnection,
@@ -299,7 +299,7 @@ pub(crate) async fn handshake(
     match result {
         Ok(buffer) => {
             if !inherent_keep_alive {
-                // Arms the server's client timeout at once (reference §A5, §A9).
+                // Arms the server's client timeout at once (docs/protocol.md, "Handshake", "Keep-alive and timeouts").
                 let _ = session.send_nowait(&HubMessage::Ping);
             }
             Ok(Established {
@@ -513,7 +513,7 @@ async fn dispatch_loop(
     }
 }
 
-/// Sends CancelInvocation for a stream the caller dropped (reference §A6.5).
+/// Sends CancelInvocation for a stream the caller dropped (docs/protocol.md, "Server-to-client streams").
 pub(crate) fn cancel_stream(session: &Session, id: &str) {
     if session.remove(id).is_some() {
         let _ = session.send_nowait(&HubMessage::CancelInvocation(CancelInvocation {

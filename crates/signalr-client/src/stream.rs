@@ -1,4 +1,4 @@
-//! `HubStream`: the items of a server-to-client stream (reference §A6.5).
+//! `HubStream`: the items of a server-to-client stream (docs/protocol.md, "Server-to-client streams").
 
 use std::marker::PhantomData;
 use std::pin::Pin;

@@ -10,7 +10,7 @@
 //! - MessagePack: empty headers are written as the integer 128 (`_EMPTY_HEADERS = 0x80` packed by
 //!   msgpack as `cc 80`) instead of an empty map, so the first Completion is invalid (TS client:
 //!   "Invalid headers.").
-//! - Long polling: the first poll waits for data instead of returning 200 at once (§A3.5), so no
+//! - Long polling: the first poll waits for data instead of returning 200 at once (docs/protocol.md, "Long polling"), so no
 //!   client can send its handshake and `start()` never completes.
 //!
 //! Needs a Python with `aiosignalr` installed: set `AIOSIGNALR_PYTHON` to it

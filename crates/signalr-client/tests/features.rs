@@ -367,7 +367,7 @@ async fn access_token_provider_runs_on_every_connect() {
     );
 
     for (transport, protocol) in COMBINATIONS {
-        // The TS client also puts the token in the query for WebSockets and SSE (§A3.2).
+        // The TS client also puts the token in the query for WebSockets and SSE (docs/protocol.md, "Authentication").
         let query_token = transport != Transport::LongPolling;
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
@@ -427,7 +427,7 @@ async fn server_timeout_closes_the_connection() {
         ..HubOptions::default()
     };
     let server = TestServer::start_with(probe, options, Default::default()).await;
-    // Long polling has no server timeout: its poll cycle proves liveness (§A3.5).
+    // Long polling has no server timeout: its poll cycle proves liveness (docs/protocol.md, "Long polling").
     for (transport, protocol) in COMBINATIONS
         .into_iter()
         .filter(|(t, _)| *t != Transport::LongPolling)
@@ -477,7 +477,7 @@ async fn server_timeout_closes_the_connection() {
 #[tokio::test]
 async fn keep_alive_pings_keep_both_sides_alive() {
     let (probe, _reports) = probe();
-    // The server pings on its 1 s heartbeat (reference §A9), and closes a client silent for
+    // The server pings on its 1 s heartbeat (docs/protocol.md, "Keep-alive and timeouts"), and closes a client silent for
     // 600 ms; the client pings every 100 ms and gives the server 1.5 s.
     let options = HubOptions {
         keep_alive_interval: Duration::from_millis(100),
@@ -717,7 +717,7 @@ async fn raw_server_framing_v0_negotiate_and_pings() {
         next("handshake", &mut seen_by_server).await,
         r#"{"protocol":"json","version":1}"#
     );
-    // The first message after the handshake is a Ping (reference §A5).
+    // The first message after the handshake is a Ping (docs/protocol.md, "Handshake").
     assert_eq!(next("ping", &mut seen_by_server).await, r#"{"type":6}"#);
     assert_eq!(next("hello one", &mut hellos).await, "one");
     assert_eq!(next("hello two", &mut hellos).await, "two");

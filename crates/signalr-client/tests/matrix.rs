@@ -26,7 +26,7 @@ async fn exercise(transport: Transport, protocol: HubProtocol) {
     assert_eq!(connection.state(), HubConnectionState::Disconnected);
     let mut events = record_events(&connection);
 
-    // Handlers are matched case-insensitively (reference §A6.3).
+    // Handlers are matched case-insensitively (docs/protocol.md, "Method names").
     let (tx, mut messages) = mpsc::unbounded_channel();
     let _receive = connection.on("receivemessage", move |(user, text): (String, String)| {
         let _ = tx.send((user, text));
@@ -101,7 +101,7 @@ async fn exercise(transport: Transport, protocol: HubProtocol) {
         "cancelled"
     );
 
-    // Upload streams (reference §A6.6).
+    // Upload streams (docs/protocol.md, "Client-to-server streams").
     let total: i64 = connection
         .invoke(
             "Sum",
@@ -154,7 +154,7 @@ async fn exercise(transport: Transport, protocol: HubProtocol) {
     .await;
     assert_eq!(sums, [1, 3, 6]);
 
-    // Client results (reference §A6.9): from outside the hub, and from a hub method.
+    // Client results (docs/protocol.md, "Client results"): from outside the hub, and from a hub method.
     let clients = server.hub.context().clients();
     let doubled = within(
         "client result",
@@ -213,7 +213,7 @@ async fn exercise(transport: Transport, protocol: HubProtocol) {
     let sum: i64 = connection.invoke("Add", (20, 22)).await.expect("Add");
     assert_eq!(sum, 42);
 
-    // The server's Close message (reference §A6.8): allowReconnect true -> reconnect ...
+    // The server's Close message (docs/protocol.md, "Close message"): allowReconnect true -> reconnect ...
     connection
         .send("CloseMe", ("restarting", true))
         .await

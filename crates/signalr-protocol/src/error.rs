@@ -3,11 +3,11 @@
 /// A peer sent bytes that are not a valid hub message, or a message over the size limit.
 ///
 /// Every variant ends the connection: the server answers with a Close message
-/// (`Connection closed with an error.`, reference §A6.8) and closes the transport.
+/// (`Connection closed with an error.`, docs/protocol.md, "Close message") and closes the transport.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     /// A message (with its framing) is larger than the configured maximum
-    /// (ASP.NET `MaximumReceiveMessageSize`, reference §A11). The text is ASP.NET's.
+    /// (ASP.NET `MaximumReceiveMessageSize`, docs/protocol.md, "Limits"). The text is ASP.NET's.
     #[error(
         "The maximum message size of {limit}B was exceeded. The message size can be configured in AddHubOptions."
     )]
@@ -16,13 +16,13 @@ pub enum ProtocolError {
         limit: usize,
     },
     /// The text is not valid JSON, or a JSON message misses a required property or has one of the
-    /// wrong type (reference §A7).
+    /// wrong type (docs/protocol.md, "JSON encoding").
     #[error("invalid JSON hub message: {0}")]
     Json(#[from] serde_json::Error),
-    /// A MessagePack message is malformed (reference §A8).
+    /// A MessagePack message is malformed (docs/protocol.md, "MessagePack encoding").
     #[error("invalid MessagePack hub message: {0}")]
     MessagePack(String),
-    /// The VarInt length prefix is longer than 5 bytes or announces more than 2 GB (reference §A4.2).
+    /// The VarInt length prefix is longer than 5 bytes or announces more than 2 GB (docs/protocol.md, "Binary framing").
     #[error("Messages over 2GB in size are not supported.")]
     LengthPrefixTooLarge,
     /// A message is structurally valid but breaks a rule of the protocol (e.g. both `result` and

@@ -1,4 +1,4 @@
-//! The handshake that opens every hub connection (reference §A5). Always JSON, always ended by the
+//! The handshake that opens every hub connection (docs/protocol.md, "Handshake"). Always JSON, always ended by the
 //! record separator `0x1E`, even when the hub protocol is MessagePack.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ProtocolError;
 use crate::json::{RECORD_SEPARATOR, expect_object, split_frame};
 
-/// The client's first message: `{"protocol":"json","version":1}` (reference §A5).
+/// The client's first message: `{"protocol":"json","version":1}` (docs/protocol.md, "Handshake").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandshakeRequest {
     /// Hub protocol name: `json` or `messagepack`.
@@ -48,7 +48,7 @@ impl HandshakeRequest {
     }
 }
 
-/// The server's answer: `{}` on success, `{"error":"..."}` on failure (reference §A5).
+/// The server's answer: `{}` on success, `{"error":"..."}` on failure (docs/protocol.md, "Handshake").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandshakeResponse {
     /// Why the handshake failed; `None` on success.

@@ -1,4 +1,4 @@
-//! The JSON hub protocol (`"json"`, Text transfer format; reference §A4.1, §A7).
+//! The JSON hub protocol (`"json"`, Text transfer format; docs/protocol.md, "Text framing", "JSON encoding").
 //!
 //! Every message is one UTF-8 JSON object followed by the record separator `0x1E`. Properties may
 //! come in any order; unknown properties are skipped; unknown message types are ignored.
@@ -97,7 +97,7 @@ pub(crate) fn expect_object(frame: &[u8]) -> Result<(), ProtocolError> {
 }
 
 /// Parses one JSON frame (without its record separator). `Ok(None)` for an unknown message type,
-/// which is ignored (reference §A6.1).
+/// which is ignored (docs/protocol.md, "Message types").
 pub(crate) fn parse_frame(frame: &Bytes) -> Result<Option<HubMessage>, ProtocolError> {
     expect_object(frame)?;
     let wire: WireMessage<'_> = serde_json::from_slice(frame)?;

@@ -4,7 +4,7 @@
 //! The crate turns bytes into [`HubMessage`]s and back, incrementally: feed whatever arrived into a
 //! `BytesMut` and take complete messages out; partial frames stay in the buffer, several messages in
 //! one frame come out one by one. Both the server and the client build on it. The wire format
-//! follows `shared/reference/signalr-protocol.md` Part A; section numbers (§A…) refer to it.
+//! is described in docs/protocol.md; comments cite its sections by name, e.g. (docs/protocol.md, "Handshake").
 //!
 //! The [`classic`] module holds the wire format of classic ASP.NET SignalR 2.x (the jQuery and
 //! .NET 2.x clients), which the server's classic front door speaks.
@@ -60,7 +60,7 @@ pub use negotiate::{
 };
 pub use query::{QueryParam, is_dotnet_true, parse_dotnet_int32};
 
-/// A hub protocol: the encoding of [`HubMessage`]s after the handshake (reference §A7, §A8).
+/// A hub protocol: the encoding of [`HubMessage`]s after the handshake (docs/protocol.md, "JSON encoding", "MessagePack encoding").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HubProtocol {
     /// `json`: UTF-8 JSON objects ended by `0x1E`; Text transfer format.
@@ -71,7 +71,7 @@ pub enum HubProtocol {
 
 impl HubProtocol {
     /// The highest handshake `version` this implementation speaks (2 = understands Ack/Sequence,
-    /// reference §A5). Requests with any version up to this are accepted.
+    /// docs/protocol.md, "Handshake"). Requests with any version up to this are accepted.
     pub const VERSION: u32 = 2;
 
     /// Looks a protocol up by its handshake name (`json`, `messagepack`), ignoring ASCII case as
@@ -105,7 +105,7 @@ impl HubProtocol {
     /// Takes the next complete message out of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` holds no complete message (the partial bytes stay for the next
-    /// call). Messages of unknown type are skipped (reference §A6.1). `max_message_size` is in
+    /// call). Messages of unknown type are skipped (docs/protocol.md, "Message types"). `max_message_size` is in
     /// bytes and includes the framing (`0x1E` or the VarInt prefix); `None` means unlimited.
     ///
     /// # Errors

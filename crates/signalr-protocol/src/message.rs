@@ -1,4 +1,4 @@
-//! The nine hub messages of the ASP.NET Core SignalR hub protocol (reference §A6.1) and the
+//! The nine hub messages of the ASP.NET Core SignalR hub protocol (docs/protocol.md, "Message types") and the
 //! protocol-neutral [`Payload`] that carries arguments, stream items and results.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Headers of an invocation message (types 1–5, reference §A6.7): a string-to-string map.
+/// Headers of an invocation message (types 1–5, docs/protocol.md, "Headers"): a string-to-string map.
 /// Unknown headers are carried along and otherwise ignored.
 pub type Headers = HashMap<String, String>;
 
@@ -105,10 +105,10 @@ impl PayloadError {
     }
 }
 
-/// Type 1: a call of a method on the other side (reference §A6.1, §A6.2).
+/// Type 1: a call of a method on the other side (docs/protocol.md, "Message types", "Invocation ids").
 #[derive(Debug, Clone, Default)]
 pub struct Invocation {
-    /// Headers (reference §A6.7).
+    /// Headers (docs/protocol.md, "Headers").
     pub headers: Headers,
     /// `None` for a non-blocking call ("send"): the callee answers nothing.
     pub invocation_id: Option<String>,
@@ -116,14 +116,14 @@ pub struct Invocation {
     pub target: String,
     /// The arguments, without the upload-stream arguments (those are named in `stream_ids`).
     pub arguments: Vec<Payload>,
-    /// Ids of client-to-server upload streams (reference §A6.6); empty when none.
+    /// Ids of client-to-server upload streams (docs/protocol.md, "Client-to-server streams"); empty when none.
     pub stream_ids: Vec<String>,
 }
 
-/// Type 2: one item of a stream (reference §A6.5, §A6.6).
+/// Type 2: one item of a stream (docs/protocol.md, "Server-to-client streams", "Client-to-server streams").
 #[derive(Debug, Clone)]
 pub struct StreamItem {
-    /// Headers (reference §A6.7).
+    /// Headers (docs/protocol.md, "Headers").
     pub headers: Headers,
     /// The invocation id of the stream (or the upload stream id).
     pub invocation_id: String,
@@ -131,7 +131,7 @@ pub struct StreamItem {
     pub item: Payload,
 }
 
-/// What a [`Completion`] reports (reference §A6.4).
+/// What a [`Completion`] reports (docs/protocol.md, "Completions").
 #[derive(Debug, Clone)]
 pub enum CompletionResult {
     /// The method returned nothing (JSON: no `result`; MessagePack: result kind 2).
@@ -142,10 +142,10 @@ pub enum CompletionResult {
     Error(String),
 }
 
-/// Type 3: the end of an invocation or stream (reference §A6.4).
+/// Type 3: the end of an invocation or stream (docs/protocol.md, "Completions").
 #[derive(Debug, Clone)]
 pub struct Completion {
-    /// Headers (reference §A6.7).
+    /// Headers (docs/protocol.md, "Headers").
     pub headers: Headers,
     /// The invocation id being completed.
     pub invocation_id: String,
@@ -182,10 +182,10 @@ impl Completion {
     }
 }
 
-/// Type 4: a call of a server-to-client streaming method (reference §A6.5).
+/// Type 4: a call of a server-to-client streaming method (docs/protocol.md, "Server-to-client streams").
 #[derive(Debug, Clone, Default)]
 pub struct StreamInvocation {
-    /// Headers (reference §A6.7).
+    /// Headers (docs/protocol.md, "Headers").
     pub headers: Headers,
     /// The stream's invocation id (required).
     pub invocation_id: String,
@@ -197,16 +197,16 @@ pub struct StreamInvocation {
     pub stream_ids: Vec<String>,
 }
 
-/// Type 5: the caller cancels a stream (reference §A6.5).
+/// Type 5: the caller cancels a stream (docs/protocol.md, "Server-to-client streams").
 #[derive(Debug, Clone)]
 pub struct CancelInvocation {
-    /// Headers (reference §A6.7).
+    /// Headers (docs/protocol.md, "Headers").
     pub headers: Headers,
     /// The stream to cancel.
     pub invocation_id: String,
 }
 
-/// Type 7: the sender is closing the connection (reference §A6.8).
+/// Type 7: the sender is closing the connection (docs/protocol.md, "Close message").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Close {
     /// Why, when the close is an error.
@@ -215,7 +215,7 @@ pub struct Close {
     pub allow_reconnect: bool,
 }
 
-/// A message of the hub protocol (reference §A6.1).
+/// A message of the hub protocol (docs/protocol.md, "Message types").
 #[derive(Debug, Clone)]
 pub enum HubMessage {
     /// Type 1.
@@ -232,12 +232,12 @@ pub enum HubMessage {
     Ping,
     /// Type 7.
     Close(Close),
-    /// Type 8: "I have processed everything up to `sequence_id`" (stateful reconnect, §A10).
+    /// Type 8: "I have processed everything up to `sequence_id`" (stateful reconnect, docs/protocol.md, "Stateful reconnect").
     Ack {
         /// The highest processed sequence id.
         sequence_id: u64,
     },
-    /// Type 9: the id of the next message to be (re)sent (stateful reconnect, §A10).
+    /// Type 9: the id of the next message to be (re)sent (stateful reconnect, docs/protocol.md, "Stateful reconnect").
     Sequence {
         /// The sequence id.
         sequence_id: u64,

@@ -1,7 +1,7 @@
-//! The MessagePack hub protocol (`"messagepack"`, Binary transfer format; reference §A4.2, §A8).
+//! The MessagePack hub protocol (`"messagepack"`, Binary transfer format; docs/protocol.md, "Binary framing", "MessagePack encoding").
 //!
 //! Every message is `VarInt(length)` followed by `length` bytes holding one MessagePack array whose
-//! first element is the message type (layouts in reference §A6.1).
+//! first element is the message type (layouts in docs/protocol.md, "MessagePack encoding").
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,7 +19,7 @@ const RESULT_ERROR: u64 = 1;
 const RESULT_VOID: u64 = 2;
 const RESULT_VALUE: u64 = 3;
 
-/// Largest payload a VarInt prefix may announce (2^31 − 1, reference §A4.2).
+/// Largest payload a VarInt prefix may announce (2^31 − 1, docs/protocol.md, "Binary framing").
 const MAX_LENGTH: u64 = i32::MAX as u64;
 
 /// Reads a VarInt length prefix. `Ok(None)` when more bytes are needed.
@@ -42,7 +42,7 @@ pub fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> 
     Ok(None)
 }
 
-/// Appends the VarInt encoding of `length` (reference §A4.2).
+/// Appends the VarInt encoding of `length` (docs/protocol.md, "Binary framing").
 pub fn write_varint(out: &mut BytesMut, mut length: usize) {
     loop {
         let byte = (length & 0x7f) as u8;

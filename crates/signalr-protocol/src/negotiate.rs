@@ -1,10 +1,10 @@
-//! The body of `POST {hub}/negotiate` (reference §A2).
+//! The body of `POST {hub}/negotiate` (docs/protocol.md, "Negotiate").
 
 use serde::{Deserialize, Serialize};
 
 use crate::query::{find_two, is_dotnet_true, parse_dotnet_int32};
 
-/// A transport of the connection layer (reference §A3); serialized with its ASP.NET name.
+/// A transport of the connection layer (docs/protocol.md, "Transports"); serialized with its ASP.NET name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TransportType {
     /// `WebSockets` (full duplex).
@@ -45,23 +45,23 @@ pub struct AvailableTransport {
     pub transfer_formats: Vec<TransferFormat>,
 }
 
-/// A negotiate response: success (v0 or v1), redirect (§A2.4) or error (§A2.2).
+/// A negotiate response: success (v0 or v1), redirect (docs/protocol.md, "Redirects") or error (docs/protocol.md, "Negotiate versions").
 ///
 /// Fields serialize in the order the .NET server writes them; absent optional fields are omitted,
 /// and unknown fields are ignored when parsing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NegotiateResponse {
-    /// `true` only when the server allows stateful reconnect and the client asked for it (§A10).
+    /// `true` only when the server allows stateful reconnect and the client asked for it (docs/protocol.md, "Stateful reconnect").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub use_stateful_reconnect: bool,
     /// 0 or 1 (the version the server chose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negotiate_version: Option<u32>,
-    /// Redirect target (§A2.4).
+    /// Redirect target (docs/protocol.md, "Redirects").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Access token to use with `url` (§A2.4).
+    /// Access token to use with `url` (docs/protocol.md, "Redirects").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
     /// The public connection id.
@@ -73,7 +73,7 @@ pub struct NegotiateResponse {
     /// The transports the client may use, in preference order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_transports: Option<Vec<AvailableTransport>>,
-    /// A negotiate failure; still sent with HTTP 200 (§A2.2).
+    /// A negotiate failure; still sent with HTTP 200 (docs/protocol.md, "Negotiate versions").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -88,22 +88,22 @@ impl NegotiateResponse {
     }
 }
 
-/// The query of `POST {hub}/negotiate` (reference §A2.1): the body is empty, everything is in
+/// The query of `POST {hub}/negotiate` (docs/protocol.md, "Negotiate request"): the body is empty, everything is in
 /// the query string.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NegotiateRequest {
     /// `negotiateVersion`: 0 when absent; official clients send 1.
     pub negotiate_version: u32,
-    /// `useStatefulReconnect=true` (§A10).
+    /// `useStatefulReconnect=true` (docs/protocol.md, "Stateful reconnect").
     pub use_stateful_reconnect: bool,
 }
 
 impl NegotiateRequest {
-    /// The highest negotiate version there is (§A2.2); higher requests are answered with it.
+    /// The highest negotiate version there is (docs/protocol.md, "Negotiate versions"); higher requests are answered with it.
     pub const MAX_VERSION: u32 = 1;
 
     /// Reads the request from decoded query pairs (e.g. `form_urlencoded::parse` of the query
-    /// string), the way ASP.NET Core's negotiate does (§A2.2); see [`QueryParam`](crate::QueryParam) for how keys
+    /// string), the way ASP.NET Core's negotiate does (docs/protocol.md, "Negotiate versions"); see [`QueryParam`](crate::QueryParam) for how keys
     /// and repeated keys are read:
     ///
     /// * `negotiateVersion`: absent = 0; otherwise its text (repeated values joined with `,`)
@@ -114,7 +114,7 @@ impl NegotiateRequest {
     /// * `useStatefulReconnect`: set when its text is `true` for [`is_dotnet_true`].
     ///
     /// # Errors
-    /// The text ASP.NET sends in the `error` property of an HTTP 200 response (§A2.2):
+    /// The text ASP.NET sends in the `error` property of an HTTP 200 response (docs/protocol.md, "Negotiate versions"):
     /// `The client requested a non-integer protocol version.` when the version text is not an
     /// Int32, and `The client requested version 'N', but the server does not support this
     /// version.` below `minimum_version` (an absent version counts as 0).

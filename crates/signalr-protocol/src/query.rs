@@ -1,4 +1,4 @@
-//! Query parameters read the way ASP.NET Core reads them (reference §A1, §A2.1).
+//! Query parameters read the way ASP.NET Core reads them (docs/protocol.md, "Endpoints", "Negotiate request").
 //!
 //! ASP.NET Core keeps every value of a repeated key, matches keys ignoring case, and hands the
 //! SignalR code a `StringValues` that it turns into one string. The rules below were checked

@@ -1,5 +1,5 @@
-//! Golden byte tests: the worked examples and wire rules of `shared/reference/signalr-protocol.md`
-//! Part A (§A2.3 negotiate, §A4 framing, §A5 handshake, §A6–§A8 hub messages, §A12 traces),
+//! Golden byte tests: the worked examples of ASP.NET's HubProtocol.md and the wire rules of docs/protocol.md
+//! ("Negotiate response", "Framing", "Handshake", "Hub messages", "JSON encoding", "MessagePack encoding", "Wire traces"),
 //! encoded and decoded byte for byte.
 
 // A failed unwrap is a failed test.
@@ -75,7 +75,7 @@ fn xyz_invocation() -> HubMessage {
     })
 }
 
-// §A8 worked examples (bodies, without the VarInt prefix).
+// The MessagePack worked examples of ASP.NET's HubProtocol.md (bodies, without the VarInt prefix).
 const MP_INVOCATION: &[u8] = &[
     0x96, 0x01, 0x80, 0xA3, 0x78, 0x79, 0x7A, 0xA6, 0x6D, 0x65, 0x74, 0x68, 0x6F, 0x64, 0x91, 0x2A,
     0x90,
@@ -91,7 +91,7 @@ const MP_CLOSE_2: &[u8] = &[0x92, 0x07, 0xC0];
 const MP_PING: &[u8] = &[0x91, 0x06];
 
 // ---------------------------------------------------------------------------------------------
-// MessagePack (§A8)
+// MessagePack (docs/protocol.md, "MessagePack encoding")
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -167,7 +167,7 @@ fn msgpack_non_blocking_invocation_writes_nil_id() {
 
 #[test]
 fn msgpack_empty_invocation_id_means_none() {
-    // §A6.2: an empty string id is normalised to "none" in MessagePack.
+    // docs/protocol.md, "Invocation ids": an empty string id is normalised to "none" in MessagePack.
     let body = [0x96, 0x01, 0x80, 0xA0, 0xA1, b'm', 0x90, 0x90];
     let HubMessage::Invocation(call) = decode_one(HubProtocol::MessagePack, &framed(&body)) else {
         panic!("expected an invocation");
@@ -227,7 +227,7 @@ fn msgpack_error_completion() {
 
 #[test]
 fn msgpack_completion_with_nil_result_is_a_value() {
-    // [3, {}, "xyz", 3, nil]: a non-void null (§A6.4), distinct from void.
+    // [3, {}, "xyz", 3, nil]: a non-void null (docs/protocol.md, "Completions"), distinct from void.
     let body = [0x95, 0x03, 0x80, 0xA3, b'x', b'y', b'z', 0x03, 0xC0];
     let HubMessage::Completion(done) = decode_one(HubProtocol::MessagePack, &framed(&body)) else {
         panic!("expected a completion");
@@ -249,7 +249,7 @@ fn msgpack_completion_with_bad_result_kind_is_an_error() {
 
 #[test]
 fn msgpack_ack_accepts_any_integer_width() {
-    // The worked example uses uint8 (0xCC); §A8: "Integers may use any msgpack int width".
+    // The worked example uses uint8 (0xCC); any integer width is valid (docs/protocol.md, "MessagePack encoding").
     let HubMessage::Ack { sequence_id } = decode_one(HubProtocol::MessagePack, &framed(MP_ACK_36))
     else {
         panic!("expected an ack");
@@ -321,7 +321,7 @@ fn msgpack_close() {
             allow_reconnect: true
         }
     );
-    // The server always writes 3 elements (§A6.8).
+    // The server always writes 3 elements (docs/protocol.md, "Close message").
     assert_eq!(
         encode(
             HubProtocol::MessagePack,
@@ -333,7 +333,7 @@ fn msgpack_close() {
 
 #[test]
 fn msgpack_close_with_two_elements() {
-    // The TS client writes [7, nil] (§A6.8).
+    // The TS client writes [7, nil] (docs/protocol.md, "Close message").
     let HubMessage::Close(close) = decode_one(HubProtocol::MessagePack, &framed(MP_CLOSE_2)) else {
         panic!("expected a close");
     };
@@ -414,7 +414,7 @@ fn msgpack_rejects_a_non_array_message() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// VarInt (§A4.2)
+// VarInt (docs/protocol.md, "Binary framing")
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -506,7 +506,7 @@ fn varint_over_two_gigabytes_is_an_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON (§A7, §A12)
+// JSON (docs/protocol.md, "JSON encoding", "Wire traces")
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -541,7 +541,7 @@ fn json_trace_messages_decode() {
 
 #[test]
 fn json_trace_messages_encode() {
-    // The server's frame of §A12: an invocation without id and a void completion.
+    // The server's frame in the WebSockets trace of docs/protocol.md, "Wire traces": an invocation without id and a void completion.
     let reply = HubMessage::Invocation(Invocation {
         target: "ReceiveMessage".into(),
         arguments: vec![Payload::from_value("bob"), Payload::from_value("hi")],
@@ -901,7 +901,7 @@ fn json_headers_are_written_only_when_present() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Handshake (§A5)
+// Handshake (docs/protocol.md, "Handshake")
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -1053,7 +1053,7 @@ fn handshake_response_with_type_is_rejected() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Negotiate (§A2.3)
+// Negotiate (docs/protocol.md, "Negotiate response")
 // ---------------------------------------------------------------------------------------------
 
 fn all_transports() -> Vec<AvailableTransport> {
@@ -1136,7 +1136,7 @@ fn negotiate_full_field_order() {
          \"accessToken\":\"tok\",\"connectionId\":\"A\",\"connectionToken\":\"TKN\",\
          \"availableTransports\":[]}"
     );
-    // Redirect (§A2.4).
+    // Redirect (docs/protocol.md, "Redirects").
     let redirect = NegotiateResponse {
         url: Some("https://other/chat".into()),
         access_token: Some("tok".into()),

@@ -1,5 +1,5 @@
-//! Incremental decoding (reference §A4, Part C item 1): partial frames, several messages per frame,
-//! the maximum message size (§A11 `MaximumReceiveMessageSize`) at its exact boundaries, and
+//! Incremental decoding (docs/protocol.md, "Framing", "Layers"): partial frames, several messages per frame,
+//! the maximum message size (`MaximumReceiveMessageSize`, docs/protocol.md, "Limits") at its exact boundaries, and
 //! truncated or garbage input, which must give errors and never panic.
 
 // A failed unwrap is a failed test.

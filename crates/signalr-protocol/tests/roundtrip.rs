@@ -151,7 +151,7 @@ fn values(payloads: &[Payload]) -> Vec<Value> {
 }
 
 /// Asserts `decoded` carries what `original` did. `via_msgpack`: the message went through the
-/// MessagePack protocol, which reads an empty Invocation id as none (§A6.2).
+/// MessagePack protocol, which reads an empty Invocation id as none (docs/protocol.md, "Invocation ids").
 fn assert_same(original: &HubMessage, decoded: &HubMessage, via_msgpack: bool) {
     match (original, decoded) {
         (HubMessage::Invocation(a), HubMessage::Invocation(b)) => {

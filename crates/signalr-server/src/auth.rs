@@ -2,7 +2,7 @@
 //!
 //! An [`Authenticator`] turns the bearer token of a request (from `Authorization: Bearer` or, as
 //! browsers must send it for WebSockets and Server-Sent Events, the `access_token` query
-//! parameter; reference §A3.2) into a [`User`]. An [`AuthorizationPolicy`] decides whether a user
+//! parameter; docs/protocol.md, "Authentication") into a [`User`]. An [`AuthorizationPolicy`] decides whether a user
 //! may use a hub or a hub method.
 //!
 //! Where the server differs from ASP.NET, deliberately:

@@ -211,7 +211,7 @@ pub struct ClientProxy {
 
 impl ClientProxy {
     /// Calls `method` on every client of the set without expecting an answer (an Invocation
-    /// without id, reference §A6.2). Takes `()`, a tuple of up to 12 `Serialize` values, or a
+    /// without id, docs/protocol.md, "Invocation ids"). Takes `()`, a tuple of up to 12 `Serialize` values, or a
     /// `Vec<Payload>`.
     ///
     /// The message is serialized at most once per protocol and queued to each connection. The
@@ -252,7 +252,7 @@ impl ClientSender for ClientProxy {
 }
 
 /// One client (ASP.NET `ISingleClientProxy`): send to it, or invoke a method on it and await its
-/// result (client results, reference §A6.9).
+/// result (client results, docs/protocol.md, "Client results").
 #[derive(Clone)]
 #[must_use]
 pub struct SingleClientProxy {
@@ -556,7 +556,7 @@ impl HubContext {
         self.lifetime.group_count()
     }
 
-    /// Closes every connection of the hub: each gets a Close message (reference §A6.8) with
+    /// Closes every connection of the hub: each gets a Close message (docs/protocol.md, "Close message") with
     /// `error` and `allow_reconnect`, then its transport closes. For graceful shutdown, call this
     /// before stopping the HTTP server (`allow_reconnect: true` lets clients with automatic
     /// reconnect come back to a restarted server). Returns at once; the closes are queued.

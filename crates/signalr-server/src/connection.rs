@@ -1,4 +1,4 @@
-//! The connection layer (ASP.NET "Http.Connections", reference §A3.6): connections keyed by their
+//! The connection layer (ASP.NET "Http.Connections", docs/protocol.md, "Connection lifetime"): connections keyed by their
 //! secret token, each an opaque duplex byte stream with one bounded incoming queue, one bounded
 //! outgoing queue and one writer at a time that coalesces what is queued into one transport write.
 //!
@@ -465,7 +465,7 @@ pub(crate) struct Connection {
     transport_abort: Mutex<Option<crate::serve::ConnectionAbort>>,
     /// Held while a POST body is being read: one send at a time.
     pub send_lock: tokio::sync::Mutex<()>,
-    /// The long poll currently waiting, cancelled by a newer poll (§A3.5).
+    /// The long poll currently waiting, cancelled by a newer poll (docs/protocol.md, "Long polling").
     pub current_poll: Mutex<Option<(u64, CancellationToken)>>,
     pub request: OnceLock<Arc<ConnectionRequest>>,
     /// The user authenticated when the connection was made (negotiate or skip-negotiation).
@@ -487,7 +487,7 @@ pub(crate) struct Connection {
 }
 
 /// What the connection manager's sweep does for a hub connection every second (ASP.NET's
-/// heartbeat, reference §A9): one timer for all connections instead of one each.
+/// heartbeat, docs/protocol.md, "Keep-alive and timeouts"): one timer for all connections instead of one each.
 pub(crate) struct Heartbeat {
     /// The Ping message in the connection's protocol; `None` where the transport keeps the
     /// connection alive itself (long polling).
@@ -513,7 +513,7 @@ impl Connection {
     }
 
     /// Binds the connection to `transport` on its first transport request; `false` when it is
-    /// already bound to another one (§A3.1 "Cannot change transports mid-connection").
+    /// already bound to another one (docs/protocol.md, "Status codes": `Cannot change transports mid-connection`).
     pub(crate) fn bind_transport(&self, transport: TransportType) -> bool {
         *self.transport.get_or_init(|| transport) == transport
     }
@@ -756,7 +756,7 @@ pub(crate) struct ConnectionManager {
 }
 
 /// 16 cryptographically random bytes, base64url without padding (22 characters), as ASP.NET
-/// makes connection ids and tokens (§A2.3).
+/// makes connection ids and tokens (docs/protocol.md, "Negotiate response").
 fn random_id() -> String {
     let bytes: [u8; 16] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -771,13 +771,13 @@ impl ConnectionManager {
         })
     }
 
-    /// Starts the 1 s bookkeeping timer (§A3.6) on first use, inside the caller's runtime.
+    /// Starts the 1 s bookkeeping timer (docs/protocol.md, "Connection lifetime") on first use, inside the caller's runtime.
     fn start_sweeper(self: &Arc<Self>) {
         self.sweeper
             .get_or_init(|| every_second(self, |manager| manager.sweep()));
     }
 
-    /// Creates a connection. With negotiate version 0 the token is the id itself (§A2.3).
+    /// Creates a connection. With negotiate version 0 the token is the id itself (docs/protocol.md, "Negotiate response").
     pub(crate) fn create(self: &Arc<Self>, negotiate_version: u32) -> Arc<Connection> {
         self.start_sweeper();
         let id = random_id();
@@ -851,7 +851,7 @@ impl ConnectionManager {
         }
     }
 
-    /// Disposes connections inactive for longer than the disconnect timeout (§A3.6), and runs
+    /// Disposes connections inactive for longer than the disconnect timeout (docs/protocol.md, "Connection lifetime"), and runs
     /// the hubs' heartbeat (keep-alive pings, client timeouts).
     fn sweep(&self) {
         let now = Instant::now();

@@ -320,7 +320,7 @@ impl HubCallerContext {
         &self.state
     }
 
-    /// Cancelled when the client cancels this invocation (CancelInvocation, reference §A6.5) or
+    /// Cancelled when the client cancels this invocation (CancelInvocation, docs/protocol.md, "Server-to-client streams") or
     /// the connection closes. In `on_connected`/`on_disconnected` it is the connection's.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancellation
@@ -336,7 +336,7 @@ impl HubCallerContext {
     }
 
     /// Closes the caller's connection: sends a Close message with `error` (`None` for a normal
-    /// close) and `allow_reconnect` (reference §A6.8), then closes the transport. The invocation
+    /// close) and `allow_reconnect` (docs/protocol.md, "Close message"), then closes the transport. The invocation
     /// in progress gets no Completion.
     pub fn close(&self, error: Option<String>, allow_reconnect: bool) {
         self.connection.request_close(Close {

@@ -1,5 +1,5 @@
-//! The HTTP side of an endpoint (reference §A1–§A3): `POST {hub}/negotiate` and the transports on
-//! `{hub}` itself, with ASP.NET's status codes and bodies (§A3.1).
+//! The HTTP side of an endpoint (docs/protocol.md, "Endpoints", "Negotiate", "Transports"): `POST {hub}/negotiate` and the transports on
+//! `{hub}` itself, with ASP.NET's status codes and bodies (docs/protocol.md, "Status codes").
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ impl Endpoint {
 
 type Params = Query<Vec<(String, String)>>;
 
-/// A query parameter as ASP.NET reads it (§A1, see [`QueryParam`]): keys match ignoring ASCII
+/// A query parameter as ASP.NET reads it (docs/protocol.md, "Endpoints", see [`QueryParam`]): keys match ignoring ASCII
 /// case, repeated values are joined with `,` (empty ones left out, so `id=&id=T` is `T` and
 /// `id=T&id=T` is `T,T`). `None` when absent or a single empty value (ASP.NET
 /// `StringValues.IsNullOrEmpty`); two empty values are the empty text.
@@ -290,7 +290,7 @@ enum LookupError {
 }
 
 impl IntoResponse for LookupError {
-    /// 400 `Connection ID required` or 404 `No Connection with that ID` (§A3.1).
+    /// 400 `Connection ID required` or 404 `No Connection with that ID` (docs/protocol.md, "Status codes").
     fn into_response(self) -> Response {
         match self {
             LookupError::MissingId => text(StatusCode::BAD_REQUEST, ID_REQUIRED),
@@ -306,7 +306,7 @@ fn transfer_formats(transport: TransportType) -> Vec<TransferFormat> {
     }
 }
 
-/// `POST {hub}/negotiate` (§A2).
+/// `POST {hub}/negotiate` (docs/protocol.md, "Negotiate").
 async fn negotiate(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
@@ -368,7 +368,7 @@ pub(crate) fn connection_request(parts: &axum::http::request::Parts) -> Connecti
     }
 }
 
-/// `GET {hub}`: WebSocket upgrade, SSE (`Accept: text/event-stream`) or a long poll (§A1).
+/// `GET {hub}`: WebSocket upgrade, SSE (`Accept: text/event-stream`) or a long poll (docs/protocol.md, "Endpoints").
 async fn receive(
     State(endpoint): State<Arc<Endpoint>>,
     params: Params,
@@ -387,7 +387,7 @@ async fn receive(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
     // Browsers cannot set headers on WebSockets and EventSource: only these may carry the token
-    // in the query (§A3.2).
+    // in the query (docs/protocol.md, "Authentication").
     let user = match endpoint
         .authorize(&parts.headers, &params, is_upgrade || wants_sse)
         .await
@@ -403,7 +403,7 @@ async fn receive(
             Ok(accepted) => accepted,
             Err(rejection) => return rejection.into_response(),
         };
-        // Without `id` the client skipped negotiation: the connection is made here (§A3.2).
+        // Without `id` the client skipped negotiation: the connection is made here (docs/protocol.md, "WebSockets").
         let connection = match endpoint.lookup(&params) {
             Ok(connection) => connection,
             Err(LookupError::MissingId) => endpoint.manager.create(1),
@@ -612,7 +612,7 @@ impl Drop for DisposeOnDrop {
     }
 }
 
-/// Formats `payload` as one SSE event (§A3.4): a `data:` line per `\n`-separated line, trailing
+/// Formats `payload` as one SSE event (docs/protocol.md, "Server-Sent Events"): a `data:` line per `\n`-separated line, trailing
 /// `\r` removed, ended by an empty line.
 fn sse_event(payload: &[u8]) -> Bytes {
     let mut event = Vec::with_capacity(payload.len() + 16);
@@ -711,7 +711,7 @@ fn poll_response(status: StatusCode, body: Bytes) -> Response {
     response
 }
 
-/// One long-polling GET (§A3.5).
+/// One long-polling GET (docs/protocol.md, "Long polling").
 async fn long_poll(
     endpoint: &Endpoint,
     connection: Arc<Connection>,
@@ -767,7 +767,7 @@ async fn long_poll(
     response
 }
 
-/// `POST {hub}?id=`: client-to-server data for SSE and long polling (§A3.3).
+/// `POST {hub}?id=`: client-to-server data for SSE and long polling (docs/protocol.md, "Sending with POST").
 ///
 /// The body is streamed into the connection's incoming queue chunk by chunk as the hub takes
 /// it (never more than [`ConnectionOptions::incoming_buffer_size`] plus one chunk is held), one
@@ -813,7 +813,7 @@ async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Respon
     text(StatusCode::OK, "")
 }
 
-/// `DELETE {hub}?id=`: ends a long-polling connection (§A3.5); answers 202.
+/// `DELETE {hub}?id=`: ends a long-polling connection (docs/protocol.md, "Long polling"); answers 202.
 async fn terminate(
     State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,

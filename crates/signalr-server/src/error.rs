@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// The error a hub method returns.
 ///
-/// Two kinds, as in ASP.NET (`ErrorMessageHelper`, reference §A6.4):
+/// Two kinds, as in ASP.NET (`ErrorMessageHelper`, docs/protocol.md, "Completions"):
 /// - [`HubError::new`] is a `HubException`: its message always reaches the client, as
 ///   `An unexpected error occurred invoking '<method>' on the server. HubException: <message>`
 ///   (in a stream: `An error occurred on the server while streaming results. HubException:
@@ -108,7 +108,7 @@ impl HubError {
         )
     }
 
-    /// The text the client receives when this error ends a stream (reference §A6.4).
+    /// The text the client receives when this error ends a stream (docs/protocol.md, "Completions").
     pub(crate) fn stream_message(&self, detailed: bool) -> String {
         self.build_message(
             "An error occurred on the server while streaming results.".to_owned(),
@@ -156,7 +156,7 @@ impl fmt::Debug for HubError {
     }
 }
 
-/// A call to a client method that expects a result (client results, reference §A6.9) failed.
+/// A call to a client method that expects a result (client results, docs/protocol.md, "Client results") failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientResultError {
     /// The client answered with an error, e.g. `Client didn't provide a result.` when it has no

@@ -22,7 +22,7 @@ pub enum MethodOutput {
     Void,
     /// The method returned a value.
     Value(Payload),
-    /// A server-to-client stream (reference §A6.5): each item becomes a StreamItem; an error ends
+    /// A server-to-client stream (docs/protocol.md, "Server-to-client streams"): each item becomes a StreamItem; an error ends
     /// the stream with a Completion error.
     Stream(BoxStream<'static, Result<Payload, HubError>>),
 }
@@ -70,7 +70,7 @@ pub mod markers {
 /// - any `Serialize` value: the Completion's `result`;
 /// - `Result<T, HubError>`;
 /// - a `Stream` of `T` or of `Result<T, HubError>`: a streaming method, called with
-///   StreamInvocation (reference §A6.5).
+///   StreamInvocation (docs/protocol.md, "Server-to-client streams").
 pub trait IntoHubResult<Marker>: Send + 'static {
     /// Whether methods returning this type are streaming methods.
     const STREAMING: bool;
@@ -231,7 +231,7 @@ impl HubArgument for crate::CallerState {
     }
 }
 
-/// A client-to-server stream parameter (reference §A6.6): the client passes a stream (a
+/// A client-to-server stream parameter (docs/protocol.md, "Client-to-server streams"): the client passes a stream (a
 /// `Subject` in JavaScript) as the argument, its items arrive here as they are sent.
 ///
 /// Items are `Ok(T)`; an item that does not bind to `T`, or the client completing the stream with
@@ -385,7 +385,7 @@ pub(crate) type ErasedMethod = std::sync::Arc<
 /// parameters, each a [`HubArgument`], and `R:` [`IntoHubResult`].
 ///
 /// Client arguments are bound from JSON or MessagePack with serde; a count or type mismatch
-/// answers ASP.NET's `Failed to invoke '<m>' due to an error on the server.` (reference §A6.4).
+/// answers ASP.NET's `Failed to invoke '<m>' due to an error on the server.` (docs/protocol.md, "Completions").
 pub trait HubMethod<Args>: Clone + Send + Sync + 'static {
     /// Whether the method returns a stream.
     #[doc(hidden)]

@@ -99,7 +99,7 @@ impl HubInner {
     }
 
     /// Finds the hub method a call of `target` with `arguments` client arguments runs: the name
-    /// matches ignoring case, as ASP.NET does (reference §A6.3), and among overloads of that name
+    /// matches ignoring case, as ASP.NET does (docs/protocol.md, "Method names"), and among overloads of that name
     /// the one taking `arguments` client arguments, as classic SignalR picks them.
     pub(crate) fn resolve(
         &self,
@@ -162,7 +162,7 @@ impl HubBuilder {
     }
 
     /// Registers `handler` as hub method `name`. Clients call it by that name, matched
-    /// case-insensitively (reference §A6.3).
+    /// case-insensitively (docs/protocol.md, "Method names").
     ///
     /// `handler` is an `async fn(HubCallerContext, A1, ..., An) -> R` (see [`HubMethod`]):
     /// parameters are client arguments (any serde type), [`UploadStream<T>`](crate::UploadStream),

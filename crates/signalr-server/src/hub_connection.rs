@@ -1,5 +1,5 @@
-//! The hub protocol on one connection: handshake (reference §A5), message dispatch (§A6),
-//! keep-alive and client timeout (§A9), and the Close message (§A6.8).
+//! The hub protocol on one connection: handshake (docs/protocol.md, "Handshake"), message dispatch (docs/protocol.md, "Hub messages"),
+//! keep-alive and client timeout (docs/protocol.md, "Keep-alive and timeouts"), and the Close message (docs/protocol.md, "Close message").
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -452,7 +452,7 @@ fn expected_counts(expected: &[usize]) -> String {
     }
 }
 
-/// The Completion error text of an outcome, in ASP.NET Core's words (reference §A6.4).
+/// The Completion error text of an outcome, in ASP.NET Core's words (docs/protocol.md, "Completions").
 fn error_text(hub: &HubInner, target: &str, err: &InvocationError) -> String {
     match err {
         InvocationError::UnknownMethod => detailed(

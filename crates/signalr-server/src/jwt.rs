@@ -20,7 +20,7 @@ const DEFAULT_LEEWAY_SECS: u64 = 60;
 /// The token is the request's bearer token: `Authorization: Bearer <jwt>` (sent by non-browser
 /// clients and by browsers on negotiate, long polling and POSTs) or the `access_token` query
 /// parameter (sent by browsers on WebSockets and Server-Sent Events, which cannot carry
-/// headers; reference §A3.2). Both are always accepted; the header wins when both are present.
+/// headers; docs/protocol.md, "Authentication"). Both are always accepted; the header wins when both are present.
 ///
 /// For each request:
 /// * no token: `Ok(None)`, the request is anonymous (refused by a hub that

@@ -32,16 +32,16 @@
 //! # What a mounted hub serves
 //! Mounted at `/chat` with [`Hub::router`] (and [`Router::nest`](axum::Router::nest)):
 //!
-//! | request | meaning (protocol reference section) |
+//! | request | meaning (section of docs/protocol.md) |
 //! |---|---|
-//! | `POST /chat/negotiate?negotiateVersion=1` | creates a connection: public id + secret token (§A2) |
-//! | `GET /chat?id=<token>` + WebSocket upgrade | WebSockets; without `id` = skip negotiation (§A3.2) |
-//! | `GET /chat?id=<token>`, `Accept: text/event-stream` | Server-Sent Events (§A3.4) |
-//! | `GET /chat?id=<token>` | long polling (§A3.5) |
-//! | `POST /chat?id=<token>` | client-to-server data for SSE and long polling (§A3.3) |
-//! | `DELETE /chat?id=<token>` | ends a long-polling connection, answers 202 (§A3.5) |
+//! | `POST /chat/negotiate?negotiateVersion=1` | creates a connection: public id + secret token (docs/protocol.md, "Negotiate") |
+//! | `GET /chat?id=<token>` + WebSocket upgrade | WebSockets; without `id` = skip negotiation (docs/protocol.md, "WebSockets") |
+//! | `GET /chat?id=<token>`, `Accept: text/event-stream` | Server-Sent Events (docs/protocol.md, "Server-Sent Events") |
+//! | `GET /chat?id=<token>` | long polling (docs/protocol.md, "Long polling") |
+//! | `POST /chat?id=<token>` | client-to-server data for SSE and long polling (docs/protocol.md, "Sending with POST") |
+//! | `DELETE /chat?id=<token>` | ends a long-polling connection, answers 202 (docs/protocol.md, "Long polling") |
 //!
-//! Status codes and bodies of bad requests are ASP.NET's (§A3.1). Defaults of every timeout and
+//! Status codes and bodies of bad requests are ASP.NET's (docs/protocol.md, "Status codes"). Defaults of every timeout and
 //! limit are in [`HubOptions`] and [`ConnectionOptions`].
 //!
 //! # Classic SignalR 2.x clients

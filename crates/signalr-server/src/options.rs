@@ -1,24 +1,24 @@
-//! Server options and their ASP.NET defaults (reference §A11).
+//! Server options and their ASP.NET defaults (docs/protocol.md, "Defaults").
 
 use std::time::Duration;
 
 use signalr_protocol::{HubProtocol, TransportType};
 
-/// Options of the hub layer: ASP.NET `HubOptions` (reference §A11).
+/// Options of the hub layer: ASP.NET `HubOptions` (docs/protocol.md, "Defaults").
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct HubOptions {
     /// Time the client has to send its handshake after the transport is up. Default 15 s
-    /// (`HandshakeTimeout`, §A5). On expiry the server answers `Handshake was canceled.`.
+    /// (`HandshakeTimeout`, docs/protocol.md, "Handshake"). On expiry the server answers `Handshake was canceled.`.
     pub handshake_timeout: Duration,
     /// The server sends a Ping when it has written nothing for this long. Default 15 s
-    /// (`KeepAliveInterval`, §A9). Not used on long polling.
+    /// (`KeepAliveInterval`, docs/protocol.md, "Keep-alive and timeouts"). Not used on long polling.
     pub keep_alive_interval: Duration,
     /// The server closes a connection from which nothing arrived for this long. Default 30 s
-    /// (`ClientTimeoutInterval`, §A9); armed by the client's first Ping, as in ASP.NET.
+    /// (`ClientTimeoutInterval`, docs/protocol.md, "Keep-alive and timeouts"); armed by the client's first Ping, as in ASP.NET.
     pub client_timeout_interval: Duration,
     /// Largest hub message accepted from a client, in bytes, framing included; `None` = unlimited.
-    /// Default 32 KiB (`MaximumReceiveMessageSize`, §A11). A larger message closes the connection
+    /// Default 32 KiB (`MaximumReceiveMessageSize`, docs/protocol.md, "Limits"). A larger message closes the connection
     /// with `Connection closed with an error.`.
     ///
     /// On WebSockets it also bounds each WebSocket message (and frame) at twice this size: the
@@ -26,22 +26,22 @@ pub struct HubOptions {
     /// ASP.NET, which reads frames as a byte stream, accepts that. A larger WebSocket message gets
     /// the same Close message, then WebSocket close code 1000, as ASP.NET closes after it.
     pub maximum_receive_message_size: Option<usize>,
-    /// Send exception details to clients (`EnableDetailedErrors`, §A6.4). Default `false`.
+    /// Send exception details to clients (`EnableDetailedErrors`, docs/protocol.md, "Completions"). Default `false`.
     pub enable_detailed_errors: bool,
     /// Hub protocols clients may choose in the handshake. Default JSON and MessagePack.
     pub supported_protocols: Vec<HubProtocol>,
     /// Items buffered per client-to-server stream before the connection stops reading. Default 10
-    /// (`StreamBufferCapacity`, §A6.6).
+    /// (`StreamBufferCapacity`, docs/protocol.md, "Client-to-server streams").
     pub stream_buffer_capacity: usize,
     /// Hub method invocations of one client that may run at once; further ones wait in order.
-    /// Default 1 (`MaximumParallelInvocationsPerClient`, §A11). Streaming methods do not count.
+    /// Default 1 (`MaximumParallelInvocationsPerClient`, docs/protocol.md, "Limits"). Streaming methods do not count.
     pub maximum_parallel_invocations_per_client: usize,
     /// Server-to-client streams and client-to-server (upload) streams one connection may have
     /// open at once. Default 1,024 (ours: ASP.NET has no such limit). An invocation that would
     /// open more is answered with the Completion error `Failed to invoke '<method>' because the
     /// connection already has the maximum number of open streams (<n>).`.
     pub maximum_streams_per_client: usize,
-    /// How long the server waits for a client result (§A6.9). Default 30 s. ASP.NET waits until
+    /// How long the server waits for a client result (docs/protocol.md, "Client results"). Default 30 s. ASP.NET waits until
     /// the call's cancellation token fires; a bound keeps a silent client from holding a hub
     /// method forever.
     pub client_result_timeout: Duration,
@@ -64,7 +64,7 @@ impl Default for HubOptions {
     }
 }
 
-/// Options of the connection layer: ASP.NET `HttpConnectionDispatcherOptions` (reference §A11).
+/// Options of the connection layer: ASP.NET `HttpConnectionDispatcherOptions` (docs/protocol.md, "Defaults").
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ConnectionOptions {
@@ -72,12 +72,12 @@ pub struct ConnectionOptions {
     /// Default: WebSockets, ServerSentEvents, LongPolling.
     pub transports: Vec<TransportType>,
     /// A connection with no transport request attached for this long is disposed. Default 15 s
-    /// (`DisconnectTimeout`, §A3.6).
+    /// (`DisconnectTimeout`, docs/protocol.md, "Connection lifetime").
     pub disconnect_timeout: Duration,
     /// How long a long-polling request waits for data before answering an empty 200. Default 90 s
-    /// (`LongPolling.PollTimeout`, §A3.5).
+    /// (`LongPolling.PollTimeout`, docs/protocol.md, "Long polling").
     pub long_polling_timeout: Duration,
-    /// Lowest negotiate version accepted. Default 0 (`MinimumProtocolVersion`, §A2.2), as in
+    /// Lowest negotiate version accepted. Default 0 (`MinimumProtocolVersion`, docs/protocol.md, "Negotiate versions"), as in
     /// ASP.NET.
     ///
     /// **Risk of the default**: with version 0 the connection token *is* the public connection
@@ -107,7 +107,7 @@ pub struct ConnectionOptions {
     pub outgoing_queue_capacity: usize,
     /// High-water mark of each connection's outgoing queue, in bytes of encoded messages not yet
     /// written to the transport. Default 128 KiB (ASP.NET's two 64 KiB pipes, application and
-    /// transport, `ApplicationMaxBufferSize` + `TransportMaxBufferSize`, §A3.6). A message is
+    /// transport, `ApplicationMaxBufferSize` + `TransportMaxBufferSize`, docs/protocol.md, "Connection lifetime"). A message is
     /// queued while fewer bytes than this are waiting, so one message larger than the limit
     /// still goes out; at most this plus one message is held.
     pub outgoing_buffer_size: usize,
@@ -116,7 +116,7 @@ pub struct ConnectionOptions {
     /// on the client.
     pub incoming_queue_capacity: usize,
     /// High-water mark of each connection's incoming queue, in bytes received but not yet taken
-    /// by the hub (or raw handler). Default 64 KiB (ASP.NET `TransportMaxBufferSize`, §A3.6). At
+    /// by the hub (or raw handler). Default 64 KiB (ASP.NET `TransportMaxBufferSize`, docs/protocol.md, "Connection lifetime"). At
     /// or above it the transport stops reading (WebSockets) or waits before reading the next
     /// chunk of a POST body. For raw connections it is also the largest WebSocket message
     /// accepted (hub connections follow [`HubOptions::maximum_receive_message_size`]).
@@ -125,7 +125,7 @@ pub struct ConnectionOptions {
     /// before dropping the TCP connection. Default 5 s (ASP.NET `WebSockets.CloseTimeout`).
     pub websocket_close_timeout: Duration,
     /// Longest time one WebSocket write may take before the connection is closed and its socket
-    /// released. Default 10 s (ASP.NET `TransportSendTimeout`, §A3.6): a client that stops
+    /// released. Default 10 s (ASP.NET `TransportSendTimeout`, docs/protocol.md, "Connection lifetime"): a client that stops
     /// reading is caught by this even when nothing else is sent to it. SSE and long-polling
     /// responses are written by the HTTP server; with [`crate::serve()`] its
     /// [`write_stall_timeout`](crate::serve::ServeOptions::write_stall_timeout) (also 10 s) does

@@ -1,4 +1,4 @@
-//! The WebSocket transport (reference §A3.3), framed by us on the upgraded socket.
+//! The WebSocket transport (docs/protocol.md, "WebSockets"), framed by us on the upgraded socket.
 //!
 //! One task per connection reads, runs the hub protocol and writes: [`WebSocket`] is polled by
 //! the hub's message loop (`hub_connection`), so an invocation goes from the socket to the hub

@@ -1,6 +1,6 @@
 //! Authentication and authorization over real HTTP and WebSockets: [`JwtAuthenticator`] with
-//! HS256 and RS256, bearer tokens from `Authorization` and `access_token` (reference §A2.1,
-//! §A3.2), hub policies (401 anonymous / 403 authenticated), method policies (§A6.4), the
+//! HS256 and RS256, bearer tokens from `Authorization` and `access_token` (docs/protocol.md,
+//! "Authentication"), hub policies (401 anonymous / 403 authenticated), method policies ("Completions"), the
 //! caller's user and user identifier, and `clients().user(id)`.
 
 mod common;
@@ -365,7 +365,7 @@ async fn ws_with_header(server: &TestServer, query: &str, token: &str) -> Result
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hub-level authorization: negotiate (§A2.1)
+// Hub-level authorization: negotiate (docs/protocol.md, "Authentication")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,7 +473,7 @@ async fn negotiate_requires_a_valid_token() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hub-level authorization: transports (§A3.2–§A3.5)
+// Hub-level authorization: transports (docs/protocol.md, "Authentication")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,7 +638,7 @@ async fn claim_policy_answers_403_to_authenticated_users_it_refuses() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Method-level authorization (§A6.4)
+// Method-level authorization (docs/protocol.md, "Authentication")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

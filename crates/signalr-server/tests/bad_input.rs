@@ -1,5 +1,5 @@
 //! Bad input from clients: every request or message a misbehaving client can send must get ASP.NET's
-//! status code and text (reference §A2.2, §A3.1, §A5, §A6), and must leave the server healthy.
+//! status code and text (docs/protocol.md, "Negotiate versions", "Status codes", "Handshake", "Hub messages"), and must leave the server healthy.
 
 mod common;
 
@@ -35,7 +35,7 @@ fn assert_negotiate_error(response: &HttpResponse, error: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Negotiate (§A2)
+// Negotiate (docs/protocol.md, "Negotiate")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +98,7 @@ async fn negotiate_version_below_minimum() {
         &response,
         "The client requested version '0', but the server does not support this version.",
     );
-    // An absent negotiateVersion is version 0 (§A2.2).
+    // An absent negotiateVersion is version 0 (docs/protocol.md, "Negotiate versions").
     let response = negotiate_raw(&server, "").await;
     assert_negotiate_error(
         &response,
@@ -161,7 +161,7 @@ async fn negotiate_v0_and_v1_ids() {
         ]),
     );
 
-    // v0: the id is used as `id`; v1: the token is, and the public id is not accepted (§A2.3).
+    // v0: the id is used as `id`; v1: the token is, and the public id is not accepted (docs/protocol.md, "Negotiate response").
     let mut ws = ws_connect(&server, id0).await;
     ws.handshake_json().await;
     ws.assert_echo("v0", json!("zero")).await;
@@ -186,7 +186,7 @@ async fn negotiate_with_get_is_405() {
     )
     .await;
     assert_eq!(response.status, 405, "{response:?}");
-    // Other verbs on the endpoint itself are 405 too (§A1).
+    // Other verbs on the endpoint itself are 405 too (docs/protocol.md, "Endpoints").
     let response = send(
         "PUT on the endpoint",
         server.http.put(server.url("/hub?id=x")),
@@ -244,7 +244,7 @@ async fn repeated_query_keys_are_joined_like_asp_net() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Transport requests (§A3.1)
+// Transport requests (docs/protocol.md, "Status codes")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,7 +547,7 @@ async fn transport_not_enabled_is_404() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Handshake (§A5)
+// Handshake (docs/protocol.md, "Handshake")
 // ---------------------------------------------------------------------------------------------
 
 /// Sends `request` as the handshake and expects `{"error": error}` followed by the close.
@@ -712,7 +712,7 @@ async fn handshake_timeout() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hub messages (§A6)
+// Hub messages (docs/protocol.md, "Hub messages")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -720,7 +720,7 @@ async fn invalid_json_after_handshake_closes_with_error() {
     let server = start().await;
     let mut ws = ws_json(&server).await;
     ws.send_text("{\"type\":1,\"target\":\u{1e}").await;
-    // Exact bytes: .NET field order, `allowReconnect` written because it is true (§A6.8).
+    // Exact bytes: .NET field order, `allowReconnect` written because it is true (docs/protocol.md, "Close message").
     assert_eq!(
         ws.next_text_message().await,
         r#"{"type":7,"error":"Connection closed with an error.","allowReconnect":true}"#
@@ -757,7 +757,7 @@ async fn invalid_json_with_detailed_errors() {
 async fn invocation_without_target_closes_with_error() {
     let server = start().await;
     let mut ws = ws_json(&server).await;
-    // Valid JSON, but an Invocation needs `target` (§A7).
+    // Valid JSON, but an Invocation needs `target` (docs/protocol.md, "JSON encoding").
     ws.send_text("{\"type\":1,\"invocationId\":\"1\",\"arguments\":[]}\u{1e}")
         .await;
     assert_eq!(
@@ -769,7 +769,7 @@ async fn invocation_without_target_closes_with_error() {
 }
 
 /// Negotiates, opens a WebSocket and completes a MessagePack handshake (response in a binary
-/// frame, §A5).
+/// frame, docs/protocol.md, "Handshake").
 async fn ws_msgpack(server: &TestServer) -> Ws {
     let (_, token) = negotiate(server).await;
     let mut ws = ws_connect(server, &token).await;

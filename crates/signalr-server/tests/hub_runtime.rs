@@ -1,7 +1,7 @@
 //! The hub runtime over raw WebSocket frames (exact JSON and MessagePack messages): hub method
-//! binding and results (reference §A6.4), server-to-client streams and cancellation (§A6.5),
-//! upload streams (§A6.6), the per-client invocation limit (§A11), `Clients.*` and groups, the hub
-//! context, client results (§A6.9), lifetime hooks, the caller context, and filters.
+//! binding and results (docs/protocol.md, "Completions"), server-to-client streams and cancellation (docs/protocol.md, "Server-to-client streams"),
+//! upload streams (docs/protocol.md, "Client-to-server streams"), the per-client invocation limit (docs/protocol.md, "Limits"), `Clients.*` and groups, the hub
+//! context, client results (docs/protocol.md, "Client results"), lifetime hooks, the caller context, and filters.
 //!
 //! Every test ends with [`finish`]: a fresh connection still works and no server-side panic
 //! happened.
@@ -383,7 +383,7 @@ fn clients_hub() -> HubBuilder {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Hub methods: binding and results (§A6.4)
+// Hub methods: binding and results (docs/protocol.md, "Completions")
 // ---------------------------------------------------------------------------------------------
 
 /// What ASP.NET sends for a `HubException` from hub method `method` (`ErrorMessageHelper`).
@@ -650,7 +650,7 @@ async fn duplicate_method_names_panic_at_build() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Server-to-client streaming (§A6.5)
+// Server-to-client streaming (docs/protocol.md, "Server-to-client streams")
 // ---------------------------------------------------------------------------------------------
 
 fn item(id: &str, item: Value) -> Value {
@@ -854,7 +854,7 @@ async fn streams_do_not_count_against_parallel_limit() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Client-to-server streams (§A6.6)
+// Client-to-server streams (docs/protocol.md, "Client-to-server streams")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1211,7 +1211,7 @@ async fn upload_beyond_buffer_while_another_invocation_runs() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// MaximumParallelInvocationsPerClient (§A11)
+// MaximumParallelInvocationsPerClient (docs/protocol.md, "Limits")
 // ---------------------------------------------------------------------------------------------
 
 fn two_sleeps() -> String {
@@ -1693,7 +1693,7 @@ async fn hub_context_groups_and_single_client() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Client results (§A6.9)
+// Client results (docs/protocol.md, "Client results")
 // ---------------------------------------------------------------------------------------------
 
 fn results_hub(log: Log) -> HubBuilder {

@@ -1,6 +1,6 @@
-//! Transport behaviour: long polling and Server-Sent Events framing (reference §A3.4, §A3.5),
-//! keep-alive, client timeout and disconnect timeout (§A3.6, §A9), skip negotiation (§A3.2) and
-//! the server's Close message (§A6.8).
+//! Transport behaviour: long polling and Server-Sent Events framing (docs/protocol.md, "Server-Sent Events", "Long polling"),
+//! keep-alive, client timeout and disconnect timeout (docs/protocol.md, "Connection lifetime", "Keep-alive and timeouts"), skip negotiation (docs/protocol.md, "WebSockets") and
+//! the server's Close message (docs/protocol.md, "Close message").
 
 mod common;
 
@@ -29,7 +29,7 @@ fn assert_poll(response: &HttpResponse, status: u16, body: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Long polling (§A3.5)
+// Long polling (docs/protocol.md, "Long polling")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +126,7 @@ async fn long_polling_idle_poll_times_out_with_empty_200() {
         waited >= Duration::from_millis(400),
         "idle poll returned after {waited:?}, before the poll timeout"
     );
-    // No Ping is ever sent on long polling (§A3.5): still nothing but empty polls.
+    // No Ping is ever sent on long polling (docs/protocol.md, "Long polling"): still nothing but empty polls.
     assert_poll(
         &poll_for(&server, &token, Duration::from_secs(3)).await,
         200,
@@ -190,7 +190,7 @@ async fn long_polling_newer_poll_ends_older_with_204() {
 }
 
 /// The handshake and an invocation in one POST body while a poll waits: the handshake response
-/// and the Completion may come back in one poll response (Part C #1), but neither may be lost.
+/// and the Completion may come back in one poll response (docs/protocol.md, "Layers"), but neither may be lost.
 /// Current-thread runtime: the hub task queues the Completion right behind the handshake
 /// response before the transport's writer runs (deterministic ordering).
 #[tokio::test]
@@ -234,7 +234,7 @@ async fn long_polling_handshake_and_invocation_in_one_post() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Server-Sent Events (§A3.4)
+// Server-Sent Events (docs/protocol.md, "Server-Sent Events")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +314,7 @@ async fn sse_handshake_and_invocation_in_one_post() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Keep-alive and timeouts (§A9, §A3.6)
+// Keep-alive and timeouts (docs/protocol.md, "Keep-alive and timeouts", "Connection lifetime")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,7 +390,7 @@ async fn no_client_timeout_without_ping() {
     )
     .await;
     let mut ws = ws_json(&server).await;
-    // Not armed until the client's first Ping (§A9): 3 s of silence do not close it.
+    // Not armed until the client's first Ping (docs/protocol.md, "Keep-alive and timeouts"): 3 s of silence do not close it.
     let next = ws.next_text_message_within(Duration::from_secs(3)).await;
     assert_eq!(next, Ok(None), "the server sent something unexpected");
     ws.assert_echo("1", json!("alive")).await;
@@ -417,7 +417,7 @@ async fn disconnect_timeout_disposes_never_connected_connection() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// WebSockets (§A3.2, §A6.8)
+// WebSockets (docs/protocol.md, "WebSockets", "Close message")
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! The long-polling transport (reference §A3.5): repeated `GET`s bring server-to-client data,
-//! POSTs carry client-to-server data (§A3.3), a `DELETE` ends the connection. Text and binary.
+//! The long-polling transport (docs/protocol.md, "Long polling"): repeated `GET`s bring server-to-client data,
+//! POSTs carry client-to-server data (docs/protocol.md, "Sending with POST"), a `DELETE` ends the connection. Text and binary.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

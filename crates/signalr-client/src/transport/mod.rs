@@ -1,4 +1,4 @@
-//! The three transports of the connection layer (reference §A3): each moves an opaque byte stream
+//! The three transports of the connection layer (docs/protocol.md, "Transports"): each moves an opaque byte stream
 //! and reports what arrived as [`TransportEvent`]s.
 //!
 //! Every transport runs as background tasks and is driven through the same three handles: an
@@ -71,7 +71,7 @@ pub(crate) struct TransportConnection {
 }
 
 impl TransportConnection {
-    /// Long polling proves liveness by its poll cycle: no pings, no server timeout (§A3.5).
+    /// Long polling proves liveness by its poll cycle: no pings, no server timeout (docs/protocol.md, "Long polling").
     pub(crate) fn inherent_keep_alive(&self) -> bool {
         self.kind == Transport::LongPolling
     }
@@ -105,7 +105,7 @@ impl HttpContext {
     }
 
     /// `url` plus `access_token=<token>`, as the TS client sends it for WebSockets and SSE
-    /// (reference §A3.2).
+    /// (docs/protocol.md, "Authentication").
     pub(crate) fn with_access_token(&self, url: &Url) -> Url {
         let mut url = url.clone();
         if let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) {
@@ -142,7 +142,7 @@ pub(crate) fn acknowledge(
     }
 }
 
-/// The writer of the HTTP transports (§A3.3): one POST at a time, each carrying everything
+/// The writer of the HTTP transports (docs/protocol.md, "Sending with POST"): one POST at a time, each carrying everything
 /// queued when it starts.
 pub(crate) async fn post_loop(
     http: HttpContext,
@@ -192,7 +192,7 @@ pub(crate) async fn post_loop(
 }
 
 /// The timeout of negotiate, send and delete requests and of each poll (TS client: 100 s,
-/// reference §A11).
+/// docs/protocol.md, "Defaults").
 pub(crate) const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
 
 /// A transport error from a failed HTTP request.

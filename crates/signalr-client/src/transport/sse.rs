@@ -1,5 +1,5 @@
-//! The Server-Sent Events transport (reference §A3.4): a `GET` with `Accept: text/event-stream`
-//! carries server-to-client data as SSE events; client-to-server data goes in POSTs (§A3.3).
+//! The Server-Sent Events transport (docs/protocol.md, "Server-Sent Events"): a `GET` with `Accept: text/event-stream`
+//! carries server-to-client data as SSE events; client-to-server data goes in POSTs (docs/protocol.md, "Sending with POST").
 //! Text only: JSON, never MessagePack.
 
 use bytes::{Bytes, BytesMut};

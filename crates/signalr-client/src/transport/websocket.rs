@@ -1,4 +1,4 @@
-//! The WebSocket transport (reference §A3.2): full duplex; JSON in text frames, MessagePack in
+//! The WebSocket transport (docs/protocol.md, "WebSockets"): full duplex; JSON in text frames, MessagePack in
 //! binary frames. Incoming frames of either kind are taken as bytes (some servers send JSON in
 //! binary frames).
 

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// The record separator ending every JSON hub message and the handshake (reference §A4.1).
+/// The record separator ending every JSON hub message and the handshake (docs/protocol.md, "Text framing").
 pub const RS: char = '\u{1e}';
 
 /// Upper bound for any single wait on the server; a hang fails the test instead of blocking it.
@@ -230,7 +230,7 @@ impl HttpResponse {
         }
     }
 
-    /// Asserts an ASP.NET `text/plain` error response (§A3.1).
+    /// Asserts an ASP.NET `text/plain` error response (docs/protocol.md, "Status codes").
     #[track_caller]
     pub fn assert_text(&self, status: u16, body: &str) {
         assert_eq!(
@@ -446,7 +446,7 @@ pub enum Frame {
 /// A raw WebSocket client speaking the hub protocol by hand.
 pub struct Ws {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    /// Received bytes not yet taken as messages (frames are a byte stream, §A0).
+    /// Received bytes not yet taken as messages (frames are a byte stream, docs/protocol.md, "Layers").
     pub buffer: Vec<u8>,
     /// Set once a close frame or the end of the stream was seen.
     pub closed: Option<Frame>,
