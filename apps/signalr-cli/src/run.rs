@@ -434,6 +434,9 @@ fn show(event: Option<Event>, out: Output) -> Result<(), Option<Failure>> {
     }
 }
 
+/// The call of a line of `connect` being waited for.
+type PendingCall<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send + 'a>>;
+
 /// `connect`: reads lines, invokes, prints results and the server's calls.
 async fn interactive(
     connection: &HubConnection,
@@ -442,9 +445,7 @@ async fn interactive(
     out: Output,
 ) -> Result<(), Failure> {
     let mut lines = stdin_lines();
-    let mut pending: Option<
-        std::pin::Pin<Box<dyn Future<Output = Result<Value, Failure>> + Send + '_>>,
-    > = None;
+    let mut pending: Option<PendingCall<'_>> = None;
     loop {
         tokio::select! {
             biased;
