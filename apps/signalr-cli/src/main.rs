@@ -19,7 +19,7 @@ mod output;
 mod run;
 mod value;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use clap::Parser;
 
@@ -36,6 +36,7 @@ fn main() {
                 "signalr_hub_client={level}"
             )))
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let code = match tokio::runtime::Builder::new_multi_thread()

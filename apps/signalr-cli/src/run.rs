@@ -284,16 +284,18 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
             count,
         } => {
             let mut connected = open(options, url, methods, out).await?;
+            let mut interrupt = Interrupt::new();
             out.status(&format!(
                 "listening for {} (Ctrl-C to stop)",
                 methods.join(", ")
             ));
-            let outcome = listen(&mut connected.events, *count, out).await;
+            let outcome = listen(&mut connected.events, *count, &mut interrupt, out).await;
             connected.stop().await;
             outcome
         }
         Command::Connect { url, on } => {
             let mut connected = open(options, url, on, out).await?;
+            let mut interrupt = Interrupt::new();
             if on.is_empty() {
                 out.status(
                     "calls from the server are not printed: name client methods with --on METHOD",
@@ -306,6 +308,7 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
                 &connected.connection,
                 &mut connected.events,
                 options.timeout,
+                &mut interrupt,
                 out,
             )
             .await;
@@ -372,10 +375,43 @@ async fn stream(
     }
 }
 
+/// Ctrl-C (SIGINT), caught from the moment this is made: made once connected, so that Ctrl-C
+/// still ends a connect attempt at once, and before saying so on stderr, so that an interrupt
+/// right after that message is not lost.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupt {
+    fn new() -> Self {
+        Interrupt {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// Resolves at the next Ctrl-C.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Prints the server's calls until Ctrl-C, `count` calls, or the connection closes.
 async fn listen(
     events: &mut mpsc::UnboundedReceiver<Event>,
     count: Option<u64>,
+    interrupt: &mut Interrupt,
     out: Output,
 ) -> Result<(), Failure> {
     let mut seen = 0u64;
@@ -397,7 +433,7 @@ async fn listen(
                 Some(Event::Closed(error)) => return Err(closed(error)),
                 None => return Err(closed(None)),
             },
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 out.status("interrupted");
                 return Ok(());
             }
@@ -442,6 +478,7 @@ async fn interactive(
     connection: &HubConnection,
     events: &mut mpsc::UnboundedReceiver<Event>,
     timeout: u64,
+    interrupt: &mut Interrupt,
     out: Output,
 ) -> Result<(), Failure> {
     let mut lines = stdin_lines();
@@ -481,7 +518,7 @@ async fn interactive(
                     Err(message) => out.error(&Failure::new(USAGE, message)),
                 },
             },
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 out.status("interrupted");
                 return Ok(());
             }

@@ -367,6 +367,26 @@ fn listen_prints_what_the_server_sends() {
 }
 
 #[test]
+fn ctrl_c_ends_listen_and_connect_cleanly() {
+    let url = url();
+    for args in [
+        &["listen", &url, "Notify"][..],
+        &["connect", &url, "--on", "Notify"],
+    ] {
+        let ready = if args[0] == "listen" {
+            "listening for"
+        } else {
+            "type `Method"
+        };
+        let running = Background::start(args, ready);
+        running.interrupt();
+        let run = running.finish();
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("interrupted"), "{args:?}: {run:?}");
+    }
+}
+
+#[test]
 fn listen_exits_3_when_the_server_closes_the_connection() {
     let url = format!("{}/closing", base());
     let listener = Background::start(&["listen", &url, "Anything"], "listening for");

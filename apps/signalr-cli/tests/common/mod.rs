@@ -143,6 +143,8 @@ fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
 /// `ready`; the rest of stderr is collected in the background.
 pub struct Background {
     child: Child,
+    /// Kept open: `connect` ends at the end of its input.
+    _stdin: Option<std::process::ChildStdin>,
     stderr_head: String,
     stderr_rest: mpsc::Receiver<String>,
 }
@@ -151,9 +153,10 @@ impl Background {
     /// Starts the binary with `args` and waits until stderr has a line containing `ready`.
     pub fn start(args: &[&str], ready: &str) -> Background {
         let mut child = command(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .spawn()
             .expect("spawn signalr");
+        let stdin = child.stdin.take();
         let stderr = child.stderr.take().expect("stderr");
         let (lines, receiver) = mpsc::channel();
         std::thread::spawn(move || {
@@ -193,9 +196,19 @@ impl Background {
         });
         Background {
             child,
+            _stdin: stdin,
             stderr_head: head,
             stderr_rest,
         }
+    }
+
+    /// Sends SIGINT (what Ctrl-C sends) to the process.
+    pub fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT failed");
     }
 
     /// Waits for the process to end on its own.
