@@ -441,14 +441,21 @@ async fn listen(
     }
 }
 
-/// The lines of stdin, read on a thread of their own (a thread blocked reading a terminal must
-/// not keep the process from exiting).
-fn stdin_lines() -> mpsc::UnboundedReceiver<std::io::Result<String>> {
+/// The lines of stdin (without their `\n` or `\r\n`), read on a thread of their own (a thread
+/// blocked reading a terminal must not keep the process from exiting); a line that is not UTF-8
+/// is an `Err` with its number. The channel closes at the end of input or on a read error.
+fn stdin_lines() -> mpsc::UnboundedReceiver<Result<String, String>> {
     let (sender, receiver) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            let failed = line.is_err();
-            if sender.send(line).is_err() || failed {
+        let stdin = std::io::stdin().lock();
+        for (index, line) in std::io::BufRead::split(stdin, b'\n').enumerate() {
+            let Ok(mut line) = line else { break };
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8(line)
+                .map_err(|_| format!("line {} is not valid UTF-8", index + 1));
+            if sender.send(line).is_err() {
                 break;
             }
         }
@@ -508,7 +515,8 @@ async fn interactive(
                 }
             }
             line = lines.recv(), if pending.is_none() => match line {
-                None | Some(Err(_)) => break,
+                None => break,
+                Some(Err(message)) => out.error(&Failure::new(USAGE, message)),
                 Some(Ok(line)) => match parse_line(&line) {
                     Ok(Line::Empty) => {}
                     Ok(Line::Exit) => break,

@@ -400,12 +400,15 @@ fn listen_exits_3_when_the_server_closes_the_connection() {
 
 #[test]
 fn connect_runs_each_line() {
-    let input = "Echo \"hi\"\n\
+    // Line 8 is not UTF-8.
+    let input: &[u8] = b"Echo \"hi\"\n\
                  Add 1 2\n\
                  [\"Echo\", [1, 2]]\n\
                  \n\
                  # a comment\n\
                  Echo not-json\n\
+                 Echo \"crlf\"\r\n\
+                 Echo \"\xff\"\n\
                  Fail \"oops\"\n\
                  Echo {\"after\": \"errors\"}\n\
                  exit\n\
@@ -414,7 +417,7 @@ fn connect_runs_each_line() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(
         run.lines(),
-        ["\"hi\"", "3", "[1,2]", "{\"after\":\"errors\"}"],
+        ["\"hi\"", "3", "[1,2]", "\"crlf\"", "{\"after\":\"errors\"}"],
         "{run:?}"
     );
     assert!(
@@ -422,6 +425,7 @@ fn connect_runs_each_line() {
         "{run:?}"
     );
     assert!(run.stderr.contains("HubException: oops"), "{run:?}");
+    assert!(run.stderr.contains("line 8 is not valid UTF-8"), "{run:?}");
     assert!(run.stderr.contains("--on METHOD"), "{run:?}");
 }
 

@@ -75,15 +75,15 @@ pub fn command(args: &[&str]) -> Command {
 }
 
 /// Runs the binary with `args` and `input` on stdin; fails the test after [`RUN_LIMIT`].
-pub fn signalr_with_input(args: &[&str], input: &str) -> Run {
+pub fn signalr_with_input(args: &[&str], input: impl AsRef<[u8]>) -> Run {
     let mut child = command(args)
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn signalr");
     let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_owned();
+    let input = input.as_ref().to_vec();
     std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
+        let _ = stdin.write_all(&input);
     });
     finish(child, RUN_LIMIT)
 }
