@@ -379,7 +379,10 @@ fn ctrl_c_ends_listen_and_connect_cleanly() {
             "type `Method"
         };
         let running = Background::start(args, ready);
-        running.interrupt();
+        if !running.interrupt() {
+            println!("SKIPPED ctrl_c_ends_listen_and_connect_cleanly: no kill program");
+            return;
+        }
         let run = running.finish();
         assert_eq!(run.code, 0, "{args:?}: {run:?}");
         assert!(run.stderr.contains("interrupted"), "{args:?}: {run:?}");

@@ -200,6 +200,14 @@ fn invokes_the_real_aspnetcore_server() {
         );
         return;
     }
+    /// Stops the server however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut server = Command::new(&program)
         .args(["server", "--port", "0"])
         .stdin(Stdio::null())
@@ -208,6 +216,7 @@ fn invokes_the_real_aspnetcore_server() {
         .spawn()
         .expect("start dotnet-peer");
     let stdout = server.stdout.take().expect("stdout");
+    let _stop = Stop(server);
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -218,7 +227,6 @@ fn invokes_the_real_aspnetcore_server() {
         }
     });
     let Ok(base) = receiver.recv_timeout(std::time::Duration::from_secs(60)) else {
-        let _ = server.kill();
         panic!("dotnet-peer server printed no address");
     };
     let url = format!("{base}/testhub");
@@ -272,7 +280,5 @@ fn invokes_the_real_aspnetcore_server() {
             "SendComplexObject differs between protocols: {run:?} vs {json_run:?}"
         ));
     }
-    let _ = server.kill();
-    let _ = server.wait();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
