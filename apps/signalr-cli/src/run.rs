@@ -227,9 +227,11 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
                 parse_arguments(arguments, args.as_deref()).map_err(|m| Failure::new(USAGE, m))?;
             let connected = open(options, url, &[], out).await?;
             let outcome = invoke(&connected.connection, options.timeout, method, arguments).await;
+            if let Ok(value) = &outcome {
+                let _ = out.result(value);
+            }
             connected.stop().await;
-            let _ = out.result(&outcome?);
-            Ok(())
+            outcome.map(|_| ())
         }
         Command::Send {
             url,
