@@ -56,7 +56,7 @@ impl HubFilter for ThrowBeforeStreaming {
 pub(crate) fn header(hub: &HubCallerContext, name: &str) -> Option<String> {
     let request = hub.request()?;
     let values: Vec<&str> = request
-        .headers
+        .headers()
         .get_all(name)
         .iter()
         .filter_map(|value| value.to_str().ok())

@@ -221,8 +221,9 @@ impl OutgoingQueue {
                     None => break,
                 }
             }
-            if state.items.is_empty() && state.items.capacity() > 16 {
-                // A burst is over: don't keep its memory for an idle connection.
+            if state.items.is_empty() {
+                // Don't keep the queue's memory for an idle connection (the allocator's cache
+                // makes the next one cheap).
                 state.items = std::collections::VecDeque::new();
             }
         }
@@ -383,33 +384,92 @@ impl Inbound {
     }
 }
 
-/// Data of the HTTP request that opened the transport (ASP.NET `Context.GetHttpContext()`).
-#[derive(Debug, Clone, Default)]
+/// Data of the HTTP request that opened the transport (ASP.NET `Context.GetHttpContext()`):
+/// its headers, query string and the client's address.
+///
+/// Every connection keeps one for its whole life, so it is stored packed (the header names and
+/// values in one allocation of their exact size); [`headers`](Self::headers) builds the
+/// `HeaderMap` on first use.
+#[derive(Clone, Default)]
 pub struct ConnectionRequest {
-    /// Request headers.
-    pub headers: HeaderMap,
-    /// The query string, without `?`.
-    pub query: String,
-    /// The client's address, when the server records it (axum `ConnectInfo<SocketAddr>`).
-    pub remote_addr: Option<std::net::SocketAddr>,
+    /// Each header as its name, a NUL byte, its value and a NUL byte (NUL is in neither: see
+    /// `HeaderValue::from_bytes`), in the request's order.
+    packed: Box<[u8]>,
+    query: Box<str>,
+    remote_addr: Option<std::net::SocketAddr>,
+    headers: OnceLock<Box<HeaderMap>>,
 }
 
 impl ConnectionRequest {
-    /// A query parameter (percent-decoded), by exact name.
+    /// A request with these headers, query string (without `?`) and client address.
+    pub fn new(
+        headers: &HeaderMap,
+        query: &str,
+        remote_addr: Option<std::net::SocketAddr>,
+    ) -> Self {
+        let size = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 2)
+            .sum();
+        let mut packed = Vec::with_capacity(size);
+        for (name, value) in headers {
+            packed.extend_from_slice(name.as_str().as_bytes());
+            packed.push(0);
+            packed.extend_from_slice(value.as_bytes());
+            packed.push(0);
+        }
+        ConnectionRequest {
+            packed: packed.into_boxed_slice(),
+            query: query.into(),
+            remote_addr,
+            headers: OnceLock::new(),
+        }
+    }
+
+    /// The request headers (every value of a repeated header, in the request's order).
+    pub fn headers(&self) -> &HeaderMap {
+        self.headers.get_or_init(|| {
+            let mut map = HeaderMap::new();
+            let mut fields = self.packed.split(|&b| b == 0);
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                if let (Ok(name), Ok(value)) = (
+                    axum::http::HeaderName::from_bytes(name),
+                    axum::http::HeaderValue::from_bytes(value),
+                ) {
+                    map.append(name, value);
+                }
+            }
+            Box::new(map)
+        })
+    }
+
+    /// The query string, without `?` (empty when the request had none).
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
+    /// The client's address, when the server records it ([`serve`](crate::serve()) always
+    /// does; with `axum::serve`, `into_make_service_with_connect_info::<SocketAddr>()`).
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.remote_addr
+    }
+
+    /// A query parameter (percent-decoded), by exact name; the first when repeated.
     pub fn query_param(&self, name: &str) -> Option<String> {
         form_urlencoded::parse(self.query.as_bytes())
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.into_owned())
     }
 
-    /// A header value as text.
+    /// A header value as text; the first when repeated, `None` when absent or not visible
+    /// ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// A cookie from the `Cookie` headers.
+    /// A cookie from the `Cookie` headers, by exact name.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.headers()
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -417,6 +477,16 @@ impl ConnectionRequest {
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value)
+    }
+}
+
+impl std::fmt::Debug for ConnectionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionRequest")
+            .field("headers", self.headers())
+            .field("query", &self.query)
+            .field("remote_addr", &self.remote_addr)
+            .finish()
     }
 }
 
@@ -871,5 +941,34 @@ impl ConnectionManager {
             tracing::debug!(connection_id = %connection.id, "disconnect timeout elapsed");
             connection.dispose();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn connection_request_keeps_every_header_value_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.append("cookie", HeaderValue::from_static("a=1"));
+        headers.append("x-custom", HeaderValue::from_static("tab\there"));
+        headers.append("cookie", HeaderValue::from_static("b=2; c=3"));
+        headers.append("x-empty", HeaderValue::from_static(""));
+        headers.append("x-obs", HeaderValue::from_bytes(b"caf\xc3\xa9").expect("obs-text is a valid value"));
+        let addr = "127.0.0.1:5000".parse().expect("an address");
+        let request = ConnectionRequest::new(&headers, "a=1&b=%20x", Some(addr));
+        assert_eq!(request.headers(), &headers);
+        assert_eq!(request.header("x-custom"), Some("tab\there"));
+        assert_eq!(request.header("x-empty"), Some(""));
+        assert_eq!(request.header("x-obs"), None, "not visible ASCII");
+        assert_eq!(request.cookie("c"), Some("3"));
+        assert_eq!(request.query(), "a=1&b=%20x");
+        assert_eq!(request.query_param("b").as_deref(), Some(" x"));
+        assert_eq!(request.remote_addr(), Some(addr));
+        let empty = ConnectionRequest::default();
+        assert!(empty.headers().is_empty());
+        assert_eq!(empty.query(), "");
     }
 }

@@ -353,6 +353,6 @@ impl HubCallerContext {
     /// The remote address, when the server records it: [`serve`](crate::serve()) always does;
     /// with `axum::serve`, pass `app.into_make_service_with_connect_info::<SocketAddr>()`.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.request().and_then(|r| r.remote_addr)
+        self.request().and_then(ConnectionRequest::remote_addr)
     }
 }

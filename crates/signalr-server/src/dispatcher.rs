@@ -153,7 +153,7 @@ impl Endpoint {
     }
 
     /// Starts the application on the connection's first SSE or long-polling request, on a task
-    /// of its own (WebSockets run theirs on the socket's task: [`Endpoint::run_websocket`]).
+    /// of its own (WebSockets run theirs on the socket's task: [`run_websocket`]).
     fn start_application(
         &self,
         connection: &Arc<Connection>,
@@ -343,29 +343,18 @@ async fn negotiate(
     .into_response()
 }
 
-/// A copy of `headers` in allocations of its own. The values hyper parses share the HTTP
-/// connection's read buffer (8 KiB): a plain clone kept for a connection's lifetime would keep
-/// that whole buffer alive.
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
-    }
-    owned
-}
-
-/// The request data kept for the hub's caller context.
+/// The request data kept for the hub's caller context, copied out of the request: the values
+/// hyper parses share the HTTP connection's read buffer (8 KiB), which a clone kept for the
+/// connection's lifetime would keep alive.
 pub(crate) fn connection_request(parts: &axum::http::request::Parts) -> ConnectionRequest {
-    ConnectionRequest {
-        headers: owned_headers(&parts.headers),
-        query: parts.uri.query().unwrap_or_default().to_owned(),
-        remote_addr: parts
+    ConnectionRequest::new(
+        &parts.headers,
+        parts.uri.query().unwrap_or_default(),
+        parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0),
-    }
+    )
 }
 
 /// `GET {hub}`: WebSocket upgrade, SSE (`Accept: text/event-stream`) or a long poll (docs/protocol.md, "Endpoints").

@@ -183,19 +183,54 @@ impl HubInput {
     }
 }
 
+/// The Ping message in `protocol`, encoded once for all connections (static bytes: a clone
+/// is a copy of a pointer, with no reference count).
+fn ping(protocol: HubProtocol) -> bytes::Bytes {
+    static PINGS: [std::sync::OnceLock<&'static [u8]>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = match protocol {
+        HubProtocol::Json => &PINGS[0],
+        HubProtocol::MessagePack => &PINGS[1],
+    };
+    let bytes = slot.get_or_init(|| {
+        let mut out = BytesMut::new();
+        // A Ping has no payload: writing it cannot fail.
+        let _ = protocol.write_message(&HubMessage::Ping, &mut out);
+        Box::leak(out.to_vec().into_boxed_slice())
+    });
+    bytes::Bytes::from_static(bytes)
+}
+
 /// Runs the hub protocol on `connection` until it ends.
-pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut input: HubInput) {
-    let mut buf = BytesMut::new();
+pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, input: HubInput) {
     // The phases before and after the message loop are boxed: only the loop's state stays
     // with the connection while it lives.
-    let Some(protocol) = Box::pin(handshake(&hub, &connection, &mut input, &mut buf)).await else {
-        Box::pin(async {
-            connection.writer_gate.open();
-            let _ = input.while_writing(connection.send(Outgoing::End)).await;
-            input.finish(&connection).await;
-        })
-        .await;
+    let Some((mut state, mut input, mut buf)) = Box::pin(start(hub, connection, input)).await
+    else {
         return;
+    };
+    let outcome = state.run(&mut input, &mut buf).await;
+    drop(buf);
+    // Invocations still running go on as tasks (their cancellation fires in `end`), as hub
+    // methods do in ASP.NET when the connection closes.
+    state.running.spawn_all();
+    Box::pin(end(state, input, outcome)).await;
+}
+
+/// Before the message loop: the handshake, the connection joins the hub and the connected
+/// hook runs. `None` when the connection already ended (handshake failed, or the hook failed
+/// and the connection was closed).
+async fn start(
+    hub: Arc<HubInner>,
+    connection: Arc<Connection>,
+    mut input: HubInput,
+) -> Option<(LoopState, HubInput, BytesMut)> {
+    let mut buf = BytesMut::new();
+    let Some(protocol) = handshake(&hub, &connection, &mut input, &mut buf).await else {
+        connection.writer_gate.open();
+        let _ = input.while_writing(connection.send(Outgoing::End)).await;
+        input.finish(&connection).await;
+        return None;
     };
     tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), "handshake complete");
 
@@ -222,7 +257,6 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inp
             let connecting = HubCallerContext::new(context.clone(), lifetime_token.clone(), true);
             let connected =
                 NextConnected::new(hub.filters.clone(), hub.on_connected.clone()).run(connecting);
-            // Boxed: the connected hook is not part of the connection's resident state.
             input
                 .while_writing(Box::pin(connected))
                 .await
@@ -230,60 +264,48 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Arc<Connection>, mut inp
         }
         Err(err) => Err(crate::HubError::from(err)),
     };
-    let outcome = match connected {
-        Err(err) => {
-            tracing::warn!(connection_id = %connection.id, error = %err, "on_connected failed");
-            Outcome::Close(Close {
-                error: Some(err.build_message(
-                    "Connection closed with an error.".into(),
-                    hub.options.enable_detailed_errors,
-                )),
-                allow_reconnect: false,
-            })
-        }
-        Ok(()) => {
-            let mut state = LoopState {
-                hub: hub.clone(),
-                context: context.clone(),
-                core: core.clone(),
-                protocol,
-                queued: VecDeque::new(),
-                queued_bytes: 0,
-                open_streams: Arc::default(),
-                running: Running::default(),
-            };
-            let outcome = state.run(&mut input, &mut buf).await;
-            // Invocations still running go on as tasks (their cancellation fires below), as hub
-            // methods do in ASP.NET when the connection closes.
-            state.running.spawn_all();
-            outcome
-        }
-    };
-
-    Box::pin(end(
+    let failed = connected.err().map(|err| {
+        tracing::warn!(connection_id = %connection.id, error = %err, "on_connected failed");
+        Outcome::Close(Close {
+            error: Some(err.build_message(
+                "Connection closed with an error.".into(),
+                hub.options.enable_detailed_errors,
+            )),
+            allow_reconnect: false,
+        })
+    });
+    let state = LoopState {
         hub,
-        connection,
-        input,
-        core,
         context,
+        core,
+        protocol,
         lifetime_token,
-        outcome,
-    ))
-    .await;
+        queued: VecDeque::new(),
+        queued_bytes: 0,
+        open_streams: Arc::default(),
+        running: Running::default(),
+    };
+    match failed {
+        Some(outcome) => {
+            end(state, input, outcome).await;
+            None
+        }
+        None => Some((state, input, buf)),
+    }
 }
 
 /// After the message loop: the connection leaves the hub, its transport closes (after the
 /// Close message, unless the client closed or the transport is gone) and the disconnected hook
 /// runs.
-async fn end(
-    hub: Arc<HubInner>,
-    connection: Arc<Connection>,
-    mut input: HubInput,
-    core: Arc<CoreClient>,
-    context: Arc<ConnectionContext>,
-    lifetime_token: CancellationToken,
-    outcome: Outcome,
-) {
+async fn end(state: LoopState, mut input: HubInput, outcome: Outcome) {
+    let LoopState {
+        hub,
+        context,
+        core,
+        lifetime_token,
+        ..
+    } = state;
+    let connection = core.connection.clone();
     context.shut_down();
     hub.lifetime.remove(&context).await;
     let disconnect_error = match outcome {
@@ -528,6 +550,9 @@ struct LoopState {
     context: Arc<ConnectionContext>,
     core: Arc<CoreClient>,
     protocol: HubProtocol,
+    /// The cancellation the connected and disconnected hooks see (`HubCallerContext::cancellation`):
+    /// cancelled when the connection leaves the hub.
+    lifetime_token: CancellationToken,
     queued: VecDeque<QueuedInvocation>,
     /// Argument bytes held by `queued`: reading stops at the incoming buffer size, so parsed
     /// invocations waiting for a slot hold no more than the transport's queue would.
@@ -587,11 +612,7 @@ impl LoopState {
         connection.touch_read(Instant::now());
         let inherent_keep_alive = connection.transport() == Some(TransportType::LongPolling);
         let _ = connection.heartbeat.set(Heartbeat {
-            ping: if inherent_keep_alive {
-                None
-            } else {
-                self.core.encode(&HubMessage::Ping)
-            },
+            ping: (!inherent_keep_alive).then(|| ping(self.protocol)),
             keep_alive_interval: options.keep_alive_interval,
             client_timeout: options.client_timeout_interval,
         });

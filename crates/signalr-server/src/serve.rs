@@ -100,7 +100,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
 /// hyper's default maximum read buffer (8 KiB + 100 × 4 KiB); a head never grows past it.
@@ -193,8 +192,20 @@ impl IntoFuture for Serve {
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
+    /// The accept loop runs as a task of its own (aborted when this future is dropped): on a
+    /// multi-thread runtime, the future `block_on` drives (`#[tokio::main]`'s) runs outside the
+    /// worker threads, so every connection task it spawned would go through the runtime's
+    /// shared queue, and the connections' memory would come from another thread's allocator
+    /// arena than the one they live on (measured: 0.8 KiB more per idle WebSocket).
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(run(self))
+        Box::pin(async move {
+            let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(run(self)));
+            match task.await {
+                Ok(result) => result,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(error) => Err(io::Error::other(error)),
+            }
+        })
     }
 }
 
@@ -409,7 +420,8 @@ pub struct ConnectionAbort {
 
 struct AbortInner {
     aborted: AtomicBool,
-    token: CancellationToken,
+    /// Wakes the [`ConnectionAbort::aborted`] waiters (inline: no allocation per connection).
+    notify: tokio::sync::Notify,
     read: AtomicWaker,
     write: AtomicWaker,
 }
@@ -421,7 +433,7 @@ impl ConnectionAbort {
         Self {
             inner: Arc::new(AbortInner {
                 aborted: AtomicBool::new(false),
-                token: CancellationToken::new(),
+                notify: tokio::sync::Notify::new(),
                 read: AtomicWaker::new(),
                 write: AtomicWaker::new(),
             }),
@@ -431,7 +443,7 @@ impl ConnectionAbort {
     /// Closes the connection now (idempotent).
     pub fn abort(&self) {
         if !self.inner.aborted.swap(true, Ordering::SeqCst) {
-            self.inner.token.cancel();
+            self.inner.notify.notify_waiters();
             self.inner.read.wake();
             self.inner.write.wake();
         }
@@ -444,7 +456,14 @@ impl ConnectionAbort {
 
     /// Completes once [`abort`](Self::abort) has been called (at once if it was).
     pub async fn aborted(&self) {
-        self.inner.token.cancelled().await;
+        let notified = self.inner.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the check: an abort in between still wakes this waiter.
+        notified.as_mut().enable();
+        if self.is_aborted() {
+            return;
+        }
+        notified.await;
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! [`Decoder`] reads client frames from whatever slice of bytes the socket produced and appends
 //! the unmasked payload of data frames straight to the caller's buffer: it keeps no buffer of
-//! its own (at most a 14-byte frame header and a 125-byte control payload), so a connection
-//! between messages holds nothing. It checks what the RFC requires of a client: every frame
+//! its own (a 14-byte frame header, and the payload of a control frame, at most 125 bytes,
+//! only while that frame is being read), so a connection between messages holds nothing. It checks what the RFC requires of a client: every frame
 //! masked (§5.1), no reserved bits without an extension (§5.2), known opcodes, control frames
 //! unfragmented and at most 125 bytes (§5.5), continuation frames only inside a fragmented
 //! message (§5.4), text messages valid UTF-8 (§8.1, checked as the bytes arrive, so a bad byte
@@ -61,32 +61,9 @@ pub(crate) enum Event {
     Close(Option<u16>),
 }
 
-/// The payload of a control frame.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Control {
-    data: [u8; MAX_CONTROL_PAYLOAD],
-    len: u8,
-}
-
-impl Control {
-    fn new() -> Self {
-        Control {
-            data: [0; MAX_CONTROL_PAYLOAD],
-            len: 0,
-        }
-    }
-
-    /// The payload bytes.
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        &self.data[..usize::from(self.len)]
-    }
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Control").field(&self.as_slice()).finish()
-    }
-}
+/// The payload of a control frame (at most [`MAX_CONTROL_PAYLOAD`] bytes), allocated only
+/// while one is read: idle connections hold none.
+pub(crate) type Control = Vec<u8>;
 
 /// The frame being read.
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +189,7 @@ impl Decoder {
             frame: None,
             message: None,
             utf8: Utf8Check::default(),
-            control: Control::new(),
+            control: Vec::new(),
         }
     }
 
@@ -254,11 +231,9 @@ impl Decoder {
             }
             let piece = &input[pos..pos + take];
             if frame.opcode >= CLOSE {
-                let start = usize::from(self.control.len);
-                let end = start + take;
-                self.control.data[start..end].copy_from_slice(piece);
-                apply_mask(&mut self.control.data[start..end], frame.mask, frame.offset);
-                self.control.len = u8::try_from(end).unwrap_or(u8::MAX);
+                let start = self.control.len();
+                self.control.extend_from_slice(piece);
+                apply_mask(&mut self.control[start..], frame.mask, frame.offset);
             } else {
                 let start = dst.len();
                 dst.extend_from_slice(piece);
@@ -341,7 +316,7 @@ impl Decoder {
                 if len > MAX_CONTROL_PAYLOAD as u64 {
                     return Err(DecodeError::Protocol("control frame over 125 bytes"));
                 }
-                self.control.len = 0;
+                self.control.clear();
             }
             CONTINUATION => {
                 let Some(message) = self.message.as_mut() else {
@@ -379,11 +354,15 @@ impl Decoder {
         let Some(frame) = self.frame.take() else {
             return Ok(None);
         };
+        // A control payload leaves the decoder with its frame.
         match frame.opcode {
-            PING => Ok(Some(Event::Ping(self.control.clone()))),
-            PONG => Ok(Some(Event::Pong)),
+            PING => Ok(Some(Event::Ping(std::mem::take(&mut self.control)))),
+            PONG => {
+                self.control = Vec::new();
+                Ok(Some(Event::Pong))
+            }
             CLOSE => {
-                let payload = self.control.as_slice();
+                let payload = std::mem::take(&mut self.control);
                 match payload.len() {
                     0 => Ok(Some(Event::Close(None))),
                     1 => Err(DecodeError::Protocol("close frame with a 1-byte payload")),
