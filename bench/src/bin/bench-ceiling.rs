@@ -13,6 +13,9 @@
 //!
 //! Prints `Listening on http://ADDR` on stdout once it accepts connections.
 
+#[path = "../server_runtime.rs"]
+mod runtime;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +52,9 @@ struct Args {
     /// it sets both the memory of an idle connection and a memset per read.
     #[arg(long, default_value_t = 8 * 1024)]
     read_buffer_size: usize,
+    /// The Tokio scheduler (see `server_runtime.rs`): `auto` is `current-thread` on one CPU.
+    #[arg(long, value_enum, default_value_t = runtime::Flavor::Auto)]
+    runtime: runtime::Flavor,
 }
 
 #[derive(Clone)]
@@ -190,9 +196,12 @@ async fn negotiate() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], NEGOTIATE)
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    runtime::build(args.runtime)?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
     let app = Router::new()
         .route("/hub", get(ws))
         .route("/hub/negotiate", post(negotiate))

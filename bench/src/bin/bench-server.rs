@@ -15,6 +15,9 @@
 //! port from that line). `RUST_LOG` turns on logging to stderr; without it no subscriber is
 //! installed, so tracing costs nothing.
 
+#[path = "../server_runtime.rs"]
+mod runtime;
+
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Router;
@@ -41,6 +44,9 @@ struct Args {
     /// Put the hub on the Redis backplane at HOST:PORT (backplane name `Bench.BenchHub`).
     #[arg(long, value_name = "HOST:PORT")]
     redis: Option<String>,
+    /// The Tokio scheduler (see `server_runtime.rs`): `auto` is `current-thread` on one CPU.
+    #[arg(long, value_enum, default_value_t = runtime::Flavor::Auto)]
+    runtime: runtime::Flavor,
 }
 
 /// The hub's classic name (classic clients address hubs by name, ignoring case).
@@ -88,15 +94,18 @@ fn bench_hub(backplane: Option<&RedisBackplane>) -> Hub {
         .build()
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    runtime::build(args.runtime)?.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> std::io::Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
             .init();
     }
-    let args = Args::parse();
     let backplane = match &args.redis {
         Some(address) => Some(
             RedisBackplane::connect(RedisOptions::new(format!("redis://{address}")))

@@ -956,7 +956,10 @@ mod tests {
         headers.append("x-custom", HeaderValue::from_static("tab\there"));
         headers.append("cookie", HeaderValue::from_static("b=2; c=3"));
         headers.append("x-empty", HeaderValue::from_static(""));
-        headers.append("x-obs", HeaderValue::from_bytes(b"caf\xc3\xa9").expect("obs-text is a valid value"));
+        headers.append(
+            "x-obs",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").expect("obs-text is a valid value"),
+        );
         let addr = "127.0.0.1:5000".parse().expect("an address");
         let request = ConnectionRequest::new(&headers, "a=1&b=%20x", Some(addr));
         assert_eq!(request.headers(), &headers);
