@@ -616,6 +616,7 @@ impl LoopState {
             keep_alive_interval: options.keep_alive_interval,
             client_timeout: options.client_timeout_interval,
         });
+        let mut wake = std::pin::pin!(connection.wake.notified());
 
         loop {
             while self.running.len() < max_parallel {
@@ -658,12 +659,13 @@ impl LoopState {
                 continue;
             }
 
-            let connection = self.core.connection.clone();
             let read = self.can_queue();
             let drives_writes = matches!(input, HubInput::WebSocket(_));
             // One `Notify` wakes the loop for the connection's disposal, a close requested by
             // hub code and the client timeout: one waiter stays with the connection instead of
-            // three (the reasons are checked on every wake-up, so none is lost).
+            // three, registered once and not per turn of the loop (the reasons are checked on
+            // every wake-up, so none is lost).
+            let mut woken = false;
             tokio::select! {
                 () = self.running.next(), if !self.running.is_empty() => {}
                 received = input.next(buf, read), if read || drives_writes => match received {
@@ -671,8 +673,12 @@ impl LoopState {
                     Input::TooLarge => return Outcome::Close(too_large_close(&self.hub)),
                     Input::Closed => return self.closed_outcome(input, buf),
                 },
-                () = connection.wake.notified() => {}
+                () = wake.as_mut() => woken = true,
             }
+            if !woken {
+                continue;
+            }
+            wake.set(connection.wake.notified());
             if connection.closed.is_cancelled() {
                 return self.closed_outcome(input, buf);
             }
