@@ -540,10 +540,19 @@ pub(crate) struct Connection {
     pub request: OnceLock<Arc<ConnectionRequest>>,
     /// The user authenticated when the connection was made (negotiate or skip-negotiation).
     pub user: OnceLock<crate::auth::User>,
-    /// When the transport last wrote, in milliseconds since [`epoch`].
+    /// When the transport last wrote, in milliseconds since [`epoch`], as of the latest
+    /// heartbeat (see `wrote`).
     last_write: AtomicU64,
-    /// When the application last received bytes, in milliseconds since [`epoch`].
+    /// When the application last received bytes, in milliseconds since [`epoch`], as of the
+    /// latest heartbeat (see `received`).
     last_received: AtomicU64,
+    /// The transport wrote since the latest heartbeat, which then stamps `last_write` with its
+    /// own time: no clock read per write, and the time kept is never earlier than the write,
+    /// so a timeout never fires early (it may fire up to one heartbeat late, as ASP.NET's
+    /// 1 s heartbeat does).
+    wrote: AtomicBool,
+    /// The application received bytes since the latest heartbeat (as `wrote`).
+    received: AtomicBool,
     /// The hub's keep-alive and client timeout, run by the manager's 1 s sweep.
     pub(crate) heartbeat: OnceLock<Heartbeat>,
     /// The client has sent a ping: the client timeout applies from now on.
@@ -717,9 +726,9 @@ impl Connection {
         }
     }
 
-    /// Records that the transport wrote (or a keep-alive was queued) at `now`.
-    pub(crate) fn touch_write(&self, now: Instant) {
-        self.last_write.store(millis(now), Ordering::Relaxed);
+    /// Records that the transport wrote (or a keep-alive was queued).
+    pub(crate) fn touch_write(&self) {
+        self.wrote.store(true, Ordering::Relaxed);
     }
 
     /// Time since the last write.
@@ -727,9 +736,9 @@ impl Connection {
         Duration::from_millis(millis(now).saturating_sub(self.last_write.load(Ordering::Relaxed)))
     }
 
-    /// Records that the application received bytes at `now`.
-    pub(crate) fn touch_read(&self, now: Instant) {
-        self.last_received.store(millis(now), Ordering::Relaxed);
+    /// Records that the application received bytes.
+    pub(crate) fn touch_read(&self) {
+        self.received.store(true, Ordering::Relaxed);
     }
 
     /// The client sent a ping: from now on the client timeout applies.
@@ -747,10 +756,17 @@ impl Connection {
         let Some(heartbeat) = self.heartbeat.get() else {
             return;
         };
+        let stamp = millis(now);
+        if self.wrote.swap(false, Ordering::Relaxed) {
+            self.last_write.store(stamp, Ordering::Relaxed);
+        }
+        if self.received.swap(false, Ordering::Relaxed) {
+            self.last_received.store(stamp, Ordering::Relaxed);
+        }
         if let Some(ping) = &heartbeat.ping {
             if self.last_write_elapsed(now) >= heartbeat.keep_alive_interval {
                 let _ = self.try_send(Outgoing::Data(ping.clone()));
-                self.touch_write(now);
+                self.last_write.store(stamp, Ordering::Relaxed);
             }
         }
         let silent = Duration::from_millis(
@@ -889,6 +905,8 @@ impl ConnectionManager {
             user: OnceLock::new(),
             last_write: AtomicU64::new(millis(Instant::now())),
             last_received: AtomicU64::new(millis(Instant::now())),
+            wrote: AtomicBool::new(false),
+            received: AtomicBool::new(false),
             heartbeat: OnceLock::new(),
             client_timeout_armed: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),

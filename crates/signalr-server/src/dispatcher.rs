@@ -656,7 +656,7 @@ fn server_sent_events(
             if batch.data.is_empty() {
                 continue;
             }
-            state.connection.touch_write(std::time::Instant::now());
+            state.connection.touch_write();
             return Some((Ok(sse_event(&batch.data)), state));
         }
     });
@@ -734,7 +734,7 @@ async fn long_poll(
                 }
                 match batch {
                     Some(batch) if !batch.data.is_empty() => {
-                        connection.touch_write(std::time::Instant::now());
+                        connection.touch_write();
                         poll_response(StatusCode::OK, batch.data.clone())
                     }
                     _ => poll_response(StatusCode::NO_CONTENT, Bytes::new()),

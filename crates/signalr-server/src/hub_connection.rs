@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
@@ -609,7 +608,7 @@ impl LoopState {
         let max_parallel = options.maximum_parallel_invocations_per_client.max(1);
         // Keep-alive pings and the client timeout run on the connection manager's 1 s sweep.
         let connection = self.connection().clone();
-        connection.touch_read(Instant::now());
+        connection.touch_read();
         let inherent_keep_alive = connection.transport() == Some(TransportType::LongPolling);
         let _ = connection.heartbeat.set(Heartbeat {
             ping: (!inherent_keep_alive).then(|| ping(self.protocol)),
@@ -669,7 +668,7 @@ impl LoopState {
             tokio::select! {
                 () = self.running.next(), if !self.running.is_empty() => {}
                 received = input.next(buf, read), if read || drives_writes => match received {
-                    Input::Data => connection.touch_read(Instant::now()),
+                    Input::Data => connection.touch_read(),
                     Input::TooLarge => return Outcome::Close(too_large_close(&self.hub)),
                     Input::Closed => return self.closed_outcome(input, buf),
                 },

@@ -24,7 +24,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -393,7 +393,7 @@ impl WebSocket {
                             ..
                         }) => {
                             self.outbox.release(reserved);
-                            self.connection.touch_write(Instant::now());
+                            self.connection.touch_write();
                         }
                         Some(Outgoing {
                             kind: Kind::Close, ..
