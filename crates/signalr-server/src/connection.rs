@@ -522,6 +522,8 @@ pub(crate) struct Connection {
     pub writer_gate: Gate,
     /// Cancelled when the connection is disposed.
     pub closed: CancellationToken,
+    /// Set when the connection is disposed, before `closed` is cancelled (see `is_closed`).
+    disposed: AtomicBool,
     started: AtomicBool,
     /// WebSocket frames go out as Binary (a binary hub protocol, or a raw connection that last
     /// received a binary frame) instead of Text.
@@ -540,16 +542,15 @@ pub(crate) struct Connection {
     pub request: OnceLock<Arc<ConnectionRequest>>,
     /// The user authenticated when the connection was made (negotiate or skip-negotiation).
     pub user: OnceLock<crate::auth::User>,
-    /// When the transport last wrote, in milliseconds since [`epoch`], as of the latest
-    /// heartbeat (see `wrote`).
+    /// The heartbeat (the manager's 1 s tick, counted) at or after the transport's last write
+    /// (see `wrote`).
     last_write: AtomicU64,
-    /// When the application last received bytes, in milliseconds since [`epoch`], as of the
-    /// latest heartbeat (see `received`).
+    /// The heartbeat at or after the application last received bytes (see `received`).
     last_received: AtomicU64,
     /// The transport wrote since the latest heartbeat, which then stamps `last_write` with its
-    /// own time: no clock read per write, and the time kept is never earlier than the write,
-    /// so a timeout never fires early (it may fire up to one heartbeat late, as ASP.NET's
-    /// 1 s heartbeat does).
+    /// own number: no clock read per write, and a stamp is never earlier than what it records,
+    /// so a timeout never fires early; it fires on the first heartbeat at least the interval
+    /// after the last activity, as it did when activity was timed precisely.
     wrote: AtomicBool,
     /// The application received bytes since the latest heartbeat (as `wrote`).
     received: AtomicBool,
@@ -575,15 +576,9 @@ pub(crate) struct Heartbeat {
     pub client_timeout: Duration,
 }
 
-/// The clock origin of the connections' timestamps.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// `now` in milliseconds since [`epoch`].
-fn millis(now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
+/// `interval` in heartbeats (1 s each), rounded up.
+fn heartbeats(interval: Duration) -> u64 {
+    u64::try_from(interval.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
 impl Connection {
@@ -663,7 +658,7 @@ impl Connection {
     /// Queues a message, waiting for room (in messages and in bytes). Used for messages a
     /// connection causes itself (its Completions, its stream items).
     pub(crate) async fn send(&self, item: Outgoing) -> Result<(), QueueError> {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return Err(QueueError::Closed);
         }
         tokio::select! {
@@ -675,7 +670,7 @@ impl Connection {
     /// Queues a message without waiting. A full queue (in messages or in bytes) closes the
     /// connection as a slow consumer.
     pub(crate) fn try_send(&self, item: Outgoing) -> Result<(), QueueError> {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return Err(QueueError::Closed);
         }
         match self.outgoing.try_push(item) {
@@ -701,7 +696,7 @@ impl Connection {
     }
 
     fn slow_consumer(&self) -> QueueError {
-        if self.closed.is_cancelled() {
+        if self.is_closed() {
             return QueueError::Closed;
         }
         tracing::warn!(connection_id = %self.id, queued_bytes = self.outgoing.queued_bytes(), "outgoing queue full: closing slow connection");
@@ -731,11 +726,6 @@ impl Connection {
         self.wrote.store(true, Ordering::Relaxed);
     }
 
-    /// Time since the last write.
-    fn last_write_elapsed(&self, now: Instant) -> Duration {
-        Duration::from_millis(millis(now).saturating_sub(self.last_write.load(Ordering::Relaxed)))
-    }
-
     /// Records that the application received bytes.
     pub(crate) fn touch_read(&self) {
         self.received.store(true, Ordering::Relaxed);
@@ -751,29 +741,28 @@ impl Connection {
         self.timed_out.load(Ordering::Acquire)
     }
 
-    /// The heartbeat's work for this connection at `now` (see [`Heartbeat`]).
-    fn beat(&self, now: Instant) {
+    /// The heartbeat's work for this connection at heartbeat number `beat` (see
+    /// [`Heartbeat`]).
+    fn beat(&self, beat: u64) {
         let Some(heartbeat) = self.heartbeat.get() else {
             return;
         };
-        let stamp = millis(now);
         if self.wrote.swap(false, Ordering::Relaxed) {
-            self.last_write.store(stamp, Ordering::Relaxed);
+            self.last_write.store(beat, Ordering::Relaxed);
         }
         if self.received.swap(false, Ordering::Relaxed) {
-            self.last_received.store(stamp, Ordering::Relaxed);
+            self.last_received.store(beat, Ordering::Relaxed);
         }
         if let Some(ping) = &heartbeat.ping {
-            if self.last_write_elapsed(now) >= heartbeat.keep_alive_interval {
+            let since_write = beat.saturating_sub(self.last_write.load(Ordering::Relaxed));
+            if since_write >= heartbeats(heartbeat.keep_alive_interval) {
                 let _ = self.try_send(Outgoing::Data(ping.clone()));
-                self.last_write.store(stamp, Ordering::Relaxed);
+                self.last_write.store(beat, Ordering::Relaxed);
             }
         }
-        let silent = Duration::from_millis(
-            millis(now).saturating_sub(self.last_received.load(Ordering::Relaxed)),
-        );
+        let silent = beat.saturating_sub(self.last_received.load(Ordering::Relaxed));
         if self.client_timeout_armed.load(Ordering::Relaxed)
-            && silent > heartbeat.client_timeout
+            && silent >= heartbeats(heartbeat.client_timeout)
             && !self.timed_out.swap(true, Ordering::AcqRel)
         {
             self.wake.notify_one();
@@ -799,9 +788,17 @@ impl Connection {
         if let Some(manager) = self.manager.upgrade() {
             manager.remove(&self.token);
         }
+        self.disposed.store(true, Ordering::Release);
         self.closed.cancel();
         // A hub's message loop waits on `wake`, not on `closed`.
         self.wake.notify_one();
+    }
+
+    /// Whether the connection was disposed (`closed` is cancelled or about to be). An atomic
+    /// load: checked for every message queued, where `CancellationToken::is_cancelled` would
+    /// take the token's lock.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.disposed.load(Ordering::Acquire)
     }
 }
 
@@ -839,6 +836,8 @@ pub(crate) struct ConnectionManager {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     options: ConnectionOptions,
     sweeper: OnceLock<()>,
+    /// Heartbeats so far (the sweep's 1 s ticks).
+    beats: AtomicU64,
 }
 
 /// 16 cryptographically random bytes, base64url without padding (22 characters), as ASP.NET
@@ -854,6 +853,7 @@ impl ConnectionManager {
             connections: Mutex::new(HashMap::new()),
             options,
             sweeper: OnceLock::new(),
+            beats: AtomicU64::new(0),
         })
     }
 
@@ -890,6 +890,7 @@ impl ConnectionManager {
             writer_gate: Gate(outgoing.clone()),
             outgoing,
             closed: CancellationToken::new(),
+            disposed: AtomicBool::new(false),
             started: AtomicBool::new(false),
             end_delivered: AtomicBool::new(false),
             binary: AtomicBool::new(false),
@@ -903,8 +904,9 @@ impl ConnectionManager {
             current_poll: Mutex::new(None),
             request: OnceLock::new(),
             user: OnceLock::new(),
-            last_write: AtomicU64::new(millis(Instant::now())),
-            last_received: AtomicU64::new(millis(Instant::now())),
+            // The next heartbeat: one at or after the connection's start.
+            last_write: AtomicU64::new(self.beats.load(Ordering::Relaxed) + 1),
+            last_received: AtomicU64::new(self.beats.load(Ordering::Relaxed) + 1),
             wrote: AtomicBool::new(false),
             received: AtomicBool::new(false),
             heartbeat: OnceLock::new(),
@@ -943,11 +945,12 @@ impl ConnectionManager {
     /// the hubs' heartbeat (keep-alive pings, client timeouts).
     fn sweep(&self) {
         let now = Instant::now();
+        let beat = self.beats.fetch_add(1, Ordering::Relaxed) + 1;
         let expired: Vec<Arc<Connection>> = match self.connections.lock() {
             Ok(map) => map
                 .values()
                 .filter(|c| {
-                    c.beat(now);
+                    c.beat(beat);
                     c.inactive_for(now)
                         .is_some_and(|idle| idle > self.options.disconnect_timeout)
                 })

@@ -678,7 +678,7 @@ impl LoopState {
                 continue;
             }
             wake.set(connection.wake.notified());
-            if connection.closed.is_cancelled() {
+            if connection.is_closed() {
                 return self.closed_outcome(input, buf);
             }
             if let Some(close) = self.context.take_close_request() {
