@@ -576,7 +576,7 @@ pub(crate) struct Heartbeat {
     pub client_timeout: Duration,
 }
 
-/// `interval` in heartbeats (1 s each), rounded up.
+/// `interval` in heartbeats (1 s each), rounded up (a timeout never fires early).
 fn heartbeats(interval: Duration) -> u64 {
     u64::try_from(interval.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)
 }
@@ -754,8 +754,12 @@ impl Connection {
             self.last_received.store(beat, Ordering::Relaxed);
         }
         if let Some(ping) = &heartbeat.ping {
+            // A stamp is the first heartbeat at or after the write, so `since_write` whole
+            // seconds have passed at least; the interval's whole seconds (rounded down) then
+            // give the ping on the heartbeat it had when writes were timed precisely (a 100 ms
+            // interval: every heartbeat, after the previous ping's own write too).
             let since_write = beat.saturating_sub(self.last_write.load(Ordering::Relaxed));
-            if since_write >= heartbeats(heartbeat.keep_alive_interval) {
+            if since_write >= heartbeat.keep_alive_interval.as_secs() {
                 let _ = self.try_send(Outgoing::Data(ping.clone()));
                 self.last_write.store(beat, Ordering::Relaxed);
             }
