@@ -131,6 +131,7 @@
 
 mod args;
 mod builder;
+pub mod classic;
 mod connection;
 mod error;
 mod handlers;
