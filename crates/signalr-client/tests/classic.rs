@@ -636,6 +636,230 @@ async fn server_checks(root: &str) -> Vec<(&'static str, Check)> {
     results
 }
 
+/// A loopback TCP proxy in front of a server: `cut()` closes every connection it carries (new
+/// ones are accepted again), `pause(true)` holds every byte in both directions while the
+/// connections stay open (a stalled network).
+struct TcpProxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<u64>,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl TcpProxy {
+    async fn start(to: String) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (paused, _) = tokio::sync::watch::channel(false);
+        let cut_rx = cut.subscribe();
+        let paused_rx = paused.subscribe();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&to).await else {
+                    continue;
+                };
+                let mut cut_rx = cut_rx.clone();
+                cut_rx.mark_unchanged();
+                let paused_rx = paused_rx.clone();
+                tokio::spawn(async move {
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = pipe(cr, sw, paused_rx.clone());
+                    let down = pipe(sr, cw, paused_rx);
+                    tokio::select! {
+                        _ = cut_rx.changed() => {}
+                        () = async { tokio::join!(up, down); } => {}
+                    }
+                });
+            }
+        });
+        TcpProxy { port, cut, paused }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn pause(&self, paused: bool) {
+        let _ = self.paused.send(paused);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A cut connection on WebSockets and Server-Sent Events: Reconnecting, then Reconnected with
+/// the same connection id, a message sent meanwhile to its group replayed, lifetime events
+/// `OnConnected, OnReconnected`.
+async fn check_network_drop(root: &str, transport: ClassicTransport) -> Check {
+    let address = root
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = TcpProxy::start(address).await;
+    let proxied = format!("http://127.0.0.1:{}/", proxy.port);
+    let c = connection(&proxied, transport, "dropped");
+    let hub = c.create_hub_proxy("TestHub");
+    let (group_tx, mut group_rx) = mpsc::unbounded_channel::<(String, String)>();
+    let _group = hub.on("groupMessage", move |args: (String, String)| {
+        let _ = group_tx.send(args);
+    });
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<&'static str>();
+    let tx = events_tx.clone();
+    c.on_reconnecting(move || {
+        let _ = tx.send("reconnecting");
+    });
+    let tx = events_tx.clone();
+    c.on_reconnected(move || {
+        let _ = tx.send("reconnected");
+    });
+    c.on_closed(move || {
+        let _ = events_tx.send("closed");
+    });
+    within("start", c.start())
+        .await?
+        .map_err(|e| e.to_string())?;
+    let id = c.connection_id();
+    hub.invoke_void("JoinGroup", ("dropgroup",))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let sender = connection(root, ClassicTransport::LongPolling, "sender");
+    let sender_hub = sender.create_hub_proxy("TestHub");
+    within("sender start", sender.start())
+        .await?
+        .map_err(|e| e.to_string())?;
+
+    proxy.cut();
+    expect_eq(
+        "event",
+        next("reconnecting", &mut events_rx).await?,
+        "reconnecting",
+    )?;
+    expect_eq("state", c.state(), ConnectionState::Reconnecting)?;
+    sender_hub
+        .invoke_void("SendToGroup", ("dropgroup", "missed"))
+        .await
+        .map_err(|e| e.to_string())?;
+    expect_eq(
+        "event",
+        next("reconnected", &mut events_rx).await?,
+        "reconnected",
+    )?;
+    expect_eq("state", c.state(), ConnectionState::Connected)?;
+    expect_eq("same id", c.connection_id(), id)?;
+    expect_eq(
+        "replayed",
+        next("groupMessage", &mut group_rx).await?,
+        ("dropgroup".to_owned(), "missed".to_owned()),
+    )?;
+    let events: Vec<String> = within("GetLifetimeEvents", hub.invoke("GetLifetimeEvents", ()))
+        .await?
+        .map_err(|e| e.to_string())?;
+    expect_eq(
+        "lifetime",
+        events,
+        vec!["OnConnected".to_owned(), "OnReconnected".to_owned()],
+    )?;
+    sender_hub
+        .invoke_void("SendToGroup", ("dropgroup", "still in"))
+        .await
+        .map_err(|e| e.to_string())?;
+    expect_eq(
+        "group kept",
+        next("groupMessage", &mut group_rx).await?,
+        ("dropgroup".to_owned(), "still in".to_owned()),
+    )?;
+    c.stop().await;
+    sender.stop().await;
+    expect_eq("event", next("closed", &mut events_rx).await?, "closed")
+}
+
+/// A stalled network (every byte held): ConnectionSlow within two thirds of the 20 s
+/// keep-alive timeout, and the connection recovers without a reconnect once bytes flow.
+async fn check_connection_slow(root: &str) -> Check {
+    let address = root
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = TcpProxy::start(address).await;
+    let proxied = format!("http://127.0.0.1:{}/", proxy.port);
+    let c = connection(&proxied, ClassicTransport::WebSockets, "slow");
+    let hub = c.create_hub_proxy("TestHub");
+    let (events_tx, mut events_rx) =
+        mpsc::unbounded_channel::<(&'static str, std::time::Instant)>();
+    let tx = events_tx.clone();
+    c.on_connection_slow(move || {
+        let _ = tx.send(("slow", std::time::Instant::now()));
+    });
+    c.on_reconnecting(move || {
+        let _ = events_tx.send(("reconnecting", std::time::Instant::now()));
+    });
+    within("start", c.start())
+        .await?
+        .map_err(|e| e.to_string())?;
+    let paused_at = std::time::Instant::now();
+    proxy.pause(true);
+    let (event, at) = tokio::time::timeout(Duration::from_secs(16), events_rx.recv())
+        .await
+        .map_err(|_| "no ConnectionSlow within 16 s".to_owned())?
+        .ok_or("channel closed")?;
+    expect_eq("event", event, "slow")?;
+    let after = at.duration_since(paused_at);
+    if after > Duration::from_millis(13_334 + 1_000) {
+        return Err(format!(
+            "ConnectionSlow after {after:?}, later than 2/3 of 20 s"
+        ));
+    }
+    proxy.pause(false);
+    let echoed: String = within("Echo", hub.invoke("Echo", ("alive",)))
+        .await?
+        .map_err(|e| e.to_string())?;
+    expect_eq("echo", echoed.as_str(), "alive")?;
+    quiet("no reconnect", &mut events_rx, Duration::from_secs(1)).await?;
+    expect_eq("state", c.state(), ConnectionState::Connected)?;
+    c.stop().await;
+    Ok(())
+}
+
+/// The network checks of one server.
+async fn network_checks(root: &str) -> Vec<(&'static str, Check)> {
+    vec![
+        (
+            "webSockets: a cut connection reconnects",
+            check_network_drop(root, ClassicTransport::WebSockets).await,
+        ),
+        (
+            "serverSentEvents: a cut connection reconnects",
+            check_network_drop(root, ClassicTransport::ServerSentEvents).await,
+        ),
+        (
+            "a stalled network raises ConnectionSlow and recovers",
+            check_connection_slow(root).await,
+        ),
+    ]
+}
+
 /// Runs everything against `root`, prints a TAP-like report, and returns the failures.
 async fn run_all(server: &str, root: &str) -> (usize, Vec<String>) {
     let mut passed = 0;
@@ -659,6 +883,7 @@ async fn run_all(server: &str, root: &str) -> (usize, Vec<String>) {
         report(transport.name(), results);
     }
     report("once", server_checks(root).await);
+    report("network", network_checks(root).await);
     println!("{server}: {passed} passed, {} failed", failures.len());
     (passed, failures)
 }
@@ -683,6 +908,17 @@ async fn classic_contract_against_signalr_2_4() {
     };
     let peer = start_peer(&program, &["--port", "0"]).await;
     let root = format!("{}/", peer.address.trim_end_matches('/'));
+    // The .NET process compiles its code paths on first use: one warm-up connection, with a
+    // generous limit, before the timed checks.
+    let warm_up = connection(&root, ClassicTransport::Auto, "warm-up");
+    let _hub = warm_up.create_hub_proxy("TestHub");
+    let began = std::time::Instant::now();
+    let started = tokio::time::timeout(Duration::from_secs(60), warm_up.start()).await;
+    println!(
+        "classic-peer warm-up start: {started:?} after {:?}",
+        began.elapsed()
+    );
+    warm_up.stop().await;
     let (_, failures) = run_all("classic-peer", &root).await;
     assert!(
         failures.is_empty(),

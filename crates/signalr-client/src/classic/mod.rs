@@ -65,11 +65,20 @@
 //! - Hub errors are [`Error::is_server_error`]; [`Error::is_hub_exception`] and
 //!   [`Error::error_data`] tell a `HubException` and its `ErrorData`.
 //! - Events: [`ClassicHubConnection::on_received`], `on_state_changed`, `on_closed`,
-//!   `on_error`.
+//!   `on_error`, `on_reconnecting`, `on_reconnected`, `on_connection_slow`.
+//! - Keep-alive monitoring on WebSockets and Server-Sent Events: nothing received for two
+//!   thirds of the server's `KeepAliveTimeout` raises `ConnectionSlow`; for all of it the
+//!   transport counts as lost.
+//! - The classic reconnect: a lost transport (or `T:1` from the server) fails pending calls,
+//!   goes `Reconnecting`, and every 2 s tries `/reconnect` with the last cursor (`messageId`)
+//!   and groups token on the same transport, keeping the connection id; the server replays
+//!   what was missed and rejoins the groups. When the reconnect window (DisconnectTimeout +
+//!   KeepAliveTimeout, 50 s on SignalR 2.4) has passed, or the server refuses the connection
+//!   (4xx), it goes `Disconnected` (`Error`, then `Closed`). A long poll cut before its answer
+//!   is first sent again on a new socket, without a reconnect.
 //!
-//! Not yet: keep-alive monitoring, `ConnectionSlow`, and the classic reconnect
-//! (`/reconnect` with the cursor and groups token): a lost transport ends the connection
-//! (`Error`, then `Closed`).
+//! Not done: the `/ping` keep-alive of ASP.NET sessions, forever frame and JSONP (not
+//! transports a non-browser client needs), client-side trace levels (use `tracing` filters).
 //!
 //! Logging goes through `tracing` (target `signalr_hub_client`); no subscriber is installed.
 
@@ -108,8 +117,7 @@ pub enum ConnectionState {
     Connecting,
     /// Started: calls can be made.
     Connected,
-    /// The transport was lost and the client is reconnecting (not reached yet: see the module
-    /// documentation).
+    /// The transport was lost; the client is reconnecting with `/reconnect`.
     Reconnecting,
     /// Not started, stopped, or lost.
     Disconnected,
@@ -129,6 +137,9 @@ const MAX_REDIRECTS: usize = 100;
 
 /// How long `/negotiate`, `/start` and `/abort` may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wait before each reconnect attempt (the .NET `ReconnectDelay`).
+const RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// How long [`ClassicHubConnection::stop`] waits for `/abort`.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -361,6 +372,9 @@ type ProgressCallback = Arc<dyn Fn(&RawValue) + Send + Sync>;
 #[derive(Default)]
 struct Events {
     received_owned: Mutex<Vec<TextCallback>>,
+    reconnecting: Mutex<Vec<Callback<()>>>,
+    reconnected: Mutex<Vec<Callback<()>>>,
+    slow: Mutex<Vec<Callback<()>>>,
     state_changed: Mutex<Vec<Callback<StateChange>>>,
     closed: Mutex<Vec<Callback<()>>>,
     error: Mutex<Vec<ErrorCallback>>,
@@ -505,6 +519,27 @@ impl ClassicHubConnection {
     /// event.
     pub fn on_received(&self, handler: impl Fn(&str) + Send + Sync + 'static) {
         lock(&self.shared.events.received_owned).push(Arc::new(handler));
+    }
+
+    /// Runs `handler` when the transport was lost and the client starts reconnecting: the .NET
+    /// `Reconnecting` event. Pending calls have then failed with `Connection started
+    /// reconnecting before invocation result was received.`
+    pub fn on_reconnecting(&self, handler: impl Fn() + Send + Sync + 'static) {
+        lock(&self.shared.events.reconnecting).push(Arc::new(move |()| handler()));
+    }
+
+    /// Runs `handler` when a reconnect succeeded (same connection id; the server replayed what
+    /// was missed): the .NET `Reconnected` event.
+    pub fn on_reconnected(&self, handler: impl Fn() + Send + Sync + 'static) {
+        lock(&self.shared.events.reconnected).push(Arc::new(move |()| handler()));
+    }
+
+    /// Runs `handler` when nothing (not even a keep-alive) arrived for two thirds of the
+    /// server's `KeepAliveTimeout` (13.3 s of SignalR 2.4's 20 s): the .NET `ConnectionSlow`
+    /// event. Once per silence; WebSockets and Server-Sent Events only (long polling has no
+    /// keep-alive monitoring, as in .NET).
+    pub fn on_connection_slow(&self, handler: impl Fn() + Send + Sync + 'static) {
+        lock(&self.shared.events.slow).push(Arc::new(move |()| handler()));
     }
 
     /// Runs `handler` on every state change: the .NET `StateChanged` event.
@@ -661,6 +696,17 @@ impl Shared {
                 new_state: new,
             });
         }
+    }
+
+    fn emit_simple(&self, handlers: &Mutex<Vec<Callback<()>>>) {
+        let handlers = lock(handlers).clone();
+        for handler in handlers {
+            handler(());
+        }
+    }
+
+    fn emit_slow(&self) {
+        self.emit_simple(&self.events.slow);
     }
 
     fn emit_closed(&self) {
@@ -889,7 +935,10 @@ impl Shared {
         }
     }
 
-    /// Reads the transport's events until it closes.
+    /// Reads the transport's events until it closes, watching the keep-alive (WebSockets and
+    /// Server-Sent Events; the .NET client's `HeartbeatMonitor`): nothing received for two
+    /// thirds of `KeepAliveTimeout` raises `ConnectionSlow` once; for the whole timeout the
+    /// transport counts as lost.
     async fn receive_loop(
         self: Arc<Self>,
         session: Arc<Session>,
@@ -898,13 +947,39 @@ impl Shared {
         mut init: Option<oneshot::Sender<()>>,
         stop: CancellationToken,
     ) {
+        let keep_alive = session
+            .negotiation
+            .keep_alive_timeout
+            .filter(|t| !t.is_zero() && session.kind != ClassicTransport::LongPolling);
+        let mut last = tokio::time::Instant::now();
+        let mut warned = false;
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let closed = loop {
             let event = tokio::select! {
                 () = stop.cancelled() => return,
                 event = events.recv() => event,
+                _ = ticker.tick(), if keep_alive.is_some() && init.is_none() => {
+                    let timeout = keep_alive.unwrap_or_default();
+                    let idle = last.elapsed();
+                    if idle >= timeout {
+                        break Some(Error::new(
+                            Kind::Timeout,
+                            format!("The server sent nothing, not even a keep-alive, for {} s.", timeout.as_secs_f64()),
+                        ));
+                    }
+                    if !warned && idle >= timeout * 2 / 3 {
+                        warned = true;
+                        tracing::debug!("classic connection slow: no keep-alive for 2/3 of the timeout");
+                        self.emit_slow();
+                    }
+                    continue;
+                }
             };
             match event {
                 Some(TransportEvent::Data(data)) => {
+                    last = tokio::time::Instant::now();
+                    warned = false;
                     let message = match ServerMessage::parse(&data) {
                         Ok(message) => message,
                         Err(err) => {
@@ -919,7 +994,14 @@ impl Shared {
                     {
                         let _ = init.send(());
                     }
+                    let reconnect = message.asks_reconnect();
                     self.handle(&data, message).await;
+                    if reconnect && init.is_none() {
+                        break Some(Error::new(
+                            Kind::Transport,
+                            "The server asked the client to reconnect.",
+                        ));
+                    }
                 }
                 Some(TransportEvent::Closed(err)) => break err,
                 None => break None,
@@ -931,34 +1013,157 @@ impl Shared {
         }
         let err = closed
             .unwrap_or_else(|| Error::new(Kind::Transport, "The server closed the connection."));
-        self.connection_lost(&session, err).await;
+        self.connection_lost(session, cursors, err).await;
     }
 
-    /// The transport of `session` broke.
-    async fn connection_lost(&self, session: &Session, err: Error) {
-        let old = {
-            let mut run = lock(&self.run);
-            if run.generation != session.generation || run.state == ConnectionState::Disconnected {
-                return;
+    /// The transport of `session` broke: `Reconnecting`, then `/reconnect` with the cursor and
+    /// groups token every 2 s (the .NET `ReconnectDelay`) until one opens (`Reconnected`, same
+    /// connection id, missed messages replayed) or the reconnect window (disconnect timeout +
+    /// keep-alive timeout) has passed (`Disconnected`, `Closed`).
+    fn connection_lost(
+        self: Arc<Self>,
+        session: Arc<Session>,
+        cursors: Arc<Mutex<Cursors>>,
+        err: Error,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let stop = {
+                let mut run = lock(&self.run);
+                let current = run
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, &session));
+                if !current || run.state != ConnectionState::Connected {
+                    return;
+                }
+                run.state = ConnectionState::Reconnecting;
+                run.session = None;
+                run.stop.clone().unwrap_or_default()
+            };
+            tracing::debug!(error = %err, "classic connection lost; reconnecting");
+            session.shutdown().await;
+            self.emit_error(&err);
+            self.fail_pending(&Error::wrap(
+                Kind::Closed,
+                "Connection started reconnecting before invocation result was received.",
+                err.clone(),
+            ));
+            self.state_changed(ConnectionState::Connected, ConnectionState::Reconnecting);
+            self.emit_simple(&self.events.reconnecting);
+            let window = session.negotiation.disconnect_timeout
+                + session.negotiation.keep_alive_timeout.unwrap_or_default();
+            let deadline = tokio::time::Instant::now() + window;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RECONNECT_DELAY) => {}
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let opening = transport::open(
+                    &session.endpoint,
+                    session.kind,
+                    &session.negotiation.connection_token,
+                    &cursors,
+                    true,
+                    session.negotiation.connection_timeout,
+                    session.negotiation.long_poll_delay,
+                );
+                let opened = tokio::select! {
+                    () = stop.cancelled() => return,
+                    opened = tokio::time::timeout(remaining, opening) => opened,
+                };
+                match opened {
+                    Ok(Ok(link)) => {
+                        let ClassicLink {
+                            kind,
+                            ws_sender,
+                            events,
+                            stopper,
+                        } = link;
+                        let renewed = Arc::new(Session {
+                            generation: session.generation,
+                            endpoint: session.endpoint.clone(),
+                            negotiation: session.negotiation.clone(),
+                            kind,
+                            ws_sender,
+                            cursors: cursors.clone(),
+                            stopper: Mutex::new(Some(stopper)),
+                        });
+                        let resumed = {
+                            let mut run = lock(&self.run);
+                            if run.generation == session.generation
+                                && run.state == ConnectionState::Reconnecting
+                            {
+                                run.state = ConnectionState::Connected;
+                                run.session = Some(renewed.clone());
+                                true
+                            } else {
+                                false
+                            }
+                        };
+                        if !resumed {
+                            renewed.shutdown().await;
+                            return;
+                        }
+                        tokio::spawn(
+                            self.clone()
+                                .receive_loop(renewed, events, cursors, None, stop),
+                        );
+                        tracing::debug!(id = %session.negotiation.connection_id, "classic connection reconnected");
+                        self.state_changed(
+                            ConnectionState::Reconnecting,
+                            ConnectionState::Connected,
+                        );
+                        self.emit_simple(&self.events.reconnected);
+                        return;
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, "classic reconnect attempt failed");
+                        // The server no longer knows the connection: no point in trying again.
+                        if matches!(err.status(), Some(400..=499)) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
             }
-            let old = run.state;
-            run.state = ConnectionState::Disconnected;
-            run.session = None;
-            if let Some(stop) = run.stop.take() {
-                stop.cancel();
+            let gone = {
+                let mut run = lock(&self.run);
+                if run.generation != session.generation
+                    || run.state != ConnectionState::Reconnecting
+                {
+                    false
+                } else {
+                    run.state = ConnectionState::Disconnected;
+                    if let Some(stop) = run.stop.take() {
+                        stop.cancel();
+                    }
+                    true
+                }
+            };
+            if gone {
+                let err = Error::new(
+                    Kind::Closed,
+                    format!(
+                        "Couldn't reconnect within the configured timeout of {} ms, disconnecting.",
+                        window.as_millis()
+                    ),
+                );
+                self.emit_error(&err);
+                transport::abort(
+                    &session.endpoint,
+                    session.kind,
+                    &session.negotiation.connection_token,
+                    ABORT_TIMEOUT,
+                )
+                .await;
+                self.state_changed(ConnectionState::Reconnecting, ConnectionState::Disconnected);
+                self.emit_closed();
             }
-            old
-        };
-        tracing::debug!(error = %err, "classic connection lost");
-        session.shutdown().await;
-        self.emit_error(&err);
-        self.fail_pending(&Error::wrap(
-            Kind::Closed,
-            "Connection was disconnected before invocation result was received.",
-            err,
-        ));
-        self.state_changed(old, ConnectionState::Disconnected);
-        self.emit_closed();
+        })
     }
 
     /// Dispatches one object from the server: a hub result or progress report, or an envelope

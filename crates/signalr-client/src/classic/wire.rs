@@ -28,9 +28,7 @@ pub(crate) struct Negotiation {
     pub connection_token: String,
     pub connection_id: String,
     /// `None`: keep-alive is off on the server.
-    #[allow(dead_code)] // for keep-alive monitoring, not implemented yet
     pub keep_alive_timeout: Option<Duration>,
-    #[allow(dead_code)] // for the reconnect window, not implemented yet
     pub disconnect_timeout: Duration,
     pub connection_timeout: Duration,
     pub try_web_sockets: bool,
