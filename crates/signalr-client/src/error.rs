@@ -29,6 +29,10 @@ struct Inner {
     message: String,
     status: Option<u16>,
     source: Option<BoxError>,
+    /// Classic hub errors: whether the server threw a `HubException` (`"H":true`), and its
+    /// error data (`D`).
+    hub_exception: bool,
+    data: Option<serde_json::Value>,
 }
 
 /// Every failure of the client: building, connecting, invoking, streaming, and why a connection
@@ -57,6 +61,8 @@ impl Error {
                 message: message.into(),
                 status: None,
                 source: None,
+                hub_exception: false,
+                data: None,
             }),
         }
     }
@@ -72,6 +78,8 @@ impl Error {
                 message: message.into(),
                 status: None,
                 source: Some(source.into()),
+                hub_exception: false,
+                data: None,
             }),
         }
     }
@@ -83,6 +91,8 @@ impl Error {
                 message: message.into(),
                 status: Some(status),
                 source: None,
+                hub_exception: false,
+                data: None,
             }),
         }
     }
@@ -96,8 +106,43 @@ impl Error {
                 message: message.into(),
                 status,
                 source: Some(Box::new(cause)),
+                hub_exception: false,
+                data: None,
             }),
         }
+    }
+
+    /// A classic hub method's failure (`E` of a hub result): `hub_exception` when the server
+    /// marked it as a `HubException` (`H`), with its error data (`D`).
+    pub(crate) fn hub(
+        message: impl Into<String>,
+        hub_exception: bool,
+        data: Option<serde_json::Value>,
+    ) -> Self {
+        Error {
+            inner: Arc::new(Inner {
+                kind: Kind::Server,
+                message: message.into(),
+                status: None,
+                source: None,
+                hub_exception,
+                data,
+            }),
+        }
+    }
+
+    /// Classic SignalR 2.x only: whether the server reported this hub method failure as a
+    /// `HubException` (the hub result carried `"H":true`), as the .NET client's
+    /// `HubException` tells it apart from other errors. Always `false` for other errors.
+    pub fn is_hub_exception(&self) -> bool {
+        self.inner.hub_exception
+    }
+
+    /// Classic SignalR 2.x only: the error data a hub attached to its `HubException`
+    /// (`HubException.ErrorData` in .NET, `HubError::with_data` on a Rust server), as JSON;
+    /// `None` when there is none or the error is not a hub error.
+    pub fn error_data(&self) -> Option<&serde_json::Value> {
+        self.inner.data.as_ref()
     }
 
     /// The error's own text, without its source (the same as `Display`).
@@ -212,6 +257,12 @@ impl fmt::Debug for Error {
         }
         if let Some(source) = &self.inner.source {
             d.field("source", source);
+        }
+        if self.inner.hub_exception {
+            d.field("hub_exception", &true);
+        }
+        if let Some(data) = &self.inner.data {
+            d.field("data", data);
         }
         d.finish()
     }

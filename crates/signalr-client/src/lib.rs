@@ -79,6 +79,7 @@
 //! | Automatic reconnect, custom retry policies | [`HubConnectionBuilder::with_automatic_reconnect`], [`RetryPolicy`] |
 //! | Lifetime events | [`HubConnection::on_closed`], [`HubConnection::on_reconnecting`], [`HubConnection::on_reconnected`] |
 //! | Bearer tokens, headers, query parameters, client certificates (mTLS), private roots | [`HubConnectionBuilder::with_access_token_provider`], [`HubConnectionBuilder::with_header`], [`HubConnectionBuilder::with_query`], [`HubConnectionBuilder::with_client_certificate`], [`HubConnectionBuilder::with_root_certificate`] |
+//! | Classic ASP.NET SignalR 2.x servers: hub proxies, WebSockets / SSE / long polling / auto, progress, caller state, reconnect with replay | [`classic::ClassicHubConnection`], [`classic::HubProxy`] |
 //!
 //! TLS is rustls with Mozilla's roots (`webpki-roots`), for HTTP (reqwest) and WebSockets
 //! (tokio-tungstenite) alike; no OpenSSL. The crate needs a Tokio runtime.
@@ -131,6 +132,7 @@
 
 mod args;
 mod builder;
+pub mod classic;
 mod connection;
 mod error;
 mod handlers;
