@@ -35,7 +35,7 @@ mod test_hub {
     pub(crate) fn header(hub: &HubCallerContext, name: &str) -> Option<String> {
         let request = hub.request()?;
         let values: Vec<&str> = request
-            .headers
+            .headers()
             .get_all(name)
             .iter()
             .filter_map(|value| value.to_str().ok())
