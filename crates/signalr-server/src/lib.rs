@@ -91,6 +91,8 @@ mod classic;
 mod clients;
 mod connection;
 mod context;
+#[cfg(feature = "cors")]
+pub mod cors;
 mod dispatcher;
 mod engine;
 mod error;
@@ -121,6 +123,8 @@ pub use clients::{
 };
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
+#[cfg(feature = "cors")]
+pub use cors::cors_layer;
 pub use error::{ClientResultError, GroupError, HubError, SendError};
 pub use filter::{
     HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected,
