@@ -27,14 +27,14 @@ echo "== cargo test (workspace)"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
-echo "== interop: official @microsoft/signalr client against our server (Node; CORS in headless Chromium)"
+echo "== interop: official @microsoft/signalr client against our server (Node; the server examples; CORS in headless Chromium)"
 cargo build -p chat-server -p conformance-server
-cargo build -p signalr-server --example cors
+cargo build -p signalr-server --examples
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
 (cd interop && CHAT_SERVER_BIN="$target/debug/chat-server" \
   CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" \
-  CORS_EXAMPLE_BIN="$target/debug/examples/cors" npm test)
+  EXAMPLES_DIR="$target/debug/examples" npm test)
 
 echo "== interop: official ASP.NET Core .NET client against our conformance server (about 35 s)"
 CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/dotnet/run.sh core-client

@@ -5,22 +5,19 @@
 // origin the hub does not list is refused by the browser (CORS) on negotiate, and by the server
 // (403) on a WebSocket with skipped negotiation.
 //
-// Server: $CORS_EXAMPLE_BIN, or ../target/debug/examples/cors
-// (`cargo build -p signalr-server --example cors`). Chromium: $CHROMIUM_PATH or /usr/bin/chromium.
+// Server: the `cors` example (lib/examples.mjs says where it is looked for). Chromium: $CHROMIUM_PATH or /usr/bin/chromium.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
+import { startExample } from "../lib/examples.mjs";
+
 const interopDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const serverBin = process.env.CORS_EXAMPLE_BIN
-    ? path.resolve(interopDir, process.env.CORS_EXAMPLE_BIN)
-    : path.resolve(interopDir, "..", "target", "debug", "examples", "cors");
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const dist = path.join(interopDir, "node_modules", "@microsoft");
 const scripts = {
@@ -43,27 +40,6 @@ async function pageOrigin() {
     return { server, origin: `http://127.0.0.1:${server.address().port}` };
 }
 
-/** Starts the example with the allowed origins; resolves to its base URL. */
-async function startHub(origins) {
-    if (!existsSync(serverBin)) {
-        throw new Error(`cors example not found at ${serverBin} ` +
-            "(build it with `cargo build -p signalr-server --example cors` or set CORS_EXAMPLE_BIN)");
-    }
-    const child = spawn(serverBin, origins, { env: { ...process.env, PORT: "0" }, stdio: ["ignore", "pipe", "inherit"] });
-    const url = await new Promise((resolve, reject) => {
-        let out = "";
-        const timer = setTimeout(() => reject(new Error(`cors example did not start: ${out}`)), 20_000);
-        child.stdout.setEncoding("utf8");
-        child.stdout.on("data", (chunk) => {
-            out += chunk;
-            const match = /Listening on (http:\/\/\S+)/.exec(out);
-            if (match) { clearTimeout(timer); resolve(match[1]); }
-        });
-        child.once("exit", (code) => { clearTimeout(timer); reject(new Error(`cors example exited ${code}: ${out}`)); });
-    });
-    return { url, child };
-}
-
 let browser;
 let allowed;
 let refused;
@@ -72,7 +48,7 @@ let hub;
 before(async () => {
     allowed = await pageOrigin();
     refused = await pageOrigin();
-    hub = await startHub([allowed.origin]);
+    hub = await startExample("cors", [allowed.origin]);
     browser = await chromium.launch({
         executablePath: chromiumPath,
         headless: true,
@@ -83,7 +59,7 @@ before(async () => {
 
 after(async () => {
     await browser?.close();
-    hub?.child.kill("SIGTERM");
+    await hub?.stop();
     allowed?.server.close();
     refused?.server.close();
 });
