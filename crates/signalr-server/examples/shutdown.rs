@@ -60,6 +60,13 @@ async fn main() -> std::io::Result<()> {
     // Queues a Close message for every connection: WebSockets end with it, and SSE and
     // long-polling responses end, so they don't hold the shutdown up.
     context.close_all(Some("Server is restarting".into()), true);
+    // Let the transports deliver that Close message before their sockets go (at most 5 s).
+    for _ in 0..100 {
+        if context.open_transport_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let _ = stop.send(()); // stop accepting; finish the requests in flight
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(result) => result.unwrap_or_else(|panicked| Err(std::io::Error::other(panicked))),

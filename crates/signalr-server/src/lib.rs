@@ -81,6 +81,9 @@
 //! [`serve()`](serve::serve) (a drop-in replacement for `axum::serve`); the rest holds with any
 //! server.
 
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 // Lets the crate's own unit tests use `#[hub]`, whose expansion names `::signalr_server`.
 #[cfg(test)]
 extern crate self as signalr_server;
