@@ -103,6 +103,7 @@ mod filter;
 mod handler;
 mod hub;
 mod hub_connection;
+#[cfg(feature = "jwt")]
 mod jwt;
 mod lenient;
 pub mod lifetime;
@@ -138,6 +139,7 @@ pub use handler::{
     MethodOutput, Progress, State, UploadStream,
 };
 pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
+#[cfg(feature = "jwt")]
 pub use jwt::JwtAuthenticator;
 pub use options::{ConnectionOptions, HubOptions};
 pub use raw::{RawConnection, connection_router};
