@@ -20,24 +20,30 @@ command -v redis-server >/dev/null || {
   apt-get update -qq && apt-get install -y -qq redis-server
 }
 
+# Where cargo puts its builds (CARGO_TARGET_DIR when set).
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+
 echo "== cargo test (workspace)"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
-echo "== interop: official @microsoft/signalr client against our server"
+echo "== interop: official @microsoft/signalr client against our server (Node; the server examples; CORS in headless Chromium)"
 cargo build -p chat-server -p conformance-server
+cargo build -p signalr-server --examples
+command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 (cd interop && npm ci --no-audit --no-fund --loglevel=error)
-(cd interop && CHAT_SERVER_BIN="$PWD/../target/debug/chat-server" \
-  CONFORMANCE_SERVER_BIN="$PWD/../target/debug/conformance-server" npm test)
+(cd interop && CHAT_SERVER_BIN="$target/debug/chat-server" \
+  CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" \
+  EXAMPLES_DIR="$target/debug/examples" npm test)
 
 echo "== interop: official ASP.NET Core .NET client against our conformance server (about 35 s)"
-CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/dotnet/run.sh core-client
+CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/dotnet/run.sh core-client
 
 echo "== interop: classic SignalR 2.x clients against our conformance server's /signalr"
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-ours="$PWD/target/debug/conformance-server --port 0"
+ours="$target/debug/conformance-server --port 0"
 echo "-- the official classic .NET client (Microsoft.AspNet.SignalR.Client 2.4.2)"
-CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/dotnet/run.sh classic-client
+CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/dotnet/run.sh classic-client
 (cd interop/classic && npm ci --no-audit --no-fund --loglevel=error)
 echo "-- jQuery signalr 2.4.3 in headless Chromium, against ours, then against the real classic server"
 (cd interop/classic && CLASSIC_SERVER_CMD="$ours" npm test)
@@ -50,9 +56,9 @@ python3 interop/classic-diff/diff.py --candidate-cmd "$ours"
 
 echo "== interop: the Redis backplane: official JS and .NET clients on several servers sharing one redis-server"
 echo "-- three of our servers"
-CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/redis/run.sh ours
+CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/redis/run.sh ours
 echo "-- our servers and real ASP.NET Core servers on one Redis (skipped without ../shared/peers)"
-CONFORMANCE_SERVER_BIN="$PWD/target/debug/conformance-server" interop/redis/run.sh dotnet,ours
+CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/redis/run.sh dotnet,ours
 
 echo "== interop: our Rust client against aiosignalr's server (PyPI)"
 if [ ! -x interop/aiosignalr/.venv/bin/python ]; then
@@ -66,4 +72,4 @@ echo "== demo server: the browser demo in headless Chromium (playwright-core) + 
 cargo build -p demo-server
 (cd apps/demo-server/web && npm ci --no-audit --no-fund --loglevel=error)
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-(cd apps/demo-server/web && DEMO_SERVER_BIN="$PWD/../../../target/debug/demo-server" npm test)
+(cd apps/demo-server/web && DEMO_SERVER_BIN="$target/debug/demo-server" npm test)

@@ -66,12 +66,16 @@ impl<T: Serialize + Send + Sync + 'static, E: Display + Send + 'static> HandlerO
 #[doc(hidden)]
 pub mod markers {
     /// A synchronous handler with serde-bound arguments.
+    #[derive(Debug)]
     pub struct Typed<T, R>(std::marker::PhantomData<fn(T) -> R>);
     /// An async handler with serde-bound arguments.
+    #[derive(Debug)]
     pub struct TypedAsync<T, F>(std::marker::PhantomData<fn(T) -> F>);
     /// A synchronous handler of the raw arguments.
+    #[derive(Debug)]
     pub struct Raw<R>(std::marker::PhantomData<fn() -> R>);
     /// An async handler of the raw arguments.
+    #[derive(Debug)]
     pub struct RawAsync<F>(std::marker::PhantomData<fn() -> F>);
 }
 

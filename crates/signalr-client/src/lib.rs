@@ -130,6 +130,8 @@
 //! - There is no `withCredentials`/cookie jar, no custom `HttpClient`, no logger option: logging is
 //!   `tracing` (target `signalr_hub_client`), and a subscriber is never installed by the crate.
 
+#![warn(missing_debug_implementations, unreachable_pub)]
+
 mod args;
 mod builder;
 pub mod classic;

@@ -279,6 +279,10 @@ pub struct NegotiateResponse {
 
 impl NegotiateResponse {
     /// The JSON body.
+    ///
+    /// # Panics
+    /// Never: every field serializes (strings, numbers, a bool; non-finite numbers become
+    /// `null`).
     pub fn to_json(&self) -> String {
         // Nothing here can fail to serialize: strings, numbers (non-finite ones become null) and
         // a bool, in a struct.

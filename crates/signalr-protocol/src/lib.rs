@@ -38,6 +38,9 @@
 //! assert_eq!(out[0] as usize, out.len() - 1); // VarInt length prefix
 //! ```
 
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 pub mod classic;
 mod error;
 mod handshake;

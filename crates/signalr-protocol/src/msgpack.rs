@@ -24,6 +24,10 @@ const MAX_LENGTH: u64 = i32::MAX as u64;
 
 /// Reads a VarInt length prefix. `Ok(None)` when more bytes are needed.
 /// Returns `(length, prefix_size)`.
+///
+/// # Errors
+/// [`ProtocolError::LengthPrefixTooLarge`] when the prefix is longer than 5 bytes or announces
+/// more than 2^31 − 1 bytes.
 pub fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
     let mut length: u64 = 0;
     for (i, &byte) in buf.iter().enumerate().take(5) {

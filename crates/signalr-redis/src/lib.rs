@@ -69,6 +69,9 @@
 //! [`GroupError::Backplane`]: signalr_server::GroupError::Backplane
 //! [`ClientResultError::Backplane`]: signalr_server::ClientResultError::Backplane
 
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 mod manager;
 pub mod protocol;
 

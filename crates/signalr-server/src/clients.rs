@@ -209,6 +209,14 @@ pub struct ClientProxy {
     recipients: Recipients,
 }
 
+impl std::fmt::Debug for ClientProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientProxy")
+            .field("recipients", &self.recipients)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ClientProxy {
     /// Calls `method` on every client of the set without expecting an answer (an Invocation
     /// without id, docs/protocol.md, "Invocation ids"). Takes `()`, a tuple of up to 12 `Serialize` values, or a
@@ -260,6 +268,15 @@ pub struct SingleClientProxy {
     connection_id: String,
     /// Set when the caller is inside `on_connected`, where client results are refused.
     connecting: bool,
+}
+
+impl std::fmt::Debug for SingleClientProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleClientProxy")
+            .field("connection_id", &self.connection_id)
+            .field("connecting", &self.connecting)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SingleClientProxy {
@@ -349,6 +366,15 @@ pub struct HubClients {
     lifetime: Arc<Lifetime>,
 }
 
+impl std::fmt::Debug for HubClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClients")
+            .field("connections", &self.lifetime.count())
+            .field("groups", &self.lifetime.group_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl HubClients {
     pub(crate) fn new(lifetime: Arc<Lifetime>) -> Self {
         HubClients { lifetime }
@@ -436,6 +462,15 @@ pub struct HubCallerClients {
     caller: HubCallerContext,
 }
 
+impl std::fmt::Debug for HubCallerClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubCallerClients")
+            .field("caller", &self.caller.connection_id())
+            .field("clients", &self.clients)
+            .finish()
+    }
+}
+
 impl std::ops::Deref for HubCallerClients {
     type Target = HubClients;
     fn deref(&self) -> &HubClients {
@@ -480,6 +515,15 @@ pub struct GroupManager {
     lifetime: Arc<Lifetime>,
 }
 
+impl std::fmt::Debug for GroupManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupManager")
+            .field("connections", &self.lifetime.count())
+            .field("groups", &self.lifetime.group_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl GroupManager {
     pub(crate) fn new(lifetime: Arc<Lifetime>) -> Self {
         GroupManager { lifetime }
@@ -515,6 +559,15 @@ impl GroupManager {
 #[derive(Clone)]
 pub struct HubContext {
     lifetime: Arc<Lifetime>,
+}
+
+impl std::fmt::Debug for HubContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubContext")
+            .field("connections", &self.lifetime.count())
+            .field("groups", &self.lifetime.group_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HubContext {

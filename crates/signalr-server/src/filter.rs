@@ -82,6 +82,17 @@ pub struct Next {
     index: usize,
 }
 
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Next")
+            .field(
+                "filters_left",
+                &self.filters.len().saturating_sub(self.index),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl Next {
     pub(crate) fn new(filters: Filters) -> Self {
         Next { filters, index: 0 }
@@ -112,6 +123,17 @@ pub struct NextConnected {
     filters: Filters,
     index: usize,
     handler: Option<ConnectedFn>,
+}
+
+impl std::fmt::Debug for NextConnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NextConnected")
+            .field(
+                "filters_left",
+                &self.filters.len().saturating_sub(self.index),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl NextConnected {
@@ -150,6 +172,17 @@ pub struct NextReconnected {
     handler: Option<ReconnectedFn>,
 }
 
+impl std::fmt::Debug for NextReconnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NextReconnected")
+            .field(
+                "filters_left",
+                &self.filters.len().saturating_sub(self.index),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl NextReconnected {
     pub(crate) fn new(filters: Filters, handler: Option<ReconnectedFn>) -> Self {
         NextReconnected {
@@ -183,6 +216,17 @@ pub struct NextDisconnected {
     filters: Filters,
     index: usize,
     handler: Option<DisconnectedFn>,
+}
+
+impl std::fmt::Debug for NextDisconnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NextDisconnected")
+            .field(
+                "filters_left",
+                &self.filters.len().saturating_sub(self.index),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl NextDisconnected {

@@ -58,10 +58,13 @@ impl From<HubError> for InvokeError {
 #[doc(hidden)]
 pub mod markers {
     /// A plain value.
+    #[derive(Debug)]
     pub enum Value {}
     /// `Result<T, HubError>`.
+    #[derive(Debug)]
     pub enum Fallible {}
     /// A stream whose items use the inner marker.
+    #[derive(Debug)]
     pub struct Streaming<M>(std::marker::PhantomData<M>);
 }
 
@@ -301,6 +304,15 @@ pub struct ArgumentSource<'a> {
     pub(crate) caller: &'a HubCallerContext,
 }
 
+impl std::fmt::Debug for ArgumentSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArgumentSource")
+            .field("values_left", &self.values.len())
+            .field("streams_left", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A parameter of a hub method: any `DeserializeOwned` type (a client argument),
 /// [`UploadStream<T>`], [`State<T>`], [`Progress<T>`] or [`CallerState`](crate::CallerState).
 ///
@@ -424,7 +436,7 @@ macro_rules! for_each_arity {
 
 /// Binds a tuple of parameters from one invocation.
 #[doc(hidden)]
-pub trait BindAll: Sized {
+pub(crate) trait BindAll: Sized {
     fn bind_all(source: &mut ArgumentSource<'_>) -> Result<Self, String>;
 }
 

@@ -147,6 +147,21 @@ pub struct HubBuilder {
     lifetime_manager: Option<MakeLifetimeManager>,
 }
 
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("name", &self.name)
+            .field("methods", &self.methods.keys().collect::<Vec<_>>())
+            .field("options", &self.options)
+            .field("connection_options", &self.connection_options)
+            .field("filters", &self.filters.len())
+            .field("authenticator", &self.authenticator.is_some())
+            .field("policy", &self.policy.is_some())
+            .field("lifetime_manager", &self.lifetime_manager.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 type MakeLifetimeManager =
     Box<dyn FnOnce(Arc<DefaultHubLifetimeManager>) -> Arc<dyn HubLifetimeManager> + Send>;
 

@@ -81,6 +81,9 @@
 //! [`serve()`](serve::serve) (a drop-in replacement for `axum::serve`); the rest holds with any
 //! server.
 
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 // Lets the crate's own unit tests use `#[hub]`, whose expansion names `::signalr_server`.
 #[cfg(test)]
 extern crate self as signalr_server;
@@ -91,6 +94,8 @@ mod classic;
 mod clients;
 mod connection;
 mod context;
+#[cfg(feature = "cors")]
+pub mod cors;
 mod dispatcher;
 mod engine;
 mod error;
@@ -98,6 +103,7 @@ mod filter;
 mod handler;
 mod hub;
 mod hub_connection;
+#[cfg(feature = "jwt")]
 mod jwt;
 mod lenient;
 pub mod lifetime;
@@ -121,6 +127,8 @@ pub use clients::{
 };
 pub use connection::ConnectionRequest;
 pub use context::HubCallerContext;
+#[cfg(feature = "cors")]
+pub use cors::cors_layer;
 pub use error::{ClientResultError, GroupError, HubError, SendError};
 pub use filter::{
     HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected,
@@ -131,6 +139,7 @@ pub use handler::{
     MethodOutput, Progress, State, UploadStream,
 };
 pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
+#[cfg(feature = "jwt")]
 pub use jwt::JwtAuthenticator;
 pub use options::{ConnectionOptions, HubOptions};
 pub use raw::{RawConnection, connection_router};

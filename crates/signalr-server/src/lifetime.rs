@@ -170,6 +170,10 @@ impl HubConnectionContext {
     /// (an id made by another server, for a client-result invocation it relays), and returns a
     /// future of the answer. The future gives [`ClientResultError::Disconnected`] when the
     /// connection ends first; it does not time out by itself.
+    ///
+    /// # Errors
+    /// The future's only error is [`ClientResultError::Disconnected`], as above (what the client
+    /// answered, error or result, is the [`CompletionResult`]).
     pub fn expect_completion(
         &self,
         invocation_id: String,
