@@ -228,14 +228,12 @@ impl ClassicConn {
                 .method
                 .as_deref()
                 .is_some_and(|m| m.eq_ignore_ascii_case("Receive"))
-            {
-                if let Some(stamp) = call
+                && let Some(stamp) = call
                     .arguments
                     .last()
                     .and_then(|a| Stamp::read_json(a.get().as_bytes()))
-                {
-                    delivered(stamp);
-                }
+            {
+                delivered(stamp);
             }
         }
         Ok(())

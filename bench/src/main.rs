@@ -262,7 +262,7 @@ fn proto(protocol: HubProtocol) -> &'static str {
 }
 
 fn size_name(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
+    if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KB", size / 1024)
     } else {
         format!("{size} B")
@@ -796,16 +796,18 @@ async fn run_main(cli: &Cli, run: &RunContext, cases: Vec<Case>) -> Result<()> {
             .unwrap_or_else(|_| Err("timed out".into()))
             .map_err(|err| err.to_string());
             progress(*kind, case.scenario, &result);
-            if results.is_empty() && *kind == ServerKind::Ceiling && case.scenario == "echo" {
-                if let Ok(outcome) = &result {
-                    let rate = report::figure(outcome, "invocations/s").map_or(0.0, |s| s.median);
-                    let cpu = stats::Summary::of(&outcome.gen_cpu_pct).map_or(0.0, |s| s.median);
-                    eprintln!(
-                        "   load generator alone: {} invocations/s against the ceiling, at {:.0} % of its core",
-                        report::significant(rate),
-                        cpu
-                    );
-                }
+            if results.is_empty()
+                && *kind == ServerKind::Ceiling
+                && case.scenario == "echo"
+                && let Ok(outcome) = &result
+            {
+                let rate = report::figure(outcome, "invocations/s").map_or(0.0, |s| s.median);
+                let cpu = stats::Summary::of(&outcome.gen_cpu_pct).map_or(0.0, |s| s.median);
+                eprintln!(
+                    "   load generator alone: {} invocations/s against the ceiling, at {:.0} % of its core",
+                    report::significant(rate),
+                    cpu
+                );
             }
             per_server.push((*kind, result));
         }

@@ -385,22 +385,22 @@ pub(crate) async fn receive_loop(mut conn: Conn, state: Rc<Broadcast>, victim: O
         if state.recorder.stopped() {
             return;
         }
-        if let Some(victim) = &victim {
-            if victim.stall.get() {
-                while !victim.resume.get() && !state.recorder.stopped() {
-                    sleep(Duration::from_millis(5)).await;
-                }
-                let fate = conn.drain(Duration::from_secs(3)).await;
-                victim.fate.set(Some(fate));
-                return;
+        if let Some(victim) = &victim
+            && victim.stall.get()
+        {
+            while !victim.resume.get() && !state.recorder.stopped() {
+                sleep(Duration::from_millis(5)).await;
             }
+            let fate = conn.drain(Duration::from_secs(3)).await;
+            victim.fate.set(Some(fate));
+            return;
         }
         match conn.next_message().await {
             Ok(HubMessage::Invocation(invocation)) => {
-                if victim.is_none() {
-                    if let Some(stamp) = invocation.arguments.last().and_then(Stamp::read) {
-                        state.delivered(stamp);
-                    }
+                if victim.is_none()
+                    && let Some(stamp) = invocation.arguments.last().and_then(Stamp::read)
+                {
+                    state.delivered(stamp);
                 }
             }
             Ok(_) => {}

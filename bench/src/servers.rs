@@ -192,12 +192,10 @@ pub fn command(kind: ServerKind, python: Option<&Path>, logs: &Path) -> Result<S
         ServerKind::Ours => argv.last(),
         ServerKind::Peer | ServerKind::AspNetCore => None,
     };
-    if let Some(program) = binary {
-        if !Path::new(program).exists() {
-            return Err(
-                format!("{program} is missing: cargo build --release -p signalr-bench").into(),
-            );
-        }
+    if let Some(program) = binary
+        && !Path::new(program).exists()
+    {
+        return Err(format!("{program} is missing: cargo build --release -p signalr-bench").into());
     }
     let mut argv = argv;
     argv.extend(["--port", "0"].map(String::from));

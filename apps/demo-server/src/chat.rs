@@ -239,10 +239,10 @@ async fn join(hub: HubCallerContext, name: String, room: String) -> Result<Joine
     };
     let id = hub.connection_id().to_owned();
     let previous = chat.join(&id, member.clone());
-    if let Some(previous) = &previous {
-        if previous.room != member.room {
-            leave_room(&hub, &chat, &stats, previous).await?;
-        }
+    if let Some(previous) = &previous
+        && previous.room != member.room
+    {
+        leave_room(&hub, &chat, &stats, previous).await?;
     }
     if chat.across_servers {
         let old_name = previous.as_ref().map(|p| p.name.as_str());

@@ -86,12 +86,12 @@ impl Rooms {
     }
 
     fn leave(&self, room: &str, id: u64) {
-        if let Ok(mut rooms) = self.rooms.write() {
-            if let Some(members) = rooms.get_mut(room) {
-                members.remove(&id);
-                if members.is_empty() {
-                    rooms.remove(room);
-                }
+        if let Ok(mut rooms) = self.rooms.write()
+            && let Some(members) = rooms.get_mut(room)
+        {
+            members.remove(&id);
+            if members.is_empty() {
+                rooms.remove(room);
             }
         }
     }

@@ -67,10 +67,10 @@ pub(crate) fn split_frame(
     let Some((length, prefix)) = read_varint(buf)? else {
         return Ok(None);
     };
-    if let Some(limit) = max_message_size {
-        if prefix + length > limit {
-            return Err(ProtocolError::MessageTooLarge { limit });
-        }
+    if let Some(limit) = max_message_size
+        && prefix + length > limit
+    {
+        return Err(ProtocolError::MessageTooLarge { limit });
     }
     if buf.len() < prefix + length {
         return Ok(None);

@@ -227,15 +227,15 @@ impl Endpoint {
         }
         // The hub's connect-authorization check (HubBuilder::authorize_connect), refused like
         // the policy.
-        if let Application::Hub(hub) = &self.application {
-            if hub.connect_authorization.is_some() {
-                let query = form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(params.iter())
-                    .finish();
-                if !hub.allows_connect(&user, headers, &query) {
-                    tracing::debug!("connect authorization refused the request");
-                    return Err(refused(&user));
-                }
+        if let Application::Hub(hub) = &self.application
+            && hub.connect_authorization.is_some()
+        {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(params.iter())
+                .finish();
+            if !hub.allows_connect(&user, headers, &query) {
+                tracing::debug!("connect authorization refused the request");
+                return Err(refused(&user));
             }
         }
         Ok(user)
@@ -715,10 +715,10 @@ async fn long_poll(
     static POLLS: AtomicU64 = AtomicU64::new(0);
     let poll_id = POLLS.fetch_add(1, Ordering::Relaxed);
     let mine = CancellationToken::new();
-    if let Ok(mut current) = connection.current_poll.lock() {
-        if let Some((_, previous)) = current.replace((poll_id, mine.clone())) {
-            previous.cancel();
-        }
+    if let Ok(mut current) = connection.current_poll.lock()
+        && let Some((_, previous)) = current.replace((poll_id, mine.clone()))
+    {
+        previous.cancel();
     }
     let response = async {
         let mut outbox = tokio::select! {
@@ -748,10 +748,10 @@ async fn long_poll(
         }
     }
     .await;
-    if let Ok(mut current) = connection.current_poll.lock() {
-        if current.as_ref().is_some_and(|(id, _)| *id == poll_id) {
-            *current = None;
-        }
+    if let Ok(mut current) = connection.current_poll.lock()
+        && current.as_ref().is_some_and(|(id, _)| *id == poll_id)
+    {
+        *current = None;
     }
     response
 }
@@ -826,10 +826,10 @@ async fn terminate(
         );
     }
     // A DELETE is the client stopping on purpose (on_disconnected's stop_called).
-    if let Application::Hub(hub) = &endpoint.application {
-        if let Some(context) = hub.lifetime.connection(&connection.id) {
-            context.set_stop_called();
-        }
+    if let Application::Hub(hub) = &endpoint.application
+        && let Some(context) = hub.lifetime.connection(&connection.id)
+    {
+        context.set_stop_called();
     }
     connection.dispose();
     text(StatusCode::ACCEPTED, "")

@@ -756,10 +756,10 @@ impl LoopState {
         stream_ids: Vec<String>,
     ) -> QueuedInvocation {
         let cancellation = self.context.closed.child_token();
-        if let Some(id) = &invocation_id {
-            if let Ok(mut invocations) = self.context.invocations.lock() {
-                invocations.insert(id.clone(), cancellation.clone());
-            }
+        if let Some(id) = &invocation_id
+            && let Ok(mut invocations) = self.context.invocations.lock()
+        {
+            invocations.insert(id.clone(), cancellation.clone());
         }
         let mut streams = Vec::with_capacity(stream_ids.len());
         if let Ok(mut uploads) = self.context.uploads.lock() {
@@ -1046,16 +1046,16 @@ impl Running {
     /// Waits until one of them finishes. Pending forever when there is none.
     async fn next(&mut self) {
         std::future::poll_fn(|cx| {
-            if let Some(one) = self.one.as_mut() {
-                if one.as_mut().poll(cx).is_ready() {
-                    self.one = None;
-                    return std::task::Poll::Ready(());
-                }
+            if let Some(one) = self.one.as_mut()
+                && one.as_mut().poll(cx).is_ready()
+            {
+                self.one = None;
+                return std::task::Poll::Ready(());
             }
-            if let Some(more) = self.more.as_mut() {
-                if let std::task::Poll::Ready(Some(())) = more.poll_next_unpin(cx) {
-                    return std::task::Poll::Ready(());
-                }
+            if let Some(more) = self.more.as_mut()
+                && let std::task::Poll::Ready(Some(())) = more.poll_next_unpin(cx)
+            {
+                return std::task::Poll::Ready(());
             }
             std::task::Poll::Pending
         })
@@ -1103,10 +1103,10 @@ struct QueuedParts {
 impl QueuedParts {
     /// Forgets the invocation's cancellation and upload streams.
     fn finish(&self) {
-        if let Some(id) = &self.invocation_id {
-            if let Ok(mut invocations) = self.context.invocations.lock() {
-                invocations.remove(id);
-            }
+        if let Some(id) = &self.invocation_id
+            && let Ok(mut invocations) = self.context.invocations.lock()
+        {
+            invocations.remove(id);
         }
         if let Ok(mut uploads) = self.context.uploads.lock() {
             for stream_id in &self.stream_ids {

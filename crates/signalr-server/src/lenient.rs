@@ -1241,7 +1241,7 @@ mod tests {
             let pick = next() % if depth > 4 { 5 } else { 7 };
             match pick {
                 0 => Value::Null,
-                1 => Value::Bool(next() % 2 == 0),
+                1 => Value::Bool(next().is_multiple_of(2)),
                 2 => json!(next() as i64),
                 3 => json!(f64::from_bits(next()) % 1e6),
                 4 => json!(STRINGS[(next() % STRINGS.len() as u64) as usize]),

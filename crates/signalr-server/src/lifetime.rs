@@ -259,12 +259,12 @@ impl DefaultHubLifetimeManager {
         let Some(connection) = registry.connections.remove(connection_id) else {
             return Vec::new();
         };
-        if let Some(user) = &connection.user_id {
-            if let Some(set) = registry.users.get_mut(user) {
-                set.remove(connection_id);
-                if set.is_empty() {
-                    registry.users.remove(user);
-                }
+        if let Some(user) = &connection.user_id
+            && let Some(set) = registry.users.get_mut(user)
+        {
+            set.remove(connection_id);
+            if set.is_empty() {
+                registry.users.remove(user);
             }
         }
         let groups = registry
@@ -445,11 +445,11 @@ impl DefaultHubLifetimeManager {
     /// waits (a full queue closes that connection as a slow consumer).
     pub async fn send_local(&self, recipients: &Recipients, message: &Arc<SerializedHubMessage>) {
         let targets = self.resolve(recipients);
-        if let [single] = targets.as_slice() {
-            if matches!(recipients, Recipients::Connections(ids) if ids.len() == 1) {
-                let _ = single.sink.send(message.clone()).await;
-                return;
-            }
+        if let [single] = targets.as_slice()
+            && matches!(recipients, Recipients::Connections(ids) if ids.len() == 1)
+        {
+            let _ = single.sink.send(message.clone()).await;
+            return;
         }
         let groups = match recipients {
             Recipients::Groups(groups) => Some(groups.as_slice()),

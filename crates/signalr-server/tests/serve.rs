@@ -128,10 +128,10 @@ async fn websocket(
     *probe.abort.lock().expect("probe lock") = Some(abort);
     upgrade.on_upgrade(|mut socket| async move {
         while let Some(Ok(message)) = socket.recv().await {
-            if let WsMessage::Text(text) = message {
-                if socket.send(WsMessage::Text(text)).await.is_err() {
-                    break;
-                }
+            if let WsMessage::Text(text) = message
+                && socket.send(WsMessage::Text(text)).await.is_err()
+            {
+                break;
             }
         }
     })

@@ -669,11 +669,11 @@ impl Client {
     async fn msgpack_record(&mut self) -> Value {
         loop {
             let record = loop {
-                if let Some((length, prefix)) = read_varint(&self.data) {
-                    if self.data.len() >= prefix + length {
-                        let taken: Vec<u8> = self.data.drain(..prefix + length).collect();
-                        break msgpack_to_json(&taken[prefix..]);
-                    }
+                if let Some((length, prefix)) = read_varint(&self.data)
+                    && self.data.len() >= prefix + length
+                {
+                    let taken: Vec<u8> = self.data.drain(..prefix + length).collect();
+                    break msgpack_to_json(&taken[prefix..]);
                 }
                 let have = self.data.len();
                 self.fill(have + 1).await;

@@ -372,11 +372,11 @@ pub(crate) struct AttachGuard {
 
 impl Drop for AttachGuard {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.connection.state.lock() {
-            if state.current.as_ref().is_some_and(|a| a.id == self.id) {
-                state.current = None;
-                state.detached_since = Instant::now();
-            }
+        if let Ok(mut state) = self.connection.state.lock()
+            && state.current.as_ref().is_some_and(|a| a.id == self.id)
+        {
+            state.current = None;
+            state.detached_since = Instant::now();
         }
     }
 }
@@ -413,13 +413,13 @@ impl ClassicConnection {
     pub(crate) fn attach(self: &Arc<Self>) -> AttachGuard {
         let id = self.next_attachment.fetch_add(1, Ordering::Relaxed);
         let cancel = self.closed.child_token();
-        if let Ok(mut state) = self.state.lock() {
-            if let Some(previous) = state.current.replace(Attachment {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(previous) = state.current.replace(Attachment {
                 id,
                 cancel: cancel.clone(),
-            }) {
-                previous.cancel.cancel();
-            }
+            })
+        {
+            previous.cancel.cancel();
         }
         AttachGuard {
             connection: self.clone(),
@@ -430,11 +430,11 @@ impl ClassicConnection {
 
     /// Ends the attached transport request, if any (abort, shutdown).
     pub(crate) fn detach(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            if let Some(current) = state.current.take() {
-                current.cancel.cancel();
-                state.detached_since = Instant::now();
-            }
+        if let Ok(mut state) = self.state.lock()
+            && let Some(current) = state.current.take()
+        {
+            current.cancel.cancel();
+            state.detached_since = Instant::now();
         }
     }
 

@@ -141,13 +141,13 @@ fn error_result(
     hub_name: &str,
     detailed: bool,
 ) -> Option<HubResult> {
-    if let InvocationError::Method(err) = err {
-        if let Some(message) = err.hub_message() {
-            return Some(HubResult::HubError {
-                message: message.to_owned(),
-                data: err.data().cloned().map(Payload::from_value),
-            });
-        }
+    if let InvocationError::Method(err) = err
+        && let Some(message) = err.hub_message()
+    {
+        return Some(HubResult::HubError {
+            message: message.to_owned(),
+            data: err.data().cloned().map(Payload::from_value),
+        });
     }
     if !detailed {
         return None;

@@ -782,17 +782,17 @@ impl ClassicEndpoint {
             let lifetime = &subscription.hub.lifetime;
             let groups = lifetime.groups_of(&connection.id);
             for group in &groups {
-                if !wanted.contains(&group.as_str()) {
-                    if let Err(err) = lifetime.remove_from_group(&connection.id, group).await {
-                        tracing::warn!(connection_id = %connection.id, %group, error = %err, "leaving a group on reconnect failed");
-                    }
+                if !wanted.contains(&group.as_str())
+                    && let Err(err) = lifetime.remove_from_group(&connection.id, group).await
+                {
+                    tracing::warn!(connection_id = %connection.id, %group, error = %err, "leaving a group on reconnect failed");
                 }
             }
             for group in wanted {
-                if !groups.iter().any(|g| g == group) {
-                    if let Err(err) = lifetime.add_to_group(&connection.id, group).await {
-                        tracing::warn!(connection_id = %connection.id, %group, error = %err, "rejoining a group on reconnect failed");
-                    }
+                if !groups.iter().any(|g| g == group)
+                    && let Err(err) = lifetime.add_to_group(&connection.id, group).await
+                {
+                    tracing::warn!(connection_id = %connection.id, %group, error = %err, "rejoining a group on reconnect failed");
                 }
             }
         }
@@ -804,13 +804,12 @@ impl ClassicEndpoint {
         if !connection.end() {
             return;
         }
-        if let Ok(mut map) = self.connections.lock() {
-            if map
+        if let Ok(mut map) = self.connections.lock()
+            && map
                 .get(&connection.id)
                 .is_some_and(|c| Arc::ptr_eq(c, connection))
-            {
-                map.remove(&connection.id);
-            }
+        {
+            map.remove(&connection.id);
         }
         connection.detach();
         connection.closed.cancel();

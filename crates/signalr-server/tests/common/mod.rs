@@ -646,11 +646,11 @@ impl Ws {
     /// Takes the next VarInt-framed MessagePack message body out of the received binary data.
     pub async fn next_msgpack(&mut self) -> Vec<u8> {
         loop {
-            if let Some((length, prefix)) = read_varint(&self.buffer) {
-                if self.buffer.len() >= prefix + length {
-                    let taken: Vec<u8> = self.buffer.drain(..prefix + length).collect();
-                    return taken[prefix..].to_vec();
-                }
+            if let Some((length, prefix)) = read_varint(&self.buffer)
+                && self.buffer.len() >= prefix + length
+            {
+                let taken: Vec<u8> = self.buffer.drain(..prefix + length).collect();
+                return taken[prefix..].to_vec();
             }
             match self.next_frame().await {
                 Frame::Binary(bytes) => self.buffer.extend_from_slice(&bytes),
