@@ -79,14 +79,21 @@ for (const s of servers) {
 
 const protocolName = (protocol) => (protocol === "messagepack" ? "MessagePack" : "JSON");
 
+/** The connections each test built, stopped before its proxies close. */
+const opened = new Map();
+
 /**
  * Builds a stateful-reconnect connection on WebSockets (not started; stopped when the test ends) and
- * records its lifecycle events and the `Message` calls it gets.
+ * records its lifecycle events and the `Message` calls it gets. `stateful: false` leaves out
+ * withStatefulReconnect().
  */
-function build(t, url, { protocol = "json", automaticReconnect = true } = {}) {
+function build(t, url, { protocol = "json", automaticReconnect = true, stateful = true } = {}) {
     let builder = new signalR.HubConnectionBuilder()
-        .withUrl(url, { transport: HttpTransportType.WebSockets })
-        .withStatefulReconnect()
+        .withUrl(url, { transport: HttpTransportType.WebSockets });
+    if (stateful) {
+        builder = builder.withStatefulReconnect();
+    }
+    builder = builder
         .withHubProtocol(protocol === "messagepack" ? new MessagePackHubProtocol() : new signalR.JsonHubProtocol())
         .configureLogging(clientLogLevel);
     if (automaticReconnect) {
@@ -103,6 +110,7 @@ function build(t, url, { protocol = "json", automaticReconnect = true } = {}) {
         messages.push(message);
     });
     t.after(() => stopQuietly(connection));
+    opened.set(t, [...(opened.get(t) ?? []), connection]);
     return { connection, events, messages };
 }
 
@@ -139,7 +147,7 @@ function webSocketRequests(proxy, min) {
         assert.equal(tokenOf(r), token, `every WebSocket request resumes the same connection:\n${describeLog(proxy)}`);
     }
     assert.equal(proxy.requests(/^POST \S*\/negotiate/).length, 1,
-        `one negotiate, none for a resume:\n${describeLog(proxy)}`);
+        `one negotiate, none for a resume (a new one would need a new TCP connection after the cut):\n${describeLog(proxy)}`);
     return requests;
 }
 
@@ -165,7 +173,11 @@ for (const server of servers) {
 
         async function proxied(t) {
             const proxy = await startProxy(target.hostname, Number(target.port));
-            t.after(() => proxy.close());
+            t.after(async () => {
+                await Promise.all((opened.get(t) ?? []).map(stopQuietly));
+                opened.delete(t);
+                await proxy.close();
+            });
             return proxy;
         }
 
@@ -270,6 +282,30 @@ for (const server of servers) {
             assert.deepEqual(events, [], "no onreconnecting, onreconnected or onclose");
             webSocketRequests(proxy, 2);
         });
+
+        for (const [what, hub, stateful] of [
+            ["a stateful client on a hub that does not allow it (/testhub)", "/testhub", true],
+            ["a client that does not ask for it on /testhub-stateful", HUB, false],
+        ]) {
+            test(`JSON: no stateful reconnect for ${what}: the start works, a cut is an automatic reconnect ` +
+                "with a new connection id", { timeout: 60_000 }, async (t) => {
+                const proxy = await proxied(t);
+                const { connection, events } = build(t, `${proxy.url(running.url)}${hub}`, { stateful });
+                // The client refuses a negotiate answer offering stateful reconnect it did not ask for.
+                await withTimeout(connection.start(), START_MS, "start()");
+                const id = connection.connectionId;
+                assert.equal(await call(connection, "GetCallerConnectionId"), id);
+                assert.ok(proxy.drop() > 0, "a connection to cut");
+                await waitFor(() => events.length >= 2, CALL_MS, "onreconnecting and onreconnected");
+                assert.equal(events.length, 2, `events: ${events}`);
+                assert.match(events[0], /^reconnecting /);
+                const newId = events[1].slice("reconnected ".length);
+                assert.notEqual(newId, id, "a new connection id");
+                assert.equal(await call(connection, "GetCallerConnectionId"), newId);
+                const tokens = new Set(proxy.requests(/^GET \/testhub(-stateful)?\?/).map(tokenOf));
+                assert.equal(tokens.size, 2, `two connections, no resume:\n${describeLog(proxy)}`);
+            });
+        }
 
         test("JSON: a resume inside the disconnect timeout (10 s) succeeds; past it (20 s) the server answers 404: " +
             "onclose without automatic reconnect, a new connection (new id) with it",
