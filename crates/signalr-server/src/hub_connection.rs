@@ -1238,6 +1238,14 @@ impl Drop for OpenStream {
     }
 }
 
+/// A null value, already encoded in `protocol` (no allocation).
+fn null_payload(protocol: HubProtocol) -> Payload {
+    match protocol {
+        HubProtocol::Json => Payload::Json(bytes::Bytes::from_static(b"null")),
+        HubProtocol::MessagePack => Payload::MessagePack(bytes::Bytes::from_static(&[0xc0])),
+    }
+}
+
 /// What an invocation task needs after the method ran.
 struct QueuedParts {
     context: Arc<ConnectionContext>,
@@ -1268,7 +1276,10 @@ impl QueuedParts {
     fn completion(&self, id: &str, result: Result<MethodOutput, InvocationError>) -> Completion {
         match result {
             Ok(MethodOutput::Value(value)) => Completion::with_result(id, value),
-            Ok(MethodOutput::Void) => Completion::void(id),
+            // As ASP.NET, which completes every non-streaming invocation "with a result": a
+            // method without one (void, `Task`) answers `"result":null` (MessagePack: result
+            // kind 3 and nil), not a Completion without result.
+            Ok(MethodOutput::Void) => Completion::with_result(id, null_payload(self.core.protocol)),
             Ok(MethodOutput::Stream(_)) => {
                 Completion::with_error(id, failed_to_invoke(&self.target))
             }

@@ -828,7 +828,7 @@ async fn clients_user_reaches_every_connection_of_that_user_only() {
     // awaited before the Completion, so anything for bob would arrive before it).
     assert_eq!(
         invoke(&mut bob1, "1", "SendToUser", json!(["alice", "hi alice"])).await,
-        json!({"type": 3, "invocationId": "1"})
+        json!({"type": 3, "invocationId": "1", "result": null})
     );
     let receive = json!({"type": 1, "target": "Receive", "arguments": ["hi alice"]});
     assert_eq!(alice1.next_json_skip_pings().await, receive);
@@ -837,7 +837,7 @@ async fn clients_user_reaches_every_connection_of_that_user_only() {
     // Alice sends to bob: only bob receives it; alice's other connection gets nothing.
     assert_eq!(
         invoke(&mut alice1, "2", "SendToUser", json!(["bob", "hi bob"])).await,
-        json!({"type": 3, "invocationId": "2"})
+        json!({"type": 3, "invocationId": "2", "result": null})
     );
     assert_eq!(
         bob1.next_json_skip_pings().await,
@@ -847,7 +847,7 @@ async fn clients_user_reaches_every_connection_of_that_user_only() {
     // A user nobody is connected as reaches no one.
     assert_eq!(
         invoke(&mut anonymous, "3", "SendToUser", json!(["nobody", "lost"])).await,
-        json!({"type": 3, "invocationId": "3"})
+        json!({"type": 3, "invocationId": "3", "result": null})
     );
 
     // Exactly one message each: the next thing every connection sees is its own Echo result.
@@ -866,7 +866,7 @@ async fn clients_user_reaches_every_connection_of_that_user_only() {
     .await;
     assert_eq!(
         invoke(&mut bob1, "4", "SendToUser", json!(["alice", "again"])).await,
-        json!({"type": 3, "invocationId": "4"})
+        json!({"type": 3, "invocationId": "4", "result": null})
     );
     assert_eq!(
         alice2.next_json_skip_pings().await,
@@ -906,7 +906,7 @@ async fn custom_user_id_provider_changes_the_identifier() {
     // `sub` is no longer an identifier: nobody receives this.
     assert_eq!(
         invoke(&mut bob1, "2", "SendToUser", json!(["alice", "by sub"])).await,
-        json!({"type": 3, "invocationId": "2"})
+        json!({"type": 3, "invocationId": "2", "result": null})
     );
     // The e-mail address is.
     assert_eq!(
@@ -917,7 +917,7 @@ async fn custom_user_id_provider_changes_the_identifier() {
             json!(["alice@example.com", "by email"])
         )
         .await,
-        json!({"type": 3, "invocationId": "3"})
+        json!({"type": 3, "invocationId": "3", "result": null})
     );
     let receive = json!({"type": 1, "target": "Receive", "arguments": ["by email"]});
     assert_eq!(alice1.next_json_skip_pings().await, receive);

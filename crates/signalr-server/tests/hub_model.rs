@@ -462,7 +462,8 @@ async fn on_outgoing_changes_or_drops_client_method_calls() {
     a.invoke("1", "Send", json!(["Shout", "hi"])).await;
     let changed = json!({"type": 1, "target": "Receive", "arguments": ["HI"]});
     a.expect(changed.clone()).await;
-    a.expect(json!({"type": 3, "invocationId": "1"})).await;
+    a.expect(json!({"type": 3, "invocationId": "1", "result": null}))
+        .await;
     b.expect(changed).await;
 
     // Dropped: nobody gets it, later filters do not see it.
@@ -481,7 +482,8 @@ async fn on_outgoing_changes_or_drops_client_method_calls() {
     a.invoke("5", "SendCaller", json!(["Plain"])).await;
     a.expect(json!({"type": 1, "target": "Plain", "arguments": ["x"]}))
         .await;
-    a.expect(json!({"type": 3, "invocationId": "5"})).await;
+    a.expect(json!({"type": 3, "invocationId": "5", "result": null}))
+        .await;
     server
         .hub
         .context()

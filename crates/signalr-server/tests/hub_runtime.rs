@@ -397,11 +397,12 @@ fn stream_ex(text: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn void_result_has_no_result_property() {
+async fn void_result_is_null_as_in_aspnet() {
     let server = serve(basic_methods(Hub::builder())).await;
     let mut a = connect(&server).await;
     a.invoke("1", "Void", json!([])).await;
-    a.expect(json!({"type": 3, "invocationId": "1"})).await;
+    a.expect(json!({"type": 3, "invocationId": "1", "result": null}))
+        .await;
     finish(&server).await;
 }
 
@@ -1286,7 +1287,9 @@ async fn deliver(
     if sender_receives {
         sender.expect(receive(label)).await;
     }
-    sender.expect(json!({"type": 3, "invocationId": "d"})).await;
+    sender
+        .expect(json!({"type": 3, "invocationId": "d", "result": null}))
+        .await;
     for receiver in receivers.iter_mut() {
         receiver.expect(receive(label)).await;
     }
@@ -1495,7 +1498,8 @@ async fn broadcast_reaches_json_and_msgpack_clients() {
     m.expect(json!([3, {}, "e", 3, "x"])).await;
     a.invoke("1", "ToAll", json!(["both"])).await;
     a.expect(receive("both")).await;
-    a.expect(json!({"type": 3, "invocationId": "1"})).await;
+    a.expect(json!({"type": 3, "invocationId": "1", "result": null}))
+        .await;
     m.expect(json!([1, {}, null, "Receive", ["both"], []]))
         .await;
     finish(&server).await;
@@ -2368,7 +2372,8 @@ async fn logging_filter_keeps_results() {
     let server = serve(builder).await;
     let mut a = connect(&server).await;
     a.invoke("1", "Void", json!([])).await;
-    a.expect(json!({"type": 3, "invocationId": "1"})).await;
+    a.expect(json!({"type": 3, "invocationId": "1", "result": null}))
+        .await;
     a.call("2", "Add", json!([20, 22]))
         .await
         .assert_result(json!(42));

@@ -451,7 +451,10 @@ async fn typed_client_calls_reach_other_connections() {
 
     // `others()`: bob gets the message, ann only her Completion.
     let completion = invoke(&mut ann, "1", "SendMessage", json!(["ann", "hi"])).await;
-    assert_eq!(completion, json!({"type": 3, "invocationId": "1"}));
+    assert_eq!(
+        completion,
+        json!({"type": 3, "invocationId": "1", "result": null})
+    );
     assert_eq!(
         bob.next_json_skip_pings().await,
         json!({"type": 1, "target": "ReceiveMessage", "arguments": ["ann", "hi"]})
@@ -467,7 +470,7 @@ async fn typed_client_calls_reach_other_connections() {
     assert_eq!(bob.next_json_skip_pings().await, notify);
     assert_eq!(
         bob.next_json_skip_pings().await,
-        json!({"type": 3, "invocationId": "2"})
+        json!({"type": 3, "invocationId": "2", "result": null})
     );
     assert_eq!(ann.next_json_skip_pings().await, notify);
 

@@ -189,13 +189,14 @@ impl Received {
         assert_eq!(self.0.get("result"), Some(&expected), "{}", self.0);
     }
 
-    /// Asserts a Completion without result and error (id not checked).
+    /// Asserts the Completion of a method without a result: `"result": null` and no error, as
+    /// ASP.NET answers every non-streaming invocation (id not checked).
     #[track_caller]
     pub fn assert_void(&self) {
         assert_eq!(self.0["type"], json!(3), "not a Completion: {}", self.0);
         assert!(
-            self.0.get("result").is_none() && self.0.get("error").is_none(),
-            "expected a void Completion: {}",
+            self.0.get("result") == Some(&Value::Null) && self.0.get("error").is_none(),
+            "expected the Completion of a void method: {}",
             self.0
         );
     }
