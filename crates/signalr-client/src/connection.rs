@@ -21,7 +21,7 @@ use crate::error::{Error, Kind, not_connected};
 use crate::handlers::{Handler, HandlerRegistry, Subscription, erase, lock};
 use crate::negotiate::{self, AvailableTransport, connect_url};
 use crate::retry::RetryContext;
-use crate::session::{self, Established, Pending, Session, Timeouts};
+use crate::session::{self, Established, Pending, ResumeTarget, Session, StatefulSetup, Timeouts};
 use crate::stream::HubStream;
 use crate::transport::{HttpContext, TransportConnection, long_polling, sse, websocket};
 
@@ -331,10 +331,14 @@ impl HubConnection {
             .push(Arc::new(handler));
     }
 
+    /// The session calls go to: while `Connected`, and while `Reconnecting` with stateful
+    /// reconnect (the session is kept, calls are buffered until the resume).
     fn session(&self) -> Result<Arc<Session>, Error> {
         let state = lock(&self.inner().state);
         match (&state.state, &state.session) {
-            (HubConnectionState::Connected, Some(session)) => Ok(session.clone()),
+            (HubConnectionState::Connected | HubConnectionState::Reconnecting, Some(session)) => {
+                Ok(session.clone())
+            }
             _ => Err(not_connected()),
         }
     }
@@ -390,7 +394,7 @@ impl HubConnection {
             arguments: values,
             stream_ids: streams.iter().map(|(id, _)| id.clone()).collect(),
         });
-        let written = match session.send_acked(&message) {
+        let written = match session.send_acked(&message).await {
             Ok(written) => written,
             Err(err) => {
                 session.remove(&id);
@@ -447,7 +451,7 @@ impl HubConnection {
             arguments: values,
             stream_ids: streams.iter().map(|(id, _)| id.clone()).collect(),
         });
-        let written = session.send_acked(&message)?;
+        let written = session.send_acked(&message).await?;
         session.launch_streams(streams);
         session::wait_written(written).await
     }
@@ -486,7 +490,7 @@ impl HubConnection {
             arguments: values,
             stream_ids: streams.iter().map(|(id, _)| id.clone()).collect(),
         });
-        let written = match session.send_acked(&message) {
+        let written = match session.send_acked(&message).await {
             Ok(written) => written,
             Err(err) => {
                 session.remove(&id);
@@ -555,6 +559,7 @@ impl Inner {
             })?,
             None => None,
         };
+        let provider_token = token.clone();
         let mut http = HttpContext {
             client: config.http.clone(),
             fresh_client: config.fresh_http.clone(),
@@ -563,24 +568,61 @@ impl Inner {
             token,
             binary: config.protocol == signalr_protocol::HubProtocol::MessagePack,
         };
-        let (transport, connection_id) = if config.skip_negotiation {
-            (websocket::start(&http, &config.base_url).await?, None)
+        let (transport, connection_id, stateful) = if config.skip_negotiation {
+            // No connection token to resume with: stateful reconnect needs negotiate.
+            (websocket::start(&http, &config.base_url).await?, None, None)
         } else {
-            let (url, negotiated) = negotiate::negotiate(&mut http, &config.base_url).await?;
-            self.select_transport(&http, &url, negotiated).await?
+            let asked = config.stateful_reconnect.is_some();
+            let (url, negotiated) =
+                negotiate::negotiate(&mut http, &config.base_url, asked).await?;
+            let (transport, connection_id, resume_url) =
+                self.select_transport(&http, &url, negotiated).await?;
+            let stateful = match (resume_url, config.stateful_reconnect) {
+                (Some(url), Some(buffer_size)) => {
+                    // A token from a negotiate redirect cannot be asked for again: keep it.
+                    let token_provider = config
+                        .token_provider
+                        .clone()
+                        .filter(|_| http.token == provider_token);
+                    Some(StatefulSetup {
+                        buffer_size,
+                        target: ResumeTarget {
+                            http: http.clone(),
+                            url,
+                            token_provider,
+                        },
+                    })
+                }
+                _ => None,
+            };
+            (transport, connection_id, stateful)
         };
-        session::handshake(transport, config.protocol, connection_id, self.timeouts()).await
+        if stateful.is_some() {
+            tracing::debug!("stateful reconnect negotiated");
+        }
+        session::handshake(
+            transport,
+            config.protocol,
+            connection_id,
+            self.timeouts(),
+            stateful,
+        )
+        .await
     }
 
     /// The TS client's transport choice (docs/protocol.md, "Transport fallback"): the server's transports in its order,
     /// skipping those not allowed or not able to carry the protocol's transfer format; a
     /// transport that fails to start is skipped and negotiate is repeated before the next.
+    ///
+    /// Returns the transport, the connection id, and when stateful reconnect was granted and
+    /// the transport is WebSockets, the URL to resume at.
     async fn select_transport(
         &self,
         http: &HttpContext,
         url: &reqwest::Url,
         negotiated: negotiate::Negotiated,
-    ) -> Result<(TransportConnection, Option<String>), Error> {
+    ) -> Result<(TransportConnection, Option<String>, Option<reqwest::Url>), Error> {
+        let asked = self.config.stateful_reconnect.is_some();
         let format = if http.binary { "Binary" } else { "Text" };
         let mut negotiated = Some(negotiated);
         let mut failures: Vec<String> = Vec::new();
@@ -618,7 +660,7 @@ impl Inner {
             }
             let current = match negotiated.take() {
                 Some(current) => current,
-                None => negotiate::renegotiate(http, url).await?,
+                None => negotiate::renegotiate(http, url, asked).await?,
             };
             let connect = connect_url(url, &current.connection_token);
             let started = match kind {
@@ -627,7 +669,12 @@ impl Inner {
                 Transport::LongPolling => long_polling::start(http, &connect).await,
             };
             match started {
-                Ok(connection) => return Ok((connection, Some(current.connection_id))),
+                Ok(connection) => {
+                    let resume_url = (kind == Transport::WebSockets
+                        && current.use_stateful_reconnect)
+                        .then_some(connect);
+                    return Ok((connection, Some(current.connection_id), resume_url));
+                }
                 Err(err) => {
                     tracing::debug!(transport = %transport, error = %err, "transport failed to start");
                     failures.push(format!("{transport} failed: {err}"));
@@ -650,8 +697,8 @@ impl Inner {
         }
     }
 
-    /// Owns an established connection until it is `Disconnected`: runs sessions, reconnects as
-    /// the retry policy says, fires the events.
+    /// Owns an established connection until it is `Disconnected`: runs sessions, resumes a
+    /// stateful session after a loss, reconnects as the retry policy says, fires the events.
     async fn supervise(self: Arc<Self>, mut established: Established, run: Run) {
         let final_error = 'run: loop {
             let end = session::run(
@@ -661,27 +708,92 @@ impl Inner {
                 run.stop.clone(),
             )
             .await;
+            let lost_at = Instant::now();
+            let mut error = end.error;
+            // Stateful reconnect: the same connection on a new WebSocket.
+            let mut reconnecting = false;
+            if let Some(resumable) = end.resume {
+                let reason = error.clone().unwrap_or_else(|| {
+                    Error::new(Kind::Transport, "WebSocket closed without a close frame.")
+                });
+                {
+                    let mut state = lock(&self.state);
+                    if run.stop.is_cancelled() {
+                        drop(state);
+                        resumable.session.close(None);
+                        lock(&self.state).session = None;
+                        break 'run None;
+                    }
+                    state.state = HubConnectionState::Reconnecting;
+                }
+                tracing::info!(error = %reason, "connection lost; resuming it (stateful reconnect)");
+                self.fire_reconnecting(&reason);
+                reconnecting = true;
+                let attempt = tokio::select! {
+                    biased;
+                    () = run.stop.cancelled() => Err(None),
+                    attempt = session::resume(resumable, self.config.handshake_timeout) => {
+                        attempt.map_err(Some)
+                    }
+                };
+                match attempt {
+                    Ok(resumed) => {
+                        let connection_id = {
+                            let mut state = lock(&self.state);
+                            if run.stop.is_cancelled() {
+                                drop(state);
+                                resumed.abandon().await;
+                                lock(&self.state).session = None;
+                                break 'run None;
+                            }
+                            state.state = HubConnectionState::Connected;
+                            state.connection_id.clone()
+                        };
+                        tracing::info!(?connection_id, "resumed (stateful reconnect)");
+                        self.fire_reconnected(connection_id);
+                        established = resumed;
+                        continue 'run;
+                    }
+                    Err(None) => {
+                        // stop(): the resume future, and with it the session's last handle
+                        // but ours, is gone.
+                        let session = lock(&self.state).session.take();
+                        if let Some(session) = session {
+                            session.close(None);
+                        }
+                        break 'run None;
+                    }
+                    Err(Some((err, resumable))) => {
+                        tracing::info!(error = %err, "stateful reconnect failed");
+                        let err = Error::wrap(
+                            Kind::Transport,
+                            format!("The connection was lost and could not be resumed: {err}"),
+                            err,
+                        );
+                        resumable.session.close(Some(&err));
+                        error = Some(err);
+                    }
+                }
+            }
             lock(&self.state).session = None;
             if run.stop.is_cancelled() {
                 break 'run None;
             }
             let policy = match (&self.config.retry_policy, end.allow_reconnect) {
                 (Some(policy), true) => policy.clone(),
-                _ => break 'run end.error,
+                _ => break 'run error,
             };
-            let reason = end
-                .error
+            let reason = error
                 .clone()
                 .unwrap_or_else(|| Error::new(Kind::Closed, "The server closed the connection."));
-            let lost_at = Instant::now();
             let mut context = RetryContext {
                 previous_retry_count: 0,
-                elapsed: Duration::ZERO,
+                elapsed: lost_at.elapsed(),
                 retry_reason: reason.clone(),
             };
             let Some(mut delay) = self.next_delay(policy.as_ref(), &context) else {
                 tracing::debug!("the retry policy declined to reconnect");
-                break 'run end.error;
+                break 'run error;
             };
             {
                 let mut state = lock(&self.state);
@@ -691,8 +803,11 @@ impl Inner {
                 state.state = HubConnectionState::Reconnecting;
                 state.connection_id = None;
             }
-            tracing::info!(error = %reason, "connection lost; reconnecting");
-            self.fire_reconnecting(&reason);
+            if !reconnecting {
+                // After a failed stateful resume the connection is already reconnecting.
+                tracing::info!(error = %reason, "connection lost; reconnecting");
+                self.fire_reconnecting(&reason);
+            }
             established = loop {
                 tracing::debug!(
                     attempt = context.previous_retry_count + 1,

@@ -141,6 +141,7 @@ mod handlers;
 mod negotiate;
 mod retry;
 mod session;
+mod stateful;
 mod stream;
 mod tls;
 mod transport;

@@ -28,6 +28,10 @@ pub(crate) enum TransportEvent {
     /// The transport ended: `None` for a clean end (WebSocket close 1000, SSE stream end,
     /// long-polling 204), else why it broke. Sent at most once, and last.
     Closed(Option<Error>),
+    /// The WebSocket broke without a close frame (a reset, an end of stream, a failed write):
+    /// the loss that stateful reconnect resumes from. Otherwise like `Closed(Some(..))`; sent
+    /// instead of `Closed`, at most once, and last.
+    Lost(Error),
 }
 
 /// Bytes to send, with an optional acknowledgement sent once they were written.

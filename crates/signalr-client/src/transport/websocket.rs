@@ -127,33 +127,33 @@ async fn run(
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
                     break match frame {
-                        None => None,
-                        Some(frame) if frame.code == CloseCode::Normal => None,
+                        None => TransportEvent::Closed(None),
+                        Some(frame) if frame.code == CloseCode::Normal => TransportEvent::Closed(None),
                         Some(frame) => {
                             let reason = if frame.reason.is_empty() {
                                 "no reason given".to_owned()
                             } else {
                                 frame.reason.as_str().to_owned()
                             };
-                            Some(Error::new(
+                            TransportEvent::Closed(Some(Error::new(
                                 Kind::Transport,
                                 format!(
                                     "WebSocket closed with status code: {} ({reason}).",
                                     u16::from(frame.code)
                                 ),
-                            ))
+                            )))
                         }
                     };
                 }
                 Some(Err(err)) => {
-                    break Some(Error::with_source(
+                    break TransportEvent::Lost(Error::with_source(
                         Kind::Transport,
                         format!("WebSocket closed with an error: {}", error_chain(&err)),
                         err,
                     ));
                 }
                 None => {
-                    break Some(Error::new(
+                    break TransportEvent::Lost(Error::new(
                         Kind::Transport,
                         "WebSocket closed without a close frame.",
                     ));
@@ -182,15 +182,17 @@ async fn run(
                 });
                 acknowledge(acks, &result);
                 if let Err(err) = result {
-                    break Some(err);
+                    break TransportEvent::Lost(err);
                 }
             }
         }
     };
-    if let Some(err) = &closed {
-        tracing::debug!(error = %err, "WebSocket closed");
+    match &closed {
+        TransportEvent::Closed(Some(err)) => tracing::debug!(error = %err, "WebSocket closed"),
+        TransportEvent::Lost(err) => tracing::debug!(error = %err, "WebSocket lost"),
+        _ => {}
     }
-    let _ = events.send(TransportEvent::Closed(closed));
+    let _ = events.send(closed);
 }
 
 /// Sends a normal close frame and waits briefly for the server's.
