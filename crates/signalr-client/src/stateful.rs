@@ -252,13 +252,17 @@ mod tests {
         assert_eq!(buffer.push(bytes(30)), 3);
         assert_eq!(buffer.buffered_bytes(), 60);
         assert_eq!(
-            buffer.receive(&HubMessage::Ack { sequence_id: 2 }).unwrap(),
+            buffer
+                .receive(&HubMessage::Ack { sequence_id: 2 })
+                .expect("accepted"),
             Incoming::Acked
         );
         assert_eq!(buffer.buffered_bytes(), 30);
         // An older or repeated Ack changes nothing.
         assert_eq!(
-            buffer.receive(&HubMessage::Ack { sequence_id: 1 }).unwrap(),
+            buffer
+                .receive(&HubMessage::Ack { sequence_id: 1 })
+                .expect("accepted"),
             Incoming::Skip
         );
         assert_eq!(buffer.buffered_bytes(), 30);
@@ -296,7 +300,9 @@ mod tests {
         buffer.push(bytes(60));
         assert!(!buffer.has_room());
         assert_eq!(buffer.buffered_bytes(), 120);
-        buffer.receive(&HubMessage::Ack { sequence_id: 1 }).unwrap();
+        buffer
+            .receive(&HubMessage::Ack { sequence_id: 1 })
+            .expect("accepted");
         assert!(buffer.has_room());
         assert_eq!(buffer.limit(), 100);
     }
@@ -309,7 +315,9 @@ mod tests {
         buffer.push(Bytes::from_static(b"a"));
         buffer.push(Bytes::from_static(b"b"));
         buffer.push(Bytes::from_static(b"c"));
-        buffer.receive(&HubMessage::Ack { sequence_id: 1 }).unwrap();
+        buffer
+            .receive(&HubMessage::Ack { sequence_id: 1 })
+            .expect("accepted");
         let (sequence, messages) = buffer.resend();
         assert_eq!(sequence, 2);
         assert_eq!(
@@ -317,12 +325,16 @@ mod tests {
             [Bytes::from_static(b"b"), Bytes::from_static(b"c")]
         );
         // While the server's Sequence is awaited even an Ack is skipped.
-        buffer.receive(&HubMessage::Ack { sequence_id: 3 }).unwrap();
+        buffer
+            .receive(&HubMessage::Ack { sequence_id: 3 })
+            .expect("accepted");
         assert_eq!(buffer.buffered_bytes(), 2);
         buffer
             .receive(&HubMessage::Sequence { sequence_id: 1 })
-            .unwrap();
-        buffer.receive(&HubMessage::Ack { sequence_id: 3 }).unwrap();
+            .expect("accepted");
+        buffer
+            .receive(&HubMessage::Ack { sequence_id: 3 })
+            .expect("accepted");
         assert_eq!(buffer.resend(), (4, Vec::new()));
     }
 
@@ -330,11 +342,14 @@ mod tests {
     fn duplicates_after_a_sequence_are_skipped() {
         let mut buffer = ReplayBuffer::new(1_000);
         for _ in 0..3 {
-            assert_eq!(buffer.receive(&trackable()).unwrap(), Incoming::Process);
+            assert_eq!(
+                buffer.receive(&trackable()).expect("accepted"),
+                Incoming::Process
+            );
         }
         // Pings are never numbered.
         assert_eq!(
-            buffer.receive(&HubMessage::Ping).unwrap(),
+            buffer.receive(&HubMessage::Ping).expect("accepted"),
             Incoming::Process
         );
         assert_eq!(buffer.ack_due(), Some(3));
@@ -342,26 +357,41 @@ mod tests {
         buffer.resend();
         assert!(buffer.awaiting_sequence());
         // Before the server's Sequence everything is skipped, pings included.
-        assert_eq!(buffer.receive(&trackable()).unwrap(), Incoming::Skip);
-        assert_eq!(buffer.receive(&HubMessage::Ping).unwrap(), Incoming::Skip);
+        assert_eq!(
+            buffer.receive(&trackable()).expect("accepted"),
+            Incoming::Skip
+        );
+        assert_eq!(
+            buffer.receive(&HubMessage::Ping).expect("accepted"),
+            Incoming::Skip
+        );
         // The server replays from 2: 2 and 3 are duplicates, 4 is new.
         assert_eq!(
             buffer
                 .receive(&HubMessage::Sequence { sequence_id: 2 })
-                .unwrap(),
+                .expect("accepted"),
             Incoming::Skip
         );
         assert!(!buffer.awaiting_sequence());
-        assert_eq!(buffer.receive(&trackable()).unwrap(), Incoming::Skip);
-        assert_eq!(buffer.receive(&trackable()).unwrap(), Incoming::Skip);
-        assert_eq!(buffer.receive(&trackable()).unwrap(), Incoming::Process);
+        assert_eq!(
+            buffer.receive(&trackable()).expect("accepted"),
+            Incoming::Skip
+        );
+        assert_eq!(
+            buffer.receive(&trackable()).expect("accepted"),
+            Incoming::Skip
+        );
+        assert_eq!(
+            buffer.receive(&trackable()).expect("accepted"),
+            Incoming::Process
+        );
         assert_eq!(buffer.ack_due(), Some(4));
     }
 
     #[test]
     fn a_sequence_beyond_what_was_received_is_fatal() {
         let mut buffer = ReplayBuffer::new(1_000);
-        buffer.receive(&trackable()).unwrap();
+        buffer.receive(&trackable()).expect("accepted");
         buffer.resend();
         // Received 1, so the replay may start at 2 at most.
         let err = buffer
@@ -370,11 +400,11 @@ mod tests {
         assert!(err.is_protocol());
         assert_eq!(err.to_string(), SEQUENCE_TOO_HIGH);
         let mut buffer = ReplayBuffer::new(1_000);
-        buffer.receive(&trackable()).unwrap();
+        buffer.receive(&trackable()).expect("accepted");
         assert_eq!(
             buffer
                 .receive(&HubMessage::Sequence { sequence_id: 2 })
-                .unwrap(),
+                .expect("accepted"),
             Incoming::Skip
         );
         assert!(

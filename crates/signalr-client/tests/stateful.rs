@@ -395,7 +395,7 @@ async fn fake_server(
                 let negotiations = negotiations.clone();
                 async move {
                     let n = {
-                        let mut negotiations = negotiations.lock().unwrap();
+                        let mut negotiations = negotiations.lock().expect("lock");
                         *negotiations += 1;
                         *negotiations - 1
                     };
@@ -433,11 +433,11 @@ async fn fake_server(
                     let tokens = tokens.clone();
                     async move {
                         let id = query.get("id").cloned().unwrap_or_default();
-                        if !tokens.lock().unwrap().insert(id.clone()) && refuse_resume {
+                        if !tokens.lock().expect("lock").insert(id.clone()) && refuse_resume {
                             return axum::http::StatusCode::NOT_FOUND.into_response();
                         }
                         let index = {
-                            let mut count = count.lock().unwrap();
+                            let mut count = count.lock().expect("lock");
                             *count += 1;
                             *count - 1
                         };
@@ -479,7 +479,7 @@ fn reports() -> (
 }
 
 fn report(to: &Arc<Mutex<mpsc::UnboundedSender<Value>>>, value: Value) {
-    let _ = to.lock().unwrap().send(value);
+    let _ = to.lock().expect("lock").send(value);
 }
 
 /// The first socket does the handshake, receives one invocation and sends two, then is dropped
@@ -729,12 +729,16 @@ async fn a_full_replay_buffer_waits_for_an_ack_and_times_out() {
             .is_err(),
         "the second send waits for room"
     );
-    ack_tx.send(json!({"type": 8, "sequenceId": 1})).unwrap();
+    ack_tx
+        .send(json!({"type": 8, "sequenceId": 1}))
+        .expect("send");
     within("second send", second)
         .await
         .expect("the Ack made room");
     assert_eq!(next("second", &mut seen).await["arguments"][0], "second");
-    ack_tx.send(json!({"type": 8, "sequenceId": 2})).unwrap();
+    ack_tx
+        .send(json!({"type": 8, "sequenceId": 2}))
+        .expect("send");
     // The buffer is empty again: the next send is taken (and crosses the bound), and without
     // an Ack the one after it fails after the server timeout, 2 s.
     tokio::time::sleep(Duration::from_millis(200)).await;
