@@ -142,6 +142,9 @@ impl ReplayBuffer {
     /// again, in order. From now on received messages are skipped until the server's Sequence.
     pub(crate) fn resend(&mut self) -> (u64, Vec<Bytes>) {
         self.awaiting_sequence = true;
+        // The last Ack may have been lost with the transport: acknowledge again once the
+        // server's Sequence arrived, even if its replay brings only duplicates.
+        self.last_acked = 0;
         let sequence = self
             .unacked
             .front()
@@ -373,6 +376,8 @@ mod tests {
             Incoming::Skip
         );
         assert!(!buffer.awaiting_sequence());
+        // What was processed before the loss is acknowledged again.
+        assert_eq!(buffer.ack_due(), Some(3));
         assert_eq!(
             buffer.receive(&trackable()).expect("accepted"),
             Incoming::Skip
