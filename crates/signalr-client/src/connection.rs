@@ -160,8 +160,9 @@ impl HubConnection {
     }
 
     /// The public connection id the server gave in negotiate (what the server's
-    /// `connection_id()` / `Context.ConnectionId` returns); `None` unless connected, and always
-    /// `None` with skip-negotiation. Changes with every reconnect.
+    /// `connection_id()` / `Context.ConnectionId` returns); `None` unless connected (or resuming
+    /// with stateful reconnect), and always `None` with skip-negotiation. Changes with every
+    /// reconnect, except a stateful resume, which keeps the connection.
     pub fn connection_id(&self) -> Option<String> {
         lock(&self.inner().state).connection_id.clone()
     }
@@ -316,7 +317,10 @@ impl HubConnection {
     }
 
     /// Calls `handler` when a lost connection starts reconnecting (state `Reconnecting`), with the
-    /// error that broke it. Calls fail while reconnecting.
+    /// error that broke it. Calls fail while reconnecting, except during a stateful resume
+    /// ([`HubConnectionBuilder::with_stateful_reconnect`](crate::HubConnectionBuilder::with_stateful_reconnect)),
+    /// when they are buffered and sent once the connection is back. When a stateful resume fails
+    /// and automatic reconnect takes over, `handler` is not called a second time.
     pub fn on_reconnecting(&self, handler: impl Fn(Error) + Send + Sync + 'static) {
         lock(&self.inner().events)
             .reconnecting
@@ -325,6 +329,8 @@ impl HubConnection {
 
     /// Calls `handler` when reconnecting succeeded (state `Connected` again), with the new
     /// connection id. Server-side state of the old connection (groups) is gone: rejoin here.
+    /// After a stateful resume it gets the same connection id, and nothing was lost: the
+    /// server-side state is still there.
     pub fn on_reconnected(&self, handler: impl Fn(Option<String>) + Send + Sync + 'static) {
         lock(&self.inner().events)
             .reconnected
@@ -375,8 +381,11 @@ impl HubConnection {
     /// `HubError::new("boom")` on a Rust server or a `HubException` on ASP.NET:
     /// `An unexpected error occurred invoking 'M' on the server. HubException: boom`);
     /// [`Error::is_decode`] when the result does not fit `T`; [`Error::is_closed`] when not
-    /// connected, or at once when the connection drops before the Completion arrives;
-    /// [`Error::is_encode`] / [`Error::is_transport`] when the invocation could not be sent.
+    /// connected, or at once when the connection drops before the Completion arrives (with
+    /// stateful reconnect: when the connection is lost and cannot be resumed);
+    /// [`Error::is_encode`] / [`Error::is_transport`] when the invocation could not be sent;
+    /// [`Error::is_timeout`] when the stateful-reconnect replay buffer stayed full for the
+    /// server timeout.
     pub async fn invoke<T: DeserializeOwned + 'static>(
         &self,
         method: &str,
@@ -436,11 +445,13 @@ impl HubConnection {
 
     /// Invokes hub method `method` without waiting for it to run (an Invocation without id: the
     /// server answers nothing, docs/protocol.md, "Invocation ids"). Resolves once the message was written to the
-    /// transport. Arguments as for [`HubConnection::invoke`].
+    /// transport; with stateful reconnect, once it is in the replay buffer (it is sent again
+    /// after a loss until the server acknowledges it). Arguments as for [`HubConnection::invoke`].
     ///
     /// # Errors
     /// [`Error::is_closed`] when not connected; [`Error::is_encode`] / [`Error::is_transport`]
-    /// when it could not be sent.
+    /// when it could not be sent; [`Error::is_timeout`] when the stateful-reconnect replay
+    /// buffer stayed full for the server timeout (nothing was sent then).
     pub async fn send(&self, method: &str, arguments: impl IntoArguments) -> Result<(), Error> {
         let session = self.session()?;
         let (values, streams) = self.split(arguments);
