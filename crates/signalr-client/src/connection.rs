@@ -799,7 +799,12 @@ impl Inner {
                 .unwrap_or_else(|| Error::new(Kind::Closed, "The server closed the connection."));
             let mut context = RetryContext {
                 previous_retry_count: 0,
-                elapsed: lost_at.elapsed(),
+                // Zero at the first question, as in .NET, unless a stateful resume was tried.
+                elapsed: if reconnecting {
+                    lost_at.elapsed()
+                } else {
+                    Duration::ZERO
+                },
                 retry_reason: reason.clone(),
             };
             let Some(mut delay) = self.next_delay(policy.as_ref(), &context) else {
