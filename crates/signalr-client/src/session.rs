@@ -274,6 +274,9 @@ impl Session {
 
     /// Stateful reconnect: the replay buffer's verdict on a received message.
     fn receive(&self, message: &HubMessage) -> Result<Incoming, Error> {
+        if let HubMessage::Sequence { sequence_id } = message {
+            tracing::debug!(sequence_id, "stateful reconnect: Sequence from the server");
+        }
         let incoming = match lock(&self.outbound).replay.as_mut() {
             Some(replay) => replay.receive(message)?,
             None => Incoming::Process,

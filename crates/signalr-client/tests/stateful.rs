@@ -7,7 +7,9 @@
 //! `Echo(i)` (an invoke), the connection cut after round 100. Every result and every `Message`
 //! must arrive exactly once and in order, the connection id must stay the same (for the client
 //! and for the server's `GetCallerConnectionId`), and `on_reconnecting` / `on_reconnected` must
-//! fire once each.
+//! fire once each. Each protocol runs three times: cut at once (nothing acknowledged yet), cut
+//! after 1.5 s (the first half acknowledged both ways, so the replay starts in the middle), and
+//! with a 4,000-byte replay buffer (sends wait for the server's Acks, before and after the cut).
 //! - `aspnet_core`: `dotnet-peer server` (ASP.NET Core 10), hub `/testhub-stateful`. Needs
 //!   `../shared/peers` beside the repository; without it the test prints why it is skipped.
 //! - `conformance_server`: our `conformance-server` binary (`CONFORMANCE_SERVER_BIN`, else
@@ -205,14 +207,22 @@ fn record_events(c: &HubConnection) -> mpsc::UnboundedReceiver<String> {
 /// The check of the module docs against the hub at `base`/testhub-stateful behind a new
 /// proxy. With `settle`, the cut waits 1.5 s after round 100, so that both sides have
 /// acknowledged the first half and the replay starts in the middle; without, everything sent
-/// is still unacknowledged when the connection is cut.
-async fn cut_in_the_middle(peers: &PathBuf, base: &str, protocol: HubProtocol, settle: bool) {
+/// is still unacknowledged when the connection is cut. `buffer` bounds the client's replay
+/// buffer (bytes): small, the sends wait for the server's Acks, before and after the cut.
+async fn cut_in_the_middle(
+    peers: &PathBuf,
+    base: &str,
+    protocol: HubProtocol,
+    settle: bool,
+    buffer: usize,
+) {
     let mut proxy = Process::proxy(peers, base).await;
     let c = HubConnectionBuilder::new()
         .with_url(format!("http://{}/testhub-stateful", proxy.address))
         .with_transport(Transport::WebSockets)
         .with_protocol(protocol)
         .with_stateful_reconnect()
+        .stateful_reconnect_buffer_size(buffer)
         .build()
         .expect("build");
     let mut events = record_events(&c);
@@ -242,6 +252,7 @@ async fn cut_in_the_middle(peers: &PathBuf, base: &str, protocol: HubProtocol, s
             .await
             .unwrap_or_else(|err| panic!("send {i}: {err:?}"));
         // Polled once here, so that the invocations go out in order, then awaited together.
+        // (With a small buffer it may wait for room, to be sent when it is polled again.)
         let mut echo = Box::pin(c.invoke::<String>("Echo", (format!("e{i}"),)));
         if let Some(result) = (&mut echo).now_or_never() {
             panic!("Echo {i} finished before its result could arrive: {result:?}");
@@ -293,9 +304,11 @@ async fn aspnet_core() {
     };
     let server = Process::start(&peers, &["server", "--port", "0"]).await;
     for protocol in [HubProtocol::Json, HubProtocol::MessagePack] {
-        for settle in [false, true] {
-            cut_in_the_middle(&peers, &server.address, protocol, settle).await;
-            println!("ASP.NET Core, WebSockets {protocol:?}, settle {settle}: passed");
+        for (settle, buffer) in [(false, 100_000), (true, 100_000), (false, 4_000)] {
+            cut_in_the_middle(&peers, &server.address, protocol, settle, buffer).await;
+            println!(
+                "ASP.NET Core, WebSockets {protocol:?}, settle {settle}, buffer {buffer} bytes: passed"
+            );
         }
     }
 }
@@ -311,9 +324,11 @@ async fn conformance_server() {
     };
     let server = Process::start(&ours, &["--port", "0"]).await;
     for protocol in [HubProtocol::Json, HubProtocol::MessagePack] {
-        for settle in [false, true] {
-            cut_in_the_middle(&peers, &server.address, protocol, settle).await;
-            println!("conformance-server, WebSockets {protocol:?}, settle {settle}: passed");
+        for (settle, buffer) in [(false, 100_000), (true, 100_000), (false, 4_000)] {
+            cut_in_the_middle(&peers, &server.address, protocol, settle, buffer).await;
+            println!(
+                "conformance-server, WebSockets {protocol:?}, settle {settle}, buffer {buffer} bytes: passed"
+            );
         }
     }
 }
