@@ -731,7 +731,9 @@ pub(crate) async fn run(
             }
         }
     };
-    if lost && stateful && !stop.is_cancelled() {
+    // A resumed transport lost before the server's Sequence arrived counts as a failed resume:
+    // no endless resumes against a server that accepts the WebSocket and drops it again.
+    if lost && stateful && !stop.is_cancelled() && !session.awaiting_sequence() {
         // Kept for a resume: pending calls stay, sends are buffered meanwhile.
         session.detach();
         drop(stopper);

@@ -19,8 +19,10 @@
 //!
 //! Against a hand-written server (always run): the negotiate query and handshake version, the
 //! resume on the same `id` with Sequence and replay, duplicates dropped, Acks sent, the byte
-//! bound of the replay buffer and its timeout, a refused resume, and bad input (an Ack of an id
-//! never sent, a Sequence that jumps forward), which must close the connection with an error.
+//! bound of the replay buffer and its timeout, a refused resume (with and without automatic
+//! reconnect), `stop()` during a resume, a resume lost again before the server's Sequence, and
+//! bad input (an Ack of an id never sent, a Sequence that jumps forward), which must close the
+//! connection with an error.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -386,18 +388,25 @@ impl Socket {
     }
 }
 
+/// What the fake server does with a second WebSocket for a connection token.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// Upgrades it, as ASP.NET does within its disconnect timeout.
+    Accept,
+    /// Answers 404, as ASP.NET does once its disconnect timeout passed.
+    Refuse,
+    /// Never answers.
+    Stall,
+}
+
 type Script =
     Arc<dyn Fn(usize, Socket) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Serves `/hub/negotiate` (connection `id-N` with token `token-N` for the N-th negotiate,
 /// from 0, granting stateful reconnect when asked; the negotiate queries are sent to
 /// `negotiates`) and `/hub` (each WebSocket, numbered from 0, runs `script`; with
-/// `refuse_resume` a second WebSocket for a token gets 404, as ASP.NET answers once its
-/// disconnect timeout passed). Returns the hub URL.
-async fn fake_server(
-    script: Script,
-    refuse_resume: bool,
-) -> (String, mpsc::UnboundedReceiver<String>) {
+/// `resume` deciding what a second WebSocket for a token gets). Returns the hub URL.
+async fn fake_server(script: Script, resume: Resume) -> (String, mpsc::UnboundedReceiver<String>) {
     let (negotiated, negotiates) = mpsc::unbounded_channel();
     let count = Arc::new(Mutex::new(0usize));
     let negotiations = Arc::new(Mutex::new(0usize));
@@ -448,8 +457,14 @@ async fn fake_server(
                     let tokens = tokens.clone();
                     async move {
                         let id = query.get("id").cloned().unwrap_or_default();
-                        if !tokens.lock().expect("lock").insert(id.clone()) && refuse_resume {
-                            return axum::http::StatusCode::NOT_FOUND.into_response();
+                        if !tokens.lock().expect("lock").insert(id.clone()) {
+                            match resume {
+                                Resume::Accept => {}
+                                Resume::Refuse => {
+                                    return axum::http::StatusCode::NOT_FOUND.into_response();
+                                }
+                                Resume::Stall => std::future::pending::<()>().await,
+                            }
                         }
                         let index = {
                             let mut count = count.lock().expect("lock");
@@ -544,7 +559,7 @@ async fn resume_on_the_same_id_with_sequence_replay_and_acks() {
         }
         .boxed()
     });
-    let (url, mut negotiates) = fake_server(script, false).await;
+    let (url, mut negotiates) = fake_server(script, Resume::Accept).await;
     let c = HubConnectionBuilder::new()
         .with_url(url)
         .with_stateful_reconnect()
@@ -681,7 +696,7 @@ async fn bad_ack_and_sequence_close_the_connection() {
                 while socket.read().await.is_some() {}
             }
         });
-        let (url, _) = fake_server(script, false).await;
+        let (url, _) = fake_server(script, Resume::Accept).await;
         let (c, mut events) = connect(url, |b| b).await;
         let err = within("Wait", c.invoke::<()>("Wait", ()))
             .await
@@ -723,7 +738,7 @@ async fn a_full_replay_buffer_waits_for_an_ack_and_times_out() {
             }
         }
     });
-    let (url, _) = fake_server(script, false).await;
+    let (url, _) = fake_server(script, Resume::Accept).await;
     let (c, mut events) = connect(url, |b| {
         b.stateful_reconnect_buffer_size(50)
             .server_timeout(Duration::from_secs(2))
@@ -794,7 +809,7 @@ async fn a_refused_resume_falls_back_to_a_new_connection_or_closes() {
                 while socket.read().await.is_some() {}
             }
         });
-        let (url, mut negotiates) = fake_server(script, true).await;
+        let (url, mut negotiates) = fake_server(script, Resume::Refuse).await;
         let (c, mut events) = connect(url, |b| {
             if automatic {
                 b.with_automatic_reconnect_delays(vec![Duration::ZERO])
@@ -832,4 +847,72 @@ async fn a_refused_resume_falls_back_to_a_new_connection_or_closes() {
             assert_eq!(c.state(), HubConnectionState::Disconnected);
         }
     }
+}
+
+/// `stop()` while the resume WebSocket does not answer: the pending call fails, the connection
+/// ends at once with `on_closed(None)`.
+#[tokio::test]
+async fn stop_during_a_resume_ends_it() {
+    init_tracing();
+    let script = after_handshake(|_, mut socket| async move {
+        socket.read_json().await;
+        drop(socket);
+    });
+    let (url, _) = fake_server(script, Resume::Stall).await;
+    let (c, mut events) = connect(url, |b| b).await;
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.invoke::<()>("Wait", ()).await }
+    });
+    let event = next("reconnecting", &mut events).await;
+    assert!(
+        event.starts_with("reconnecting (Reconnecting): "),
+        "{event}"
+    );
+    assert_eq!(c.state(), HubConnectionState::Reconnecting);
+    // Calls are taken meanwhile (buffered for the resume).
+    let mut buffered = Box::pin(c.send("Later", ()));
+    assert!(
+        (&mut buffered).now_or_never().is_some_and(|r| r.is_ok()),
+        "a send during the resume is buffered"
+    );
+    within("stop", c.stop()).await;
+    assert_eq!(next("closed", &mut events).await, "closed: None");
+    let err = within("Wait", pending)
+        .await
+        .expect("join")
+        .expect_err("stopped");
+    assert!(err.is_closed(), "{err:?}");
+    assert_eq!(c.state(), HubConnectionState::Disconnected);
+}
+
+/// A server that takes the resume WebSocket and drops it again before its Sequence: that counts
+/// as a failed resume (no endless resumes); without automatic reconnect the connection closes.
+#[tokio::test]
+async fn a_resume_lost_before_the_servers_sequence_is_not_retried() {
+    init_tracing();
+    let script = after_handshake(|_, mut socket| async move {
+        // Socket 0: after the client's invocation; socket 1 (the resume): after its Sequence.
+        socket.read_json().await;
+        drop(socket);
+    });
+    let (url, _) = fake_server(script, Resume::Accept).await;
+    let (c, mut events) = connect(url, |b| b).await;
+    let err = within("Wait", c.invoke::<()>("Wait", ()))
+        .await
+        .expect_err("the connection is lost twice");
+    assert!(err.is_closed(), "{err:?}");
+    let event = next("reconnecting", &mut events).await;
+    assert!(
+        event.starts_with("reconnecting (Reconnecting): "),
+        "{event}"
+    );
+    assert_eq!(
+        next("reconnected", &mut events).await,
+        "reconnected (Connected) id-0"
+    );
+    let closed = next("closed", &mut events).await;
+    assert!(closed.starts_with("closed: Some("), "{closed}");
+    assert!(events.try_recv().is_err(), "no second resume");
+    assert_eq!(c.state(), HubConnectionState::Disconnected);
 }
