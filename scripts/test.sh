@@ -38,6 +38,8 @@ command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq 
 
 echo "== interop: official ASP.NET Core .NET client against our conformance server (about 35 s)"
 CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/dotnet/run.sh core-client
+echo "-- its stateful-reconnect checks on our /testhub-stateful (a few seconds)"
+CONFORMANCE_SERVER_BIN="$target/debug/conformance-server" interop/dotnet/run.sh core-client --stateful --only "stateful reconnect"
 
 echo "== interop: classic SignalR 2.x clients against our conformance server's /signalr"
 command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

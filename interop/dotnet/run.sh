@@ -6,7 +6,10 @@
 #                   groups, parallel calls), then oversized messages, transport fallback, skipped
 #                   negotiation, bad negotiate, redirects, JWT on every transport, 200 connections,
 #                   restart, a 22 s idle connection kept alive by the server's pings, and automatic
-#                   reconnect through a TCP proxy that cuts the connection.
+#                   reconnect through a TCP proxy that cuts the connection. With --stateful, also
+#                   stateful reconnect on /testhub-stateful (200 sends, the connection cut after
+#                   100: every message once and in order, the same connection id); scripts/test.sh
+#                   runs that check on its own: core-client --stateful --only "stateful reconnect".
 #   classic-client  Microsoft.AspNet.SignalR.Client 2.4.2 (classic SignalR) at /signalr: the classic
 #                   TestHub contract on webSockets, serverSentEvents, longPolling and auto (hub
 #                   methods, client methods, caller state, progress, errors with data, groups, users,

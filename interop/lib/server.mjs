@@ -30,15 +30,15 @@ const STOP_TIMEOUT_MS = 5_000;
 /**
  * Starts the server.
  * @param {string[]} [extraArgs] extra CLI arguments, e.g. ["--detailed-errors"].
- * @param {{ timeoutMs?: number, bin?: string }} [options] `bin`: the binary to start (default
- *   `serverBin`, the chat-server).
+ * @param {{ timeoutMs?: number, bin?: string, leadingArgs?: string[] }} [options] `bin`: the binary
+ *   to start (default `serverBin`, the chat-server); `leadingArgs`: arguments before `--port 0`.
  * @returns {Promise<{ url: string, args: string[], pid: number, stderr: () => string,
  *   stdout: () => string, stop: () => Promise<void> }>}
  */
 export async function startServer(extraArgs = [], options = {}) {
     const timeoutMs = options.timeoutMs ?? START_TIMEOUT_MS;
     const bin = options.bin ?? serverBin;
-    const args = ["--port", "0", ...extraArgs];
+    const args = [...(options.leadingArgs ?? []), "--port", "0", ...extraArgs];
 
     if (!existsSync(bin)) {
         const name = path.basename(bin);

@@ -43,6 +43,7 @@ pub fn app(chat: Hub) -> Router {
         TransportType::ServerSentEvents,
         TransportType::LongPolling,
     ]);
+    let stateful = test_hub::stateful_test_hub();
     let issuer = TokenIssuer::new();
     let authorized = authorized_hub::authorized_hub(&issuer);
     let classic_test = classic_hub::test_hub();
@@ -52,7 +53,7 @@ pub fn app(chat: Hub) -> Router {
         &classic_hub::secret_hub(),
     ]);
     let state = AppState {
-        test_hubs: Arc::new([all.context(), no_websockets.context()]),
+        test_hubs: Arc::new([all.context(), no_websockets.context(), stateful.context()]),
         classic_test_hub: classic_test.context(),
         issuer,
         redirects: Arc::default(),
@@ -74,6 +75,7 @@ pub fn app(chat: Hub) -> Router {
     helpers
         .nest("/testhub", all.router())
         .nest("/testhub-nowebsockets", no_websockets.router())
+        .nest("/testhub-stateful", stateful.router())
         .nest("/authorizedhub", authorized.router())
         .nest("/chat", chat.router())
         .nest("/signalr", classic)
@@ -121,6 +123,7 @@ async fn index() -> impl IntoResponse {
     let mut text = String::from(
         "SignalR conformance server (Rust)\n\n\
          Endpoints: /testhub (all transports), /testhub-nowebsockets (SSE, long polling),\n\
+         /testhub-stateful (stateful reconnect allowed),\n\
          /authorizedhub (JWT from GET /generateJwtToken[?user=NAME]), /redirect, /bad-negotiate,\n\
          /echo (raw connection), /echoredirect, GET /clientresult/{connectionId}\n\nTestHub methods:\n",
     );
@@ -178,14 +181,21 @@ async fn client_result(State(state): State<AppState>, Path(id): Path<String>) ->
 
 /// Any request under `/redirect`: a negotiate redirect to
 /// `<baseUrl>/<hub>?numRedirects=<N>` with an access token. `baseUrl` defaults to this server,
-/// `hub` to `testhub` (`testhub-nowebsockets` and `authorizedhub` are the others).
+/// `hub` to `testhub` (`testhub-nowebsockets`, `testhub-stateful` and `authorizedhub` are the others).
 async fn redirect(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let hub = query.get("hub").map_or("testhub", String::as_str);
-    if !["testhub", "testhub-nowebsockets", "authorizedhub"].contains(&hub) {
+    if ![
+        "testhub",
+        "testhub-nowebsockets",
+        "testhub-stateful",
+        "authorizedhub",
+    ]
+    .contains(&hub)
+    {
         return (StatusCode::BAD_REQUEST, format!("unknown hub '{hub}'")).into_response();
     }
     let base = match query.get("baseUrl").filter(|b| !b.is_empty()) {

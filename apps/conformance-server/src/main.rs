@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `/testhub` | `TestHub`, every transport |
 //! | `/testhub-nowebsockets` | `TestHub`, Server-Sent Events and long polling |
+//! | `/testhub-stateful` | `TestHub` with stateful reconnect allowed (ASP.NET's `AllowStatefulReconnects`) |
 //! | `/authorizedhub` | a hub that requires a JWT from `/generateJwtToken` |
 //! | `/chat` | `ChatHub` for scale-out checks (see `chat_hub.rs`), on the Redis backplane with `--redis`, backplane name `Peer.ChatHub` |
 //! | `/redirect` | negotiate answers a redirect to `/testhub?numRedirects=N` with an access token |

@@ -74,12 +74,25 @@ pub fn hub_options() -> HubOptions {
 
 /// Builds a `TestHub` offering `transports`.
 pub fn test_hub(transports: Vec<TransportType>) -> Hub {
+    build(ConnectionOptions {
+        transports,
+        ..ConnectionOptions::default()
+    })
+}
+
+/// Builds a `TestHub` on every transport that offers stateful reconnect (ASP.NET's
+/// `AllowStatefulReconnects`).
+pub fn stateful_test_hub() -> Hub {
+    build(ConnectionOptions {
+        allow_stateful_reconnects: true,
+        ..ConnectionOptions::default()
+    })
+}
+
+fn build(connection_options: ConnectionOptions) -> Hub {
     Hub::builder()
         .options(hub_options())
-        .connection_options(ConnectionOptions {
-            transports,
-            ..ConnectionOptions::default()
-        })
+        .connection_options(connection_options)
         .filter(LoggingFilter)
         .filter(ThrowBeforeStreaming)
         .method(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use signalr_protocol::TransportType;
+use signalr_protocol::{HubMessage, HubProtocol, TransportType};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,10 @@ use crate::options::ConnectionOptions;
 pub(crate) enum Outgoing {
     /// Bytes already encoded by the application (hub messages in the connection's protocol).
     Data(Bytes),
+    /// One hub message that stateful reconnect numbers and keeps until the client acknowledges
+    /// it (Invocation, StreamItem, Completion, StreamInvocation, CancelInvocation:
+    /// docs/protocol.md, "Stateful reconnect"); the same as `Data` on other connections.
+    Ackable(Bytes),
     /// Flush what is queued before this, then close the transport.
     End,
 }
@@ -122,6 +126,59 @@ struct QueueState {
     gate_open: bool,
     /// The consumer waiting for items (or for the gate).
     consumer: Option<std::task::Waker>,
+    /// Stateful reconnect's side of the queue, on connections that use it.
+    replay: Option<Box<Replay>>,
+}
+
+/// Stateful reconnect on one connection (docs/protocol.md, "Stateful reconnect"): the
+/// messages sent and not yet acknowledged, the acknowledgements owed to the client, and the
+/// socket a resuming client hands over. Kept under the outgoing queue's lock, since the queue's
+/// consumer numbers the messages as it takes them (the order they go out in).
+struct Replay {
+    protocol: HubProtocol,
+    /// Bytes of sent messages kept, past which the writer waits for an Ack
+    /// (`HubOptions::stateful_reconnect_buffer_size`).
+    limit: usize,
+    /// Sent ackable messages the client has not acknowledged, oldest first, with their ids.
+    sent: std::collections::VecDeque<(u64, Bytes)>,
+    sent_bytes: usize,
+    /// The id the next ackable message gets (ids start at 1).
+    next_id: u64,
+    /// Written before anything else: the Sequence message and the unacknowledged messages
+    /// after a resume.
+    resend: std::collections::VecDeque<Bytes>,
+    /// The Ack owed to the client, written before queued messages.
+    ack: Option<Bytes>,
+    /// The highest id of the client's ackable messages the hub has processed, and the highest
+    /// acknowledged to the client so far.
+    received: u64,
+    acked: u64,
+    /// The socket of a resuming client, until the connection's task takes it.
+    handover: Option<hyper::upgrade::Upgraded>,
+    /// The connection's task, waiting for a socket to be handed over.
+    handover_waker: Option<std::task::Waker>,
+}
+
+impl Replay {
+    fn encode(&self, message: &HubMessage) -> Bytes {
+        let mut out = BytesMut::new();
+        // Ack and Sequence hold one number: writing them cannot fail.
+        let _ = self.protocol.write_message(message, &mut out);
+        out.freeze()
+    }
+
+    /// Whether the writer must wait for an Ack before sending more ackable messages (past the
+    /// limit, as ASP.NET's check).
+    fn full(&self) -> bool {
+        self.sent_bytes > self.limit
+    }
+
+    /// Records an ackable message as it is taken for writing.
+    fn record(&mut self, bytes: &Bytes) {
+        self.sent_bytes += bytes.len();
+        self.sent.push_back((self.next_id, bytes.clone()));
+        self.next_id += 1;
+    }
 }
 
 impl OutgoingQueue {
@@ -132,6 +189,7 @@ impl OutgoingQueue {
                 bytes: 0,
                 gate_open: false,
                 consumer: None,
+                replay: None,
             }),
             capacity: capacity.max(1),
             byte_limit: byte_limit.max(1),
@@ -203,6 +261,9 @@ impl OutgoingQueue {
         let was_full;
         {
             let mut state = self.lock();
+            if state.replay.is_some() {
+                return self.poll_take_stateful(state, cx, items, max);
+            }
             if !state.gate_open || state.items.is_empty() {
                 state.consumer = Some(cx.waker().clone());
                 return std::task::Poll::Pending;
@@ -210,7 +271,7 @@ impl OutgoingQueue {
             was_full = state.items.len() >= self.capacity;
             while items.len() < max {
                 match state.items.pop_front() {
-                    Some(Outgoing::Data(bytes)) => {
+                    Some(Outgoing::Data(bytes) | Outgoing::Ackable(bytes)) => {
                         taken.bytes += bytes.len();
                         items.push_back(bytes);
                     }
@@ -231,6 +292,212 @@ impl OutgoingQueue {
             self.room.notify_waiters();
         }
         std::task::Poll::Ready(taken)
+    }
+
+    /// [`poll_take`](Self::poll_take) on a stateful-reconnect connection: first what a resume
+    /// must resend and the Ack owed to the client (neither counts against the queue's bounds),
+    /// then queued items, numbering the ackable ones and keeping them until acknowledged; while
+    /// the kept bytes are at the limit, ackable items wait in the queue (and everything behind
+    /// them), as ASP.NET's writes wait for an Ack.
+    fn poll_take_stateful(
+        &self,
+        mut guard: std::sync::MutexGuard<'_, QueueState>,
+        cx: &mut std::task::Context<'_>,
+        items: &mut std::collections::VecDeque<Bytes>,
+        max: usize,
+    ) -> std::task::Poll<Taken> {
+        let mut taken = Taken {
+            bytes: 0,
+            end: false,
+        };
+        let state = &mut *guard;
+        let Some(replay) = state.replay.as_deref_mut() else {
+            return std::task::Poll::Pending;
+        };
+        if !state.gate_open {
+            state.consumer = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        while items.len() < max {
+            let Some(bytes) = replay.resend.pop_front() else {
+                break;
+            };
+            items.push_back(bytes);
+        }
+        if items.len() < max
+            && let Some(ack) = replay.ack.take()
+        {
+            items.push_back(ack);
+        }
+        let was_full = state.items.len() >= self.capacity;
+        while items.len() < max {
+            match state.items.front() {
+                None => break,
+                Some(Outgoing::Ackable(_)) if replay.full() => break,
+                Some(_) => {}
+            }
+            match state.items.pop_front() {
+                Some(Outgoing::Data(bytes)) => {
+                    taken.bytes += bytes.len();
+                    items.push_back(bytes);
+                }
+                Some(Outgoing::Ackable(bytes)) => {
+                    replay.record(&bytes);
+                    taken.bytes += bytes.len();
+                    items.push_back(bytes);
+                }
+                Some(Outgoing::End) => {
+                    taken.end = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if items.is_empty() && !taken.end {
+            state.consumer = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        if state.items.is_empty() {
+            state.items = std::collections::VecDeque::new();
+        }
+        let was_full = was_full && state.items.len() < self.capacity;
+        drop(guard);
+        if was_full {
+            self.room.notify_waiters();
+        }
+        std::task::Poll::Ready(taken)
+    }
+
+    fn wake_consumer(mut state: std::sync::MutexGuard<'_, QueueState>) {
+        let waker = state.consumer.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Turns stateful reconnect on for this queue: from now on ackable items are numbered and
+    /// kept (at most about `limit` bytes) until acknowledged.
+    fn enable_replay(&self, protocol: HubProtocol, limit: usize) {
+        self.lock().replay = Some(Box::new(Replay {
+            protocol,
+            limit: limit.max(1),
+            sent: std::collections::VecDeque::new(),
+            sent_bytes: 0,
+            next_id: 1,
+            resend: std::collections::VecDeque::new(),
+            ack: None,
+            received: 0,
+            acked: 0,
+            handover: None,
+            handover_waker: None,
+        }));
+    }
+
+    /// The client acknowledged every message up to `id`: they are forgotten, and a writer
+    /// waiting for room in the replay buffer goes on.
+    fn acknowledge(&self, id: u64) {
+        let mut state = self.lock();
+        let Some(replay) = state.replay.as_deref_mut() else {
+            return;
+        };
+        let was_full = replay.full();
+        while let Some((first, bytes)) = replay.sent.front() {
+            if *first > id {
+                break;
+            }
+            replay.sent_bytes -= bytes.len();
+            replay.sent.pop_front();
+        }
+        if replay.sent.is_empty() {
+            replay.sent = std::collections::VecDeque::new();
+        }
+        if was_full && !replay.full() {
+            Self::wake_consumer(state);
+        }
+    }
+
+    /// A new socket took over: what it writes first is the Sequence message (the id of the
+    /// oldest unacknowledged message, or of the next one), then every unacknowledged message in
+    /// order, as ASP.NET's resend does.
+    fn resume(&self) {
+        let mut state = self.lock();
+        let Some(replay) = state.replay.as_deref_mut() else {
+            return;
+        };
+        let first = replay.sent.front().map_or(replay.next_id, |(id, _)| *id);
+        let sequence = replay.encode(&HubMessage::Sequence { sequence_id: first });
+        replay.resend.clear();
+        replay.resend.push_back(sequence);
+        let unacknowledged: Vec<Bytes> = replay.sent.iter().map(|(_, b)| b.clone()).collect();
+        replay.resend.extend(unacknowledged);
+        Self::wake_consumer(state);
+    }
+
+    /// Records that the hub processed the client's ackable message `id`.
+    fn received(&self, id: u64) {
+        if let Some(replay) = self.lock().replay.as_deref_mut() {
+            replay.received = replay.received.max(id);
+        }
+    }
+
+    /// Queues an Ack for what the hub processed since the last one, if anything (the
+    /// heartbeat's 1 s tick, as ASP.NET's 1 s ack timer).
+    fn queue_ack(&self) {
+        let mut state = self.lock();
+        let Some(replay) = state.replay.as_deref_mut() else {
+            return;
+        };
+        if replay.received <= replay.acked {
+            return;
+        }
+        replay.acked = replay.received;
+        replay.ack = Some(replay.encode(&HubMessage::Ack {
+            sequence_id: replay.received,
+        }));
+        Self::wake_consumer(state);
+    }
+
+    /// Hands a resuming client's socket to the connection's task; `false` when the connection
+    /// does not use stateful reconnect.
+    fn hand_over(&self, io: hyper::upgrade::Upgraded) -> bool {
+        let waker = {
+            let mut state = self.lock();
+            let Some(replay) = state.replay.as_deref_mut() else {
+                return false;
+            };
+            // A newer resume replaces one not taken yet.
+            replay.handover = Some(io);
+            replay.handover_waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// The socket a resuming client handed over, if any (the task is woken when one comes).
+    fn poll_handover(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<hyper::upgrade::Upgraded> {
+        let mut state = self.lock();
+        let Some(replay) = state.replay.as_deref_mut() else {
+            return std::task::Poll::Pending;
+        };
+        match replay.handover.take() {
+            Some(io) => std::task::Poll::Ready(io),
+            None => {
+                if !replay
+                    .handover_waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    replay.handover_waker = Some(cx.waker().clone());
+                }
+                std::task::Poll::Pending
+            }
+        }
     }
 
     /// Gives back `len` bytes once written; wakes waiting producers when that makes room.
@@ -259,7 +526,7 @@ impl Outgoing {
     /// Bytes it counts against the outgoing budget.
     fn len(&self) -> usize {
         match self {
-            Outgoing::Data(bytes) => bytes.len(),
+            Outgoing::Data(bytes) | Outgoing::Ackable(bytes) => bytes.len(),
             Outgoing::End => 0,
         }
     }
@@ -530,6 +797,10 @@ pub(crate) struct Connection {
     binary: AtomicBool,
     /// A raw connection (no hub protocol) mirrors the frame type it receives.
     raw: AtomicBool,
+    /// Negotiate granted stateful reconnect (the client asked, the endpoint allows it).
+    stateful_negotiated: AtomicBool,
+    /// Stateful reconnect is on: negotiated, on WebSockets, with handshake version 2.
+    stateful: AtomicBool,
     activity: Mutex<Activity>,
     /// The HTTP connection carrying the server-to-client half (the SSE response, the latest long
     /// poll), when served by [`crate::serve`]: aborted when this connection is closed as a slow
@@ -612,6 +883,59 @@ impl Connection {
         if self.raw.load(Ordering::Acquire) {
             self.binary.store(binary, Ordering::Release);
         }
+    }
+
+    /// Records that negotiate granted stateful reconnect.
+    pub(crate) fn set_stateful_negotiated(&self) {
+        self.stateful_negotiated.store(true, Ordering::Release);
+    }
+
+    /// Whether negotiate granted stateful reconnect.
+    pub(crate) fn stateful_negotiated(&self) -> bool {
+        self.stateful_negotiated.load(Ordering::Acquire)
+    }
+
+    /// Turns stateful reconnect on (after a handshake with version 2 on a WebSocket whose
+    /// negotiate granted it): ackable messages are kept, at most about `buffer_size` bytes,
+    /// until the client acknowledges them, and Acks are sent on the heartbeat.
+    pub(crate) fn enable_stateful(&self, protocol: HubProtocol, buffer_size: usize) {
+        self.outgoing.enable_replay(protocol, buffer_size);
+        self.stateful.store(true, Ordering::Release);
+    }
+
+    /// Whether stateful reconnect is on.
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.stateful.load(Ordering::Acquire)
+    }
+
+    /// The client's Ack: it processed every message up to `id`.
+    pub(crate) fn acknowledge(&self, id: u64) {
+        self.outgoing.acknowledge(id);
+    }
+
+    /// The hub processed the client's ackable message `id` (it is acknowledged on the next
+    /// heartbeat).
+    pub(crate) fn received_ackable(&self, id: u64) {
+        self.outgoing.received(id);
+    }
+
+    /// A resumed socket writes the Sequence message and the unacknowledged messages first.
+    pub(crate) fn resend_unacknowledged(&self) {
+        self.outgoing.resume();
+    }
+
+    /// Hands a resuming client's socket to the connection's task; `false` when stateful
+    /// reconnect is not on (the socket is dropped).
+    pub(crate) fn hand_over(&self, io: hyper::upgrade::Upgraded) -> bool {
+        !self.is_closed() && self.outgoing.hand_over(io)
+    }
+
+    /// A socket handed over by a resuming client.
+    pub(crate) fn poll_handover(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<hyper::upgrade::Upgraded> {
+        self.outgoing.poll_handover(cx)
     }
 
     /// Marks the application as started; `true` only for the first caller.
@@ -764,6 +1088,9 @@ impl Connection {
                 self.last_write.store(beat, Ordering::Relaxed);
             }
         }
+        if self.is_stateful() {
+            self.outgoing.queue_ack();
+        }
         let silent = beat.saturating_sub(self.last_received.load(Ordering::Relaxed));
         if self.client_timeout_armed.load(Ordering::Relaxed)
             && silent >= heartbeats(heartbeat.client_timeout)
@@ -899,6 +1226,8 @@ impl ConnectionManager {
             end_delivered: AtomicBool::new(false),
             binary: AtomicBool::new(false),
             raw: AtomicBool::new(false),
+            stateful_negotiated: AtomicBool::new(false),
+            stateful: AtomicBool::new(false),
             activity: Mutex::new(Activity {
                 active_requests: 0,
                 inactive_since: Instant::now(),

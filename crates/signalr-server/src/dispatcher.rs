@@ -319,11 +319,20 @@ async fn negotiate(
     }
     let minimum = endpoint.options.minimum_negotiate_version;
     let pairs = params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    let version = match NegotiateRequest::from_query(pairs, minimum) {
-        Ok(request) => request.negotiate_version,
+    let (version, stateful) = match NegotiateRequest::from_query(pairs, minimum) {
+        Ok(request) => (
+            request.negotiate_version,
+            // Hubs only: the hub protocol's Ack and Sequence messages carry it.
+            request.use_stateful_reconnect
+                && endpoint.options.allow_stateful_reconnects
+                && matches!(endpoint.application, Application::Hub(_)),
+        ),
         Err(error) => return axum::Json(NegotiateResponse::error(error)).into_response(),
     };
     let connection = endpoint.manager.create(version);
+    if stateful {
+        connection.set_stateful_negotiated();
+    }
     let transports = endpoint
         .options
         .transports
@@ -338,6 +347,7 @@ async fn negotiate(
         connection_id: Some(connection.id.clone()),
         connection_token: (version >= 1).then(|| connection.token.clone()),
         available_transports: Some(transports),
+        use_stateful_reconnect: stateful,
         ..Default::default()
     })
     .into_response()
@@ -446,6 +456,9 @@ fn websocket(
     if !connection.bind_transport(TransportType::WebSockets) {
         return text(StatusCode::BAD_REQUEST, CHANGE_TRANSPORT);
     }
+    if connection.is_stateful() {
+        return resume_websocket(&endpoint, connection, accepted, &user);
+    }
     let Ok(outbox) = connection.outbox.clone().try_lock_owned() else {
         return StatusCode::CONFLICT.into_response();
     };
@@ -458,6 +471,31 @@ fn websocket(
         request,
         user,
     })));
+    response
+}
+
+/// A WebSocket for a connection that uses stateful reconnect (docs/protocol.md, "Stateful
+/// reconnect"): the client resumes after losing its socket, with the same token and no new
+/// handshake. The new socket replaces the connection's current one, also when the server has
+/// not seen that one fail yet (ASP.NET 10 ends the connection then, and answers 404). 403 when
+/// another user than the connection's makes the request.
+fn resume_websocket(
+    endpoint: &Endpoint,
+    connection: Arc<Connection>,
+    accepted: websocket::Accepted,
+    user: &User,
+) -> Response {
+    if let Err(status) = endpoint.check_user(&connection, user) {
+        return status.into_response();
+    }
+    let (response, upgrade) = accepted.into_parts();
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await
+            && !connection.hand_over(upgraded)
+        {
+            tracing::debug!(connection_id = %connection.id, "resumed WebSocket arrived after the connection ended");
+        }
+    });
     response
 }
 
@@ -540,7 +578,6 @@ async fn run_websocket(mut start: Box<WebSocketStart>) {
     let upgraded = (&mut start.upgrade).await.ok();
     let application = upgraded.and_then(|upgraded| start.start(upgraded));
     if let Some(application) = application {
-        let _active = connection.begin_request();
         match application {
             WebSocketApplication::Hub(hub, input) => {
                 hub_connection::run(hub, connection.clone(), input).await;

@@ -438,7 +438,8 @@ impl HubBuilder {
 
     /// Runs when a classic SignalR client has come back on its connection after losing its
     /// transport (classic `OnReconnected`: the same connection id, its groups kept). Never runs
-    /// for ASP.NET Core clients: their reconnect is a new connection, which runs `on_connected`.
+    /// for ASP.NET Core clients: their automatic reconnect is a new connection, which runs
+    /// `on_connected`, and a stateful-reconnect resume runs no hook at all (the hub does not see it).
     /// An error is logged; the connection goes on.
     pub fn on_reconnected<F, Fut, R>(mut self, handler: F) -> Self
     where

@@ -70,9 +70,31 @@ impl CoreClient {
     /// Queues a message for this connection, waiting for room.
     async fn send_message(&self, message: &HubMessage) -> Result<(), QueueError> {
         match self.encode(message) {
+            Some(bytes) if is_ackable(message.message_type()) => {
+                self.connection.send(Outgoing::Ackable(bytes)).await
+            }
             Some(bytes) => self.connection.send(Outgoing::Data(bytes)).await,
             None => Ok(()),
         }
+    }
+}
+
+/// Whether stateful reconnect numbers, keeps and acknowledges messages of this type:
+/// Invocation, StreamItem, Completion, StreamInvocation and CancelInvocation (docs/protocol.md,
+/// "Stateful reconnect").
+fn is_ackable(message_type: u8) -> bool {
+    (1..=5).contains(&message_type)
+}
+
+/// A message fanned out or sent to one connection from hub code (an Invocation, as a rule).
+fn fanned_out(message: &SerializedHubMessage, bytes: &bytes::Bytes) -> Outgoing {
+    if message
+        .message()
+        .is_none_or(|m| is_ackable(m.message_type()))
+    {
+        Outgoing::Ackable(bytes.clone())
+    } else {
+        Outgoing::Data(bytes.clone())
     }
 }
 
@@ -84,7 +106,7 @@ impl ClientSink for CoreClient {
 
     fn try_send(&self, message: &Arc<SerializedHubMessage>) {
         if let Some(bytes) = message.serialized(self.protocol) {
-            let _ = self.connection.try_send(Outgoing::Data(bytes.clone()));
+            let _ = self.connection.try_send(fanned_out(message, bytes));
         }
     }
 
@@ -93,7 +115,7 @@ impl ClientSink for CoreClient {
             match message.serialized(self.protocol) {
                 Some(bytes) => self
                     .connection
-                    .send(Outgoing::Data(bytes.clone()))
+                    .send(fanned_out(&message, bytes))
                     .await
                     .map_err(|_| Gone),
                 None => Ok(()),
@@ -155,6 +177,22 @@ impl HubInput {
             biased;
             output = work => Some(output),
             _ = self.next(&mut scratch, false), if matches!(self, HubInput::WebSocket(_)) => None,
+        }
+    }
+
+    /// Lets a WebSocket lost without a Close frame wait for the client to resume (stateful
+    /// reconnect), or not.
+    fn set_resumable(&mut self, resumable: bool) {
+        if let HubInput::WebSocket(socket) = self {
+            socket.set_resumable(resumable);
+        }
+    }
+
+    /// Whether a resumed socket took over since the last call.
+    fn take_resumed(&mut self) -> bool {
+        match self {
+            HubInput::WebSocket(socket) => socket.take_resumed(),
+            HubInput::Queue(_) => false,
         }
     }
 
@@ -225,13 +263,15 @@ async fn start(
     mut input: HubInput,
 ) -> Option<(LoopState, HubInput, BytesMut)> {
     let mut buf = BytesMut::new();
-    let Some(protocol) = handshake(&hub, &connection, &mut input, &mut buf).await else {
+    let Some((protocol, stateful)) = handshake(&hub, &connection, &mut input, &mut buf).await
+    else {
         connection.writer_gate.open();
         let _ = input.while_writing(connection.send(Outgoing::End)).await;
         input.finish(&connection).await;
         return None;
     };
-    tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), "handshake complete");
+    tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), stateful, "handshake complete");
+    input.set_resumable(stateful);
 
     let core = Arc::new(CoreClient {
         connection: connection.clone(),
@@ -283,6 +323,7 @@ async fn start(
         queued_bytes: 0,
         open_streams: Arc::default(),
         running: Running::default(),
+        receiving: stateful.then(Receiving::default),
     };
     match failed {
         Some(outcome) => {
@@ -305,6 +346,8 @@ async fn end(state: LoopState, mut input: HubInput, outcome: Outcome) {
         ..
     } = state;
     let connection = core.connection.clone();
+    // A socket lost from now on ends the connection: it is closing.
+    input.set_resumable(false);
     context.shut_down();
     hub.lifetime.remove(&context).await;
     let disconnect_error = match outcome {
@@ -340,7 +383,7 @@ async fn end(state: LoopState, mut input: HubInput, outcome: Outcome) {
     tracing::debug!(connection_id = %connection.id, "hub connection ended");
 }
 
-async fn fail_handshake(connection: &Connection, error: String) -> Option<HubProtocol> {
+async fn fail_handshake(connection: &Connection, error: String) -> Option<(HubProtocol, bool)> {
     tracing::debug!(connection_id = %connection.id, %error, "handshake failed");
     let mut out = BytesMut::new();
     HandshakeResponse { error: Some(error) }.write(&mut out);
@@ -353,7 +396,7 @@ async fn handshake(
     connection: &Connection,
     input: &mut HubInput,
     buf: &mut BytesMut,
-) -> Option<HubProtocol> {
+) -> Option<(HubProtocol, bool)> {
     let options = &hub.options;
     let deadline = tokio::time::sleep(options.handshake_timeout);
     tokio::pin!(deadline);
@@ -423,11 +466,24 @@ async fn handshake(
     if protocol.transfer_format() == TransferFormat::Binary {
         connection.set_binary_frames();
     }
+    // Stateful reconnect needs what negotiate granted, a WebSocket and a client that speaks
+    // version 2 of the hub protocol (Ack and Sequence); otherwise it is off, as in ASP.NET.
+    let stateful = connection.stateful_negotiated()
+        && connection.transport() == Some(TransportType::WebSockets);
+    let stateful = if stateful && request.version < 2 {
+        tracing::debug!(connection_id = %connection.id, version = request.version, "the client does not support stateful reconnect (handshake version below 2): it is off");
+        false
+    } else {
+        stateful
+    };
+    if stateful {
+        connection.enable_stateful(protocol, options.stateful_reconnect_buffer_size);
+    }
     connection
         .send(Outgoing::Data(HandshakeResponse::success_bytes()))
         .await
         .ok()?;
-    Some(protocol)
+    Some((protocol, stateful))
 }
 
 /// The Close message for a WebSocket message over the transport's limit: the same as for a hub
@@ -561,6 +617,77 @@ struct LoopState {
     /// Counted invocations in progress, polled by the loop itself (no task per invocation:
     /// one hand-off less on the hot path, and the loop keeps reading while they run).
     running: Running,
+    /// Stateful reconnect's count of the client's messages, on connections that use it.
+    receiving: Option<Receiving>,
+}
+
+/// The receiving side of stateful reconnect (docs/protocol.md, "Stateful reconnect"): the
+/// client's ackable messages are counted from 1; one whose number the hub already processed is
+/// a resent duplicate and is dropped; after a resume everything is ignored until the client's
+/// Sequence message says where its resending starts.
+struct Receiving {
+    /// The number the client's next ackable message has.
+    next_id: u64,
+    /// The highest number processed.
+    latest: u64,
+    /// A socket was resumed and the client's Sequence message has not come yet.
+    waiting_for_sequence: bool,
+}
+
+impl Default for Receiving {
+    fn default() -> Self {
+        Receiving {
+            next_id: 1,
+            latest: 0,
+            waiting_for_sequence: false,
+        }
+    }
+}
+
+/// What stateful reconnect makes of a received message.
+enum Admitted {
+    /// Dispatch it.
+    Dispatch(HubMessage),
+    /// Nothing more to do (a duplicate, an Ack or Sequence, or ignored until the Sequence).
+    Done,
+    /// The client's Sequence message names a number past what it sent: the connection closes
+    /// with this error.
+    Fatal(&'static str),
+}
+
+impl Receiving {
+    fn admit(&mut self, connection: &Connection, message: HubMessage) -> Admitted {
+        if self.waiting_for_sequence && !matches!(message, HubMessage::Sequence { .. }) {
+            return Admitted::Done;
+        }
+        match message {
+            HubMessage::Sequence { sequence_id } => {
+                self.waiting_for_sequence = false;
+                if sequence_id > self.next_id {
+                    return Admitted::Fatal(
+                        "InvalidOperationException: Sequence ID greater than amount of messages we've received.",
+                    );
+                }
+                self.next_id = sequence_id;
+                Admitted::Done
+            }
+            HubMessage::Ack { sequence_id } => {
+                connection.acknowledge(sequence_id);
+                Admitted::Done
+            }
+            message if is_ackable(message.message_type()) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                if id <= self.latest {
+                    return Admitted::Done;
+                }
+                self.latest = id;
+                connection.received_ackable(id);
+                Admitted::Dispatch(message)
+            }
+            message => Admitted::Dispatch(message),
+        }
+    }
 }
 
 impl LoopState {
@@ -625,6 +752,11 @@ impl LoopState {
                 self.start_invocation(queued, true);
             }
             while self.can_queue() {
+                if input.take_resumed()
+                    && let Some(receiving) = &mut self.receiving
+                {
+                    receiving.waiting_for_sequence = true;
+                }
                 let message = match self
                     .protocol
                     .parse_message(buf, options.maximum_receive_message_size)
@@ -635,6 +767,23 @@ impl LoopState {
                         tracing::debug!(connection_id = %self.connection().id, %err, "closing connection after a protocol error");
                         return Outcome::Close(error_close(&self.hub, &err));
                     }
+                };
+                let message = match &mut self.receiving {
+                    None => message,
+                    Some(receiving) => match receiving.admit(&connection, message) {
+                        Admitted::Dispatch(message) => message,
+                        Admitted::Done => continue,
+                        Admitted::Fatal(detail) => {
+                            return Outcome::Close(Close {
+                                error: Some(detailed(
+                                    &self.hub,
+                                    "Connection closed with an error.".into(),
+                                    detail,
+                                )),
+                                allow_reconnect: true,
+                            });
+                        }
+                    },
                 };
                 if matches!(message, HubMessage::Ping) {
                     connection.arm_client_timeout();

@@ -45,6 +45,13 @@ pub struct HubOptions {
     /// the call's cancellation token fires; a bound keeps a silent client from holding a hub
     /// method forever.
     pub client_result_timeout: Duration,
+    /// Bytes of sent messages a stateful-reconnect connection keeps until the client
+    /// acknowledges them (docs/protocol.md, "Stateful reconnect"). Default 100,000
+    /// (`StatefulReconnectBufferSize`). When they reach it, the connection writes nothing more
+    /// until an Ack comes: further messages wait in its outgoing queue, and when that fills too
+    /// the [slow-consumer policy](ConnectionOptions::outgoing_queue_capacity) applies (ASP.NET
+    /// makes the hub's sends wait instead).
+    pub stateful_reconnect_buffer_size: usize,
 }
 
 impl Default for HubOptions {
@@ -60,6 +67,7 @@ impl Default for HubOptions {
             maximum_parallel_invocations_per_client: 1,
             maximum_streams_per_client: 1024,
             client_result_timeout: Duration::from_secs(30),
+            stateful_reconnect_buffer_size: 100_000,
         }
     }
 }
@@ -135,6 +143,14 @@ pub struct ConnectionOptions {
     /// is 128 KiB, which it zero-fills before every read and keeps per connection: at 10,000
     /// idle connections that is 1.3 GB). Larger messages are read in several chunks.
     pub websocket_read_buffer_size: usize,
+    /// Offer stateful reconnect to clients that ask for it in negotiate
+    /// (`useStatefulReconnect=true`; docs/protocol.md, "Stateful reconnect"). Default `false`
+    /// (`AllowStatefulReconnects`). On a WebSocket whose handshake has version 2, a socket lost
+    /// without a Close frame does not end the connection: for [`disconnect_timeout`]
+    /// (Self::disconnect_timeout) the client may open a new WebSocket with the same token, and
+    /// both sides resend what the other has not acknowledged; the hub sees no disconnect. The
+    /// size of what is kept for resending is [`HubOptions::stateful_reconnect_buffer_size`].
+    pub allow_stateful_reconnects: bool,
 }
 
 impl Default for ConnectionOptions {
@@ -156,6 +172,7 @@ impl Default for ConnectionOptions {
             websocket_close_timeout: Duration::from_secs(5),
             transport_send_timeout: Duration::from_secs(10),
             websocket_read_buffer_size: 8 * 1024,
+            allow_stateful_reconnects: false,
         }
     }
 }

@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Sleep;
 
-use crate::connection::{Connection, Outbox};
+use crate::connection::{ActiveRequest, Connection, Outbox};
 use crate::options::ConnectionOptions;
 use frame::{Control, DecodeError, Decoder, Event};
 
@@ -212,7 +212,10 @@ enum Closing {
 
 /// A server-side WebSocket connection driven by the task that owns it (see the module docs).
 pub(crate) struct WebSocket {
-    io: TokioIo<Upgraded>,
+    /// The socket; `None` while a stateful-reconnect connection waits for its client to resume.
+    io: Option<TokioIo<Upgraded>>,
+    /// Keeps the connection "active" (out of the disconnect timeout) while a socket is attached.
+    active: Option<ActiveRequest>,
     connection: Arc<Connection>,
     outbox: OwnedMutexGuard<Outbox>,
     decoder: Decoder,
@@ -234,6 +237,14 @@ pub(crate) struct WebSocket {
     ended: bool,
     /// The socket failed or a write timed out.
     failed: bool,
+    /// Stateful reconnect: a socket lost without a Close frame waits for the client to resume
+    /// on a new one instead of ending the connection.
+    resumable: bool,
+    /// A resumed socket took over since [`take_resumed`](Self::take_resumed) was last called.
+    resumed: bool,
+    /// What the application's buffer holds came from a socket that is gone: cleared before
+    /// the next read.
+    stale_input: bool,
     /// Running while a write waits for the socket (started when a write is pending).
     write_deadline: Option<Pin<Box<Sleep>>>,
     read_chunk: usize,
@@ -254,7 +265,8 @@ impl WebSocket {
         options: &ConnectionOptions,
     ) -> Self {
         WebSocket {
-            io: TokioIo::new(io),
+            io: Some(TokioIo::new(io)),
+            active: Some(connection.begin_request()),
             raw,
             connection,
             outbox,
@@ -267,6 +279,9 @@ impl WebSocket {
             closing: Closing::Open,
             ended: false,
             failed: false,
+            resumable: false,
+            resumed: false,
+            stale_input: false,
             write_deadline: None,
             read_chunk: options
                 .websocket_read_buffer_size
@@ -284,6 +299,87 @@ impl WebSocket {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut, read: bool) -> Poll<Input> {
+        loop {
+            if self.resumable {
+                if let Poll::Ready(io) = self.connection.poll_handover(cx) {
+                    self.attach(io);
+                }
+                if self.io.is_none() {
+                    return if self.connection.is_closed() {
+                        Poll::Ready(Input::Closed)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+            if read && self.stale_input {
+                buf.clear();
+                self.stale_input = false;
+            }
+            let input = self.poll_socket(cx, buf, read);
+            if input == Poll::Ready(Input::Closed) && self.lost() {
+                self.detach();
+                continue;
+            }
+            return input;
+        }
+    }
+
+    /// Lets a socket lost without a Close frame wait for the client to resume (stateful
+    /// reconnect), or not (the connection is ending).
+    pub(crate) fn set_resumable(&mut self, resumable: bool) {
+        self.resumable = resumable;
+    }
+
+    /// Whether a resumed socket took over since the last call: the application then ignores
+    /// the client's messages until its Sequence message.
+    pub(crate) fn take_resumed(&mut self) -> bool {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// The socket went away without a Close frame while the connection can resume.
+    fn lost(&self) -> bool {
+        self.resumable && self.failed && !self.ended && !self.connection.is_closed()
+    }
+
+    /// Drops the lost socket; the connection waits (out of the disconnect timeout's reach no
+    /// longer) for the client to resume.
+    fn detach(&mut self) {
+        tracing::debug!(connection_id = %self.connection.id, "WebSocket lost: waiting for the client to resume");
+        self.io = None;
+        self.active = None;
+        if let Some(frame) = self.frame.take()
+            && frame.kind == Kind::Data
+        {
+            self.outbox.release(frame.reserved);
+        }
+        self.decoder = Decoder::new(self.decoder.max_message());
+        self.read_closed = false;
+        self.too_large = false;
+        self.pong = None;
+        self.closing = Closing::Open;
+        self.failed = false;
+        self.write_deadline = None;
+        self.stale_input = true;
+    }
+
+    /// A resuming client's socket takes over (replacing one the server has not seen fail):
+    /// it writes the Sequence message and the unacknowledged messages first.
+    fn attach(&mut self, io: Upgraded) {
+        if self.io.is_some() {
+            self.detach();
+        }
+        tracing::debug!(connection_id = %self.connection.id, "WebSocket resumed");
+        self.io = Some(TokioIo::new(io));
+        self.active = Some(self.connection.begin_request());
+        self.connection.touch_read();
+        self.connection.resend_unacknowledged();
+        self.resumed = true;
+        self.stale_input = true;
+    }
+
+    /// [`poll_next`](Self::poll_next) on the attached socket.
+    fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut, read: bool) -> Poll<Input> {
         if self.poll_write(cx).is_ready() && self.failed {
             return Poll::Ready(Input::Closed);
         }
@@ -310,9 +406,12 @@ impl WebSocket {
 
     /// One read of the socket, decoded into `buf`.
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<Input> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Pending;
+        };
         let mut chunk = [MaybeUninit::<u8>::uninit(); MAX_READ_CHUNK];
         let mut read_buf = ReadBuf::uninit(&mut chunk[..self.read_chunk]);
-        match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
+        match Pin::new(io).poll_read(cx, &mut read_buf) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(_)) => {
                 self.read_closed = true;
@@ -494,7 +593,10 @@ impl WebSocket {
             if count == 0 {
                 return Poll::Ready(true);
             }
-            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+            let Some(io) = self.io.as_mut() else {
+                return Poll::Ready(false);
+            };
+            let written = match Pin::new(io).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) | Poll::Ready(Ok(0)) => return Poll::Ready(false),
                 Poll::Ready(Ok(n)) => n,
@@ -521,7 +623,10 @@ impl WebSocket {
 
     /// Flushes the socket's buffers, if it has any (a TLS stream does).
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match Pin::new(&mut self.io).poll_flush(cx) {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(());
+        };
+        match Pin::new(io).poll_flush(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 if result.is_err() {
@@ -537,6 +642,9 @@ impl WebSocket {
     /// the client's Close frame. Returns at once when the connection was disposed (a slow
     /// consumer, a shutdown): the socket is dropped.
     pub(crate) async fn finish(mut self) {
+        if self.io.is_none() {
+            return;
+        }
         let closed = self.connection.closed.clone();
         let close_timeout = self.close_timeout;
         let done = async {

@@ -193,6 +193,11 @@ impl Decoder {
         }
     }
 
+    /// The largest data message accepted, in bytes.
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message
+    }
+
     /// Reads `input`, appending the unmasked payload of data frames to `dst`. Returns how many
     /// bytes of `input` it used and the first event it found: it stops after an event (call it
     /// again with the rest) or when `input` is used up. After an error nothing more may be read.

@@ -503,6 +503,11 @@ pub fn echo_invocation(invocation_id: &str, value: &Value) -> String {
 }
 
 impl Ws {
+    /// Drops the TCP connection without a close frame, as a lost network looks to the server.
+    pub fn cut(self) {
+        drop(self.socket);
+    }
+
     /// Sends a text frame.
     pub async fn send_text(&mut self, text: &str) {
         within("WebSocket send", self.socket.send(Message::text(text)))
