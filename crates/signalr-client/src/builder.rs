@@ -90,6 +90,8 @@ pub(crate) struct Config {
     pub keep_alive_interval: Duration,
     pub handshake_timeout: Duration,
     pub retry_policy: Option<Arc<dyn RetryPolicy>>,
+    /// The replay buffer's bound in bytes when stateful reconnect is asked for, else `None`.
+    pub stateful_reconnect: Option<usize>,
 }
 
 /// Configures and builds a [`HubConnection`] (the official clients' `HubConnectionBuilder`).
@@ -124,6 +126,8 @@ pub struct HubConnectionBuilder {
     keep_alive_interval: Duration,
     handshake_timeout: Duration,
     retry_policy: Option<Arc<dyn RetryPolicy>>,
+    stateful_reconnect: bool,
+    stateful_buffer_size: usize,
 }
 
 impl Default for HubConnectionBuilder {
@@ -143,6 +147,8 @@ impl std::fmt::Debug for HubConnectionBuilder {
             .field("keep_alive_interval", &self.keep_alive_interval)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("automatic_reconnect", &self.retry_policy.is_some())
+            .field("stateful_reconnect", &self.stateful_reconnect)
+            .field("stateful_buffer_size", &self.stateful_buffer_size)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +179,8 @@ impl HubConnectionBuilder {
             keep_alive_interval: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(15),
             retry_policy: None,
+            stateful_reconnect: false,
+            stateful_buffer_size: crate::stateful::DEFAULT_BUFFER_SIZE,
         }
     }
 
@@ -303,6 +311,51 @@ impl HubConnectionBuilder {
         self
     }
 
+    /// Asks for stateful reconnect (ASP.NET Core 8+, the official clients'
+    /// `WithStatefulReconnect()` / `withStatefulReconnect()`; docs/protocol.md, "Stateful
+    /// reconnect"). Negotiate then carries `useStatefulReconnect=true`; when the server answers
+    /// `"useStatefulReconnect": true` (its hub allows it: ASP.NET `AllowStatefulReconnects`) and
+    /// the transport is WebSockets, the handshake is sent with version 2 and the feature is on
+    /// for that connection. On other transports, with [`HubConnectionBuilder::skip_negotiation`]
+    /// (no connection token), or when the server declines, the connection works as without it.
+    ///
+    /// When the feature is on:
+    /// - Every Invocation, StreamItem, Completion, StreamInvocation and CancelInvocation sent is
+    ///   kept (encoded) until the server acknowledges it, within
+    ///   [`HubConnectionBuilder::stateful_reconnect_buffer_size`] bytes (100,000 by default).
+    ///   When more is buffered, [`HubConnection::send`], [`HubConnection::invoke`],
+    ///   [`HubConnection::stream`], upload-stream items and client results wait for an Ack; a
+    ///   wait that lasts longer than [`HubConnectionBuilder::server_timeout`] fails the call with
+    ///   an [`Error::is_timeout`] error. `send` resolves once the message is in that buffer.
+    /// - The client acknowledges what it received about once a second.
+    /// - When the WebSocket breaks without a close frame or Close message (a network loss), the
+    ///   connection goes `Reconnecting` ([`HubConnection::on_reconnecting`]) and opens one new
+    ///   WebSocket to the same connection (same `id`, no negotiate, no handshake) within
+    ///   [`HubConnectionBuilder::handshake_timeout`]; both sides then send again what the other
+    ///   did not acknowledge, duplicates are dropped, and the connection is `Connected` again
+    ///   with the same connection id ([`HubConnection::on_reconnected`]). Pending calls,
+    ///   streams and server-side state (groups) survive; calls made meanwhile are buffered.
+    /// - When that fails (for example the server's disconnect timeout, 15 s, has passed and it
+    ///   answers 404), the pending calls fail and the connection goes on as without the feature:
+    ///   automatic reconnect if configured (new negotiate, new connection id), else
+    ///   `Disconnected`.
+    /// - A graceful end (a close frame, a Close message, `stop()`) and a server timeout are not
+    ///   resumed, as with the .NET client.
+    pub fn with_stateful_reconnect(mut self) -> Self {
+        self.stateful_reconnect = true;
+        self
+    }
+
+    /// The bound of the stateful-reconnect replay buffer in bytes (default 100,000, the official
+    /// clients' `StatefulReconnectBufferSize` / `bufferSize`): once the unacknowledged messages
+    /// exceed it, further sends wait for the server's Ack. Used only with
+    /// [`HubConnectionBuilder::with_stateful_reconnect`], which it does not turn on by itself.
+    /// With 0 every message waits until all earlier ones were acknowledged (about one a second).
+    pub fn stateful_reconnect_buffer_size(mut self, bytes: usize) -> Self {
+        self.stateful_buffer_size = bytes;
+        self
+    }
+
     /// Builds the connection (not started: call [`HubConnection::start`]). Needs no runtime.
     ///
     /// # Errors
@@ -426,6 +479,7 @@ impl HubConnectionBuilder {
             keep_alive_interval: self.keep_alive_interval,
             handshake_timeout: self.handshake_timeout,
             retry_policy: self.retry_policy,
+            stateful_reconnect: self.stateful_reconnect.then_some(self.stateful_buffer_size),
         }))
     }
 }

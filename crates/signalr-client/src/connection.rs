@@ -21,7 +21,7 @@ use crate::error::{Error, Kind, not_connected};
 use crate::handlers::{Handler, HandlerRegistry, Subscription, erase, lock};
 use crate::negotiate::{self, AvailableTransport, connect_url};
 use crate::retry::RetryContext;
-use crate::session::{self, Established, Pending, Session, Timeouts};
+use crate::session::{self, Established, Pending, ResumeTarget, Session, StatefulSetup, Timeouts};
 use crate::stream::HubStream;
 use crate::transport::{HttpContext, TransportConnection, long_polling, sse, websocket};
 
@@ -160,8 +160,9 @@ impl HubConnection {
     }
 
     /// The public connection id the server gave in negotiate (what the server's
-    /// `connection_id()` / `Context.ConnectionId` returns); `None` unless connected, and always
-    /// `None` with skip-negotiation. Changes with every reconnect.
+    /// `connection_id()` / `Context.ConnectionId` returns); `None` unless connected (or resuming
+    /// with stateful reconnect), and always `None` with skip-negotiation. Changes with every
+    /// reconnect, except a stateful resume, which keeps the connection.
     pub fn connection_id(&self) -> Option<String> {
         lock(&self.inner().state).connection_id.clone()
     }
@@ -316,7 +317,10 @@ impl HubConnection {
     }
 
     /// Calls `handler` when a lost connection starts reconnecting (state `Reconnecting`), with the
-    /// error that broke it. Calls fail while reconnecting.
+    /// error that broke it. Calls fail while reconnecting, except during a stateful resume
+    /// ([`HubConnectionBuilder::with_stateful_reconnect`](crate::HubConnectionBuilder::with_stateful_reconnect)),
+    /// when they are buffered and sent once the connection is back. When a stateful resume fails
+    /// and automatic reconnect takes over, `handler` is not called a second time.
     pub fn on_reconnecting(&self, handler: impl Fn(Error) + Send + Sync + 'static) {
         lock(&self.inner().events)
             .reconnecting
@@ -325,16 +329,22 @@ impl HubConnection {
 
     /// Calls `handler` when reconnecting succeeded (state `Connected` again), with the new
     /// connection id. Server-side state of the old connection (groups) is gone: rejoin here.
+    /// After a stateful resume it gets the same connection id, and nothing was lost: the
+    /// server-side state is still there.
     pub fn on_reconnected(&self, handler: impl Fn(Option<String>) + Send + Sync + 'static) {
         lock(&self.inner().events)
             .reconnected
             .push(Arc::new(handler));
     }
 
+    /// The session calls go to: while `Connected`, and while `Reconnecting` with stateful
+    /// reconnect (the session is kept, calls are buffered until the resume).
     fn session(&self) -> Result<Arc<Session>, Error> {
         let state = lock(&self.inner().state);
         match (&state.state, &state.session) {
-            (HubConnectionState::Connected, Some(session)) => Ok(session.clone()),
+            (HubConnectionState::Connected | HubConnectionState::Reconnecting, Some(session)) => {
+                Ok(session.clone())
+            }
             _ => Err(not_connected()),
         }
     }
@@ -371,8 +381,11 @@ impl HubConnection {
     /// `HubError::new("boom")` on a Rust server or a `HubException` on ASP.NET:
     /// `An unexpected error occurred invoking 'M' on the server. HubException: boom`);
     /// [`Error::is_decode`] when the result does not fit `T`; [`Error::is_closed`] when not
-    /// connected, or at once when the connection drops before the Completion arrives;
-    /// [`Error::is_encode`] / [`Error::is_transport`] when the invocation could not be sent.
+    /// connected, or at once when the connection drops before the Completion arrives (with
+    /// stateful reconnect: when the connection is lost and cannot be resumed);
+    /// [`Error::is_encode`] / [`Error::is_transport`] when the invocation could not be sent;
+    /// [`Error::is_timeout`] when the stateful-reconnect replay buffer stayed full for the
+    /// server timeout.
     pub async fn invoke<T: DeserializeOwned + 'static>(
         &self,
         method: &str,
@@ -390,7 +403,7 @@ impl HubConnection {
             arguments: values,
             stream_ids: streams.iter().map(|(id, _)| id.clone()).collect(),
         });
-        let written = match session.send_acked(&message) {
+        let written = match session.send_acked(&message).await {
             Ok(written) => written,
             Err(err) => {
                 session.remove(&id);
@@ -432,11 +445,13 @@ impl HubConnection {
 
     /// Invokes hub method `method` without waiting for it to run (an Invocation without id: the
     /// server answers nothing, docs/protocol.md, "Invocation ids"). Resolves once the message was written to the
-    /// transport. Arguments as for [`HubConnection::invoke`].
+    /// transport; with stateful reconnect, once it is in the replay buffer (it is sent again
+    /// after a loss until the server acknowledges it). Arguments as for [`HubConnection::invoke`].
     ///
     /// # Errors
     /// [`Error::is_closed`] when not connected; [`Error::is_encode`] / [`Error::is_transport`]
-    /// when it could not be sent.
+    /// when it could not be sent; [`Error::is_timeout`] when the stateful-reconnect replay
+    /// buffer stayed full for the server timeout (nothing was sent then).
     pub async fn send(&self, method: &str, arguments: impl IntoArguments) -> Result<(), Error> {
         let session = self.session()?;
         let (values, streams) = self.split(arguments);
@@ -447,7 +462,7 @@ impl HubConnection {
             arguments: values,
             stream_ids: streams.iter().map(|(id, _)| id.clone()).collect(),
         });
-        let written = session.send_acked(&message)?;
+        let written = session.send_acked(&message).await?;
         session.launch_streams(streams);
         session::wait_written(written).await
     }
@@ -486,7 +501,7 @@ impl HubConnection {
             arguments: values,
             stream_ids: streams.iter().map(|(id, _)| id.clone()).collect(),
         });
-        let written = match session.send_acked(&message) {
+        let written = match session.send_acked(&message).await {
             Ok(written) => written,
             Err(err) => {
                 session.remove(&id);
@@ -555,6 +570,7 @@ impl Inner {
             })?,
             None => None,
         };
+        let provider_token = token.clone();
         let mut http = HttpContext {
             client: config.http.clone(),
             fresh_client: config.fresh_http.clone(),
@@ -563,24 +579,61 @@ impl Inner {
             token,
             binary: config.protocol == signalr_protocol::HubProtocol::MessagePack,
         };
-        let (transport, connection_id) = if config.skip_negotiation {
-            (websocket::start(&http, &config.base_url).await?, None)
+        let (transport, connection_id, stateful) = if config.skip_negotiation {
+            // No connection token to resume with: stateful reconnect needs negotiate.
+            (websocket::start(&http, &config.base_url).await?, None, None)
         } else {
-            let (url, negotiated) = negotiate::negotiate(&mut http, &config.base_url).await?;
-            self.select_transport(&http, &url, negotiated).await?
+            let asked = config.stateful_reconnect.is_some();
+            let (url, negotiated) =
+                negotiate::negotiate(&mut http, &config.base_url, asked).await?;
+            let (transport, connection_id, resume_url) =
+                self.select_transport(&http, &url, negotiated).await?;
+            let stateful = match (resume_url, config.stateful_reconnect) {
+                (Some(url), Some(buffer_size)) => {
+                    // A token from a negotiate redirect cannot be asked for again: keep it.
+                    let token_provider = config
+                        .token_provider
+                        .clone()
+                        .filter(|_| http.token == provider_token);
+                    Some(StatefulSetup {
+                        buffer_size,
+                        target: ResumeTarget {
+                            http: http.clone(),
+                            url,
+                            token_provider,
+                        },
+                    })
+                }
+                _ => None,
+            };
+            (transport, connection_id, stateful)
         };
-        session::handshake(transport, config.protocol, connection_id, self.timeouts()).await
+        if stateful.is_some() {
+            tracing::debug!("stateful reconnect negotiated");
+        }
+        session::handshake(
+            transport,
+            config.protocol,
+            connection_id,
+            self.timeouts(),
+            stateful,
+        )
+        .await
     }
 
     /// The TS client's transport choice (docs/protocol.md, "Transport fallback"): the server's transports in its order,
     /// skipping those not allowed or not able to carry the protocol's transfer format; a
     /// transport that fails to start is skipped and negotiate is repeated before the next.
+    ///
+    /// Returns the transport, the connection id, and when stateful reconnect was granted and
+    /// the transport is WebSockets, the URL to resume at.
     async fn select_transport(
         &self,
         http: &HttpContext,
         url: &reqwest::Url,
         negotiated: negotiate::Negotiated,
-    ) -> Result<(TransportConnection, Option<String>), Error> {
+    ) -> Result<(TransportConnection, Option<String>, Option<reqwest::Url>), Error> {
+        let asked = self.config.stateful_reconnect.is_some();
         let format = if http.binary { "Binary" } else { "Text" };
         let mut negotiated = Some(negotiated);
         let mut failures: Vec<String> = Vec::new();
@@ -618,7 +671,7 @@ impl Inner {
             }
             let current = match negotiated.take() {
                 Some(current) => current,
-                None => negotiate::renegotiate(http, url).await?,
+                None => negotiate::renegotiate(http, url, asked).await?,
             };
             let connect = connect_url(url, &current.connection_token);
             let started = match kind {
@@ -627,7 +680,12 @@ impl Inner {
                 Transport::LongPolling => long_polling::start(http, &connect).await,
             };
             match started {
-                Ok(connection) => return Ok((connection, Some(current.connection_id))),
+                Ok(connection) => {
+                    let resume_url = (kind == Transport::WebSockets
+                        && current.use_stateful_reconnect)
+                        .then_some(connect);
+                    return Ok((connection, Some(current.connection_id), resume_url));
+                }
                 Err(err) => {
                     tracing::debug!(transport = %transport, error = %err, "transport failed to start");
                     failures.push(format!("{transport} failed: {err}"));
@@ -650,8 +708,8 @@ impl Inner {
         }
     }
 
-    /// Owns an established connection until it is `Disconnected`: runs sessions, reconnects as
-    /// the retry policy says, fires the events.
+    /// Owns an established connection until it is `Disconnected`: runs sessions, resumes a
+    /// stateful session after a loss, reconnects as the retry policy says, fires the events.
     async fn supervise(self: Arc<Self>, mut established: Established, run: Run) {
         let final_error = 'run: loop {
             let end = session::run(
@@ -661,27 +719,97 @@ impl Inner {
                 run.stop.clone(),
             )
             .await;
+            let lost_at = Instant::now();
+            let mut error = end.error;
+            // Stateful reconnect: the same connection on a new WebSocket.
+            let mut reconnecting = false;
+            if let Some(resumable) = end.resume {
+                let reason = error.clone().unwrap_or_else(|| {
+                    Error::new(Kind::Transport, "WebSocket closed without a close frame.")
+                });
+                {
+                    let mut state = lock(&self.state);
+                    if run.stop.is_cancelled() {
+                        drop(state);
+                        resumable.session.close(None);
+                        lock(&self.state).session = None;
+                        break 'run None;
+                    }
+                    state.state = HubConnectionState::Reconnecting;
+                }
+                tracing::info!(error = %reason, "connection lost; resuming it (stateful reconnect)");
+                self.fire_reconnecting(&reason);
+                reconnecting = true;
+                let attempt = tokio::select! {
+                    biased;
+                    () = run.stop.cancelled() => Err(None),
+                    attempt = session::resume(resumable, self.config.handshake_timeout) => {
+                        attempt.map_err(Some)
+                    }
+                };
+                match attempt {
+                    Ok(resumed) => {
+                        let connection_id = {
+                            let mut state = lock(&self.state);
+                            if run.stop.is_cancelled() {
+                                drop(state);
+                                resumed.abandon().await;
+                                lock(&self.state).session = None;
+                                break 'run None;
+                            }
+                            state.state = HubConnectionState::Connected;
+                            state.connection_id.clone()
+                        };
+                        tracing::info!(?connection_id, "resumed (stateful reconnect)");
+                        self.fire_reconnected(connection_id);
+                        established = resumed;
+                        continue 'run;
+                    }
+                    Err(None) => {
+                        // stop(): the resume future, and with it the session's last handle
+                        // but ours, is gone.
+                        let session = lock(&self.state).session.take();
+                        if let Some(session) = session {
+                            session.close(None);
+                        }
+                        break 'run None;
+                    }
+                    Err(Some((err, resumable))) => {
+                        tracing::info!(error = %err, "stateful reconnect failed");
+                        let err = Error::wrap(
+                            Kind::Transport,
+                            format!("The connection was lost and could not be resumed: {err}"),
+                            err,
+                        );
+                        resumable.session.close(Some(&err));
+                        error = Some(err);
+                    }
+                }
+            }
             lock(&self.state).session = None;
             if run.stop.is_cancelled() {
                 break 'run None;
             }
             let policy = match (&self.config.retry_policy, end.allow_reconnect) {
                 (Some(policy), true) => policy.clone(),
-                _ => break 'run end.error,
+                _ => break 'run error,
             };
-            let reason = end
-                .error
+            let reason = error
                 .clone()
                 .unwrap_or_else(|| Error::new(Kind::Closed, "The server closed the connection."));
-            let lost_at = Instant::now();
             let mut context = RetryContext {
                 previous_retry_count: 0,
-                elapsed: Duration::ZERO,
+                // Zero at the first question, as in .NET, unless a stateful resume was tried.
+                elapsed: if reconnecting {
+                    lost_at.elapsed()
+                } else {
+                    Duration::ZERO
+                },
                 retry_reason: reason.clone(),
             };
             let Some(mut delay) = self.next_delay(policy.as_ref(), &context) else {
                 tracing::debug!("the retry policy declined to reconnect");
-                break 'run end.error;
+                break 'run error;
             };
             {
                 let mut state = lock(&self.state);
@@ -691,8 +819,11 @@ impl Inner {
                 state.state = HubConnectionState::Reconnecting;
                 state.connection_id = None;
             }
-            tracing::info!(error = %reason, "connection lost; reconnecting");
-            self.fire_reconnecting(&reason);
+            if !reconnecting {
+                // After a failed stateful resume the connection is already reconnecting.
+                tracing::info!(error = %reason, "connection lost; reconnecting");
+                self.fire_reconnecting(&reason);
+            }
             established = loop {
                 tracing::debug!(
                     attempt = context.previous_retry_count + 1,

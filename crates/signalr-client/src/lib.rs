@@ -77,6 +77,7 @@
 //! | Client methods, typed or dynamic, answering client results | [`HubConnection::on`] |
 //! | Keep-alive ping, server timeout, handshake timeout | [`HubConnectionBuilder::keep_alive_interval`], [`HubConnectionBuilder::server_timeout`], [`HubConnectionBuilder::handshake_timeout`] |
 //! | Automatic reconnect, custom retry policies | [`HubConnectionBuilder::with_automatic_reconnect`], [`RetryPolicy`] |
+//! | Stateful reconnect (ASP.NET Core 8+, WebSockets): resume on the same connection after a network loss, replaying what the other side did not acknowledge; replay buffer bounded in bytes | [`HubConnectionBuilder::with_stateful_reconnect`], [`HubConnectionBuilder::stateful_reconnect_buffer_size`] |
 //! | Lifetime events | [`HubConnection::on_closed`], [`HubConnection::on_reconnecting`], [`HubConnection::on_reconnected`] |
 //! | Bearer tokens, headers, query parameters, client certificates (mTLS), private roots | [`HubConnectionBuilder::with_access_token_provider`], [`HubConnectionBuilder::with_header`], [`HubConnectionBuilder::with_query`], [`HubConnectionBuilder::with_client_certificate`], [`HubConnectionBuilder::with_root_certificate`] |
 //! | Classic ASP.NET SignalR 2.x servers: hub proxies, WebSockets / SSE / long polling / auto, progress, caller state, reconnect with replay | [`classic::ClassicHubConnection`], [`classic::HubProxy`] |
@@ -100,6 +101,15 @@
 //! Close message without `allowReconnect`, it goes straight to `Disconnected` and `on_closed`.
 //! The default policy waits 0, 2, 10 and 30 seconds ([`DefaultRetryPolicy`]).
 //!
+//! With stateful reconnect ([`HubConnectionBuilder::with_stateful_reconnect`]) a WebSocket lost
+//! without a close frame or Close message is first resumed: `Reconnecting`
+//! ([`HubConnection::on_reconnecting`]), one new WebSocket to the same connection within the
+//! handshake timeout, then `Connected` with the same connection id
+//! ([`HubConnection::on_reconnected`]). Pending calls are not failed, calls made meanwhile are
+//! buffered, and both sides send again what the other did not acknowledge. Only when that resume
+//! fails do pending calls fail and the reconnect above (or `Disconnected`) follows, without a
+//! second `on_reconnecting`.
+//!
 //! Long polling is different, as with the official clients and ASP.NET Core: its logical
 //! connection lives on the server between polls, so a poll whose TCP connection is cut before the
 //! response (a network drop, a proxy) is simply sent again on a new socket. The connection stays
@@ -121,8 +131,15 @@
 //!
 //! # Differences from the official clients
 //!
-//! - Stateful reconnect (`withStatefulReconnect`; docs/protocol.md, "Stateful reconnect") is not implemented: the client never asks
-//!   for it and refuses a server that turns it on unasked, as the official clients do.
+//! - Stateful reconnect (docs/protocol.md, "Stateful reconnect") follows the .NET client (ids,
+//!   Acks once a second, Sequence and replay, duplicates dropped, no resume after a graceful close
+//!   or a server timeout), with these differences: an Ack of a message never sent and a Sequence
+//!   of 0 are protocol errors that end the connection (the .NET client drops the whole buffer, or
+//!   counts from 0); after a resume the server's Sequence must come within the handshake timeout;
+//!   a send that waits for room in the replay buffer fails after the server timeout instead of
+//!   waiting forever; `send` resolves once the message is in the replay buffer. As with the
+//!   official clients, a server that turns it on unasked is refused (`Client didn't negotiate
+//!   Stateful Reconnect but the server did.`).
 //! - Handlers are sync or async Rust closures of one argument (a tuple of the method's
 //!   arguments); their results are `Option`/`Result` values rather than "any return value".
 //! - After reconnect attempts run out, `on_closed` receives an error saying so (with the last
@@ -141,6 +158,7 @@ mod handlers;
 mod negotiate;
 mod retry;
 mod session;
+mod stateful;
 mod stream;
 mod tls;
 mod transport;

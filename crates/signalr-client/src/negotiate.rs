@@ -48,6 +48,8 @@ pub(crate) struct Negotiated {
     /// The `id` of transport requests: the connection token (v1), or the connection id (v0).
     pub connection_token: String,
     pub available_transports: Vec<AvailableTransport>,
+    /// The client asked for stateful reconnect and the server agreed.
+    pub use_stateful_reconnect: bool,
 }
 
 enum Outcome {
@@ -58,8 +60,9 @@ enum Outcome {
     },
 }
 
-/// `{base}/negotiate` with the base's query plus `negotiateVersion=1` (docs/protocol.md, "Negotiate request").
-pub(crate) fn negotiate_url(base: &Url) -> Url {
+/// `{base}/negotiate` with the base's query plus `negotiateVersion=1` (docs/protocol.md, "Negotiate request"),
+/// and `useStatefulReconnect=true` when `stateful`.
+pub(crate) fn negotiate_url(base: &Url, stateful: bool) -> Url {
     let mut url = base.clone();
     let path = url.path().to_owned();
     if path.ends_with('/') {
@@ -70,16 +73,17 @@ pub(crate) fn negotiate_url(base: &Url) -> Url {
     let has_version = url
         .query_pairs()
         .any(|(key, _)| key.eq_ignore_ascii_case("negotiateVersion"));
-    if !has_version {
-        let request = NegotiateRequest {
-            negotiate_version: 1,
-            use_stateful_reconnect: false,
-        };
-        let mut pairs = url.query_pairs_mut();
-        for (key, value) in request.query_pairs() {
+    let request = NegotiateRequest {
+        negotiate_version: 1,
+        use_stateful_reconnect: stateful,
+    };
+    let mut pairs = url.query_pairs_mut();
+    for (key, value) in request.query_pairs() {
+        if key != "negotiateVersion" || !has_version {
             pairs.append_pair(key, &value);
         }
     }
+    drop(pairs);
     url
 }
 
@@ -98,8 +102,8 @@ fn failed(detail: impl std::fmt::Display) -> String {
     format!("Failed to complete negotiation with the server: {detail}")
 }
 
-async fn negotiate_once(http: &HttpContext, base: &Url) -> Result<Outcome, Error> {
-    let url = negotiate_url(base);
+async fn negotiate_once(http: &HttpContext, base: &Url, stateful: bool) -> Result<Outcome, Error> {
+    let url = negotiate_url(base, stateful);
     let response = http
         .client
         .post(url)
@@ -127,11 +131,12 @@ async fn negotiate_once(http: &HttpContext, base: &Url) -> Result<Outcome, Error
         let message = failed(error_chain(&err));
         Error::with_source(Kind::Negotiate, message, err)
     })?;
-    parse_response(&body)
+    parse_response(&body, stateful)
 }
 
-/// Applies the checks of docs/protocol.md, "Negotiate checks" and "Core or classic", to a negotiate response body.
-fn parse_response(body: &[u8]) -> Result<Outcome, Error> {
+/// Applies the checks of docs/protocol.md, "Negotiate checks" and "Core or classic", to a negotiate response body;
+/// `stateful`: whether the request asked for stateful reconnect.
+fn parse_response(body: &[u8], stateful: bool) -> Result<Outcome, Error> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
         Error::with_source(
             Kind::Negotiate,
@@ -165,7 +170,8 @@ fn parse_response(body: &[u8]) -> Result<Outcome, Error> {
             access_token: wire.access_token,
         });
     }
-    if wire.use_stateful_reconnect == Some(true) {
+    let use_stateful_reconnect = wire.use_stateful_reconnect == Some(true);
+    if use_stateful_reconnect && !stateful {
         return Err(negotiate_error(
             "Client didn't negotiate Stateful Reconnect but the server did.",
         ));
@@ -195,6 +201,7 @@ fn parse_response(body: &[u8]) -> Result<Outcome, Error> {
         connection_id,
         connection_token,
         available_transports,
+        use_stateful_reconnect,
     }))
 }
 
@@ -202,13 +209,15 @@ fn parse_response(body: &[u8]) -> Result<Outcome, Error> {
 /// the access token of `http` for the rest of this connect attempt (docs/protocol.md, "Redirects").
 ///
 /// Returns the final URL (later transport requests and re-negotiations use it) and the response.
+/// `stateful`: ask for stateful reconnect.
 pub(crate) async fn negotiate(
     http: &mut HttpContext,
     base: &Url,
+    stateful: bool,
 ) -> Result<(Url, Negotiated), Error> {
     let mut url = base.clone();
     for _ in 0..MAX_REDIRECTS {
-        match negotiate_once(http, &url).await? {
+        match negotiate_once(http, &url, stateful).await? {
             Outcome::Negotiated(negotiated) => return Ok((url, negotiated)),
             Outcome::Redirect {
                 url: target,
@@ -233,8 +242,12 @@ pub(crate) async fn negotiate(
 
 /// Negotiates once more against `url` (no redirects expected there): used before each further
 /// transport of the fallback (docs/protocol.md, "Transport fallback").
-pub(crate) async fn renegotiate(http: &HttpContext, url: &Url) -> Result<Negotiated, Error> {
-    match negotiate_once(http, url).await? {
+pub(crate) async fn renegotiate(
+    http: &HttpContext,
+    url: &Url,
+    stateful: bool,
+) -> Result<Negotiated, Error> {
+    match negotiate_once(http, url, stateful).await? {
         Outcome::Negotiated(negotiated) => Ok(negotiated),
         Outcome::Redirect { .. } => Err(negotiate_error(
             "Negotiate redirected again while selecting a transport.",
@@ -247,25 +260,33 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<Outcome, Error> {
-        parse_response(body.as_bytes())
+        parse_response(body.as_bytes(), false)
     }
 
     #[test]
     fn negotiate_url_appends_path_and_version_and_keeps_the_query() {
         let base = Url::parse("http://h/chat?a=1").expect("url");
         assert_eq!(
-            negotiate_url(&base).as_str(),
+            negotiate_url(&base, false).as_str(),
             "http://h/chat/negotiate?a=1&negotiateVersion=1"
         );
         let slash = Url::parse("http://h/chat/").expect("url");
         assert_eq!(
-            negotiate_url(&slash).as_str(),
+            negotiate_url(&slash, false).as_str(),
             "http://h/chat/negotiate?negotiateVersion=1"
         );
         let versioned = Url::parse("http://h/chat?negotiateVersion=0").expect("url");
         assert_eq!(
-            negotiate_url(&versioned).as_str(),
+            negotiate_url(&versioned, false).as_str(),
             "http://h/chat/negotiate?negotiateVersion=0"
+        );
+        assert_eq!(
+            negotiate_url(&base, true).as_str(),
+            "http://h/chat/negotiate?a=1&negotiateVersion=1&useStatefulReconnect=true"
+        );
+        assert_eq!(
+            negotiate_url(&versioned, true).as_str(),
+            "http://h/chat/negotiate?negotiateVersion=0&useStatefulReconnect=true"
         );
         assert_eq!(
             connect_url(&base, "a+b").as_str(),
@@ -325,6 +346,20 @@ mod tests {
         );
         assert!(err(r#"{"negotiateVersion":1,"connectionId":"i","connectionToken":"t","availableTransports":[{"transport":"WebSockets"}]}"#).1.contains("transferFormats"));
         assert!(err("[1]").1.contains("not a JSON object"));
+    }
+
+    #[test]
+    fn stateful_reconnect_is_on_only_when_asked_and_granted() {
+        let body = r#"{"negotiateVersion":1,"connectionId":"i","connectionToken":"t","availableTransports":[],"useStatefulReconnect":true}"#;
+        let Ok(Outcome::Negotiated(granted)) = parse_response(body.as_bytes(), true) else {
+            panic!("expected a negotiated response")
+        };
+        assert!(granted.use_stateful_reconnect);
+        let declined = r#"{"negotiateVersion":1,"connectionId":"i","connectionToken":"t","availableTransports":[]}"#;
+        let Ok(Outcome::Negotiated(declined)) = parse_response(declined.as_bytes(), true) else {
+            panic!("expected a negotiated response")
+        };
+        assert!(!declined.use_stateful_reconnect);
     }
 
     #[test]

@@ -6,21 +6,58 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use reqwest::Url;
 use signalr_protocol::{
     CancelInvocation, Close, Completion, CompletionResult, HandshakeRequest, HandshakeResponse,
     Headers, HubMessage, HubProtocol, Invocation, Payload, StreamItem,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::ClientStream;
+use crate::builder::AccessTokenProvider;
 use crate::error::{Error, Kind, not_connected};
 use crate::handlers::{HandlerRegistry, lock, run_handlers};
-use crate::transport::{Outgoing, Stopper, TransportConnection, TransportEvent};
+use crate::stateful::{Incoming, ReplayBuffer, is_trackable};
+use crate::transport::{
+    HttpContext, Outgoing, Stopper, TransportConnection, TransportEvent, websocket,
+};
 
 /// How long a graceful stop waits for the Close message to be written.
 const CLOSE_MESSAGE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often received messages are acknowledged with stateful reconnect (the .NET client's
+/// timer: an Ack when something arrived since the last one).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a stateful-reconnect session reattaches after a loss: the WebSocket URL with the
+/// connection token (`id=`), and what its request carries.
+#[derive(Clone)]
+pub(crate) struct ResumeTarget {
+    /// The headers and token of the connect attempt that made the connection.
+    pub http: HttpContext,
+    /// `{hub}?id=<connectionToken>` (the final URL after negotiate redirects).
+    pub url: Url,
+    /// Asked again for a token before resuming; `None` keeps `http`'s token (no provider, or a
+    /// token that came from a negotiate redirect).
+    pub token_provider: Option<std::sync::Arc<dyn AccessTokenProvider>>,
+}
+
+/// Stateful reconnect as negotiated for one connection.
+pub(crate) struct StatefulSetup {
+    /// The replay buffer's bound, in bytes.
+    pub buffer_size: usize,
+    pub target: ResumeTarget,
+}
+
+/// The way out to the transport, and with stateful reconnect the replay buffer: one lock, so
+/// that sequence ids follow the order of the wire.
+struct Outbound {
+    /// `None` while a stateful session is between two transports.
+    sender: Option<mpsc::UnboundedSender<Outgoing>>,
+    replay: Option<ReplayBuffer>,
+}
 
 /// A call waiting for the server.
 pub(crate) enum Pending {
@@ -34,7 +71,13 @@ pub(crate) enum Pending {
 pub(crate) struct Session {
     pub protocol: HubProtocol,
     pub connection_id: Option<String>,
-    sender: mpsc::UnboundedSender<Outgoing>,
+    outbound: Mutex<Outbound>,
+    /// Woken when an Ack made room in the replay buffer.
+    room: Notify,
+    /// How long a send waits for room in the replay buffer.
+    room_timeout: Duration,
+    /// `Some` when stateful reconnect is on for this connection.
+    resume: Option<ResumeTarget>,
     /// `None` once the session has ended: new calls fail at once.
     pending: Mutex<Option<HashMap<String, Pending>>>,
     last_send: Mutex<Instant>,
@@ -47,15 +90,35 @@ impl Session {
         protocol: HubProtocol,
         connection_id: Option<String>,
         sender: mpsc::UnboundedSender<Outgoing>,
+        stateful: Option<StatefulSetup>,
+        room_timeout: Duration,
     ) -> Self {
+        let (replay, resume) = match stateful {
+            Some(setup) => (
+                Some(ReplayBuffer::new(setup.buffer_size)),
+                Some(setup.target),
+            ),
+            None => (None, None),
+        };
         Session {
             protocol,
             connection_id,
-            sender,
+            outbound: Mutex::new(Outbound {
+                sender: Some(sender),
+                replay,
+            }),
+            room: Notify::new(),
+            room_timeout,
+            resume,
             pending: Mutex::new(Some(HashMap::new())),
             last_send: Mutex::new(Instant::now()),
             closed: CancellationToken::new(),
         }
+    }
+
+    /// Whether stateful reconnect is on for this connection.
+    pub(crate) fn is_stateful(&self) -> bool {
+        self.resume.is_some()
     }
 
     fn encode(&self, message: &HubMessage) -> Result<Bytes, Error> {
@@ -66,6 +129,8 @@ impl Session {
         Ok(out.freeze())
     }
 
+    /// Queues a message that is not kept for replay (the handshake, Ping, Ack, Close, and every
+    /// message without stateful reconnect).
     fn enqueue(
         &self,
         data: Bytes,
@@ -74,33 +139,163 @@ impl Session {
         if self.closed.is_cancelled() {
             return Err(not_connected());
         }
+        let outbound = lock(&self.outbound);
+        let sender = outbound.sender.as_ref().ok_or_else(not_connected)?;
         *lock(&self.last_send) = Instant::now();
-        self.sender
+        sender
             .send(Outgoing { data, ack })
             .map_err(|_| not_connected())
     }
 
-    /// Queues `message` without waiting for it to be written.
+    /// Numbers a trackable message, keeps it for replay and writes it when a transport is
+    /// attached; unless `force`, only when the replay buffer has room. Returns whether it was
+    /// taken.
+    fn push_tracked(&self, data: &Bytes, force: bool) -> Result<bool, Error> {
+        if self.closed.is_cancelled() {
+            return Err(not_connected());
+        }
+        let mut outbound = lock(&self.outbound);
+        let Outbound { sender, replay } = &mut *outbound;
+        let Some(replay) = replay.as_mut() else {
+            return Err(not_connected());
+        };
+        if !force && !replay.has_room() {
+            tracing::debug!(
+                buffered = replay.buffered_bytes(),
+                limit = replay.limit(),
+                "stateful reconnect buffer full; waiting for an Ack"
+            );
+            return Ok(false);
+        }
+        replay.push(data.clone());
+        if let Some(sender) = sender {
+            // A failed write is no loss: the message is sent again after a resume.
+            let _ = sender.send(Outgoing {
+                data: data.clone(),
+                ack: None,
+            });
+        }
+        *lock(&self.last_send) = Instant::now();
+        Ok(true)
+    }
+
+    /// [`Session::push_tracked`], waiting (at most `room_timeout`) for room in the replay
+    /// buffer.
+    async fn enqueue_tracked(&self, data: Bytes) -> Result<(), Error> {
+        let deadline = Instant::now() + self.room_timeout;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that an Ack in between is not missed.
+            notified.as_mut().enable();
+            if self.push_tracked(&data, false)? {
+                return Ok(());
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = self.closed.cancelled() => return Err(not_connected()),
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::new(
+                        Kind::Timeout,
+                        format!(
+                            "The stateful reconnect buffer stayed full for {} s: the server acknowledged nothing meanwhile.",
+                            self.room_timeout.as_secs_f64()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Queues `message` without waiting for it to be written (nor, with stateful reconnect, for
+    /// room in the replay buffer).
     pub(crate) fn send_nowait(&self, message: &HubMessage) -> Result<(), Error> {
         let data = self.encode(message)?;
+        if self.is_stateful() && is_trackable(message) {
+            return self.push_tracked(&data, true).map(|_| ());
+        }
         self.enqueue(data, None)
     }
 
-    /// Queues `message`; the returned receiver completes once it was written.
-    pub(crate) fn send_acked(
+    /// Queues `message`; the returned receiver completes once it was written. With stateful
+    /// reconnect a trackable message first waits for room in the replay buffer, and counts as
+    /// written once it is in there (it is sent again after a loss until acknowledged).
+    pub(crate) async fn send_acked(
         &self,
         message: &HubMessage,
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let data = self.encode(message)?;
         let (ack, written) = oneshot::channel();
-        self.enqueue(data, Some(ack))?;
+        if self.is_stateful() && is_trackable(message) {
+            self.enqueue_tracked(data).await?;
+            let _ = ack.send(Ok(()));
+        } else {
+            self.enqueue(data, Some(ack))?;
+        }
         Ok(written)
     }
 
     /// Sends `message` and waits until it was written.
     pub(crate) async fn send(&self, message: &HubMessage) -> Result<(), Error> {
-        let written = self.send_acked(message)?;
+        let written = self.send_acked(message).await?;
         wait_written(written).await
+    }
+
+    /// Stateful reconnect: the transport is gone; trackable messages are only buffered until
+    /// [`Session::attach`].
+    fn detach(&self) {
+        lock(&self.outbound).sender = None;
+    }
+
+    /// Stateful reconnect: writes Sequence and every unacknowledged message to the new
+    /// transport, then sends through it.
+    fn attach(&self, sender: mpsc::UnboundedSender<Outgoing>) -> Result<(), Error> {
+        let mut outbound = lock(&self.outbound);
+        let Some(replay) = outbound.replay.as_mut() else {
+            return Err(not_connected());
+        };
+        let (sequence_id, messages) = replay.resend();
+        tracing::debug!(
+            sequence_id,
+            replayed = messages.len(),
+            "stateful reconnect: sending Sequence and the unacknowledged messages"
+        );
+        let sequence = self.encode(&HubMessage::Sequence { sequence_id })?;
+        for data in std::iter::once(sequence).chain(messages) {
+            sender
+                .send(Outgoing { data, ack: None })
+                .map_err(|_| not_connected())?;
+        }
+        outbound.sender = Some(sender);
+        drop(outbound);
+        *lock(&self.last_send) = Instant::now();
+        Ok(())
+    }
+
+    /// Stateful reconnect: the replay buffer's verdict on a received message.
+    fn receive(&self, message: &HubMessage) -> Result<Incoming, Error> {
+        if let HubMessage::Sequence { sequence_id } = message {
+            tracing::debug!(sequence_id, "stateful reconnect: Sequence from the server");
+        }
+        let incoming = match lock(&self.outbound).replay.as_mut() {
+            Some(replay) => replay.receive(message)?,
+            None => Incoming::Process,
+        };
+        if incoming == Incoming::Acked {
+            self.room.notify_waiters();
+        }
+        Ok(incoming)
+    }
+
+    fn ack_due(&self) -> Option<u64> {
+        lock(&self.outbound).replay.as_mut()?.ack_due()
+    }
+
+    fn awaiting_sequence(&self) -> bool {
+        lock(&self.outbound)
+            .replay
+            .as_ref()
+            .is_some_and(ReplayBuffer::awaiting_sequence)
     }
 
     fn last_send(&self) -> Instant {
@@ -123,7 +318,7 @@ impl Session {
 
     /// Ends the session: every pending call fails with `Invocation canceled due to the
     /// underlying connection being closed.` (its source: `cause`), new calls fail at once.
-    fn close(&self, cause: Option<&Error>) {
+    pub(crate) fn close(&self, cause: Option<&Error>) {
         self.closed.cancel();
         let Some(pending) = lock(&self.pending).take() else {
             return;
@@ -198,6 +393,9 @@ pub(crate) struct Established {
     stopper: Stopper,
     buffer: BytesMut,
     inherent_keep_alive: bool,
+    /// The invocation queue of the handlers' task, kept across a stateful resume so that
+    /// invocations stay in order; `None` until the first run starts that task.
+    dispatch: Option<mpsc::UnboundedSender<Invocation>>,
 }
 
 impl Established {
@@ -218,11 +416,13 @@ pub(crate) struct Timeouts {
 
 /// Sends the handshake request over `transport` and waits for the response (docs/protocol.md, "Handshake").
 /// On success the session is established and, except on long polling, a first Ping is sent.
+/// With `stateful` (stateful reconnect negotiated on a WebSocket) the request says version 2.
 pub(crate) async fn handshake(
     transport: TransportConnection,
     protocol: HubProtocol,
     connection_id: Option<String>,
     timeouts: Timeouts,
+    stateful: Option<StatefulSetup>,
 ) -> Result<Established, Error> {
     let inherent_keep_alive = transport.inherent_keep_alive();
     let TransportConnection {
@@ -231,12 +431,23 @@ pub(crate) async fn handshake(
         stopper,
         ..
     } = transport;
-    let session = Arc::new(Session::new(protocol, connection_id, sender));
+    let version = if stateful.is_some() {
+        HubProtocol::VERSION
+    } else {
+        1
+    };
+    let session = Arc::new(Session::new(
+        protocol,
+        connection_id,
+        sender,
+        stateful,
+        timeouts.server_timeout,
+    ));
     let result = async {
         let mut request = BytesMut::new();
         HandshakeRequest {
             protocol: protocol.name().to_owned(),
-            version: 1,
+            version,
         }
         .write(&mut request);
         let written = {
@@ -266,6 +477,7 @@ pub(crate) async fn handshake(
                     other => {
                         let cause = match other {
                             Some(TransportEvent::Closed(cause)) => cause,
+                            Some(TransportEvent::Lost(cause)) => Some(cause),
                             _ => None,
                         };
                         let message = "The underlying connection was closed before the hub handshake could complete.";
@@ -308,6 +520,7 @@ pub(crate) async fn handshake(
                 stopper,
                 buffer,
                 inherent_keep_alive,
+                dispatch: None,
             })
         }
         Err(err) => {
@@ -325,12 +538,86 @@ pub(crate) struct SessionEnd {
     /// Whether automatic reconnect may run (false after `stop()` or a Close message without
     /// `allowReconnect`).
     pub allow_reconnect: bool,
+    /// Stateful reconnect: the WebSocket was lost ungracefully and the session is kept (pending
+    /// calls alive) for [`resume`]. Whoever drops it without resuming must close the session.
+    pub resume: Option<Resumable>,
+}
+
+/// A stateful session between two transports.
+pub(crate) struct Resumable {
+    pub session: Arc<Session>,
+    dispatch: mpsc::UnboundedSender<Invocation>,
+}
+
+/// Stateful reconnect: opens a new WebSocket to the same connection (same URL and `id`, a
+/// fresh token from the provider if there is one; no negotiate, no handshake) within `timeout`,
+/// then sends Sequence and every unacknowledged message (docs/protocol.md, "Stateful
+/// reconnect"). The session then runs again; it skips what arrives until the server's Sequence.
+///
+/// # Errors
+/// Why the WebSocket could not be opened (for example status 404 once the server forgot the
+/// connection), a timeout, or a token provider's failure; `resumable` comes back with it.
+pub(crate) async fn resume(
+    resumable: Resumable,
+    timeout: Duration,
+) -> Result<Established, (Error, Resumable)> {
+    let Some(target) = resumable.session.resume.clone() else {
+        return Err((not_connected(), resumable));
+    };
+    let attempt = async {
+        let mut http = target.http.clone();
+        if let Some(provider) = &target.token_provider {
+            http.token = provider.access_token().await.map_err(|err| {
+                let message = format!("The access token provider failed: {err}");
+                Error::with_source(Kind::AccessToken, message, err)
+            })?;
+        }
+        websocket::start(&http, &target.url).await
+    };
+    let transport = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(transport)) => transport,
+        Ok(Err(err)) => return Err((err, resumable)),
+        Err(_) => {
+            let err = Error::new(
+                Kind::Timeout,
+                format!(
+                    "The WebSocket of the stateful reconnect did not open within {} ms.",
+                    timeout.as_millis()
+                ),
+            );
+            return Err((err, resumable));
+        }
+    };
+    let TransportConnection {
+        sender,
+        events,
+        stopper,
+        ..
+    } = transport;
+    if let Err(err) = resumable.session.attach(sender) {
+        stopper.stop().await;
+        return Err((err, resumable));
+    }
+    let Resumable { session, dispatch } = resumable;
+    Ok(Established {
+        session,
+        events,
+        stopper,
+        buffer: BytesMut::new(),
+        inherent_keep_alive: false,
+        dispatch: Some(dispatch),
+    })
 }
 
 /// Runs an established session until it ends: parses what arrives, dispatches invocations to
 /// the handlers (on a task of their own, in order), completes pending calls, sends keep-alive
 /// pings and enforces the server timeout. On `stop` it sends a Close message and stops the
-/// transport gracefully. Pending calls fail when it ends.
+/// transport gracefully. Pending calls fail when it ends, unless it is kept for a stateful
+/// resume ([`SessionEnd::resume`]).
+///
+/// With stateful reconnect it also acknowledges what it received (every [`ACK_INTERVAL`]), skips
+/// duplicates, handles the server's Ack and Sequence messages, and after a resume fails when the
+/// server's Sequence does not come within the handshake timeout.
 pub(crate) async fn run(
     established: Established,
     handlers: Arc<HandlerRegistry>,
@@ -343,9 +630,18 @@ pub(crate) async fn run(
         stopper,
         mut buffer,
         inherent_keep_alive,
+        dispatch,
     } = established;
-    let (dispatch, invocations) = mpsc::unbounded_channel();
-    tokio::spawn(dispatch_loop(handlers, session.clone(), invocations));
+    let dispatch = dispatch.unwrap_or_else(|| {
+        let (dispatch, invocations) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch_loop(handlers, session.clone(), invocations));
+        dispatch
+    });
+    let stateful = session.is_stateful();
+    let mut ack_timer = tokio::time::interval_at(Instant::now() + ACK_INTERVAL, ACK_INTERVAL);
+    ack_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sequence_deadline = Instant::now() + timeouts.handshake_timeout;
+    let mut lost = false;
 
     let mut server_deadline = Instant::now() + timeouts.server_timeout;
     let end = loop {
@@ -361,12 +657,14 @@ pub(crate) async fn run(
                         )
                     }),
                     allow_reconnect: close.allow_reconnect,
+                    resume: None,
                 };
             }
             Err(err) => {
                 break SessionEnd {
                     error: Some(err),
                     allow_reconnect: true,
+                    resume: None,
                 };
             }
         }
@@ -375,10 +673,10 @@ pub(crate) async fn run(
             biased;
             () = stop.cancelled() => {
                 // Best effort, as the TS client: tell the server, then close the transport.
-                if let Ok(written) = session.send_acked(&HubMessage::Close(Close::default())) {
+                if let Ok(written) = session.send_acked(&HubMessage::Close(Close::default())).await {
                     let _ = tokio::time::timeout(CLOSE_MESSAGE_TIMEOUT, written).await;
                 }
-                break SessionEnd { error: None, allow_reconnect: false };
+                break SessionEnd { error: None, allow_reconnect: false, resume: None };
             }
             event = events.recv() => match event {
                 Some(TransportEvent::Data(data)) => {
@@ -386,10 +684,36 @@ pub(crate) async fn run(
                     buffer.extend_from_slice(&data);
                 }
                 Some(TransportEvent::Closed(error)) => {
-                    break SessionEnd { error, allow_reconnect: true };
+                    break SessionEnd { error, allow_reconnect: true, resume: None };
                 }
-                None => break SessionEnd { error: None, allow_reconnect: true },
+                Some(TransportEvent::Lost(error)) => {
+                    lost = true;
+                    break SessionEnd { error: Some(error), allow_reconnect: true, resume: None };
+                }
+                None => {
+                    lost = true;
+                    break SessionEnd { error: None, allow_reconnect: true, resume: None };
+                }
             },
+            _ = ack_timer.tick(), if stateful => {
+                if session.awaiting_sequence() {
+                    if Instant::now() >= sequence_deadline {
+                        break SessionEnd {
+                            error: Some(Error::new(
+                                Kind::Timeout,
+                                format!(
+                                    "The server sent no Sequence message within {} ms of the stateful reconnect.",
+                                    timeouts.handshake_timeout.as_millis()
+                                ),
+                            )),
+                            allow_reconnect: true,
+                            resume: None,
+                        };
+                    }
+                } else if let Some(sequence_id) = session.ack_due() {
+                    let _ = session.send_nowait(&HubMessage::Ack { sequence_id });
+                }
+            }
             () = tokio::time::sleep_until(server_deadline), if !inherent_keep_alive => {
                 break SessionEnd {
                     error: Some(Error::new(
@@ -397,6 +721,7 @@ pub(crate) async fn run(
                         "Server timeout elapsed without receiving a message from the server.",
                     )),
                     allow_reconnect: true,
+                    resume: None,
                 };
             }
             () = tokio::time::sleep_until(ping_at), if !inherent_keep_alive => {
@@ -406,6 +731,20 @@ pub(crate) async fn run(
             }
         }
     };
+    // A resumed transport lost before the server's Sequence arrived counts as a failed resume:
+    // no endless resumes against a server that accepts the WebSocket and drops it again.
+    if lost && stateful && !stop.is_cancelled() && !session.awaiting_sequence() {
+        // Kept for a resume: pending calls stay, sends are buffered meanwhile.
+        session.detach();
+        drop(stopper);
+        return SessionEnd {
+            resume: Some(Resumable {
+                session: session.clone(),
+                dispatch,
+            }),
+            ..end
+        };
+    }
     session.close(end.error.as_ref());
     drop(dispatch);
     if stop.is_cancelled() {
@@ -439,6 +778,9 @@ fn process(
         let Some(message) = message else {
             return Ok(None);
         };
+        if session.is_stateful() && session.receive(&message)? != Incoming::Process {
+            continue;
+        }
         match message {
             HubMessage::Invocation(invocation) => {
                 let _ = dispatch.send(invocation);
@@ -506,7 +848,7 @@ async fn dispatch_loop(
                 invocation_id: id,
                 result,
             });
-            if let Err(err) = session.send_nowait(&completion) {
+            if let Err(err) = session.send_acked(&completion).await {
                 tracing::debug!(error = %err, "could not send a client result");
             }
         }

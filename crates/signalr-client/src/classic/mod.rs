@@ -1004,6 +1004,7 @@ impl Shared {
                     }
                 }
                 Some(TransportEvent::Closed(err)) => break err,
+                Some(TransportEvent::Lost(err)) => break Some(err),
                 None => break None,
             }
         };

@@ -28,6 +28,10 @@ pub(crate) enum TransportEvent {
     /// The transport ended: `None` for a clean end (WebSocket close 1000, SSE stream end,
     /// long-polling 204), else why it broke. Sent at most once, and last.
     Closed(Option<Error>),
+    /// The WebSocket broke without a close frame (a reset, an end of stream, a failed write):
+    /// the loss that stateful reconnect resumes from. Otherwise like `Closed(Some(..))`; sent
+    /// instead of `Closed`, at most once, and last.
+    Lost(Error),
 }
 
 /// Bytes to send, with an optional acknowledgement sent once they were written.
@@ -115,21 +119,37 @@ impl HttpContext {
     }
 }
 
-/// Takes the first queued item and everything queued behind it: one write.
+/// What [`coalesce`] joined into one write, and the item that did not fit.
+pub(crate) type Batch = (
+    Bytes,
+    Vec<oneshot::Sender<Result<(), Error>>>,
+    Option<Outgoing>,
+);
+
+/// Takes the first queued item and everything queued behind it, as long as the total stays
+/// within `limit` bytes (the first item always goes, whatever its size): one write. The item that
+/// would have crossed `limit` is returned, to start the next write.
 pub(crate) fn coalesce(
     first: Outgoing,
     receiver: &mut mpsc::UnboundedReceiver<Outgoing>,
-) -> (Bytes, Vec<oneshot::Sender<Result<(), Error>>>) {
+    limit: usize,
+) -> Batch {
     let mut acks = Vec::new();
     let Outgoing { data, ack } = first;
     acks.extend(ack);
     let mut batch: Option<BytesMut> = None;
+    let mut rest = None;
     while let Ok(next) = receiver.try_recv() {
+        let size = batch.as_ref().map_or(data.len(), BytesMut::len);
+        if size.saturating_add(next.data.len()) > limit {
+            rest = Some(next);
+            break;
+        }
         let buffer = batch.get_or_insert_with(|| BytesMut::from(&data[..]));
         buffer.extend_from_slice(&next.data);
         acks.extend(next.ack);
     }
-    (batch.map_or(data, BytesMut::freeze), acks)
+    (batch.map_or(data, BytesMut::freeze), acks, rest)
 }
 
 /// Sends `result` to every acknowledgement.
@@ -163,7 +183,7 @@ pub(crate) async fn post_loop(
                 None => return,
             },
         };
-        let (data, acks) = coalesce(first, &mut receiver);
+        let (data, acks, _) = coalesce(first, &mut receiver, usize::MAX);
         let request = http
             .client
             .post(url.clone())
@@ -217,4 +237,31 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_joins_queued_items_up_to_the_limit() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        for text in ["bb", "cc", "dd"] {
+            let _ = sender.send(Outgoing {
+                data: Bytes::from_static(text.as_bytes()),
+                ack: None,
+            });
+        }
+        let first = Outgoing {
+            data: Bytes::from_static(b"aaaa"),
+            ack: None,
+        };
+        let (data, _, rest) = coalesce(first, &mut receiver, 8);
+        assert_eq!(&data[..], b"aaaabbcc");
+        let rest = rest.expect("dd did not fit");
+        assert_eq!(&rest.data[..], b"dd");
+        // The first item goes even when it alone is over the limit.
+        let (data, _, rest) = coalesce(rest, &mut receiver, 1);
+        assert_eq!((&data[..], rest.is_none()), (&b"dd"[..], true));
+    }
 }

@@ -26,6 +26,12 @@ type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 /// How long a graceful stop waits for the server's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most bytes of queued messages joined into one WebSocket frame (a single larger message
+/// still goes alone). Keeps a burst, such as the replay after a stateful reconnect (up to the
+/// 100,000-byte buffer), within what servers take in one WebSocket message (our server: twice
+/// its 32 KiB hub message limit).
+const MAX_FRAME: usize = 32 * 1024;
+
 /// Opens the WebSocket at `url` (an `http(s)` URL; the scheme becomes `ws(s)`), with the access
 /// token both as `Authorization: Bearer` and as the `access_token` query parameter.
 pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConnection, Error> {
@@ -110,7 +116,7 @@ async fn run(
     token: CancellationToken,
     binary: bool,
 ) {
-    let closed = loop {
+    let closed = 'run: loop {
         tokio::select! {
             biased;
             () = token.cancelled() => {
@@ -127,70 +133,78 @@ async fn run(
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(frame))) => {
                     break match frame {
-                        None => None,
-                        Some(frame) if frame.code == CloseCode::Normal => None,
+                        None => TransportEvent::Closed(None),
+                        Some(frame) if frame.code == CloseCode::Normal => TransportEvent::Closed(None),
                         Some(frame) => {
                             let reason = if frame.reason.is_empty() {
                                 "no reason given".to_owned()
                             } else {
                                 frame.reason.as_str().to_owned()
                             };
-                            Some(Error::new(
+                            TransportEvent::Closed(Some(Error::new(
                                 Kind::Transport,
                                 format!(
                                     "WebSocket closed with status code: {} ({reason}).",
                                     u16::from(frame.code)
                                 ),
-                            ))
+                            )))
                         }
                     };
                 }
                 Some(Err(err)) => {
-                    break Some(Error::with_source(
+                    break TransportEvent::Lost(Error::with_source(
                         Kind::Transport,
                         format!("WebSocket closed with an error: {}", error_chain(&err)),
                         err,
                     ));
                 }
                 None => {
-                    break Some(Error::new(
+                    break TransportEvent::Lost(Error::new(
                         Kind::Transport,
                         "WebSocket closed without a close frame.",
                     ));
                 }
             },
             next = outgoing.recv() => {
-                let Some(first) = next else {
+                let Some(mut first) = next else {
                     close(&mut socket).await;
                     return;
                 };
-                let (data, acks) = coalesce(first, &mut outgoing);
-                let frame = if binary {
-                    Message::Binary(data)
-                } else {
-                    match Utf8Bytes::try_from(data.clone()) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => Message::Binary(data),
+                loop {
+                    let (data, acks, rest) = coalesce(first, &mut outgoing, MAX_FRAME);
+                    let frame = if binary {
+                        Message::Binary(data)
+                    } else {
+                        match Utf8Bytes::try_from(data.clone()) {
+                            Ok(text) => Message::Text(text),
+                            Err(_) => Message::Binary(data),
+                        }
+                    };
+                    let result = socket.send(frame).await.map_err(|err| {
+                        Error::with_source(
+                            Kind::Transport,
+                            format!("WebSocket send failed: {}", error_chain(&err)),
+                            err,
+                        )
+                    });
+                    acknowledge(acks, &result);
+                    if let Err(err) = result {
+                        break 'run TransportEvent::Lost(err);
                     }
-                };
-                let result = socket.send(frame).await.map_err(|err| {
-                    Error::with_source(
-                        Kind::Transport,
-                        format!("WebSocket send failed: {}", error_chain(&err)),
-                        err,
-                    )
-                });
-                acknowledge(acks, &result);
-                if let Err(err) = result {
-                    break Some(err);
+                    match rest {
+                        Some(next) => first = next,
+                        None => break,
+                    }
                 }
             }
         }
     };
-    if let Some(err) = &closed {
-        tracing::debug!(error = %err, "WebSocket closed");
+    match &closed {
+        TransportEvent::Closed(Some(err)) => tracing::debug!(error = %err, "WebSocket closed"),
+        TransportEvent::Lost(err) => tracing::debug!(error = %err, "WebSocket lost"),
+        _ => {}
     }
-    let _ = events.send(TransportEvent::Closed(closed));
+    let _ = events.send(closed);
 }
 
 /// Sends a normal close frame and waits briefly for the server's.
