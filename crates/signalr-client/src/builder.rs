@@ -329,12 +329,12 @@ impl HubConnectionBuilder {
     ///   an [`Error::is_timeout`] error. `send` resolves once the message is in that buffer.
     /// - The client acknowledges what it received about once a second.
     /// - When the WebSocket breaks without a close frame or Close message (a network loss), the
-    ///   connection goes `Reconnecting` ([`HubConnection::on_reconnecting`]) and opens one new
-    ///   WebSocket to the same connection (same `id`, no negotiate, no handshake) within
-    ///   [`HubConnectionBuilder::handshake_timeout`]; both sides then send again what the other
-    ///   did not acknowledge, duplicates are dropped, and the connection is `Connected` again
-    ///   with the same connection id ([`HubConnection::on_reconnected`]). Pending calls,
-    ///   streams and server-side state (groups) survive; calls made meanwhile are buffered.
+    ///   connection opens one new WebSocket to the same connection (same `id`, no negotiate, no
+    ///   handshake) within [`HubConnectionBuilder::handshake_timeout`]; both sides then send
+    ///   again what the other did not acknowledge, duplicates are dropped, and the connection
+    ///   goes on with the same connection id. As in the official clients the state stays
+    ///   `Connected` and no reconnecting/reconnected event runs. Pending calls, streams and
+    ///   server-side state (groups) survive; calls made meanwhile are buffered.
     /// - When that fails (for example the server's disconnect timeout, 15 s, has passed and it
     ///   answers 404), the pending calls fail and the connection goes on as without the feature:
     ///   automatic reconnect if configured (new negotiate, new connection id), else

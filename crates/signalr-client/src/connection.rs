@@ -317,10 +317,11 @@ impl HubConnection {
     }
 
     /// Calls `handler` when a lost connection starts reconnecting (state `Reconnecting`), with the
-    /// error that broke it. Calls fail while reconnecting, except during a stateful resume
-    /// ([`HubConnectionBuilder::with_stateful_reconnect`](crate::HubConnectionBuilder::with_stateful_reconnect)),
-    /// when they are buffered and sent once the connection is back. When a stateful resume fails
-    /// and automatic reconnect takes over, `handler` is not called a second time.
+    /// error that broke it. Calls fail while reconnecting. A stateful resume
+    /// ([`HubConnectionBuilder::with_stateful_reconnect`](crate::HubConnectionBuilder::with_stateful_reconnect))
+    /// is not a reconnect here, as in the official clients: the connection stays `Connected`
+    /// and calls are buffered; `handler` runs only when the resume fails and automatic
+    /// reconnect takes over.
     pub fn on_reconnecting(&self, handler: impl Fn(Error) + Send + Sync + 'static) {
         lock(&self.inner().events)
             .reconnecting
@@ -329,16 +330,15 @@ impl HubConnection {
 
     /// Calls `handler` when reconnecting succeeded (state `Connected` again), with the new
     /// connection id. Server-side state of the old connection (groups) is gone: rejoin here.
-    /// After a stateful resume it gets the same connection id, and nothing was lost: the
-    /// server-side state is still there.
+    /// A stateful resume does not call it (see [`on_reconnecting`](Self::on_reconnecting)).
     pub fn on_reconnected(&self, handler: impl Fn(Option<String>) + Send + Sync + 'static) {
         lock(&self.inner().events)
             .reconnected
             .push(Arc::new(handler));
     }
 
-    /// The session calls go to: while `Connected`, and while `Reconnecting` with stateful
-    /// reconnect (the session is kept, calls are buffered until the resume).
+    /// The session calls go to: while `Connected` (during a stateful resume too: the session is
+    /// kept and calls are buffered until it is back).
     fn session(&self) -> Result<Arc<Session>, Error> {
         let state = lock(&self.inner().state);
         match (&state.state, &state.session) {
@@ -721,25 +721,21 @@ impl Inner {
             .await;
             let lost_at = Instant::now();
             let mut error = end.error;
-            // Stateful reconnect: the same connection on a new WebSocket.
-            let mut reconnecting = false;
+            // Stateful reconnect: the same connection on a new WebSocket. As in the official
+            // clients, this happens below the hub connection: the state stays `Connected` and
+            // neither reconnecting nor reconnected fires (calls are buffered meanwhile).
+            let mut resumed_first = false;
             if let Some(resumable) = end.resume {
                 let reason = error.clone().unwrap_or_else(|| {
                     Error::new(Kind::Transport, "WebSocket closed without a close frame.")
                 });
-                {
-                    let mut state = lock(&self.state);
-                    if run.stop.is_cancelled() {
-                        drop(state);
-                        resumable.session.close(None);
-                        lock(&self.state).session = None;
-                        break 'run None;
-                    }
-                    state.state = HubConnectionState::Reconnecting;
+                if run.stop.is_cancelled() {
+                    resumable.session.close(None);
+                    lock(&self.state).session = None;
+                    break 'run None;
                 }
                 tracing::info!(error = %reason, "connection lost; resuming it (stateful reconnect)");
-                self.fire_reconnecting(&reason);
-                reconnecting = true;
+                resumed_first = true;
                 let attempt = tokio::select! {
                     biased;
                     () = run.stop.cancelled() => Err(None),
@@ -750,18 +746,16 @@ impl Inner {
                 match attempt {
                     Ok(resumed) => {
                         let connection_id = {
-                            let mut state = lock(&self.state);
+                            let state = lock(&self.state);
                             if run.stop.is_cancelled() {
                                 drop(state);
                                 resumed.abandon().await;
                                 lock(&self.state).session = None;
                                 break 'run None;
                             }
-                            state.state = HubConnectionState::Connected;
                             state.connection_id.clone()
                         };
                         tracing::info!(?connection_id, "resumed (stateful reconnect)");
-                        self.fire_reconnected(connection_id);
                         established = resumed;
                         continue 'run;
                     }
@@ -800,7 +794,7 @@ impl Inner {
             let mut context = RetryContext {
                 previous_retry_count: 0,
                 // Zero at the first question, as in .NET, unless a stateful resume was tried.
-                elapsed: if reconnecting {
+                elapsed: if resumed_first {
                     lost_at.elapsed()
                 } else {
                     Duration::ZERO
@@ -819,11 +813,8 @@ impl Inner {
                 state.state = HubConnectionState::Reconnecting;
                 state.connection_id = None;
             }
-            if !reconnecting {
-                // After a failed stateful resume the connection is already reconnecting.
-                tracing::info!(error = %reason, "connection lost; reconnecting");
-                self.fire_reconnecting(&reason);
-            }
+            tracing::info!(error = %reason, "connection lost; reconnecting");
+            self.fire_reconnecting(&reason);
             established = loop {
                 tracing::debug!(
                     attempt = context.previous_retry_count + 1,

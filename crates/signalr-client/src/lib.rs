@@ -102,13 +102,13 @@
 //! The default policy waits 0, 2, 10 and 30 seconds ([`DefaultRetryPolicy`]).
 //!
 //! With stateful reconnect ([`HubConnectionBuilder::with_stateful_reconnect`]) a WebSocket lost
-//! without a close frame or Close message is first resumed: `Reconnecting`
-//! ([`HubConnection::on_reconnecting`]), one new WebSocket to the same connection within the
-//! handshake timeout, then `Connected` with the same connection id
-//! ([`HubConnection::on_reconnected`]). Pending calls are not failed, calls made meanwhile are
-//! buffered, and both sides send again what the other did not acknowledge. Only when that resume
-//! fails do pending calls fail and the reconnect above (or `Disconnected`) follows, without a
-//! second `on_reconnecting`.
+//! without a close frame or Close message is first resumed: one new WebSocket to the same
+//! connection within the handshake timeout, the same connection id. As in the official clients
+//! this happens below the hub connection: the state stays `Connected` and neither
+//! [`HubConnection::on_reconnecting`] nor [`HubConnection::on_reconnected`] runs. Pending calls are
+//! not failed, calls made meanwhile are buffered, and both sides send again what the other did not
+//! acknowledge. Only when that resume fails do pending calls fail and the reconnect above (with
+//! `on_reconnecting`), or `Disconnected`, follows.
 //!
 //! Long polling is different, as with the official clients and ASP.NET Core: its logical
 //! connection lives on the server between polls, so a poll whose TCP connection is cut before the
