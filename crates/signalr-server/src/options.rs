@@ -146,8 +146,8 @@ pub struct ConnectionOptions {
     /// Offer stateful reconnect to clients that ask for it in negotiate
     /// (`useStatefulReconnect=true`; docs/protocol.md, "Stateful reconnect"). Default `false`
     /// (`AllowStatefulReconnects`). On a WebSocket whose handshake has version 2, a socket lost
-    /// without a Close frame does not end the connection: for [`disconnect_timeout`]
-    /// (Self::disconnect_timeout) the client may open a new WebSocket with the same token, and
+    /// without a Close frame does not end the connection: for
+    /// [`disconnect_timeout`](Self::disconnect_timeout) the client may open a new WebSocket with the same token, and
     /// both sides resend what the other has not acknowledged; the hub sees no disconnect. The
     /// size of what is kept for resending is [`HubOptions::stateful_reconnect_buffer_size`].
     pub allow_stateful_reconnects: bool,
