@@ -201,9 +201,9 @@ const HTTP_SCENARIOS: [&str; 4] = [
     "long-polling broadcast",
 ];
 
-/// Draws eight panels (echo throughput and p99, broadcast deliveries and p99, the other
-/// scenarios' headline figures, slow-consumer RSS over time, SSE and long-polling rates and
-/// p99) into `path`.
+/// Draws eight panels (echo and stateful echo throughput and p99, broadcast deliveries and
+/// p99, the other scenarios' headline figures, slow-consumer RSS over time, SSE and
+/// long-polling rates and p99) into `path`.
 pub fn draw(path: &Path, results: &[CaseResult]) -> Result<()> {
     plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
         .map_err(|_| "the embedded font did not load")?;
@@ -214,18 +214,18 @@ pub fn draw(path: &Path, results: &[CaseResult]) -> Result<()> {
         &panels[0],
         &bars(
             results,
-            &["echo"],
+            &["echo", crate::report::STATEFUL_ECHO],
             "invocations/s",
-            "echo: invocations/s (log scale, higher is better)",
+            "echo and stateful echo: invocations/s (log scale, higher is better)",
         ),
     )?;
     draw_bars(
         &panels[1],
         &bars(
             results,
-            &["echo"],
+            &["echo", crate::report::STATEFUL_ECHO],
             "p99 latency (µs)",
-            "echo: p99 latency µs (log scale, lower is better)",
+            "echo and stateful echo: p99 latency µs (log scale, lower is better)",
         ),
     )?;
     draw_bars(

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -92,10 +92,67 @@ struct HttpWire {
     receiver: Option<http_conn::Receiver>,
 }
 
+/// Send an Ack at the latest this long after the previous one (when something arrived since).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+/// Send an Ack as soon as more than this many bytes of numbered messages arrived since the
+/// previous one: half the server's default replay buffer (100,000 bytes), so that the server
+/// never waits for an Ack with its buffer full.
+const ACK_BYTES: usize = 50_000;
+
+/// What a connection with stateful reconnect counts, to acknowledge the server's messages
+/// (see [`Conn::connect_stateful`]). It keeps nothing for resending: the load generator never
+/// reconnects.
+struct Stateful {
+    /// Numbered messages received (Invocation, StreamItem, Completion, StreamInvocation,
+    /// CancelInvocation): the server numbers them from 1, so this is the id of the latest.
+    received: u64,
+    /// `received` as of the last Ack sent.
+    acked: u64,
+    /// Bytes of numbered messages (framing included) received since the last Ack.
+    unacked_bytes: usize,
+    /// When the last Ack was sent (or the connection opened).
+    last_ack: Instant,
+}
+
+impl Stateful {
+    /// The sequence id to acknowledge now, if an Ack is due.
+    fn due(&self) -> Option<u64> {
+        (self.received > self.acked
+            && (self.unacked_bytes > ACK_BYTES || self.last_ack.elapsed() >= ACK_INTERVAL))
+            .then_some(self.received)
+    }
+}
+
+/// Acks sent by stateful connections, and the numbered messages they acknowledged (for the
+/// report's check that acknowledging kept up).
+static ACKS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Acks sent by all stateful connections so far, and the numbered messages they acknowledged.
+pub fn acks_sent() -> (u64, u64) {
+    (
+        ACKS[0].load(Ordering::Relaxed),
+        ACKS[1].load(Ordering::Relaxed),
+    )
+}
+
+/// Whether messages of this type are numbered by stateful reconnect (types 1 to 5).
+fn numbered(message: &HubMessage) -> bool {
+    matches!(
+        message,
+        HubMessage::Invocation(_)
+            | HubMessage::StreamItem(_)
+            | HubMessage::Completion(_)
+            | HubMessage::StreamInvocation(_)
+            | HubMessage::CancelInvocation(_)
+    )
+}
+
 /// A connected, handshaken hub connection.
 pub struct Conn {
     wire: Wire,
     protocol: HubProtocol,
+    /// Stateful reconnect's counting, when it is on.
+    stateful: Option<Box<Stateful>>,
     /// Received bytes before the aiosignalr fix-up, when it is on.
     fixup: Option<BytesMut>,
     rbuf: BytesMut,
@@ -125,6 +182,35 @@ impl Conn {
         protocol: HubProtocol,
         recv_buffer: Option<u32>,
     ) -> Result<Conn> {
+        Conn::connect_ws(addr, query, protocol, recv_buffer, 1).await
+    }
+
+    /// A WebSocket connection with stateful reconnect on: negotiates with
+    /// `useStatefulReconnect=true` (an error unless the server grants it), opens
+    /// `ws://addr/hub?id=TOKEN` and handshakes with version 2. Such a connection skips the
+    /// server's Ack (and Sequence) messages when reading, counts the server's numbered messages,
+    /// and acknowledges them before a send once an Ack is due: about once a second, or as soon
+    /// as more than 50,000 bytes of them arrived since the previous Ack.
+    pub async fn connect_stateful(addr: SocketAddr, protocol: HubProtocol) -> Result<Conn> {
+        let token = negotiate_with(addr, true).await?;
+        let mut conn = Conn::connect_ws(addr, &format!("?id={token}"), protocol, None, 2).await?;
+        conn.stateful = Some(Box::new(Stateful {
+            received: 0,
+            acked: 0,
+            unacked_bytes: 0,
+            last_ack: Instant::now(),
+        }));
+        Ok(conn)
+    }
+
+    /// Opens `ws://addr/hub{query}` and handshakes with hub protocol `version`.
+    async fn connect_ws(
+        addr: SocketAddr,
+        query: &str,
+        protocol: HubProtocol,
+        recv_buffer: Option<u32>,
+        version: u32,
+    ) -> Result<Conn> {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -143,6 +229,7 @@ impl Conn {
         let mut conn = Conn {
             wire: Wire::Ws(Box::new(ws)),
             protocol,
+            stateful: None,
             fixup: None,
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::with_capacity(4096),
@@ -150,7 +237,7 @@ impl Conn {
         let mut handshake = BytesMut::new();
         HandshakeRequest {
             protocol: protocol.name().to_owned(),
-            version: 1,
+            version,
         }
         .write(&mut handshake);
         if let Wire::Ws(ws) = &mut conn.wire {
@@ -193,6 +280,7 @@ impl Conn {
                 receiver: Some(receiver),
             })),
             protocol,
+            stateful: None,
             fixup: None,
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::with_capacity(4096),
@@ -217,7 +305,25 @@ impl Conn {
 
     /// Sends one frame: text for JSON, binary for MessagePack (as the official clients do) over
     /// WebSockets; a POST (answered before this returns) over SSE and long polling.
+    /// With stateful reconnect, an Ack that is due goes first, as a frame of its own.
     pub async fn send_frame(&mut self, frame: Bytes) -> Result<()> {
+        if let Some(sequence_id) = self.stateful.as_deref().and_then(Stateful::due) {
+            let mut ack = BytesMut::new();
+            self.protocol
+                .write_message(&HubMessage::Ack { sequence_id }, &mut ack)?;
+            self.write_frame(ack.freeze()).await?;
+            if let Some(state) = self.stateful.as_deref_mut() {
+                ACKS[0].fetch_add(1, Ordering::Relaxed);
+                ACKS[1].fetch_add(sequence_id - state.acked, Ordering::Relaxed);
+                state.acked = sequence_id;
+                state.unacked_bytes = 0;
+                state.last_ack = Instant::now();
+            }
+        }
+        self.write_frame(frame).await
+    }
+
+    async fn write_frame(&mut self, frame: Bytes) -> Result<()> {
         match &mut self.wire {
             Wire::Ws(ws) => {
                 let message = match self.protocol {
@@ -265,10 +371,24 @@ impl Conn {
         }
     }
 
-    /// The next hub message (pings included).
+    /// The next hub message (pings included). With stateful reconnect the server's Ack and
+    /// Sequence messages are skipped, and numbered messages counted for the next Ack.
     pub async fn next_message(&mut self) -> Result<HubMessage> {
         loop {
+            let before = self.rbuf.len();
             if let Some(message) = self.protocol.parse_message(&mut self.rbuf, None)? {
+                if let Some(state) = self.stateful.as_deref_mut() {
+                    if matches!(
+                        message,
+                        HubMessage::Ack { .. } | HubMessage::Sequence { .. }
+                    ) {
+                        continue;
+                    }
+                    if numbered(&message) {
+                        state.received += 1;
+                        state.unacked_bytes += before - self.rbuf.len();
+                    }
+                }
                 return Ok(message);
             }
             self.fill().await?;
@@ -605,8 +725,24 @@ impl Template {
 /// `POST /hub/negotiate?negotiateVersion=1` over a fresh HTTP/1.1 connection (closed by the
 /// server); returns the connection token.
 pub async fn negotiate(addr: SocketAddr) -> Result<String> {
-    let body = http_request(addr, "POST", "/hub/negotiate?negotiateVersion=1").await?;
+    negotiate_with(addr, false).await
+}
+
+/// [`negotiate`]; with `stateful`, asks for stateful reconnect (`useStatefulReconnect=true`)
+/// and fails unless the answer grants it.
+pub async fn negotiate_with(addr: SocketAddr, stateful: bool) -> Result<String> {
+    let path = if stateful {
+        "/hub/negotiate?negotiateVersion=1&useStatefulReconnect=true"
+    } else {
+        "/hub/negotiate?negotiateVersion=1"
+    };
+    let body = http_request(addr, "POST", path).await?;
     let negotiate: NegotiateResponse = serde_json::from_slice(&body)?;
+    if stateful && !negotiate.use_stateful_reconnect {
+        return Err(
+            "negotiate did not grant stateful reconnect (the server does not allow it)".into(),
+        );
+    }
     negotiate
         .connection_token
         .or(negotiate.connection_id)

@@ -57,10 +57,10 @@ struct Cli {
     /// Checks that everything works; its figures are not measurements.
     #[arg(long)]
     smoke: bool,
-    /// Only these scenarios (comma-separated): echo, broadcast, group, fixed-rate, idle, storm,
-    /// slow, sse-echo, sse-broadcast, lp-echo, lp-broadcast, classic-echo, mixed-broadcast; and
-    /// redis-broadcast, which runs only when named here (it needs redis-server and writes
-    /// results/redis-latest.md).
+    /// Only these scenarios (comma-separated): echo, stateful-echo, broadcast, group,
+    /// fixed-rate, idle, storm, slow, sse-echo, sse-broadcast, lp-echo, lp-broadcast,
+    /// classic-echo, mixed-broadcast; and redis-broadcast, which runs only when named here (it
+    /// needs redis-server and writes results/redis-latest.md).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Servers to measure (comma-separated): ceiling, ours, aspnetcore, aiosignalr (default:
@@ -178,6 +178,8 @@ enum Spec {
         protocol: HubProtocol,
         size: usize,
         transport: Transport,
+        /// Stateful reconnect on (WebSockets; ours only).
+        stateful: bool,
     },
     Broadcast(BroadcastSpec),
     FixedRate {
@@ -212,6 +214,15 @@ const NO_CLASSIC: &str = "no classic SignalR 2.x endpoint";
 /// Why the SSE and long-polling cases do not run on the ceiling.
 const NO_HTTP_TRANSPORTS: &str = "raw WebSockets only, no SSE or long polling";
 
+/// Why stateful echo does not run on the ceiling.
+const NO_STATEFUL_CEILING: &str = "raw WebSockets, no SignalR: no stateful reconnect";
+/// Why stateful echo does not run on ASP.NET Core.
+const NO_STATEFUL_ASPNETCORE: &str =
+    "the ASP.NET peer's /hub does not allow stateful reconnect (AllowStatefulReconnects is off)";
+/// Why stateful echo does not run on aiosignalr.
+const NO_STATEFUL_PEER: &str =
+    "ours only: the case sets our stateful reconnect against our plain echo";
+
 impl Spec {
     /// The transport of the case's connections.
     fn transport(&self) -> Transport {
@@ -226,11 +237,23 @@ impl Spec {
     fn not_for(&self, kind: ServerKind) -> Option<&'static str> {
         if self.classic() && kind != ServerKind::Ours {
             Some(NO_CLASSIC)
+        } else if self.stateful() {
+            match kind {
+                ServerKind::Ours => None,
+                ServerKind::Ceiling => Some(NO_STATEFUL_CEILING),
+                ServerKind::AspNetCore => Some(NO_STATEFUL_ASPNETCORE),
+                ServerKind::Peer => Some(NO_STATEFUL_PEER),
+            }
         } else if self.transport() != Transport::WebSockets && kind == ServerKind::Ceiling {
             Some(NO_HTTP_TRANSPORTS)
         } else {
             None
         }
+    }
+
+    /// Whether the case uses stateful reconnect, which only our bench hub allows.
+    fn stateful(&self) -> bool {
+        matches!(self, Spec::Echo { stateful: true, .. })
     }
 
     /// Whether the case needs the classic endpoint, which only our server has.
@@ -285,6 +308,10 @@ fn plan(full: bool) -> Vec<Case> {
                 cases.push(echo_case(n, protocol, size, ws));
             }
         }
+    }
+    // The echo case again with stateful reconnect on (ours only), for the same-run ratio.
+    for protocol in protocols {
+        cases.push(stateful_echo_case(100, protocol, 32));
     }
     let ms: &[usize] = if full { &[100, 1000, 10_000] } else { &[100] };
     let broadcast_protocols: &[HubProtocol] = if full {
@@ -482,8 +509,22 @@ fn echo_case(n: usize, protocol: HubProtocol, size: usize, transport: Transport)
             protocol,
             size,
             transport,
+            stateful: false,
         },
     }
+}
+
+/// The echo case over WebSockets with stateful reconnect on: the same parameters as the plain
+/// echo case, so that the report pairs them.
+fn stateful_echo_case(n: usize, protocol: HubProtocol, size: usize) -> Case {
+    let mut case = echo_case(n, protocol, size, Transport::WebSockets);
+    case.scenario = report::STATEFUL_ECHO;
+    case.key = "stateful-echo";
+    case.label.1 = format!("stateful {}", case.label.1);
+    if let Spec::Echo { stateful, .. } = &mut case.spec {
+        *stateful = true;
+    }
+    case
 }
 
 fn broadcast_case(
@@ -544,7 +585,8 @@ async fn run_case(
             protocol,
             size,
             transport,
-        } => scenarios::echo(command, settings, n, protocol, size, transport).await,
+            stateful,
+        } => scenarios::echo(command, settings, n, protocol, size, transport, stateful).await,
         Spec::Broadcast(spec) => scenarios::broadcast(kind, command, settings, spec).await,
         Spec::FixedRate { n, size } => {
             scenarios::fixed_rate(command, settings, n, HubProtocol::Json, size).await
@@ -1168,5 +1210,58 @@ mod tests {
             Some(NO_CLASSIC)
         );
         assert_eq!(case("classic-echo").not_for(ServerKind::Ours), None);
+        let stateful = case("stateful-echo");
+        assert_eq!(stateful.not_for(ServerKind::Ours), None);
+        assert_eq!(
+            stateful.not_for(ServerKind::Ceiling),
+            Some(NO_STATEFUL_CEILING)
+        );
+        assert_eq!(
+            stateful.not_for(ServerKind::AspNetCore),
+            Some(NO_STATEFUL_ASPNETCORE)
+        );
+        assert_eq!(stateful.not_for(ServerKind::Peer), Some(NO_STATEFUL_PEER));
+        // Plain echo stays on every server.
+        assert_eq!(case("echo").not_for(ServerKind::AspNetCore), None);
+    }
+
+    #[test]
+    fn stateful_echo_pairs_with_the_plain_echo_cases_in_every_mode() {
+        for full in [false, true] {
+            let cases = plan(full);
+            let stateful = params(&cases, "stateful-echo");
+            assert_eq!(
+                stateful,
+                ["N=100, JSON, 32 B", "N=100, MessagePack, 32 B"],
+                "full: {full}"
+            );
+            // Same parameters as plain echo cases, so `--case` picks both and the report pairs
+            // them.
+            let echo = params(&cases, "echo");
+            assert!(stateful.iter().all(|p| echo.contains(p)), "{echo:?}");
+            for case in cases.iter().filter(|c| c.key == "stateful-echo") {
+                assert_eq!(case.scenario, report::STATEFUL_ECHO);
+                assert!(matches!(
+                    case.spec,
+                    Spec::Echo {
+                        n: 100,
+                        size: 32,
+                        transport: Transport::WebSockets,
+                        stateful: true,
+                        ..
+                    }
+                ));
+                assert!(case.label.1.starts_with("stateful "), "{:?}", case.label);
+            }
+            // The plain echo cases stay plain; the ceiling's first echo case stays first (the
+            // load generator check).
+            assert!(
+                cases
+                    .iter()
+                    .filter(|c| c.key == "echo")
+                    .all(|c| !c.spec.stateful())
+            );
+            assert_eq!(cases[0].key, "echo");
+        }
     }
 }

@@ -7,6 +7,10 @@ use crate::scenarios::Outcome;
 use crate::servers::ServerKind;
 use crate::stats::Summary;
 
+/// The scenario name of the echo case with stateful reconnect on (ours only), which the report
+/// sets beside the plain echo case of the same parameters.
+pub const STATEFUL_ECHO: &str = "stateful echo";
+
 /// One scenario case on every server.
 #[derive(Debug, Clone)]
 pub struct CaseResult {
@@ -48,7 +52,7 @@ pub fn figure(outcome: &Outcome, name: &str) -> Option<Summary> {
 /// The figure that sums a scenario up (chart).
 pub fn headline(scenario: &str) -> &'static str {
     match scenario {
-        "echo" | "SSE echo" | "long-polling echo" => "invocations/s",
+        "echo" | STATEFUL_ECHO | "SSE echo" | "long-polling echo" => "invocations/s",
         "broadcast" | "group" | "SSE broadcast" | "long-polling broadcast" => "deliveries/s",
         "fixed rate" => "p99 latency (µs)",
         "idle density" => "KiB per idle connection",
@@ -312,7 +316,7 @@ fn generator_check(out: &mut String, results: &[CaseResult]) {
 /// The figures of the summary table, per scenario: the headline and what explains it.
 fn summary_figures(scenario: &str) -> &'static [&'static str] {
     match scenario {
-        "echo" => &[
+        "echo" | STATEFUL_ECHO => &[
             "invocations/s",
             "p99 latency (µs)",
             "server CPU µs/invocation",
@@ -588,6 +592,7 @@ pub fn markdown(info: &RunInfo, results: &[CaseResult]) -> String {
     }
 
     batching_section(&mut out, info, results);
+    stateful_section(&mut out, results);
     classic_echo_section(&mut out, results);
     mixed_broadcast_section(&mut out, results);
 
@@ -691,6 +696,52 @@ fn ratio(outcome: &Outcome, top: &str, bottom: &str) -> String {
     match (figure(outcome, top), figure(outcome, bottom)) {
         (Some(t), Some(b)) if b.median > 0.0 => format!("{:.2}×", t.median / b.median),
         _ => "–".to_owned(),
+    }
+}
+
+/// Stateful reconnect's cost: each stateful echo case of ours beside the plain echo case of the
+/// same parameters, from the same run.
+fn stateful_section(out: &mut String, results: &[CaseResult]) {
+    let cases = ours(results, STATEFUL_ECHO);
+    if cases.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Stateful reconnect: its cost on echo\n\n\
+         Our server only. *stateful* connections negotiate with `useStatefulReconnect=true` and \
+         handshake with version 2, so the server numbers and keeps every Completion until the \
+         load generator acknowledges it (an Ack about once a second, or after 50,000 bytes) and \
+         sends Acks of its own; *plain* is the echo case of the same parameters in the same run \
+         (no negotiate, version 1). *stateful / plain* above 1 means more: better for the rate, \
+         worse for CPU and latency.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| echo case | plain invocations/s | stateful invocations/s | stateful / plain | plain server CPU µs/invocation | stateful server CPU µs/invocation | stateful / plain | plain p50 / p99 µs | stateful p50 / p99 µs | bound by (plain / stateful) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let plain = ours(results, "echo");
+    let q = ["p50", "p99"];
+    for (params, stateful) in cases {
+        let plain = plain.iter().find(|(p, _)| *p == params).map(|(_, o)| *o);
+        let c = |o: Option<&Outcome>, name: &str| cell(o.and_then(|o| figure(o, name)));
+        let rate = "invocations/s";
+        let cpu = "server CPU µs/invocation";
+        let _ = writeln!(
+            out,
+            "| {params} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            c(plain, rate),
+            c(Some(stateful), rate),
+            ratio_of(Some(stateful), plain, rate),
+            c(plain, cpu),
+            c(Some(stateful), cpu),
+            ratio_of(Some(stateful), plain, cpu),
+            plain.map_or("–".to_owned(), |o| latencies(o, "", &q)),
+            latencies(stateful, "", &q),
+            plain.map_or("–", bound_by),
+            bound_by(stateful),
+        );
     }
 }
 
@@ -861,6 +912,41 @@ mod tests {
             "| long-polling echo N=100, JSON, 32 B | messages per poll response | 1 | 1 |"
         ));
         assert!(md.contains("- long-polling echo not run on ceiling: raw WebSockets only"));
+    }
+
+    #[test]
+    fn stateful_echo_is_set_beside_plain_echo_of_the_same_parameters() {
+        let mut plain = outcome(10_000.0, 95.0, 50.0);
+        plain.push("server CPU µs/invocation", [10.0]);
+        let mut stateful = outcome(8_000.0, 95.0, 50.0);
+        stateful.push("server CPU µs/invocation", [12.5]);
+        let case = |scenario, outcome| CaseResult {
+            scenario,
+            params: "N=100, JSON, 32 B".into(),
+            label: ("N=100".into(), "json 32B".into()),
+            results: vec![(ServerKind::Ours, Ok(outcome))],
+            not_run: vec![(ServerKind::AspNetCore, "no stateful reconnect")],
+        };
+        let mut results = vec![case("echo", plain), case(STATEFUL_ECHO, stateful)];
+        results[0].not_run.clear();
+        let md = markdown(&info(), &results);
+        assert!(
+            md.contains("## Stateful reconnect: its cost on echo"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| N=100, JSON, 32 B | 10,000 (9,000–11,000) | 8,000 (7,200–8,800) | 0.80× | 10 | 12.5 | 1.25× | – / 100 | – / 100 | server / server |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| stateful echo | N=100, JSON, 32 B | invocations/s | 8,000 | – | – |")
+        );
+        assert!(md.contains("- stateful echo not run on aspnetcore: no stateful reconnect"));
+        // Without a stateful case there is no section.
+        let md = markdown(&info(), &results[..1]);
+        assert!(!md.contains("Stateful reconnect"));
     }
 
     #[test]

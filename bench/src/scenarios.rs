@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{MissedTickBehavior, sleep, timeout};
 
-use crate::conn::{Conn, Result, Stamp, Template, Transport, negotiate, now_ns};
+use crate::conn::{Conn, Result, Stamp, Template, Transport, acks_sent, negotiate, now_ns};
 use crate::http_conn;
 use crate::proc::{ServerCommand, ServerProcess, cpu_us, rss_bytes};
 use crate::servers::ServerKind;
@@ -162,6 +162,29 @@ pub(crate) async fn connect_many_over(
     Ok(conns)
 }
 
+/// Opens `n` WebSocket connections with stateful reconnect on ([`Conn::connect_stateful`]), at
+/// most [`CONNECT_CONCURRENCY`] at a time.
+pub(crate) async fn connect_many_stateful(
+    addr: SocketAddr,
+    n: usize,
+    protocol: HubProtocol,
+) -> Result<Vec<Conn>> {
+    let results: Vec<Result<Conn>> = stream::iter(0..n)
+        .map(|_| async move {
+            timeout(CONNECT_TIMEOUT, Conn::connect_stateful(addr, protocol))
+                .await
+                .map_err(|_| "connect timed out")?
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut conns = Vec::with_capacity(n);
+    for (i, result) in results.into_iter().enumerate() {
+        conns.push(result.map_err(|err| format!("connection {i} of {n}: {err}"))?);
+    }
+    Ok(conns)
+}
+
 /// Reads and drops everything a connection receives (pings) until the task is aborted; a
 /// long-polling connection keeps one poll in flight.
 pub(crate) async fn idle_reader(mut conn: Conn) {
@@ -204,7 +227,10 @@ async fn windows_batched(
 // ---------------------------------------------------------------------------------------------
 // echo
 
-/// echo: `n` connections over `transport`, each with one `Echo(payload)` invocation in flight.
+/// echo: `n` connections over `transport`, each with one `Echo(payload)` invocation in flight;
+/// with `stateful`, WebSocket connections with stateful reconnect on
+/// ([`Conn::connect_stateful`]: negotiated, handshake version 2, the server's messages
+/// acknowledged).
 pub async fn echo(
     command: &ServerCommand,
     s: &Settings,
@@ -212,12 +238,20 @@ pub async fn echo(
     protocol: HubProtocol,
     size: usize,
     transport: Transport,
+    stateful: bool,
 ) -> Result<Outcome> {
     let server = ServerProcess::start(command).await?;
-    let conns = connect_many_over(server.addr, n, protocol, transport, false, |_| {
-        String::new()
-    })
-    .await?;
+    let conns = if stateful {
+        if transport != Transport::WebSockets {
+            return Err("stateful reconnect is a WebSocket feature".into());
+        }
+        connect_many_stateful(server.addr, n, protocol).await?
+    } else {
+        connect_many_over(server.addr, n, protocol, transport, false, |_| {
+            String::new()
+        })
+        .await?
+    };
     let recorder = Rc::new(Recorder::default());
     let template = Rc::new(Template::new(protocol, "Echo", true, &[], size)?);
     let mut tasks = JoinSet::new();
@@ -225,7 +259,14 @@ pub async fn echo(
         tasks.spawn_local(echo_loop(conn, recorder.clone(), template.clone(), None));
     }
     sleep(s.warmup).await;
+    let acks0 = acks_sent();
+    let started = Instant::now();
     let (w, batching) = windows_batched(&recorder, server.pid, s, transport).await;
+    let (acks, acked) = {
+        let (acks1, acked1) = acks_sent();
+        (acks1 - acks0.0, acked1 - acks0.1)
+    };
+    let secs = started.elapsed().as_secs_f64();
     recorder.stop();
     tasks.shutdown().await;
     server.stop().await;
@@ -234,6 +275,13 @@ pub async fn echo(
     out.push("p99.9 latency (µs)", w.iter().map(|w| w.p999));
     if let Some(name) = batching_figure(transport) {
         out.push(name, batching);
+    }
+    if stateful {
+        out.notes.push(format!(
+            "the load generator sent {:.2} Acks per connection-second over the windows, each acknowledging {:.0} messages on average",
+            acks as f64 / (n as f64 * secs),
+            acked as f64 / acks.max(1) as f64
+        ));
     }
     out.errors(&recorder);
     Ok(out)

@@ -8,6 +8,11 @@
 //! - `GroupBroadcast(group, payload)` calls `Receive(payload)` on the other members of `group`;
 //! - `JoinGroup(name)` adds the caller to group `name`.
 //!
+//! Stateful reconnect is allowed (`ConnectionOptions::allow_stateful_reconnects`): negotiate
+//! grants it only to a client that asks (`useStatefulReconnect=true`), and only a WebSocket whose
+//! handshake then says version 2 uses it, so every other client is served exactly as before
+//! (the `stateful echo` case is the one that asks).
+//!
 //! With `--redis HOST:PORT` the hub is on the Redis backplane under the name `Bench.BenchHub`, so
 //! that a broadcast reaches the clients of every bench-server on that Redis.
 //!
@@ -62,6 +67,10 @@ fn bench_hub(backplane: Option<&RedisBackplane>) -> Hub {
     };
     builder
         .name(HUB_NAME)
+        .connection_options(signalr_server::ConnectionOptions {
+            allow_stateful_reconnects: true,
+            ..Default::default()
+        })
         .method("Echo", |_: HubCallerContext, payload: String| async move {
             payload
         })
