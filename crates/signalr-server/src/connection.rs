@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use signalr_protocol::{HubMessage, HubProtocol, TransportType};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -139,9 +139,12 @@ struct Replay {
     /// Bytes of sent messages kept, past which the writer waits for an Ack
     /// (`HubOptions::stateful_reconnect_buffer_size`).
     limit: usize,
-    /// Sent ackable messages the client has not acknowledged, oldest first, with their ids.
-    sent: std::collections::VecDeque<(u64, Bytes)>,
-    sent_bytes: usize,
+    /// Sent ackable messages the client has not acknowledged, oldest first, copied end to end
+    /// (a copy of a small message into one warm buffer costs less than keeping its own
+    /// allocation alive until the Ack), and the length of each. The oldest has id
+    /// `next_id - sent_lengths.len()`.
+    sent: BytesMut,
+    sent_lengths: std::collections::VecDeque<usize>,
     /// The id the next ackable message gets (ids start at 1).
     next_id: u64,
     /// Written before anything else: the Sequence message and the unacknowledged messages
@@ -170,13 +173,18 @@ impl Replay {
     /// Whether the writer must wait for an Ack before sending more ackable messages (past the
     /// limit, as ASP.NET's check).
     fn full(&self) -> bool {
-        self.sent_bytes > self.limit
+        self.sent.len() > self.limit
+    }
+
+    /// The id of the oldest unacknowledged message, or of the next one when none is kept.
+    fn first_unacknowledged(&self) -> u64 {
+        self.next_id - self.sent_lengths.len() as u64
     }
 
     /// Records an ackable message as it is taken for writing.
     fn record(&mut self, bytes: &Bytes) {
-        self.sent_bytes += bytes.len();
-        self.sent.push_back((self.next_id, bytes.clone()));
+        self.sent.extend_from_slice(bytes);
+        self.sent_lengths.push_back(bytes.len());
         self.next_id += 1;
     }
 }
@@ -382,8 +390,8 @@ impl OutgoingQueue {
         self.lock().replay = Some(Box::new(Replay {
             protocol,
             limit: limit.max(1),
-            sent: std::collections::VecDeque::new(),
-            sent_bytes: 0,
+            sent: BytesMut::new(),
+            sent_lengths: std::collections::VecDeque::new(),
             next_id: 1,
             resend: std::collections::VecDeque::new(),
             ack: None,
@@ -402,15 +410,19 @@ impl OutgoingQueue {
             return;
         };
         let was_full = replay.full();
-        while let Some((first, bytes)) = replay.sent.front() {
-            if *first > id {
+        let mut first = replay.first_unacknowledged();
+        while first <= id {
+            let Some(len) = replay.sent_lengths.pop_front() else {
                 break;
-            }
-            replay.sent_bytes -= bytes.len();
-            replay.sent.pop_front();
+            };
+            replay.sent.advance(len);
+            first += 1;
         }
-        if replay.sent.is_empty() {
-            replay.sent = std::collections::VecDeque::new();
+        if replay.sent_lengths.is_empty() {
+            // Nothing kept: an idle connection holds no buffer (a busy one makes a new one
+            // about once a second, at its Ack).
+            replay.sent = BytesMut::new();
+            replay.sent_lengths = std::collections::VecDeque::new();
         }
         if was_full && !replay.full() {
             Self::wake_consumer(state);
@@ -425,12 +437,16 @@ impl OutgoingQueue {
         let Some(replay) = state.replay.as_deref_mut() else {
             return;
         };
-        let first = replay.sent.front().map_or(replay.next_id, |(id, _)| *id);
+        let first = replay.first_unacknowledged();
         let sequence = replay.encode(&HubMessage::Sequence { sequence_id: first });
         replay.resend.clear();
         replay.resend.push_back(sequence);
-        let unacknowledged: Vec<Bytes> = replay.sent.iter().map(|(_, b)| b.clone()).collect();
-        replay.resend.extend(unacknowledged);
+        let mut offset = 0;
+        for &len in &replay.sent_lengths {
+            let message = Bytes::copy_from_slice(&replay.sent[offset..offset + len]);
+            replay.resend.push_back(message);
+            offset += len;
+        }
         Self::wake_consumer(state);
     }
 
