@@ -113,8 +113,10 @@ impl Gate {
 /// are counted (so one item larger than the limit still fits into an empty queue).
 pub(crate) struct OutgoingQueue {
     state: Mutex<QueueState>,
-    capacity: usize,
-    byte_limit: usize,
+    /// In items and in bytes; 32 bits each (4 G items, 4 GiB) keep the queue, which every
+    /// connection has, one word smaller.
+    capacity: u32,
+    byte_limit: u32,
     /// Producers waiting for room.
     room: Notify,
 }
@@ -199,10 +201,18 @@ impl OutgoingQueue {
                 consumer: None,
                 replay: None,
             }),
-            capacity: capacity.max(1),
-            byte_limit: byte_limit.max(1),
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
+            byte_limit: u32::try_from(byte_limit).unwrap_or(u32::MAX).max(1),
             room: Notify::new(),
         })
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    fn byte_limit(&self) -> usize {
+        self.byte_limit as usize
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -227,7 +237,8 @@ impl OutgoingQueue {
         let len = item.len();
         let waker = {
             let mut state = self.lock();
-            if state.items.len() >= self.capacity || (len > 0 && state.bytes >= self.byte_limit) {
+            if state.items.len() >= self.capacity() || (len > 0 && state.bytes >= self.byte_limit())
+            {
                 return Err(item);
             }
             state.bytes += len;
@@ -276,7 +287,7 @@ impl OutgoingQueue {
                 state.consumer = Some(cx.waker().clone());
                 return std::task::Poll::Pending;
             }
-            was_full = state.items.len() >= self.capacity;
+            was_full = state.items.len() >= self.capacity();
             while items.len() < max {
                 match state.items.pop_front() {
                     Some(Outgoing::Data(bytes) | Outgoing::Ackable(bytes)) => {
@@ -337,7 +348,7 @@ impl OutgoingQueue {
         {
             items.push_back(ack);
         }
-        let was_full = state.items.len() >= self.capacity;
+        let was_full = state.items.len() >= self.capacity();
         while items.len() < max {
             match state.items.front() {
                 None => break,
@@ -368,7 +379,7 @@ impl OutgoingQueue {
         if state.items.is_empty() {
             state.items = std::collections::VecDeque::new();
         }
-        let was_full = was_full && state.items.len() < self.capacity;
+        let was_full = was_full && state.items.len() < self.capacity();
         drop(guard);
         if was_full {
             self.room.notify_waiters();
@@ -525,7 +536,7 @@ impl OutgoingQueue {
             let mut state = self.lock();
             let before = state.bytes;
             state.bytes = before.saturating_sub(len);
-            before >= self.byte_limit && state.bytes < self.byte_limit
+            before >= self.byte_limit() && state.bytes < self.byte_limit()
         };
         if made_room {
             self.room.notify_waiters();
@@ -1118,10 +1129,24 @@ impl Connection {
 
     /// Marks a transport request as attached until the guard drops.
     pub(crate) fn begin_request(self: &Arc<Self>) -> ActiveRequest {
+        self.enter_request();
+        ActiveRequest(self.clone())
+    }
+
+    /// A transport request is attached (see [`begin_request`](Self::begin_request)); pair with
+    /// [`leave_request`](Self::leave_request).
+    pub(crate) fn enter_request(&self) {
         if let Ok(mut activity) = self.activity.lock() {
             activity.active_requests += 1;
         }
-        ActiveRequest(self.clone())
+    }
+
+    /// A transport request attached with [`enter_request`](Self::enter_request) went away.
+    pub(crate) fn leave_request(&self) {
+        if let Ok(mut activity) = self.activity.lock() {
+            activity.active_requests = activity.active_requests.saturating_sub(1);
+            activity.inactive_since = Instant::now();
+        }
     }
 
     fn inactive_for(&self, now: Instant) -> Option<Duration> {
@@ -1154,10 +1179,7 @@ pub(crate) struct ActiveRequest(Arc<Connection>);
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        if let Ok(mut activity) = self.0.activity.lock() {
-            activity.active_requests = activity.active_requests.saturating_sub(1);
-            activity.inactive_since = Instant::now();
-        }
+        self.0.leave_request();
     }
 }
 

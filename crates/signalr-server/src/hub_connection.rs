@@ -323,7 +323,7 @@ async fn start(
         queued_bytes: 0,
         open_streams: Arc::default(),
         running: Running::default(),
-        receiving: stateful.then(Receiving::default),
+        receiving: stateful.then(Box::default),
     };
     match failed {
         Some(outcome) => {
@@ -618,7 +618,7 @@ struct LoopState {
     /// one hand-off less on the hot path, and the loop keeps reading while they run).
     running: Running,
     /// Stateful reconnect's count of the client's messages, on connections that use it.
-    receiving: Option<Receiving>,
+    receiving: Option<Box<Receiving>>,
 }
 
 /// The receiving side of stateful reconnect (docs/protocol.md, "Stateful reconnect"): the

@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Sleep;
 
-use crate::connection::{ActiveRequest, Connection, Outbox};
+use crate::connection::{Connection, Outbox};
 use crate::options::ConnectionOptions;
 use frame::{Control, DecodeError, Decoder, Event};
 
@@ -213,9 +213,9 @@ enum Closing {
 /// A server-side WebSocket connection driven by the task that owns it (see the module docs).
 pub(crate) struct WebSocket {
     /// The socket; `None` while a stateful-reconnect connection waits for its client to resume.
+    /// While there is one, the connection counts as "active" (out of the disconnect timeout's
+    /// reach: `Connection::enter_request`).
     io: Option<TokioIo<Upgraded>>,
-    /// Keeps the connection "active" (out of the disconnect timeout) while a socket is attached.
-    active: Option<ActiveRequest>,
     connection: Arc<Connection>,
     outbox: OwnedMutexGuard<Outbox>,
     decoder: Decoder,
@@ -264,9 +264,9 @@ impl WebSocket {
         max_message: usize,
         options: &ConnectionOptions,
     ) -> Self {
+        connection.enter_request();
         WebSocket {
             io: Some(TokioIo::new(io)),
-            active: Some(connection.begin_request()),
             raw,
             connection,
             outbox,
@@ -346,8 +346,9 @@ impl WebSocket {
     /// longer) for the client to resume.
     fn detach(&mut self) {
         tracing::debug!(connection_id = %self.connection.id, "WebSocket lost: waiting for the client to resume");
-        self.io = None;
-        self.active = None;
+        if self.io.take().is_some() {
+            self.connection.leave_request();
+        }
         if let Some(frame) = self.frame.take()
             && frame.kind == Kind::Data
         {
@@ -371,7 +372,7 @@ impl WebSocket {
         }
         tracing::debug!(connection_id = %self.connection.id, "WebSocket resumed");
         self.io = Some(TokioIo::new(io));
-        self.active = Some(self.connection.begin_request());
+        self.connection.enter_request();
         self.connection.touch_read();
         self.connection.resend_unacknowledged();
         self.resumed = true;
@@ -679,6 +680,14 @@ impl WebSocket {
         tokio::select! {
             () = done => {}
             () = closed.cancelled() => {}
+        }
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        if self.io.is_some() {
+            self.connection.leave_request();
         }
     }
 }
