@@ -1,6 +1,7 @@
 //! The command line: commands and options (clap).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use signalr_hub_client::classic::ClassicTransport;
 use signalr_hub_client::{HubProtocol, Transport};
 
 /// The exit codes, shown by `--help`.
@@ -13,7 +14,8 @@ Exit codes:
      unexpectedly (the server closed it, the network dropped)
   4  timeout: --timeout elapsed while connecting or waiting for a result or a stream item";
 
-/// A command line client for SignalR hubs (ASP.NET Core SignalR and compatible servers).
+/// A command line client for SignalR hubs (ASP.NET Core SignalR and compatible servers, and with
+/// `--classic --hub NAME` classic ASP.NET SignalR 2.x servers).
 ///
 /// Arguments of hub methods are JSON values: `'"hi"'` is a string, `42` a number,
 /// `'{"a":1}'` an object. Results go to stdout (JSON; `--json` for one JSON object per line),
@@ -32,9 +34,20 @@ pub struct Cli {
 /// The options every command takes (before or after the command's own arguments).
 #[derive(Debug, Args)]
 pub struct Options {
+    /// Talk to a classic ASP.NET SignalR 2.x server (needs `--hub`): the URL is the site root
+    /// (`/signalr` is appended) or the endpoint itself, e.g. http://127.0.0.1:8080/signalr.
+    /// JSON only; no streams (`stream` is a usage error); `send` waits for the call to complete,
+    /// as classic has no fire-and-forget. A hub error's data (a `HubException`'s `ErrorData`)
+    /// is shown with its message.
+    #[arg(long, global = true)]
+    pub classic: bool,
+    /// With `--classic`: the hub to call, e.g. TestHub (names match ignoring case).
+    #[arg(long, global = true, value_name = "NAME", requires = "classic")]
+    pub hub: Option<String>,
     /// The only transport to use (default: the best the server offers in negotiate, falling back
-    /// to the next one).
-    #[arg(long, global = true, value_enum)]
+    /// to the next one; with `--classic` the classic client's automatic choice: WebSockets, then
+    /// Server-Sent Events, then long polling).
+    #[arg(long, global = true, value_enum, ignore_case = true)]
     pub transport: Option<TransportArg>,
     /// The hub protocol. MessagePack needs WebSockets or long polling.
     #[arg(long, global = true, value_enum, default_value_t = ProtocolArg::Json)]
@@ -83,14 +96,29 @@ pub enum TransportArg {
     /// Long polling (plus POST for sending).
     #[value(name = "longpolling", alias = "long-polling")]
     LongPolling,
+    /// The best the server offers (the default).
+    #[value(name = "auto")]
+    Auto,
 }
 
-impl From<TransportArg> for Transport {
-    fn from(value: TransportArg) -> Self {
-        match value {
-            TransportArg::WebSockets => Transport::WebSockets,
-            TransportArg::ServerSentEvents => Transport::ServerSentEvents,
-            TransportArg::LongPolling => Transport::LongPolling,
+impl TransportArg {
+    /// The Core transport; `None` for `auto`.
+    pub fn core(self) -> Option<Transport> {
+        match self {
+            TransportArg::WebSockets => Some(Transport::WebSockets),
+            TransportArg::ServerSentEvents => Some(Transport::ServerSentEvents),
+            TransportArg::LongPolling => Some(Transport::LongPolling),
+            TransportArg::Auto => None,
+        }
+    }
+
+    /// The classic transport.
+    pub fn classic(self) -> ClassicTransport {
+        match self {
+            TransportArg::WebSockets => ClassicTransport::WebSockets,
+            TransportArg::ServerSentEvents => ClassicTransport::ServerSentEvents,
+            TransportArg::LongPolling => ClassicTransport::LongPolling,
+            TransportArg::Auto => ClassicTransport::Auto,
         }
     }
 }
@@ -104,6 +132,13 @@ pub enum ProtocolArg {
     /// The MessagePack hub protocol.
     #[value(name = "messagepack", alias = "msgpack")]
     MessagePack,
+}
+
+impl ProtocolArg {
+    /// Whether this is MessagePack.
+    pub fn is_messagepack(self) -> bool {
+        self == ProtocolArg::MessagePack
+    }
 }
 
 impl From<ProtocolArg> for HubProtocol {
@@ -175,7 +210,8 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
-    /// Call a streaming hub method and print each item on its own line until it completes.
+    /// Call a streaming hub method and print each item on its own line until it completes
+    /// (not with `--classic`: classic SignalR has no streams).
     #[command(after_help = EXIT_CODES)]
     Stream {
         /// The hub's URL.

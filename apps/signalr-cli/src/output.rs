@@ -64,14 +64,20 @@ impl Output {
         }
     }
 
-    /// A failure: its text on stderr, and with `--json` its object on stdout too.
+    /// A failure: its text on stderr (and the error data of a classic hub error on the next
+    /// line), and with `--json` its object on stdout too (with `"data"` when there is some).
     pub fn error(&self, failure: &Failure) {
         let _ = writeln!(std::io::stderr(), "error: {}", failure.message);
+        if let Some(data) = &failure.data {
+            let _ = writeln!(std::io::stderr(), "error data: {data}");
+        }
         if self.json {
-            let _ = self.line(
-                &json!({"type": "error", "kind": failure.kind(), "message": failure.message})
-                    .to_string(),
-            );
+            let mut object =
+                json!({"type": "error", "kind": failure.kind(), "message": failure.message});
+            if let Some(data) = &failure.data {
+                object["data"] = data.clone();
+            }
+            let _ = self.line(&object.to_string());
         }
     }
 

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use signalr_hub_client::classic::{ClassicHubConnection, HubProxy};
 use signalr_hub_client::{Error, HubConnection, HubConnectionBuilder, Payload, Subscription};
 use tokio::sync::mpsc;
 
-use crate::cli::{Cli, Command, Options};
+use crate::cli::{Cli, Command, Options, TransportArg};
 use crate::input::{Line, parse_arguments, parse_line};
 use crate::output::{Closed, Output};
 use crate::value::{AnyValue, payload_to_json};
@@ -31,6 +32,8 @@ pub struct Failure {
     pub code: u8,
     /// The text for stderr.
     pub message: String,
+    /// The error data of a classic hub error (a `HubException`'s `ErrorData`).
+    pub data: Option<Value>,
 }
 
 impl Failure {
@@ -38,6 +41,7 @@ impl Failure {
         Failure {
             code,
             message: message.into(),
+            data: None,
         }
     }
 
@@ -55,7 +59,10 @@ impl Failure {
     /// connection's (3).
     fn of_call(err: &Error) -> Self {
         if err.is_server_error() {
-            Failure::new(HUB_ERROR, err.message())
+            Failure {
+                data: err.error_data().cloned(),
+                ..Failure::new(HUB_ERROR, err.message())
+            }
         } else if err.is_timeout() {
             Failure::new(TIMEOUT, describe(err))
         } else if err.is_encode() {
@@ -104,32 +111,81 @@ async fn within<F: Future>(
 /// How long `stop()` may take before the command exits anyway.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// The connection of a command: ASP.NET Core SignalR, or classic SignalR 2.x through one hub's
+/// proxy.
+enum Client {
+    Core(HubConnection),
+    Classic(ClassicHubConnection, HubProxy),
+}
+
+impl Client {
+    /// Invokes `method` and waits for its result.
+    async fn invoke(&self, method: &str, arguments: Vec<Value>) -> Result<AnyValue, Error> {
+        match self {
+            Client::Core(connection) => connection.invoke::<AnyValue>(method, arguments).await,
+            Client::Classic(_, proxy) => proxy.invoke::<AnyValue>(method, arguments).await,
+        }
+    }
+
+    /// Sends `method` without a result: fire and forget on Core; classic has no such message,
+    /// so this waits for the call to complete.
+    async fn send(&self, method: &str, arguments: Vec<Value>) -> Result<(), Error> {
+        match self {
+            Client::Core(connection) => connection.send(method, arguments).await,
+            Client::Classic(_, proxy) => proxy.invoke_void(method, arguments).await,
+        }
+    }
+
+    fn connection_id(&self) -> Option<String> {
+        match self {
+            Client::Core(connection) => connection.connection_id(),
+            Client::Classic(connection, _) => connection.connection_id(),
+        }
+    }
+
+    async fn start(&self) -> Result<(), Error> {
+        match self {
+            Client::Core(connection) => connection.start().await,
+            Client::Classic(connection, _) => connection.start().await,
+        }
+    }
+
+    async fn stop(&self) {
+        match self {
+            Client::Core(connection) => {
+                let _ = connection.stop().await;
+            }
+            Client::Classic(connection, _) => connection.stop().await,
+        }
+    }
+}
+
 /// A started connection, its handlers and what they report.
 struct Connected {
-    connection: HubConnection,
+    client: Client,
     events: mpsc::UnboundedReceiver<Event>,
     _subscriptions: Vec<Subscription>,
 }
 
 impl Connected {
     async fn stop(self) {
-        let _ = tokio::time::timeout(STOP_GRACE, self.connection.stop()).await;
+        let _ = tokio::time::timeout(STOP_GRACE, self.client.stop()).await;
     }
 }
 
-/// Builds the connection, subscribes to `methods` and starts it.
-async fn open(
+/// Builds the Core connection and subscribes to `methods`.
+fn core_client(
     options: &Options,
     url: &str,
     methods: &[String],
-    out: Output,
-) -> Result<Connected, Failure> {
+    sender: &mpsc::UnboundedSender<Event>,
+) -> Result<(Client, Vec<Subscription>), Failure> {
     let mut builder = HubConnectionBuilder::new()
         .with_url(url)
         .with_protocol(options.protocol.into())
         .skip_negotiation(options.skip_negotiation);
-    if let Some(transport) = options.transport {
-        builder = builder.with_transport(transport.into());
+    if let Some(transport) = options.transport.and_then(TransportArg::core) {
+        builder = builder.with_transport(transport);
     }
     for (name, value) in &options.headers {
         builder = builder.with_header(name, value);
@@ -143,8 +199,6 @@ async fn open(
     let connection = builder
         .build()
         .map_err(|err| Failure::new(USAGE, describe(&err)))?;
-
-    let (sender, events) = mpsc::unbounded_channel();
     let subscriptions = methods
         .iter()
         .map(|method| {
@@ -156,12 +210,104 @@ async fn open(
             })
         })
         .collect();
+    let sender = sender.clone();
     connection.on_closed(move |error| {
         let _ = sender.send(Event::Closed(error));
     });
+    Ok((Client::Core(connection), subscriptions))
+}
+
+/// What `--classic` cannot do: MessagePack, skipping negotiate, a missing `--hub`.
+fn classic_usage(options: &Options) -> Result<&str, Failure> {
+    if options.protocol.is_messagepack() {
+        return Err(Failure::new(
+            USAGE,
+            "--classic speaks JSON only: classic SignalR 2.x has no MessagePack protocol",
+        ));
+    }
+    if options.skip_negotiation {
+        return Err(Failure::new(
+            USAGE,
+            "--skip-negotiation is not for --classic: classic SignalR 2.x always negotiates",
+        ));
+    }
+    options.hub.as_deref().ok_or_else(|| {
+        Failure::new(
+            USAGE,
+            "--classic needs --hub NAME: the classic hub to call, e.g. --hub TestHub",
+        )
+    })
+}
+
+/// Builds the classic connection with a proxy of `--hub` and subscribes to `methods`.
+fn classic_client(
+    options: &Options,
+    url: &str,
+    methods: &[String],
+    sender: &mpsc::UnboundedSender<Event>,
+    out: Output,
+) -> Result<(Client, Vec<Subscription>), Failure> {
+    let hub = classic_usage(options)?;
+    let mut builder = ClassicHubConnection::builder(url);
+    if let Some(transport) = options.transport {
+        builder = builder.with_transport(transport.classic());
+    }
+    for (name, value) in &options.headers {
+        builder = builder.with_header(name, value);
+    }
+    if let Some(token) = &options.token {
+        builder = builder.with_access_token(token);
+    }
+    let connection = builder
+        .build()
+        .map_err(|err| Failure::new(USAGE, describe(&err)))?;
+    let proxy = connection.create_hub_proxy(hub);
+    let subscriptions = methods
+        .iter()
+        .map(|method| {
+            let sender = sender.clone();
+            let target = method.clone();
+            proxy.on(method, move |arguments: Vec<Payload>| {
+                let arguments = arguments.iter().map(payload_to_json).collect();
+                let _ = sender.send(Event::Invocation(target.clone(), arguments));
+            })
+        })
+        .collect();
+    // The classic `Closed` event carries no error: the last `Error` event is its reason.
+    let last_error = std::sync::Arc::new(std::sync::Mutex::new(None::<Error>));
+    let remember = last_error.clone();
+    connection.on_error(move |error| {
+        if let Ok(mut last) = remember.lock() {
+            *last = Some(error.clone());
+        }
+    });
+    let sender = sender.clone();
+    connection.on_closed(move || {
+        let error = last_error.lock().ok().and_then(|mut last| last.take());
+        let _ = sender.send(Event::Closed(error));
+    });
+    connection.on_reconnecting(move || out.status("connection lost, reconnecting"));
+    connection.on_reconnected(move || out.status("reconnected"));
+    Ok((Client::Classic(connection, proxy), subscriptions))
+}
+
+/// Builds the connection, subscribes to `methods` and starts it.
+async fn open(
+    options: &Options,
+    url: &str,
+    methods: &[String],
+    out: Output,
+) -> Result<Connected, Failure> {
+    let (sender, events) = mpsc::unbounded_channel();
+    let (client, subscriptions) = if options.classic {
+        classic_client(options, url, methods, &sender, out)?
+    } else {
+        core_client(options, url, methods, &sender)?
+    };
+    drop(sender);
 
     out.status(&format!("connecting to {url}"));
-    match within(options.timeout, connection.start()).await {
+    match within(options.timeout, client.start()).await {
         Err(_) => Err(Failure::new(
             TIMEOUT,
             format!("could not connect to {url} within {} s", options.timeout),
@@ -175,12 +321,10 @@ async fn open(
             format!("could not connect to {url}: {}", describe(&err)),
         )),
         Ok(Ok(())) => {
-            let id = connection
-                .connection_id()
-                .unwrap_or_else(|| "none".to_owned());
+            let id = client.connection_id().unwrap_or_else(|| "none".to_owned());
             out.status(&format!("connected (connection id {id})"));
             Ok(Connected {
-                connection,
+                client,
                 events,
                 _subscriptions: subscriptions,
             })
@@ -226,7 +370,7 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
             let arguments =
                 parse_arguments(arguments, args.as_deref()).map_err(|m| Failure::new(USAGE, m))?;
             let connected = open(options, url, &[], out).await?;
-            let outcome = invoke(&connected.connection, options.timeout, method, arguments).await;
+            let outcome = invoke(&connected.client, options.timeout, method, arguments).await;
             if let Ok(value) = &outcome {
                 let _ = out.result(value);
             }
@@ -242,11 +386,7 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
             let arguments =
                 parse_arguments(arguments, args.as_deref()).map_err(|m| Failure::new(USAGE, m))?;
             let connected = open(options, url, &[], out).await?;
-            let sent = within(
-                options.timeout,
-                connected.connection.send(method, arguments),
-            )
-            .await;
+            let sent = within(options.timeout, connected.client.send(method, arguments)).await;
             connected.stop().await;
             match sent {
                 Err(_) => Err(Failure::new(
@@ -266,17 +406,20 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
             arguments,
             args,
         } => {
+            if options.classic {
+                return Err(Failure::new(
+                    USAGE,
+                    "stream is not for --classic: classic SignalR 2.x has no streaming hub \
+                     methods (call the method with invoke)",
+                ));
+            }
             let arguments =
                 parse_arguments(arguments, args.as_deref()).map_err(|m| Failure::new(USAGE, m))?;
             let connected = open(options, url, &[], out).await?;
-            let outcome = stream(
-                &connected.connection,
-                options.timeout,
-                method,
-                arguments,
-                out,
-            )
-            .await;
+            let Client::Core(connection) = &connected.client else {
+                unreachable!("a Core connection without --classic");
+            };
+            let outcome = stream(connection, options.timeout, method, arguments, out).await;
             connected.stop().await;
             outcome
         }
@@ -307,7 +450,7 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
             }
             out.status("type `Method arg1 arg2 …` (arguments in JSON) or `exit`");
             let outcome = interactive(
-                &connected.connection,
+                &connected.client,
                 &mut connected.events,
                 options.timeout,
                 &mut interrupt,
@@ -322,12 +465,12 @@ async fn command(cli: &Cli, out: Output) -> Result<(), Failure> {
 
 /// Invokes `method` and waits for its result.
 async fn invoke(
-    connection: &HubConnection,
+    client: &Client,
     timeout: u64,
     method: &str,
     arguments: Vec<Value>,
 ) -> Result<Value, Failure> {
-    match within(timeout, connection.invoke::<AnyValue>(method, arguments)).await {
+    match within(timeout, client.invoke(method, arguments)).await {
         Err(_) => Err(Failure::new(
             TIMEOUT,
             format!("no result from '{method}' within {timeout} s"),
@@ -484,7 +627,7 @@ type PendingCall<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Value, Failu
 
 /// `connect`: reads lines, invokes, prints results and the server's calls.
 async fn interactive(
-    connection: &HubConnection,
+    client: &Client,
     events: &mut mpsc::UnboundedReceiver<Event>,
     timeout: u64,
     interrupt: &mut Interrupt,
@@ -523,7 +666,7 @@ async fn interactive(
                     Ok(Line::Empty) => {}
                     Ok(Line::Exit) => break,
                     Ok(Line::Call { method, arguments }) => {
-                        pending = Some(Box::pin(async move { invoke(connection, timeout, &method, arguments).await }));
+                        pending = Some(Box::pin(async move { invoke(client, timeout, &method, arguments).await }));
                     }
                     Err(message) => out.error(&Failure::new(USAGE, message)),
                 },
