@@ -46,7 +46,8 @@ pub struct Options {
     pub hub: Option<String>,
     /// The only transport to use (default: the best the server offers in negotiate, falling back
     /// to the next one; with `--classic` the classic client's automatic choice: WebSockets, then
-    /// Server-Sent Events, then long polling).
+    /// Server-Sent Events, then long polling). Names ignore case; the classic names webSockets,
+    /// serverSentEvents and longPolling work too.
     #[arg(long, global = true, value_enum, ignore_case = true)]
     pub transport: Option<TransportArg>,
     /// The hub protocol. MessagePack needs WebSockets or long polling.
@@ -261,6 +262,39 @@ mod tests {
         );
         assert!(parse_header("no colon").is_err());
         assert!(parse_header(": v").is_err());
+    }
+
+    #[test]
+    fn classic_options() {
+        for (name, transport) in [
+            ("webSockets", TransportArg::WebSockets),
+            ("serverSentEvents", TransportArg::ServerSentEvents),
+            ("longPolling", TransportArg::LongPolling),
+            ("auto", TransportArg::Auto),
+            ("SSE", TransportArg::ServerSentEvents),
+        ] {
+            let cli = Cli::try_parse_from([
+                "signalr",
+                "invoke",
+                "http://h/signalr",
+                "Echo",
+                "--classic",
+                "--hub",
+                "TestHub",
+                "--transport",
+                name,
+            ])
+            .expect("parse");
+            assert!(cli.options.classic);
+            assert_eq!(cli.options.hub.as_deref(), Some("TestHub"));
+            assert_eq!(cli.options.transport, Some(transport), "{name}");
+        }
+        assert_eq!(TransportArg::Auto.core(), None);
+        assert_eq!(TransportArg::Auto.classic(), ClassicTransport::Auto);
+        // --hub is for --classic only.
+        assert!(
+            Cli::try_parse_from(["signalr", "invoke", "http://h/hub", "M", "--hub", "H"]).is_err()
+        );
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! signalr stream http://127.0.0.1:5000/hub Count 3               # 1, 2, 3 on their own lines
 //! signalr listen http://127.0.0.1:5000/chat ReceiveMessage --count 1
 //! signalr connect http://127.0.0.1:5000/chat --on ReceiveMessage # then type: SendMessage "ann" "hi"
+//! signalr invoke http://127.0.0.1:5001/signalr Add 2 3 --classic --hub TestHub  # classic SignalR 2.x
 //! ```
 //!
 //! Arguments are JSON values; results are printed as JSON on stdout (`--json`: one JSON object
 //! per line), progress and errors on stderr. Common options: `--transport`, `--protocol`,
-//! `--header`, `--token`, `--timeout`, `--skip-negotiation`. `signalr --help` lists them, and
+//! `--header`, `--token`, `--timeout`, `--skip-negotiation`, `--classic --hub NAME` (a classic
+//! ASP.NET SignalR 2.x server; no `stream` there). `signalr --help` lists them, and
 //! the exit codes: 0 success, 1 hub error, 2 usage error, 3 connection failure, 4 timeout. See
 //! the crate's README.md for more.
 
