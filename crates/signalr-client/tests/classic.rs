@@ -795,6 +795,87 @@ async fn check_network_drop(root: &str, transport: ClassicTransport) -> Check {
     expect_eq("event", next("closed", &mut events_rx).await?, "closed")
 }
 
+/// A cut connection on long polling: the poll cut before its answer is sent again on a new
+/// socket, without a reconnect (what the real server and the .NET client do): no Reconnecting,
+/// the same connection id, a message sent to its group meanwhile delivered, lifetime events just
+/// `OnConnected`, the group kept.
+async fn check_long_polling_drop(root: &str) -> Check {
+    let address = root
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = TcpProxy::start(address).await;
+    let proxied = format!("http://127.0.0.1:{}/", proxy.port);
+    let c = connection(&proxied, ClassicTransport::LongPolling, "dropped-poll");
+    let hub = c.create_hub_proxy("TestHub");
+    let (group_tx, mut group_rx) = mpsc::unbounded_channel::<(String, String)>();
+    let _group = hub.on("groupMessage", move |args: (String, String)| {
+        let _ = group_tx.send(args);
+    });
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<&'static str>();
+    let tx = events_tx.clone();
+    c.on_reconnecting(move || {
+        let _ = tx.send("reconnecting");
+    });
+    let tx = events_tx.clone();
+    c.on_reconnected(move || {
+        let _ = tx.send("reconnected");
+    });
+    c.on_closed(move || {
+        let _ = events_tx.send("closed");
+    });
+    within("start", c.start())
+        .await?
+        .map_err(|e| e.to_string())?;
+    let id = c.connection_id();
+    hub.invoke_void("JoinGroup", ("droppollgroup",))
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let sender = connection(root, ClassicTransport::LongPolling, "sender");
+    let sender_hub = sender.create_hub_proxy("TestHub");
+    within("sender start", sender.start())
+        .await?
+        .map_err(|e| e.to_string())?;
+
+    // Let the poll after JoinGroup's answer be the one waiting, then cut it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    sender_hub
+        .invoke_void("SendToGroup", ("droppollgroup", "during the cut"))
+        .await
+        .map_err(|e| e.to_string())?;
+    expect_eq(
+        "delivered",
+        next("groupMessage", &mut group_rx).await?,
+        ("droppollgroup".to_owned(), "during the cut".to_owned()),
+    )?;
+    quiet("no reconnect", &mut events_rx, Duration::from_secs(1)).await?;
+    expect_eq("state", c.state(), ConnectionState::Connected)?;
+    expect_eq("same id", c.connection_id(), id.clone())?;
+    let events: Vec<String> = within("GetLifetimeEvents", hub.invoke("GetLifetimeEvents", ()))
+        .await?
+        .map_err(|e| e.to_string())?;
+    expect_eq("lifetime", events, vec!["OnConnected".to_owned()])?;
+    // A second cut, with nothing sent meanwhile: still no reconnect, the group kept.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender_hub
+        .invoke_void("SendToGroup", ("droppollgroup", "still in"))
+        .await
+        .map_err(|e| e.to_string())?;
+    expect_eq(
+        "group kept",
+        next("groupMessage", &mut group_rx).await?,
+        ("droppollgroup".to_owned(), "still in".to_owned()),
+    )?;
+    quiet("no reconnect", &mut events_rx, Duration::from_millis(500)).await?;
+    expect_eq("same id", c.connection_id(), id)?;
+    c.stop().await;
+    sender.stop().await;
+    expect_eq("event", next("closed", &mut events_rx).await?, "closed")
+}
+
 /// A stalled network (every byte held): ConnectionSlow within two thirds of the 20 s
 /// keep-alive timeout, and the connection recovers without a reconnect once bytes flow.
 async fn check_connection_slow(root: &str) -> Check {
@@ -852,6 +933,10 @@ async fn network_checks(root: &str) -> Vec<(&'static str, Check)> {
         (
             "serverSentEvents: a cut connection reconnects",
             check_network_drop(root, ClassicTransport::ServerSentEvents).await,
+        ),
+        (
+            "longPolling: a cut poll is sent again, without a reconnect",
+            check_long_polling_drop(root).await,
         ),
         (
             "a stalled network raises ConnectionSlow and recovers",
