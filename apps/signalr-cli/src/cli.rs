@@ -1,7 +1,7 @@
 //! The command line: commands and options (clap).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use signalr_hub_client::{HubProtocol, Transport};
+use signalr_hub_client::{HubProtocol, TransportType};
 
 /// The exit codes, shown by `--help`.
 pub const EXIT_CODES: &str = "\
@@ -85,12 +85,12 @@ pub enum TransportArg {
     LongPolling,
 }
 
-impl From<TransportArg> for Transport {
+impl From<TransportArg> for TransportType {
     fn from(value: TransportArg) -> Self {
         match value {
-            TransportArg::WebSockets => Transport::WebSockets,
-            TransportArg::ServerSentEvents => Transport::ServerSentEvents,
-            TransportArg::LongPolling => Transport::LongPolling,
+            TransportArg::WebSockets => TransportType::WebSockets,
+            TransportArg::ServerSentEvents => TransportType::ServerSentEvents,
+            TransportArg::LongPolling => TransportType::LongPolling,
         }
     }
 }
