@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use signalr_hub_client::classic::ClassicTransport;
-use signalr_hub_client::{HubProtocol, Transport};
+use signalr_hub_client::{HubProtocol, TransportType};
 
 /// The exit codes, shown by `--help`.
 pub const EXIT_CODES: &str = "\
@@ -104,11 +104,11 @@ pub enum TransportArg {
 
 impl TransportArg {
     /// The Core transport; `None` for `auto`.
-    pub fn core(self) -> Option<Transport> {
+    pub fn core(self) -> Option<TransportType> {
         match self {
-            TransportArg::WebSockets => Some(Transport::WebSockets),
-            TransportArg::ServerSentEvents => Some(Transport::ServerSentEvents),
-            TransportArg::LongPolling => Some(Transport::LongPolling),
+            TransportArg::WebSockets => Some(TransportType::WebSockets),
+            TransportArg::ServerSentEvents => Some(TransportType::ServerSentEvents),
+            TransportArg::LongPolling => Some(TransportType::LongPolling),
             TransportArg::Auto => None,
         }
     }

@@ -9,7 +9,7 @@ use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use signalr_protocol::HubProtocol;
 
-use crate::Transport;
+use crate::TransportType;
 use crate::connection::HubConnection;
 use crate::error::{BoxError, Error, Kind};
 use crate::retry::{DefaultRetryPolicy, RetryPolicy};
@@ -78,7 +78,7 @@ where
 pub(crate) struct Config {
     pub base_url: Url,
     pub protocol: HubProtocol,
-    pub transports: Vec<Transport>,
+    pub transports: Vec<TransportType>,
     pub skip_negotiation: bool,
     pub headers: HeaderMap,
     pub token_provider: Option<Arc<dyn AccessTokenProvider>>,
@@ -98,12 +98,12 @@ pub(crate) struct Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use signalr_hub_client::{HubConnectionBuilder, HubProtocol, Transport};
+/// use signalr_hub_client::{HubConnectionBuilder, HubProtocol, TransportType};
 ///
 /// let connection = HubConnectionBuilder::new()
 ///     .with_url("https://example.com/chat")
 ///     .with_protocol(HubProtocol::MessagePack)
-///     .with_transports([Transport::WebSockets, Transport::LongPolling])
+///     .with_transports([TransportType::WebSockets, TransportType::LongPolling])
 ///     .with_header("X-Tenant", "blue")
 ///     .with_access_token_provider(|| async { "my-jwt".to_owned() })
 ///     .server_timeout(Duration::from_secs(60))
@@ -115,7 +115,7 @@ pub(crate) struct Config {
 pub struct HubConnectionBuilder {
     url: Option<String>,
     protocol: HubProtocol,
-    transports: Vec<Transport>,
+    transports: Vec<TransportType>,
     skip_negotiation: bool,
     headers: Vec<(String, String)>,
     query: Vec<(String, String)>,
@@ -154,10 +154,10 @@ impl std::fmt::Debug for HubConnectionBuilder {
 }
 
 /// The official fallback order (docs/protocol.md, "Transport fallback").
-const ALL_TRANSPORTS: [Transport; 3] = [
-    Transport::WebSockets,
-    Transport::ServerSentEvents,
-    Transport::LongPolling,
+const ALL_TRANSPORTS: [TransportType; 3] = [
+    TransportType::WebSockets,
+    TransportType::ServerSentEvents,
+    TransportType::LongPolling,
 ];
 
 impl HubConnectionBuilder {
@@ -200,7 +200,7 @@ impl HubConnectionBuilder {
     }
 
     /// Allows only `transport`.
-    pub fn with_transport(mut self, transport: Transport) -> Self {
+    pub fn with_transport(mut self, transport: TransportType) -> Self {
         self.transports = vec![transport];
         self
     }
@@ -208,13 +208,13 @@ impl HubConnectionBuilder {
     /// Allows these transports (default: all three). The order of the server's negotiate
     /// response decides which is tried first; one that fails to start is skipped and negotiate
     /// is repeated before the next (docs/protocol.md, "Transport fallback").
-    pub fn with_transports(mut self, transports: impl IntoIterator<Item = Transport>) -> Self {
+    pub fn with_transports(mut self, transports: impl IntoIterator<Item = TransportType>) -> Self {
         self.transports = transports.into_iter().collect();
         self
     }
 
     /// Connects the WebSocket directly, without negotiate (docs/protocol.md, "Transport fallback"). Only valid with
-    /// exactly [`Transport::WebSockets`] allowed; [`HubConnectionBuilder::build`] fails otherwise.
+    /// exactly [`TransportType::WebSockets`] allowed; [`HubConnectionBuilder::build`] fails otherwise.
     /// The connection then has no connection id.
     pub fn skip_negotiation(mut self, skip: bool) -> Self {
         self.skip_negotiation = skip;
@@ -412,7 +412,7 @@ impl HubConnectionBuilder {
         if transports.is_empty() {
             return Err(builder_error("No transport is allowed.".to_owned()));
         }
-        if self.skip_negotiation && transports != [Transport::WebSockets] {
+        if self.skip_negotiation && transports != [TransportType::WebSockets] {
             return Err(builder_error(
                 "Negotiation can only be skipped when using the WebSocket transport directly."
                     .to_owned(),
@@ -520,7 +520,7 @@ mod tests {
         assert!(err.is_builder(), "{err}");
         HubConnectionBuilder::new()
             .with_url("ws://x/hub")
-            .with_transport(Transport::WebSockets)
+            .with_transport(TransportType::WebSockets)
             .skip_negotiation(true)
             .build()
             .expect("skip negotiation with WebSockets only");

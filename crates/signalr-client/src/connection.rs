@@ -14,7 +14,7 @@ use signalr_protocol::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::Transport;
+use crate::TransportType;
 use crate::args::{Argument, ClientStream, IntoArguments};
 use crate::builder::Config;
 use crate::error::{Error, Kind, not_connected};
@@ -647,9 +647,9 @@ impl Inner {
         } in available
         {
             let kind = match transport.as_str() {
-                "WebSockets" => Transport::WebSockets,
-                "ServerSentEvents" => Transport::ServerSentEvents,
-                "LongPolling" => Transport::LongPolling,
+                "WebSockets" => TransportType::WebSockets,
+                "ServerSentEvents" => TransportType::ServerSentEvents,
+                "LongPolling" => TransportType::LongPolling,
                 other => {
                     failures.push(format!(
                         "{other} failed: Skipping transport '{other}' because it is not supported by this client."
@@ -675,13 +675,13 @@ impl Inner {
             };
             let connect = connect_url(url, &current.connection_token);
             let started = match kind {
-                Transport::WebSockets => websocket::start(http, &connect).await,
-                Transport::ServerSentEvents => sse::start(http, &connect).await,
-                Transport::LongPolling => long_polling::start(http, &connect).await,
+                TransportType::WebSockets => websocket::start(http, &connect).await,
+                TransportType::ServerSentEvents => sse::start(http, &connect).await,
+                TransportType::LongPolling => long_polling::start(http, &connect).await,
             };
             match started {
                 Ok(connection) => {
-                    let resume_url = (kind == Transport::WebSockets
+                    let resume_url = (kind == TransportType::WebSockets
                         && current.use_stateful_reconnect)
                         .then_some(connect);
                     return Ok((connection, Some(current.connection_id), resume_url));

@@ -173,8 +173,8 @@ pub use signalr_protocol::{HubProtocol, Payload};
 pub use stream::HubStream;
 
 /// A transport of the connection layer (docs/protocol.md, "Transports"): `WebSockets`, `ServerSentEvents` or
-/// `LongPolling`. The same type as the server's and the protocol crate's `TransportType`.
-pub use signalr_protocol::TransportType as Transport;
+/// `LongPolling`. The same type as the server's `TransportType` (ASP.NET Core's `HttpTransportType`).
+pub use signalr_protocol::TransportType;
 
 #[cfg(test)]
 mod tests {

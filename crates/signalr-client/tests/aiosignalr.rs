@@ -22,7 +22,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use signalr_hub_client::{HubConnectionBuilder, HubProtocol, Transport};
+use signalr_hub_client::{HubConnectionBuilder, HubProtocol, TransportType};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -65,7 +65,7 @@ async fn start_server() -> PythonServer {
 }
 
 /// Runs the checks of one cell; returns what failed, if anything.
-async fn check(url: &str, transport: Transport, protocol: HubProtocol) -> Result<(), String> {
+async fn check(url: &str, transport: TransportType, protocol: HubProtocol) -> Result<(), String> {
     let connection = HubConnectionBuilder::new()
         .with_url(url)
         .with_transport(transport)
@@ -136,22 +136,22 @@ async fn client_against_aiosignalr_server() {
     let mut server = start_server().await;
     // (transport, protocol, works, the failure aiosignalr 0.1.1 causes otherwise)
     let cells = [
-        (Transport::WebSockets, HubProtocol::Json, true, ""),
-        (Transport::ServerSentEvents, HubProtocol::Json, true, ""),
+        (TransportType::WebSockets, HubProtocol::Json, true, ""),
+        (TransportType::ServerSentEvents, HubProtocol::Json, true, ""),
         (
-            Transport::WebSockets,
+            TransportType::WebSockets,
             HubProtocol::MessagePack,
             false,
             "invoke:",
         ),
         (
-            Transport::LongPolling,
+            TransportType::LongPolling,
             HubProtocol::Json,
             false,
             "start: timed out",
         ),
         (
-            Transport::LongPolling,
+            TransportType::LongPolling,
             HubProtocol::MessagePack,
             false,
             "start: timed out",

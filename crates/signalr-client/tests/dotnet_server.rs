@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use signalr_hub_client::{
     ClientStream, Error, HubConnection, HubConnectionBuilder, HubConnectionState, HubProtocol,
-    Transport,
+    TransportType,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -40,12 +40,12 @@ use tokio::sync::mpsc;
 const STEP: Duration = Duration::from_secs(10);
 
 /// Every transport × protocol cell the server can carry.
-const CELLS: [(Transport, HubProtocol); 5] = [
-    (Transport::WebSockets, HubProtocol::Json),
-    (Transport::WebSockets, HubProtocol::MessagePack),
-    (Transport::ServerSentEvents, HubProtocol::Json),
-    (Transport::LongPolling, HubProtocol::Json),
-    (Transport::LongPolling, HubProtocol::MessagePack),
+const CELLS: [(TransportType, HubProtocol); 5] = [
+    (TransportType::WebSockets, HubProtocol::Json),
+    (TransportType::WebSockets, HubProtocol::MessagePack),
+    (TransportType::ServerSentEvents, HubProtocol::Json),
+    (TransportType::LongPolling, HubProtocol::Json),
+    (TransportType::LongPolling, HubProtocol::MessagePack),
 ];
 
 /// `../shared/peers/dotnet-peer`, relative to the workspace root, if it is there. Also installs
@@ -223,7 +223,7 @@ async fn quiet<T: std::fmt::Debug>(
     }
 }
 
-fn cell_name(transport: Transport, protocol: HubProtocol) -> String {
+fn cell_name(transport: TransportType, protocol: HubProtocol) -> String {
     let protocol = match protocol {
         HubProtocol::Json => "JSON",
         HubProtocol::MessagePack => "MessagePack",
@@ -231,7 +231,7 @@ fn cell_name(transport: Transport, protocol: HubProtocol) -> String {
     format!("{} {protocol}", transport.name())
 }
 
-fn builder(url: String, transport: Transport, protocol: HubProtocol) -> HubConnectionBuilder {
+fn builder(url: String, transport: TransportType, protocol: HubProtocol) -> HubConnectionBuilder {
     HubConnectionBuilder::new()
         .with_url(url)
         .with_transport(transport)
@@ -240,7 +240,7 @@ fn builder(url: String, transport: Transport, protocol: HubProtocol) -> HubConne
 
 async fn started(
     url: String,
-    transport: Transport,
+    transport: TransportType,
     protocol: HubProtocol,
 ) -> Result<HubConnection, String> {
     let connection = builder(url, transport, protocol)
@@ -261,7 +261,7 @@ struct CustomObject {
 }
 
 /// Echo of non-ASCII text, the caller's connection id and the transport the server sees.
-async fn check_invoke(c: &HubConnection, transport: Transport) -> Check {
+async fn check_invoke(c: &HubConnection, transport: TransportType) -> Check {
     let text = format!("héllo wörld 🌍 ✓ \u{1F600} {}", "x".repeat(1000));
     let echoed: String = call(c, "Echo", (text.clone(),)).await?;
     expect_eq("Echo", echoed, text)?;
@@ -521,7 +521,7 @@ async fn check_client_result(c: &HubConnection, base: &str) -> Check {
 async fn check_groups(
     c: &HubConnection,
     url: &str,
-    transport: Transport,
+    transport: TransportType,
     protocol: HubProtocol,
 ) -> Check {
     let other = started(url.to_owned(), transport, protocol).await?;
@@ -635,7 +635,7 @@ async fn check_stop(
 /// The features of one cell, in order, with their outcomes.
 async fn run_cell(
     base: &str,
-    transport: Transport,
+    transport: TransportType,
     protocol: HubProtocol,
 ) -> Vec<(&'static str, Check)> {
     let url = format!("{base}/testhub");
@@ -721,7 +721,7 @@ async fn every_transport_and_protocol() {
     let refused = async {
         let connection = builder(
             format!("{base}/testhub"),
-            Transport::ServerSentEvents,
+            TransportType::ServerSentEvents,
             HubProtocol::MessagePack,
         )
         .build()
@@ -741,7 +741,7 @@ async fn every_transport_and_protocol() {
     }
     .await;
     outcomes.push((
-        cell_name(Transport::ServerSentEvents, HubProtocol::MessagePack),
+        cell_name(TransportType::ServerSentEvents, HubProtocol::MessagePack),
         vec![("refused", refused)],
     ));
     report(
@@ -838,8 +838,8 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
     // Every transport allowed, a hub without WebSockets: JSON picks Server-Sent Events, MessagePack
     // (which SSE cannot carry) long polling.
     for (protocol, want) in [
-        (HubProtocol::Json, Transport::ServerSentEvents),
-        (HubProtocol::MessagePack, Transport::LongPolling),
+        (HubProtocol::Json, TransportType::ServerSentEvents),
+        (HubProtocol::MessagePack, TransportType::LongPolling),
     ] {
         let fallback = async {
             let c = HubConnectionBuilder::new()
@@ -863,7 +863,7 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
     let skip = async {
         let c = builder(
             format!("{base}/testhub"),
-            Transport::WebSockets,
+            TransportType::WebSockets,
             HubProtocol::Json,
         )
         .skip_negotiation(true)
@@ -901,7 +901,7 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
     let restart = async {
         let c = started(
             format!("{base}/testhub"),
-            Transport::WebSockets,
+            TransportType::WebSockets,
             HubProtocol::Json,
         )
         .await?;
@@ -926,7 +926,7 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
     let stateful = async {
         let c = started(
             format!("{base}/testhub-stateful"),
-            Transport::WebSockets,
+            TransportType::WebSockets,
             HubProtocol::Json,
         )
         .await?;
@@ -938,7 +938,7 @@ async fn endpoint_checks(base: &str) -> Vec<(String, Vec<(&'static str, Check)>)
     let oversized = async {
         let c = builder(
             format!("{base}/testhub"),
-            Transport::WebSockets,
+            TransportType::WebSockets,
             HubProtocol::Json,
         )
         .build()
@@ -1007,7 +1007,7 @@ fn record_events(c: &HubConnection) -> mpsc::UnboundedReceiver<String> {
 async fn drop_network(
     program: &PathBuf,
     server: &Peer,
-    transport: Transport,
+    transport: TransportType,
     protocol: HubProtocol,
 ) -> Check {
     let mut proxy = Peer::proxy(program, server).await;
@@ -1028,7 +1028,7 @@ async fn drop_network(
         .map_err(|err| format!("start: {err}"))?;
     let first = c.connection_id().ok_or("no connection id")?;
     proxy.command("drop").await;
-    if transport == Transport::LongPolling {
+    if transport == TransportType::LongPolling {
         // A cut poll is no disconnect: the next poll goes out on a new socket.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let echoed: String = call(&c, "Echo", ("after",)).await?;
@@ -1090,7 +1090,7 @@ async fn network_drop() {
 /// that pings every second and times the server out after 4 s: neither side gives up during 6 s
 /// of silence (long polling needs no pings: its poll cycle is the keep-alive), and calls work
 /// afterwards.
-async fn idle(base: &str, transport: Transport, protocol: HubProtocol) -> Check {
+async fn idle(base: &str, transport: TransportType, protocol: HubProtocol) -> Check {
     let c = builder(format!("{base}/testhub"), transport, protocol)
         .keep_alive_interval(Duration::from_secs(1))
         .server_timeout(Duration::from_secs(4))

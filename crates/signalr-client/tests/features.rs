@@ -19,7 +19,7 @@ use common::{
 };
 use serde_json::{Value, json};
 use signalr_hub_client::{
-    HubConnection, HubConnectionBuilder, HubConnectionState, HubProtocol, Payload, Transport,
+    HubConnection, HubConnectionBuilder, HubConnectionState, HubProtocol, Payload, TransportType,
 };
 use signalr_server::{AuthorizationPolicy, ClientResultError, HubOptions, JwtAuthenticator};
 use tokio::sync::mpsc;
@@ -368,7 +368,7 @@ async fn access_token_provider_runs_on_every_connect() {
 
     for (transport, protocol) in COMBINATIONS {
         // The TS client also puts the token in the query for WebSockets and SSE (docs/protocol.md, "Authentication").
-        let query_token = transport != Transport::LongPolling;
+        let query_token = transport != TransportType::LongPolling;
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let connection = HubConnectionBuilder::new()
@@ -430,7 +430,7 @@ async fn server_timeout_closes_the_connection() {
     // Long polling has no server timeout: its poll cycle proves liveness (docs/protocol.md, "Long polling").
     for (transport, protocol) in COMBINATIONS
         .into_iter()
-        .filter(|(t, _)| *t != Transport::LongPolling)
+        .filter(|(t, _)| *t != TransportType::LongPolling)
     {
         let connection = HubConnectionBuilder::new()
             .with_url(server.url())
@@ -487,7 +487,7 @@ async fn keep_alive_pings_keep_both_sides_alive() {
     let server = TestServer::start_with(probe, options, Default::default()).await;
     let connection = HubConnectionBuilder::new()
         .with_url(server.url())
-        .with_transport(Transport::WebSockets)
+        .with_transport(TransportType::WebSockets)
         .keep_alive_interval(Duration::from_millis(100))
         .server_timeout(Duration::from_millis(1500))
         .build()
@@ -586,7 +586,7 @@ async fn skip_negotiation_connects_the_websocket_directly() {
     for protocol in [HubProtocol::Json, HubProtocol::MessagePack] {
         let connection = HubConnectionBuilder::new()
             .with_url(format!("ws://{}/hub", server.addr))
-            .with_transport(Transport::WebSockets)
+            .with_transport(TransportType::WebSockets)
             .with_protocol(protocol)
             .skip_negotiation(true)
             .build()
@@ -645,7 +645,7 @@ async fn a_transport_that_fails_to_start_falls_back_after_a_new_negotiate() {
     // Only WebSockets allowed: the start fails with every reason.
     let connection = HubConnectionBuilder::new()
         .with_url(format!("http://{}/guarded", server.addr))
-        .with_transport(Transport::WebSockets)
+        .with_transport(TransportType::WebSockets)
         .build()
         .expect("build");
     let err = within("start", connection.start())
@@ -820,7 +820,7 @@ async fn handshake_errors_and_timeouts() {
     let server = TestServer::serve(hub_builder(probe).build(), silent, any_addr()).await;
     let connection = HubConnectionBuilder::new()
         .with_url(format!("http://{}/silent", server.addr))
-        .with_transport(Transport::WebSockets)
+        .with_transport(TransportType::WebSockets)
         .skip_negotiation(true)
         .handshake_timeout(Duration::from_millis(200))
         .build()
@@ -877,14 +877,14 @@ async fn stop_or_drop_during_start_and_drop_of_the_last_handle() {
     // Dropping the last handle of a connected connection closes it.
     let connection = connected(server.url()).await;
     within("server sees the connection", async {
-        while server.hub.connection_count() != 1 {
+        while server.hub.context().connection_count() != 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
     drop(connection);
     within("server sees the close", async {
-        while server.hub.connection_count() != 0 {
+        while server.hub.context().connection_count() != 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -914,7 +914,7 @@ async fn malformed_server_data_fails_with_handshake_or_protocol_errors() {
     let skip = |path: &str| {
         HubConnectionBuilder::new()
             .with_url(format!("ws://{}{path}", server.addr))
-            .with_transport(Transport::WebSockets)
+            .with_transport(TransportType::WebSockets)
             .skip_negotiation(true)
             .with_automatic_reconnect()
             .build()

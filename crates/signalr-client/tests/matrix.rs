@@ -8,12 +8,12 @@ use common::{Event, TestServer, next, probe, record_events, within};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use signalr_hub_client::{
-    ClientStream, HubConnectionBuilder, HubConnectionState, HubProtocol, Transport,
+    ClientStream, HubConnectionBuilder, HubConnectionState, HubProtocol, TransportType,
 };
 use signalr_server::ClientResultError;
 use tokio::sync::mpsc;
 
-async fn exercise(transport: Transport, protocol: HubProtocol) {
+async fn exercise(transport: TransportType, protocol: HubProtocol) {
     let (probe, mut reports) = probe();
     let server = TestServer::start(probe).await;
     let connection = HubConnectionBuilder::new()
@@ -271,7 +271,7 @@ async fn exercise(transport: Transport, protocol: HubProtocol) {
     );
     // The server has let the connection go.
     within("server-side close", async {
-        while server.hub.connection_count() != 0 {
+        while server.hub.context().connection_count() != 0 {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     })
@@ -280,27 +280,27 @@ async fn exercise(transport: Transport, protocol: HubProtocol) {
 
 #[tokio::test]
 async fn websockets_json() {
-    exercise(Transport::WebSockets, HubProtocol::Json).await;
+    exercise(TransportType::WebSockets, HubProtocol::Json).await;
 }
 
 #[tokio::test]
 async fn websockets_messagepack() {
-    exercise(Transport::WebSockets, HubProtocol::MessagePack).await;
+    exercise(TransportType::WebSockets, HubProtocol::MessagePack).await;
 }
 
 #[tokio::test]
 async fn server_sent_events_json() {
-    exercise(Transport::ServerSentEvents, HubProtocol::Json).await;
+    exercise(TransportType::ServerSentEvents, HubProtocol::Json).await;
 }
 
 #[tokio::test]
 async fn long_polling_json() {
-    exercise(Transport::LongPolling, HubProtocol::Json).await;
+    exercise(TransportType::LongPolling, HubProtocol::Json).await;
 }
 
 #[tokio::test]
 async fn long_polling_messagepack() {
-    exercise(Transport::LongPolling, HubProtocol::MessagePack).await;
+    exercise(TransportType::LongPolling, HubProtocol::MessagePack).await;
 }
 
 #[tokio::test]
@@ -309,7 +309,7 @@ async fn messagepack_is_never_tried_over_server_sent_events() {
     let server = TestServer::start(probe).await;
     let connection = HubConnectionBuilder::new()
         .with_url(server.url())
-        .with_transport(Transport::ServerSentEvents)
+        .with_transport(TransportType::ServerSentEvents)
         .with_protocol(HubProtocol::MessagePack)
         .build()
         .expect("build");

@@ -12,7 +12,7 @@ use common::{
     COMBINATIONS, Event, TestServer, assert_quiet, hub_builder, next, probe, record_events, within,
 };
 use signalr_hub_client::{
-    Error, HubConnectionBuilder, HubConnectionState, HubProtocol, RetryContext, Transport,
+    Error, HubConnectionBuilder, HubConnectionState, HubProtocol, RetryContext, TransportType,
 };
 
 /// Brings a fresh hub up on `server`'s port *before* killing the old connections, so that the
@@ -82,7 +82,7 @@ async fn default_policy_reconnects_at_once_on_every_transport_and_protocol() {
         // The new server serves the reconnected connection.
         let on_server: String = connection.invoke("ConnectionId", ()).await.expect("id");
         assert_eq!(on_server, second_id);
-        assert_eq!(fresh.hub.connection_count(), 1);
+        assert_eq!(fresh.hub.context().connection_count(), 1);
 
         within("stop", connection.stop()).await;
         match next("closed", &mut events).await {
@@ -104,7 +104,7 @@ async fn long_polling_rides_over_cut_sockets() {
         let server = TestServer::start(probe).await;
         let connection = HubConnectionBuilder::new()
             .with_url(server.url())
-            .with_transport(Transport::LongPolling)
+            .with_transport(TransportType::LongPolling)
             .with_protocol(protocol)
             .with_automatic_reconnect()
             .build()
@@ -331,7 +331,7 @@ async fn without_a_policy_the_connection_closes_with_the_error() {
     let server = TestServer::start(probe).await;
     let connection = HubConnectionBuilder::new()
         .with_url(server.url())
-        .with_transport(Transport::ServerSentEvents)
+        .with_transport(TransportType::ServerSentEvents)
         .build()
         .expect("build");
     let mut events = record_events(&connection);

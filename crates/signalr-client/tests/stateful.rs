@@ -38,7 +38,7 @@ use axum::routing::{any, post};
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 use signalr_hub_client::{
-    Error, HubConnection, HubConnectionBuilder, HubConnectionState, HubProtocol, Transport,
+    Error, HubConnection, HubConnectionBuilder, HubConnectionState, HubProtocol, TransportType,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -222,7 +222,7 @@ async fn cut_in_the_middle(
     let mut proxy = Process::proxy(peers, base).await;
     let c = HubConnectionBuilder::new()
         .with_url(format!("http://{}/testhub-stateful", proxy.address))
-        .with_transport(Transport::WebSockets)
+        .with_transport(TransportType::WebSockets)
         .with_protocol(protocol)
         .with_stateful_reconnect()
         .stateful_reconnect_buffer_size(buffer)

@@ -14,7 +14,7 @@ use rcgen::{
 use rustls::RootCertStore;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
-use signalr_hub_client::{HubConnectionBuilder, HubProtocol, Transport};
+use signalr_hub_client::{HubConnectionBuilder, HubProtocol, TransportType};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -139,12 +139,20 @@ async fn mutual_tls_on_every_transport() {
     let pki = pki();
     let address = serve_tls(pki.server_config.clone()).await;
     for (host, transport, protocol) in [
-        ("127.0.0.1", Transport::WebSockets, HubProtocol::Json),
-        ("localhost", Transport::WebSockets, HubProtocol::MessagePack),
-        ("127.0.0.1", Transport::ServerSentEvents, HubProtocol::Json),
+        ("127.0.0.1", TransportType::WebSockets, HubProtocol::Json),
         (
             "localhost",
-            Transport::LongPolling,
+            TransportType::WebSockets,
+            HubProtocol::MessagePack,
+        ),
+        (
+            "127.0.0.1",
+            TransportType::ServerSentEvents,
+            HubProtocol::Json,
+        ),
+        (
+            "localhost",
+            TransportType::LongPolling,
             HubProtocol::MessagePack,
         ),
     ] {

@@ -39,7 +39,7 @@ const HELPERS: [&str; 5] = [
     "on_disconnected",
 ];
 
-/// The lifetime hooks.
+/// The connection hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HookKind {
     Connected,
@@ -298,7 +298,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
             {
                 errors.add(
                     span,
-                    "lifetime hooks are not hub methods: `#[hub_method]` and `#[authorize]` do not apply",
+                    "connection hooks are not hub methods: `#[hub_method]` and `#[authorize]` do not apply",
                 );
             }
             let what = kind.name();

@@ -92,7 +92,7 @@ impl CallerState {
         }
     }
 
-    /// The state of callers that have none (ASP.NET Core clients, lifetime hooks).
+    /// The state of callers that have none (ASP.NET Core clients, connection hooks).
     pub(crate) fn inert() -> Self {
         CallerState { tracked: None }
     }

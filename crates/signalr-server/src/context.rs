@@ -265,22 +265,47 @@ impl HubCallerContext {
     }
 
     /// The user identifier that `Clients.user(id)` addresses, from the hub's user-id provider
-    /// (default: [`User::name_identifier`]).
+    /// (default: [`User::name_identifier`]), computed once when the connection is handed to the
+    /// hub.
+    ///
+    /// `None` when that provider returned `None` for the connection: with the default one, when
+    /// the user has neither a name-identifier claim nor a `sub` claim (so always for an anonymous
+    /// user, e.g. without an [`authenticator`](crate::HubBuilder::authenticator)); with
+    /// [`HubBuilder::user_id_provider`](crate::HubBuilder::user_id_provider) or
+    /// [`HubBuilder::user_id_from_request`](crate::HubBuilder::user_id_from_request), whenever
+    /// the provider returns `None`. A connection with `None` is reached by no `clients().user(id)`.
     pub fn user_identifier(&self) -> Option<&str> {
         self.connection.user_id.as_deref()
     }
 
-    /// The transport the caller is connected with.
+    /// The transport the caller is connected with: the one its first transport request bound it
+    /// to (ASP.NET Core clients), or the one of the request that made the connection (classic
+    /// clients).
+    ///
+    /// Never `None` for connections this crate serves: the hub only sees a connection after a
+    /// transport request (an ASP.NET Core connection once its handshake arrived over that
+    /// transport, a classic one at its `/connect`), so the transport is known by then. The
+    /// `Option` leaves room for connections carried by no HTTP transport.
     pub fn transport(&self) -> Option<TransportType> {
         self.connection.transport
     }
 
-    /// The hub protocol the caller chose in the handshake; `None` for a classic client.
+    /// The hub protocol the caller chose in the handshake (`json` or `messagepack`).
+    ///
+    /// `None` exactly for a classic SignalR client (ASP.NET SignalR 2.x), which has no handshake
+    /// and no hub protocol; always `Some` for an ASP.NET Core client.
     pub fn protocol(&self) -> Option<HubProtocol> {
         self.connection.protocol
     }
 
-    /// Headers, query string and remote address of the HTTP request that opened the transport.
+    /// Headers, query string and remote address of the HTTP request that started the connection:
+    /// for ASP.NET Core clients the first transport request (the WebSocket upgrade, the SSE
+    /// request or the first long poll; not the negotiate, not later polls, not a stateful
+    /// reconnect's new WebSocket), for classic clients the request that made the connection
+    /// (usually `/connect`).
+    ///
+    /// Never `None` for connections this crate serves, for the same reason as
+    /// [`transport`](Self::transport): the request is recorded before the hub sees the connection.
     pub fn request(&self) -> Option<&ConnectionRequest> {
         self.connection.request.as_deref()
     }
@@ -297,24 +322,33 @@ impl HubCallerContext {
 
     /// Stores a per-connection value (ASP.NET `Context.Items`), one per type; returns the
     /// previous one.
+    ///
+    /// `None` when the connection held no value of type `T` before; also when an earlier panic
+    /// while the item store was locked poisoned it, in which case `value` is not stored.
     pub fn insert_item<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
         self.connection.items.lock().ok()?.insert(value)
     }
 
     /// A per-connection value stored with [`HubCallerContext::insert_item`].
+    ///
+    /// `None` when no value of type `T` was stored on this connection (items are per connection
+    /// and per hub: a classic connection's hubs each have their own), or when the item store is
+    /// poisoned (see [`insert_item`](Self::insert_item)).
     pub fn item<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.connection.items.lock().ok()?.get::<T>().cloned()
     }
 
     /// The application state of type `T` registered with
     /// [`HubBuilder::state`](crate::HubBuilder::state).
+    ///
+    /// `None` when no state of type `T` was registered on this hub.
     pub fn state<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
         self.connection.hub.state.get::<T>().cloned()
     }
 
     /// The caller state of this call (classic SignalR `Clients.Caller.<name>`): what a classic
     /// client sent with the call; changes go back with the result. Inert for ASP.NET Core
-    /// clients and in lifetime hooks (reads find nothing, writes are dropped); see
+    /// clients and in connection hooks (reads find nothing, writes are dropped); see
     /// [`CallerState`].
     pub fn caller_state(&self) -> &CallerState {
         &self.state
@@ -350,8 +384,12 @@ impl HubCallerContext {
         self.close(None, false);
     }
 
-    /// The remote address, when the server records it: [`serve`](crate::serve()) always does;
-    /// with `axum::serve`, pass `app.into_make_service_with_connect_info::<SocketAddr>()`.
+    /// The remote address of the [`request`](Self::request) that started the connection, when
+    /// the server records it: [`serve`](crate::serve()) always does; with `axum::serve`, pass
+    /// `app.into_make_service_with_connect_info::<SocketAddr>()`.
+    ///
+    /// `None` when the request carried no `axum::extract::ConnectInfo<SocketAddr>` (served
+    /// without connect info), or when there is no [`request`](Self::request).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.request().and_then(ConnectionRequest::remote_addr)
     }

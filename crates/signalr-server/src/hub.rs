@@ -1,4 +1,4 @@
-//! Defining a hub: its methods, lifetime hooks, filters, state, options and authorization.
+//! Defining a hub: its methods, connection hooks, filters, state, options and authorization.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,8 +16,9 @@ use crate::handler::{ArgumentKind, ErasedMethod, HubMethod};
 use crate::lifetime::{DefaultHubLifetimeManager, HubLifetimeManager};
 use crate::options::{ConnectionOptions, HubOptions};
 
-/// What `on_connected` / `on_disconnected` may return: `()` or `Result<(), HubError>`.
-pub trait IntoLifetimeResult: Send + 'static {
+/// What the connection hooks ([`HubBuilder::on_connected`], [`HubBuilder::on_reconnected`],
+/// [`HubBuilder::on_disconnected`]) may return: `()` or `Result<(), HubError>`.
+pub trait IntoHookResult: Send + 'static {
     /// Converts the result.
     ///
     /// # Errors
@@ -25,13 +26,13 @@ pub trait IntoLifetimeResult: Send + 'static {
     fn into_result(self) -> Result<(), HubError>;
 }
 
-impl IntoLifetimeResult for () {
+impl IntoHookResult for () {
     fn into_result(self) -> Result<(), HubError> {
         Ok(())
     }
 }
 
-impl IntoLifetimeResult for Result<(), HubError> {
+impl IntoHookResult for Result<(), HubError> {
     fn into_result(self) -> Result<(), HubError> {
         self
     }
@@ -127,7 +128,7 @@ impl HubInner {
     }
 }
 
-/// Builds a [`Hub`]: hub methods, lifetime hooks, filters, application state, options and
+/// Builds a [`Hub`]: hub methods, connection hooks, filters, application state, options and
 /// authorization.
 #[must_use]
 pub struct HubBuilder {
@@ -426,7 +427,7 @@ impl HubBuilder {
     where
         F: Fn(HubCallerContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
-        R: IntoLifetimeResult,
+        R: IntoHookResult,
     {
         let handler = Arc::new(handler);
         self.on_connected = Some(Arc::new(move |caller| {
@@ -445,7 +446,7 @@ impl HubBuilder {
     where
         F: Fn(HubCallerContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
-        R: IntoLifetimeResult,
+        R: IntoHookResult,
     {
         let handler = Arc::new(handler);
         self.on_reconnected = Some(Arc::new(move |caller| {
@@ -463,7 +464,7 @@ impl HubBuilder {
     where
         F: Fn(HubCallerContext, Option<String>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
-        R: IntoLifetimeResult,
+        R: IntoHookResult,
     {
         let handler = Arc::new(handler);
         self.on_disconnected = Some(Arc::new(move |caller, error| {
@@ -584,14 +585,9 @@ impl Hub {
         })
     }
 
-    /// Connections of this server that completed the handshake and are open (with a backplane,
-    /// the other servers' connections are not counted).
-    pub fn connection_count(&self) -> usize {
-        self.inner.lifetime.count()
-    }
-
     /// A cheap-to-clone handle for sending to this hub's clients from anywhere (ASP.NET
-    /// `IHubContext`).
+    /// `IHubContext`); also the hub's open-connection count
+    /// ([`HubContext::connection_count`]).
     pub fn context(&self) -> HubContext {
         HubContext::new(self.inner.lifetime.clone())
     }

@@ -138,7 +138,7 @@ pub use handler::{
     HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,
     MethodOutput, Progress, State, UploadStream,
 };
-pub use hub::{Hub, HubBuilder, IntoLifetimeResult};
+pub use hub::{Hub, HubBuilder, IntoHookResult};
 #[cfg(feature = "jwt")]
 pub use jwt::JwtAuthenticator;
 pub use options::{ConnectionOptions, HubOptions};

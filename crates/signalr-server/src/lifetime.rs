@@ -129,8 +129,12 @@ impl HubConnectionContext {
     }
 
     /// The user identifier that `Clients.user(...)` addresses (see
-    /// [`HubBuilder::user_id_from_request`](crate::HubBuilder::user_id_from_request)); `None` for
-    /// an anonymous connection.
+    /// [`HubBuilder::user_id_from_request`](crate::HubBuilder::user_id_from_request)), as
+    /// [`HubCallerContext::user_identifier`](crate::HubCallerContext::user_identifier).
+    ///
+    /// `None` when the hub's user-id provider returned `None` for the connection: with the
+    /// default provider, when the user has neither a name-identifier nor a `sub` claim (always
+    /// for an anonymous connection).
     pub fn user_id(&self) -> Option<&str> {
         self.0.user_id.as_deref()
     }

@@ -859,7 +859,7 @@ async fn clients_user_reaches_every_connection_of_that_user_only() {
     // When alice's first connection is gone, the second one still gets her messages.
     alice1.close().await;
     within("alice1 removed", async {
-        while server.hub.connection_count() != 3 {
+        while server.hub.context().connection_count() != 3 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

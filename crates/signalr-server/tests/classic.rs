@@ -1595,7 +1595,7 @@ async fn a_connection_without_transport_ends_after_the_disconnect_timeout() {
     // A long-polling connection has no transport between requests: from its /connect on.
     let detached_at = Instant::now();
     let lp = Lp::open(&server, None).await;
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.context().connection_count(), 2);
     let gone = format!("disconnected:{}:false", lp.session.id);
     server
         .events
@@ -1607,7 +1607,7 @@ async fn a_connection_without_transport_ends_after_the_disconnect_timeout() {
         "ended after {elapsed:?}, before the disconnect timeout"
     );
     assert_eq!(server.events.count(&gone), 1);
-    assert_eq!(server.hub.connection_count(), 1);
+    assert_eq!(server.hub.context().connection_count(), 1);
     // The attached one did not end, and works.
     assert!(
         server.events.of(&attached.session.id).len() == 1,
@@ -1709,7 +1709,7 @@ async fn lifetime_events_run_at_start_and_reconnect() {
         server.events.all()
     );
     // The connection exists before /start: it receives messages, kept until the client reads.
-    assert_eq!(server.hub.connection_count(), 1);
+    assert_eq!(server.hub.context().connection_count(), 1);
     let start = session.start(&server, "webSockets").await;
     assert_eq!(start.json(), json!({"Response": "started"}));
     assert_eq!(server.events.of(&id), [format!("connected:{id}")]);
@@ -1962,7 +1962,7 @@ async fn core_and_classic_clients_share_one_hub() {
     let server = serve(quiet()).await;
     let mut core = CoreClient::open(&server).await;
     let mut classic = WsConn::open(&server, None).await;
-    assert_eq!(server.hub.connection_count(), 2);
+    assert_eq!(server.hub.context().connection_count(), 2);
 
     let mut seen = core.invoke("SendToAll", json!(["from core"]), "1").await;
     if seen.is_empty() {

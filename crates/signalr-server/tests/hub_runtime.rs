@@ -1,7 +1,7 @@
 //! The hub runtime over raw WebSocket frames (exact JSON and MessagePack messages): hub method
 //! binding and results (docs/protocol.md, "Completions"), server-to-client streams and cancellation (docs/protocol.md, "Server-to-client streams"),
 //! upload streams (docs/protocol.md, "Client-to-server streams"), the per-client invocation limit (docs/protocol.md, "Limits"), `Clients.*` and groups, the hub
-//! context, client results (docs/protocol.md, "Client results"), lifetime hooks, the caller context, and filters.
+//! context, client results (docs/protocol.md, "Client results"), connection hooks, the caller context, and filters.
 //!
 //! Every test ends with [`finish`]: a fresh connection still works and no server-side panic
 //! happened.
@@ -1589,7 +1589,10 @@ async fn groups_are_separate_per_hub() {
     a.call("j", "Join", json!(["g"])).await;
     x.call("j", "Join", json!(["g"])).await;
     assert_eq!(
-        (first.connection_count(), second.connection_count()),
+        (
+            first.context().connection_count(),
+            second.context().connection_count()
+        ),
         (2, 2)
     );
     assert_eq!(
@@ -1857,7 +1860,7 @@ async fn client_result_not_allowed_in_on_connected() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Lifetime hooks
+// Connection hooks
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone)]
@@ -1950,7 +1953,7 @@ async fn on_connected_error_closes_with_error() {
     );
     assert!(matches!(ws.next_frame().await, Frame::Close(_)));
     eventually("the failed connection to be gone", || {
-        server.hub.connection_count() == 0
+        server.hub.context().connection_count() == 0
     })
     .await;
     finish(&server).await;
@@ -2148,7 +2151,7 @@ async fn state_parameter_count_detailed() {
 type InvokeResult = Result<MethodOutput, InvokeError>;
 
 /// Logs `<name>:before:<method>` / `<name>:after:<method>` around invocations (Echo excluded)
-/// and `<name>:connected` / `<name>:disconnected:<error>` around the lifetime hooks.
+/// and `<name>:connected` / `<name>:disconnected:<error>` around the connection hooks.
 struct Recorder {
     name: &'static str,
     log: Log,

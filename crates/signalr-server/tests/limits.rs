@@ -1693,7 +1693,7 @@ fn slow_consumers_are_closed_after_the_outgoing_buffer() {
                 stalled.push(ws);
             }
             let mut sender = runtime::connect(&server).await;
-            assert_eq!(server.hub.connection_count(), STALLED + 1);
+            assert_eq!(server.hub.context().connection_count(), STALLED + 1);
             // When each stalled connection's server socket leaves ESTABLISHED.
             let addresses: Vec<(SocketAddr, SocketAddr)> =
                 stalled.iter().map(|ws| ends(&ws.stream)).collect();

@@ -31,7 +31,7 @@ impl Default for ChatHub {
     }
 }
 
-/// What the lifetime hooks saw, as application state.
+/// What the connection hooks saw, as application state.
 #[derive(Clone, Default)]
 struct Events(Arc<Mutex<Vec<String>>>);
 

@@ -67,7 +67,7 @@ async fn broadcast_until_closed(server: &TestServer, connections_before: usize) 
             started.elapsed()
         );
         // The sender itself counts; the stalled one is gone when only the others remain.
-        if server.hub.connection_count() < connections_before {
+        if server.hub.context().connection_count() < connections_before {
             sender.close().await;
             return n;
         }
@@ -97,7 +97,7 @@ async fn stalled_sse_client_is_closed_and_its_socket_released() {
     .await;
     assert_eq!(handshake.status, 200);
     eventually("the SSE connection to join the hub", || {
-        server.hub.connection_count() == 1
+        server.hub.context().connection_count() == 1
     })
     .await;
     // One sender connection plus the stalled one.
@@ -129,7 +129,7 @@ async fn stalled_long_polling_client_is_closed_and_its_socket_released() {
         .await
         .expect("poll request");
     eventually("the long-polling connection to join the hub", || {
-        server.hub.connection_count() == 1
+        server.hub.context().connection_count() == 1
     })
     .await;
     let took = broadcast_until_closed(&server, 2).await;

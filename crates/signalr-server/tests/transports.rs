@@ -429,7 +429,7 @@ async fn websocket_skip_negotiation() {
     };
     ws.handshake_json().await;
     ws.assert_echo("1", json!({"skip": "negotiation"})).await;
-    assert!(server.hub.connection_count() >= 1);
+    assert!(server.hub.context().connection_count() >= 1);
     ws.close().await;
     finish(&server).await;
 }

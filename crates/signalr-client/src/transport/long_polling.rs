@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     HTTP_TIMEOUT, HttpContext, Stopper, TransportConnection, TransportEvent, http_error, post_loop,
 };
-use crate::Transport;
+use crate::TransportType;
 use crate::error::{Error, Kind};
 
 /// How long the DELETE of a graceful stop may take.
@@ -47,7 +47,7 @@ pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConn
         token.clone(),
     ));
     Ok(TransportConnection {
-        kind: Transport::LongPolling,
+        kind: TransportType::LongPolling,
         sender,
         events,
         stopper: Stopper::new(token, vec![poller, writer]),

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::Transport;
+use crate::TransportType;
 use crate::error::{Error, Kind};
 
 /// What a transport reports.
@@ -68,7 +68,7 @@ impl Drop for Stopper {
 
 /// A started transport.
 pub(crate) struct TransportConnection {
-    pub kind: Transport,
+    pub kind: TransportType,
     pub sender: mpsc::UnboundedSender<Outgoing>,
     pub events: mpsc::UnboundedReceiver<TransportEvent>,
     pub stopper: Stopper,
@@ -77,7 +77,7 @@ pub(crate) struct TransportConnection {
 impl TransportConnection {
     /// Long polling proves liveness by its poll cycle: no pings, no server timeout (docs/protocol.md, "Long polling").
     pub(crate) fn inherent_keep_alive(&self) -> bool {
-        self.kind == Transport::LongPolling
+        self.kind == TransportType::LongPolling
     }
 }
 

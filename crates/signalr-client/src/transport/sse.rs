@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     HTTP_TIMEOUT, HttpContext, Stopper, TransportConnection, TransportEvent, http_error, post_loop,
 };
-use crate::Transport;
+use crate::TransportType;
 use crate::error::{Error, Kind};
 
 /// Opens the event stream at `url` (the connect URL with `id`) and starts the POST writer.
@@ -65,7 +65,7 @@ pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConn
         token.clone(),
     ));
     Ok(TransportConnection {
-        kind: Transport::ServerSentEvents,
+        kind: TransportType::ServerSentEvents,
         sender,
         events,
         stopper: Stopper::new(token, vec![reader, writer]),

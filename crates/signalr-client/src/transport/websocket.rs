@@ -18,7 +18,7 @@ use super::{
     HTTP_TIMEOUT, HttpContext, Stopper, TransportConnection, TransportEvent, acknowledge, coalesce,
     error_chain,
 };
-use crate::Transport;
+use crate::TransportType;
 use crate::error::{Error, Kind};
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -83,7 +83,7 @@ pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConn
     let token = CancellationToken::new();
     let task = tokio::spawn(run(socket, outgoing, events_tx, token.clone(), http.binary));
     Ok(TransportConnection {
-        kind: Transport::WebSockets,
+        kind: TransportType::WebSockets,
         sender,
         events,
         stopper: Stopper::new(token, vec![task]),

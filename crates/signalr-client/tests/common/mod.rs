@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use futures_util::StreamExt;
 use serde_json::Value;
-use signalr_hub_client::{Error, HubConnection, HubConnectionState, HubProtocol, Transport};
+use signalr_hub_client::{Error, HubConnection, HubConnectionState, HubProtocol, TransportType};
 use signalr_server::{
     ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, State, UploadStream,
 };
@@ -423,10 +423,10 @@ pub fn record_events(connection: &HubConnection) -> mpsc::UnboundedReceiver<Even
 }
 
 /// Every transport × protocol combination (Server-Sent Events carry JSON only).
-pub const COMBINATIONS: [(Transport, HubProtocol); 5] = [
-    (Transport::WebSockets, HubProtocol::Json),
-    (Transport::WebSockets, HubProtocol::MessagePack),
-    (Transport::ServerSentEvents, HubProtocol::Json),
-    (Transport::LongPolling, HubProtocol::Json),
-    (Transport::LongPolling, HubProtocol::MessagePack),
+pub const COMBINATIONS: [(TransportType, HubProtocol); 5] = [
+    (TransportType::WebSockets, HubProtocol::Json),
+    (TransportType::WebSockets, HubProtocol::MessagePack),
+    (TransportType::ServerSentEvents, HubProtocol::Json),
+    (TransportType::LongPolling, HubProtocol::Json),
+    (TransportType::LongPolling, HubProtocol::MessagePack),
 ];

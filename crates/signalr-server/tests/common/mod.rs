@@ -93,7 +93,7 @@ pub fn assert_no_panics() {
 pub struct TestServer {
     /// Where the server listens.
     pub addr: SocketAddr,
-    /// The hub (for `connection_count`).
+    /// The hub (for `context().connection_count()`).
     pub hub: Hub,
     /// A plain HTTP client.
     pub http: reqwest::Client,
