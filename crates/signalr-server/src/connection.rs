@@ -222,14 +222,9 @@ impl OutgoingQueue {
     }
 
     fn open_gate(&self) {
-        let waker = {
-            let mut state = self.lock();
-            state.gate_open = true;
-            state.consumer.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        let mut state = self.lock();
+        state.gate_open = true;
+        Self::wake_consumer(state);
     }
 
     /// Queues `item` if there is room; gives it back otherwise.
@@ -266,7 +261,9 @@ impl OutgoingQueue {
     }
 
     /// Moves the queued items (at least one, at most `max`) into `items`; `Pending` while
-    /// nothing is queued or the gate is closed (the consumer is woken when that changes).
+    /// nothing is queued or the gate is closed (the consumer is woken when that changes). With
+    /// stateful reconnect, ackable items are numbered and kept as they are taken, and wait while
+    /// the replay buffer is past its limit.
     fn poll_take(
         &self,
         cx: &mut std::task::Context<'_>,
@@ -277,91 +274,52 @@ impl OutgoingQueue {
             bytes: 0,
             end: false,
         };
-        let was_full;
-        {
-            let mut state = self.lock();
-            if state.replay.is_some() {
-                return self.poll_take_stateful(state, cx, items, max);
-            }
-            if !state.gate_open || state.items.is_empty() {
-                state.consumer = Some(cx.waker().clone());
-                return std::task::Poll::Pending;
-            }
-            was_full = state.items.len() >= self.capacity();
+        let mut guard = self.lock();
+        let QueueState {
+            items: queue,
+            gate_open,
+            consumer,
+            replay,
+            ..
+        } = &mut *guard;
+        if !*gate_open {
+            *consumer = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        // Stateful reconnect: what a resume must resend and the Ack owed to the client go
+        // first (neither counts against the queue's bounds).
+        let mut replay = replay.as_deref_mut();
+        if let Some(replay) = replay.as_deref_mut() {
             while items.len() < max {
-                match state.items.pop_front() {
-                    Some(Outgoing::Data(bytes) | Outgoing::Ackable(bytes)) => {
-                        taken.bytes += bytes.len();
-                        items.push_back(bytes);
-                    }
-                    Some(Outgoing::End) => {
-                        taken.end = true;
-                        break;
-                    }
-                    None => break,
-                }
+                let Some(bytes) = replay.resend.pop_front() else {
+                    break;
+                };
+                items.push_back(bytes);
             }
-            if state.items.is_empty() {
-                // Don't keep the queue's memory for an idle connection (the allocator's cache
-                // makes the next one cheap).
-                state.items = std::collections::VecDeque::new();
+            if items.len() < max
+                && let Some(ack) = replay.ack.take()
+            {
+                items.push_back(ack);
             }
         }
-        if was_full {
-            self.room.notify_waiters();
-        }
-        std::task::Poll::Ready(taken)
-    }
-
-    /// [`poll_take`](Self::poll_take) on a stateful-reconnect connection: first what a resume
-    /// must resend and the Ack owed to the client (neither counts against the queue's bounds),
-    /// then queued items, numbering the ackable ones and keeping them until acknowledged; while
-    /// the kept bytes are at the limit, ackable items wait in the queue (and everything behind
-    /// them), as ASP.NET's writes wait for an Ack.
-    fn poll_take_stateful(
-        &self,
-        mut guard: std::sync::MutexGuard<'_, QueueState>,
-        cx: &mut std::task::Context<'_>,
-        items: &mut std::collections::VecDeque<Bytes>,
-        max: usize,
-    ) -> std::task::Poll<Taken> {
-        let mut taken = Taken {
-            bytes: 0,
-            end: false,
-        };
-        let state = &mut *guard;
-        let Some(replay) = state.replay.as_deref_mut() else {
-            return std::task::Poll::Pending;
-        };
-        if !state.gate_open {
-            state.consumer = Some(cx.waker().clone());
-            return std::task::Poll::Pending;
-        }
+        let was_full = queue.len() >= self.capacity();
         while items.len() < max {
-            let Some(bytes) = replay.resend.pop_front() else {
-                break;
-            };
-            items.push_back(bytes);
-        }
-        if items.len() < max
-            && let Some(ack) = replay.ack.take()
-        {
-            items.push_back(ack);
-        }
-        let was_full = state.items.len() >= self.capacity();
-        while items.len() < max {
-            match state.items.front() {
-                None => break,
-                Some(Outgoing::Ackable(_)) if replay.full() => break,
-                Some(_) => {}
-            }
-            match state.items.pop_front() {
+            match queue.pop_front() {
                 Some(Outgoing::Data(bytes)) => {
                     taken.bytes += bytes.len();
                     items.push_back(bytes);
                 }
                 Some(Outgoing::Ackable(bytes)) => {
-                    replay.record(&bytes);
+                    if let Some(replay) = replay.as_deref_mut() {
+                        // While the kept bytes are past the limit, ackable items wait in the
+                        // queue (and everything behind them), as ASP.NET's writes wait for an
+                        // Ack; the others are numbered and kept until acknowledged.
+                        if replay.full() {
+                            queue.push_front(Outgoing::Ackable(bytes));
+                            break;
+                        }
+                        replay.record(&bytes);
+                    }
                     taken.bytes += bytes.len();
                     items.push_back(bytes);
                 }
@@ -373,15 +331,17 @@ impl OutgoingQueue {
             }
         }
         if items.is_empty() && !taken.end {
-            state.consumer = Some(cx.waker().clone());
+            *consumer = Some(cx.waker().clone());
             return std::task::Poll::Pending;
         }
-        if state.items.is_empty() {
-            state.items = std::collections::VecDeque::new();
+        if queue.is_empty() {
+            // Don't keep the queue's memory for an idle connection (the allocator's cache
+            // makes the next one cheap).
+            *queue = std::collections::VecDeque::new();
         }
-        let was_full = was_full && state.items.len() < self.capacity();
+        let made_room = was_full && queue.len() < self.capacity();
         drop(guard);
-        if was_full {
+        if made_room {
             self.room.notify_waiters();
         }
         std::task::Poll::Ready(taken)
