@@ -19,7 +19,7 @@ use crate::args::ClientStream;
 use crate::builder::AccessTokenProvider;
 use crate::error::{Error, Kind, not_connected};
 use crate::handlers::{HandlerRegistry, lock, run_handlers};
-use crate::stateful::{Incoming, ReplayBuffer, is_trackable};
+use crate::stateful::{Incoming, ReplayBuffer};
 use crate::transport::{
     HttpContext, Outgoing, Stopper, TransportConnection, TransportEvent, websocket,
 };
@@ -211,7 +211,7 @@ impl Session {
     /// room in the replay buffer).
     pub(crate) fn send_nowait(&self, message: &HubMessage) -> Result<(), Error> {
         let data = self.encode(message)?;
-        if self.is_stateful() && is_trackable(message) {
+        if self.is_stateful() && message.is_ackable() {
             return self.push_tracked(&data, true).map(|_| ());
         }
         self.enqueue(data, None)
@@ -226,7 +226,7 @@ impl Session {
     ) -> Result<oneshot::Receiver<Result<(), Error>>, Error> {
         let data = self.encode(message)?;
         let (ack, written) = oneshot::channel();
-        if self.is_stateful() && is_trackable(message) {
+        if self.is_stateful() && message.is_ackable() {
             self.enqueue_tracked(data).await?;
             let _ = ack.send(Ok(()));
         } else {

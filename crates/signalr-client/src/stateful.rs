@@ -26,18 +26,6 @@ pub(crate) const DEFAULT_BUFFER_SIZE: usize = 100_000;
 pub(crate) const SEQUENCE_TOO_HIGH: &str =
     "Sequence ID greater than amount of messages we've received.";
 
-/// Whether `message` is numbered, buffered and acknowledged: message types 1 to 5.
-pub(crate) fn is_trackable(message: &HubMessage) -> bool {
-    matches!(
-        message,
-        HubMessage::Invocation(_)
-            | HubMessage::StreamItem(_)
-            | HubMessage::Completion(_)
-            | HubMessage::StreamInvocation(_)
-            | HubMessage::CancelInvocation(_)
-    )
-}
-
 /// What to do with a received message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Incoming {
@@ -182,7 +170,7 @@ impl ReplayBuffer {
             } else {
                 Incoming::Skip
             }),
-            message if is_trackable(message) => {
+            message if message.is_ackable() => {
                 let id = self.next_receive_id;
                 self.next_receive_id += 1;
                 if id <= self.latest_processed {
@@ -240,11 +228,11 @@ mod tests {
 
     #[test]
     fn only_message_types_1_to_5_are_trackable() {
-        assert!(is_trackable(&trackable()));
-        assert!(!is_trackable(&HubMessage::Ping));
-        assert!(!is_trackable(&HubMessage::Ack { sequence_id: 1 }));
-        assert!(!is_trackable(&HubMessage::Sequence { sequence_id: 1 }));
-        assert!(!is_trackable(&HubMessage::Close(Default::default())));
+        assert!(trackable().is_ackable());
+        assert!(!HubMessage::Ping.is_ackable());
+        assert!(!HubMessage::Ack { sequence_id: 1 }.is_ackable());
+        assert!(!HubMessage::Sequence { sequence_id: 1 }.is_ackable());
+        assert!(!HubMessage::Close(Default::default()).is_ackable());
     }
 
     #[test]

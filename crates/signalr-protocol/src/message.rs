@@ -259,4 +259,12 @@ impl HubMessage {
             HubMessage::Sequence { .. } => 9,
         }
     }
+
+    /// Whether stateful reconnect numbers, keeps and acknowledges this message (ASP.NET's
+    /// `HubInvocationMessage`): Invocation, StreamItem, Completion, StreamInvocation and
+    /// CancelInvocation, types 1 to 5. Ping, Close, Ack and Sequence are not (docs/protocol.md,
+    /// "Stateful reconnect").
+    pub fn is_ackable(&self) -> bool {
+        (1..=5).contains(&self.message_type())
+    }
 }

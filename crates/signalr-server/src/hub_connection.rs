@@ -70,7 +70,7 @@ impl CoreClient {
     /// Queues a message for this connection, waiting for room.
     async fn send_message(&self, message: &HubMessage) -> Result<(), QueueError> {
         match self.encode(message) {
-            Some(bytes) if is_ackable(message.message_type()) => {
+            Some(bytes) if message.is_ackable() => {
                 self.connection.send(Outgoing::Ackable(bytes)).await
             }
             Some(bytes) => self.connection.send(Outgoing::Data(bytes)).await,
@@ -79,19 +79,9 @@ impl CoreClient {
     }
 }
 
-/// Whether stateful reconnect numbers, keeps and acknowledges messages of this type:
-/// Invocation, StreamItem, Completion, StreamInvocation and CancelInvocation (docs/protocol.md,
-/// "Stateful reconnect").
-fn is_ackable(message_type: u8) -> bool {
-    (1..=5).contains(&message_type)
-}
-
 /// A message fanned out or sent to one connection from hub code (an Invocation, as a rule).
 fn fanned_out(message: &SerializedHubMessage, bytes: &bytes::Bytes) -> Outgoing {
-    if message
-        .message()
-        .is_none_or(|m| is_ackable(m.message_type()))
-    {
+    if message.message().is_none_or(HubMessage::is_ackable) {
         Outgoing::Ackable(bytes.clone())
     } else {
         Outgoing::Data(bytes.clone())
@@ -263,13 +253,13 @@ async fn start(
     mut input: HubInput,
 ) -> Option<(LoopState, HubInput, BytesMut)> {
     let mut buf = BytesMut::new();
-    let Some((protocol, stateful)) = handshake(&hub, &connection, &mut input, &mut buf).await
-    else {
+    let Some(protocol) = handshake(&hub, &connection, &mut input, &mut buf).await else {
         connection.writer_gate.open();
         let _ = input.while_writing(connection.send(Outgoing::End)).await;
         input.finish(&connection).await;
         return None;
     };
+    let stateful = connection.is_stateful();
     tracing::debug!(connection_id = %connection.id, protocol = protocol.name(), stateful, "handshake complete");
     input.set_resumable(stateful);
 
@@ -383,7 +373,7 @@ async fn end(state: LoopState, mut input: HubInput, outcome: Outcome) {
     tracing::debug!(connection_id = %connection.id, "hub connection ended");
 }
 
-async fn fail_handshake(connection: &Connection, error: String) -> Option<(HubProtocol, bool)> {
+async fn fail_handshake(connection: &Connection, error: String) -> Option<HubProtocol> {
     tracing::debug!(connection_id = %connection.id, %error, "handshake failed");
     let mut out = BytesMut::new();
     HandshakeResponse { error: Some(error) }.write(&mut out);
@@ -396,7 +386,7 @@ async fn handshake(
     connection: &Connection,
     input: &mut HubInput,
     buf: &mut BytesMut,
-) -> Option<(HubProtocol, bool)> {
+) -> Option<HubProtocol> {
     let options = &hub.options;
     let deadline = tokio::time::sleep(options.handshake_timeout);
     tokio::pin!(deadline);
@@ -483,7 +473,7 @@ async fn handshake(
         .send(Outgoing::Data(HandshakeResponse::success_bytes()))
         .await
         .ok()?;
-    Some((protocol, stateful))
+    Some(protocol)
 }
 
 /// The Close message for a WebSocket message over the transport's limit: the same as for a hub
@@ -497,11 +487,18 @@ fn too_large_close(hub: &HubInner) -> Close {
 }
 
 fn error_close(hub: &HubInner, err: &ProtocolError) -> Close {
+    closed_with_error(hub, &format!("InvalidDataException: {err}"))
+}
+
+/// The Close message ASP.NET sends when the connection ends with an exception:
+/// `Connection closed with an error.`, followed by `detail` with detailed errors, and
+/// `allowReconnect` true.
+fn closed_with_error(hub: &HubInner, detail: &str) -> Close {
     Close {
         error: Some(detailed(
             hub,
             "Connection closed with an error.".into(),
-            &format!("InvalidDataException: {err}"),
+            detail,
         )),
         allow_reconnect: true,
     }
@@ -675,7 +672,7 @@ impl Receiving {
                 connection.acknowledge(sequence_id);
                 Admitted::Done
             }
-            message if is_ackable(message.message_type()) => {
+            message if message.is_ackable() => {
                 let id = self.next_id;
                 self.next_id += 1;
                 if id <= self.latest {
@@ -774,14 +771,7 @@ impl LoopState {
                         Admitted::Dispatch(message) => message,
                         Admitted::Done => continue,
                         Admitted::Fatal(detail) => {
-                            return Outcome::Close(Close {
-                                error: Some(detailed(
-                                    &self.hub,
-                                    "Connection closed with an error.".into(),
-                                    detail,
-                                )),
-                                allow_reconnect: true,
-                            });
+                            return Outcome::Close(closed_with_error(&self.hub, detail));
                         }
                     },
                 };
@@ -837,14 +827,10 @@ impl LoopState {
             if connection.timed_out() {
                 tracing::debug!(connection_id = %connection.id, "client timeout elapsed");
                 // As ASP.NET: the timeout is an error (an OperationCanceledException).
-                return Outcome::Close(Close {
-                    error: Some(detailed(
-                        &self.hub,
-                        "Connection closed with an error.".into(),
-                        "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
-                    )),
-                    allow_reconnect: true,
-                });
+                return Outcome::Close(closed_with_error(
+                    &self.hub,
+                    "OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
+                ));
             }
         }
     }
