@@ -734,10 +734,10 @@ pub enum HubResult {
 /// Runs `write` against `out`, truncating `out` back to where it was when `write` fails.
 fn guarded(
     out: &mut BytesMut,
-    write: impl FnOnce(&mut bytes::buf::Writer<&mut BytesMut>) -> Result<(), EncodeError>,
+    write: impl FnOnce(&mut crate::Appender<'_>) -> Result<(), EncodeError>,
 ) -> Result<(), EncodeError> {
     let start = out.len();
-    let result = write(&mut (&mut *out).writer());
+    let result = write(&mut crate::Appender(out));
     if result.is_err() {
         out.truncate(start);
     }
@@ -763,18 +763,18 @@ fn write_array(w: &mut impl Write, items: &[Payload]) -> Result<(), EncodeError>
 /// Writes `key` (e.g. `,"D":`) and the payload unless the payload encodes to `null`; returns
 /// whether it wrote anything.
 fn write_unless_null(
-    w: &mut bytes::buf::Writer<&mut BytesMut>,
+    w: &mut crate::Appender<'_>,
     key: &[u8],
     payload: &Payload,
 ) -> Result<bool, EncodeError> {
-    let start = w.get_ref().len();
+    let start = w.0.len();
     w.write_all(key).map_err(EncodeError::from_display)?;
-    let value_start = w.get_ref().len();
+    let value_start = w.0.len();
     write_payload(w, payload)?;
-    let value = &w.get_ref()[value_start..];
+    let value = &w.0[value_start..];
     let trimmed = value.trim_ascii();
     if trimmed == b"null" {
-        w.get_mut().truncate(start);
+        w.0.truncate(start);
         Ok(false)
     } else {
         Ok(true)

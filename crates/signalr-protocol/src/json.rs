@@ -229,7 +229,7 @@ fn write_call(
 /// Appends `message` and its record separator to `out`. On error `out` is left as it was.
 pub(crate) fn write_message(message: &HubMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
     let start = out.len();
-    let result = write_message_inner(message, &mut out.writer());
+    let result = write_message_inner(message, &mut crate::Appender(out));
     match result {
         Ok(()) => {
             out.put_u8(RECORD_SEPARATOR);

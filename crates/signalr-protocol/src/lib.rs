@@ -137,6 +137,11 @@ impl HubProtocol {
         }
     }
 
+    /// Bytes to reserve for encoding one message whose size is not known in advance: most hub
+    /// messages (a completion, an invocation with a few short arguments) fit, so the buffer is
+    /// allocated once instead of growing from empty in steps.
+    pub const ENCODE_CAPACITY: usize = 128;
+
     /// Appends `message` with its framing to `out`.
     ///
     /// # Errors
@@ -150,5 +155,25 @@ impl HubProtocol {
             HubProtocol::Json => json::write_message(message, out),
             HubProtocol::MessagePack => msgpack::write_message(message, out),
         }
+    }
+}
+
+/// `std::io::Write` into a `BytesMut` by `extend_from_slice`: the encoders' many small writes
+/// cost less than through `BufMut::writer`'s chunk-by-chunk `put_slice`.
+pub(crate) struct Appender<'a>(pub(crate) &'a mut BytesMut);
+
+impl std::io::Write for Appender<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

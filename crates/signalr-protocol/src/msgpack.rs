@@ -401,11 +401,11 @@ fn enc(err: impl std::fmt::Display) -> EncodeError {
     EncodeError::from_display(err)
 }
 
-fn write_str(w: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
+fn write_str(w: &mut impl Write, s: &str) -> Result<(), EncodeError> {
     rmp::encode::write_str(w, s).map_err(enc)
 }
 
-fn write_headers(w: &mut Vec<u8>, headers: &HashMap<String, String>) -> Result<(), EncodeError> {
+fn write_headers(w: &mut impl Write, headers: &HashMap<String, String>) -> Result<(), EncodeError> {
     rmp::encode::write_map_len(w, headers.len() as u32).map_err(enc)?;
     for (key, value) in headers {
         write_str(w, key)?;
@@ -414,7 +414,7 @@ fn write_headers(w: &mut Vec<u8>, headers: &HashMap<String, String>) -> Result<(
     Ok(())
 }
 
-pub(crate) fn write_payload(w: &mut Vec<u8>, payload: &Payload) -> Result<(), EncodeError> {
+pub(crate) fn write_payload(w: &mut impl Write, payload: &Payload) -> Result<(), EncodeError> {
     match payload {
         Payload::MessagePack(bytes) => {
             w.write_all(bytes).map_err(enc)?;
@@ -433,7 +433,7 @@ pub(crate) fn write_payload(w: &mut Vec<u8>, payload: &Payload) -> Result<(), En
 }
 
 fn write_call(
-    w: &mut Vec<u8>,
+    w: &mut impl Write,
     kind: u8,
     invocation_id: Option<&str>,
     target: &str,
@@ -460,7 +460,7 @@ fn write_call(
     Ok(())
 }
 
-fn write_body(message: &HubMessage, w: &mut Vec<u8>) -> Result<(), EncodeError> {
+fn write_body(message: &HubMessage, w: &mut impl Write) -> Result<(), EncodeError> {
     match message {
         HubMessage::Invocation(m) => write_call(
             w,
@@ -542,11 +542,85 @@ fn write_body(message: &HubMessage, w: &mut Vec<u8>) -> Result<(), EncodeError> 
 }
 
 /// Appends `message` with its VarInt length prefix to `out`. On error `out` is left as it was.
+///
+/// The body is encoded straight into `out` behind a one-byte prefix (the prefix of every body
+/// under 128 bytes); a longer body is moved up by the prefix's extra bytes once it is written.
 pub(crate) fn write_message(message: &HubMessage, out: &mut BytesMut) -> Result<(), EncodeError> {
-    let mut body = Vec::with_capacity(64);
-    write_body(message, &mut body)?;
-    out.reserve(body.len() + 5);
-    write_varint(out, body.len());
-    out.extend_from_slice(&body);
+    let start = out.len();
+    out.put_u8(0);
+    if let Err(err) = write_body(message, &mut crate::Appender(out)) {
+        out.truncate(start);
+        return Err(err);
+    }
+    let body_len = out.len() - start - 1;
+    if body_len < 0x80 {
+        out[start] = body_len as u8;
+        return Ok(());
+    }
+    let mut prefix = BytesMut::with_capacity(5);
+    write_varint(&mut prefix, body_len);
+    let extra = prefix.len() - 1;
+    let end = out.len();
+    out.resize(end + extra, 0);
+    out.copy_within(start + 1..end, start + 1 + extra);
+    out[start..start + prefix.len()].copy_from_slice(&prefix);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Invocation;
+
+    fn invocation(text_len: usize) -> HubMessage {
+        HubMessage::Invocation(Invocation {
+            invocation_id: Some("7".to_owned()),
+            target: "Echo".to_owned(),
+            arguments: vec![Payload::from_value("x".repeat(text_len))],
+            ..Default::default()
+        })
+    }
+
+    /// Bodies of 1, 2 and 3 prefix bytes, written after bytes already in the buffer, read back
+    /// whole: the body written in place is moved up by the longer prefixes.
+    #[test]
+    fn bodies_of_every_prefix_length_round_trip_after_other_bytes() {
+        for text_len in [10, 120, 200, 20_000] {
+            let message = invocation(text_len);
+            let mut out = BytesMut::from(&b"ab"[..]);
+            write_message(&message, &mut out).expect("encodes");
+            let mut reference = Vec::new();
+            write_body(&message, &mut reference).expect("encodes");
+            assert_eq!(&out[..2], b"ab");
+            let mut rest = out.split_off(2);
+            let (len, prefix) = read_varint(&rest).expect("prefix").expect("complete");
+            assert_eq!(len, reference.len(), "text of {text_len}");
+            assert_eq!(prefix + len, rest.len());
+            assert_eq!(&rest[prefix..], &reference[..]);
+            let frame = split_frame(&mut rest, None).expect("frame").expect("whole");
+            let parsed = parse_frame(&frame).expect("parses").expect("a message");
+            let mut again = Vec::new();
+            write_body(&parsed, &mut again).expect("encodes");
+            assert_eq!(again, reference);
+        }
+    }
+
+    /// A value that fails to serialize leaves the buffer as it was.
+    #[test]
+    fn a_failed_encode_leaves_the_buffer_unchanged() {
+        struct Fails;
+        impl serde::Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let message = HubMessage::Invocation(Invocation {
+            target: "Echo".to_owned(),
+            arguments: vec![Payload::from_value(Fails)],
+            ..Default::default()
+        });
+        let mut out = BytesMut::from(&b"ab"[..]);
+        assert!(write_message(&message, &mut out).is_err());
+        assert_eq!(&out[..], b"ab");
+    }
 }

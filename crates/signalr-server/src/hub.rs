@@ -1,6 +1,6 @@
 //! Defining a hub: its methods, connection hooks, filters, state, options and authorization.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -75,6 +75,9 @@ pub(crate) struct HubInner {
     pub name: Option<String>,
     /// Hub methods by lower-cased name; the overloads of a name sorted by argument count.
     pub methods: BTreeMap<String, Vec<Arc<MethodEntry>>>,
+    /// The same overload lists by every name as registered: a call spelled as the method was
+    /// registered (the usual case) is found without lower-casing its target.
+    pub methods_as_registered: HashMap<String, Vec<Arc<MethodEntry>>>,
     pub options: HubOptions,
     pub connection_options: ConnectionOptions,
     pub lifetime: Arc<Lifetime>,
@@ -107,10 +110,13 @@ impl HubInner {
         target: &str,
         arguments: usize,
     ) -> Result<Arc<MethodEntry>, Resolve> {
-        let overloads = self
-            .methods
-            .get(&target.to_lowercase())
-            .ok_or(Resolve::UnknownMethod)?;
+        let overloads = match self.methods_as_registered.get(target) {
+            Some(overloads) => overloads,
+            None => self
+                .methods
+                .get(&target.to_lowercase())
+                .ok_or(Resolve::UnknownMethod)?,
+        };
         overloads
             .iter()
             .find(|method| method.value_parameters == arguments)
@@ -507,10 +513,20 @@ impl HubBuilder {
             None => local.clone(),
         };
         let client_result_timeout = self.options.client_result_timeout;
+        let methods_as_registered = self
+            .methods
+            .values()
+            .flat_map(|overloads| {
+                overloads
+                    .iter()
+                    .map(move |method| (method.name.clone(), overloads.clone()))
+            })
+            .collect();
         Hub {
             inner: Arc::new(HubInner {
                 name: self.name,
                 methods: self.methods,
+                methods_as_registered,
                 options: self.options,
                 connection_options: self.connection_options,
                 lifetime: Arc::new(Lifetime::new(

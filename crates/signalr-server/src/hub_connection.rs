@@ -57,7 +57,7 @@ pub(crate) struct CoreClient {
 impl CoreClient {
     /// Encodes a message meant for this connection alone.
     fn encode(&self, message: &HubMessage) -> Option<bytes::Bytes> {
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(HubProtocol::ENCODE_CAPACITY);
         match self.protocol.write_message(message, &mut out) {
             Ok(()) => Some(out.freeze()),
             Err(err) => {

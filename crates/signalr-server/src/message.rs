@@ -110,7 +110,7 @@ impl SerializedHubMessage {
         };
         cell.get_or_init(|| {
             let message = self.message()?;
-            let mut out = BytesMut::new();
+            let mut out = BytesMut::with_capacity(HubProtocol::ENCODE_CAPACITY);
             match protocol.write_message(message, &mut out) {
                 Ok(()) => Some(out.freeze()),
                 Err(err) => {
