@@ -148,6 +148,7 @@
 //!   `tracing` (target `signalr_hub_client`), and a subscriber is never installed by the crate.
 
 #![warn(missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod args;
 mod builder;
@@ -171,6 +172,7 @@ pub use handlers::{Handler, HandlerOutcome, HandlerOutput, Subscription, markers
 pub use retry::{DefaultRetryPolicy, RetryContext, RetryPolicy};
 pub use signalr_protocol::{HubProtocol, Payload};
 pub use stream::HubStream;
+pub use tls::TlsBackend;
 
 /// A transport of the connection layer (docs/protocol.md, "Transports"): `WebSockets`, `ServerSentEvents` or
 /// `LongPolling`. The same type as the server's `TransportType` (ASP.NET Core's `HttpTransportType`).
