@@ -318,4 +318,39 @@ mod tests {
         let http = Url::parse("http://example.com/hub").expect("url");
         config.check_url(&http, Kind::Negotiate).expect("http");
     }
+
+    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    #[tokio::test]
+    async fn without_tls_an_https_start_fails_and_http_is_tried() {
+        use crate::{HubConnectionBuilder, TransportType};
+
+        let https = HubConnectionBuilder::new()
+            .with_url("https://127.0.0.1:1/hub")
+            .build()
+            .expect("build");
+        let err = https.start().await.expect_err("https");
+        assert!(err.is_negotiate(), "{err:?}");
+        assert!(err.to_string().contains("built without TLS"), "{err}");
+        let wss = HubConnectionBuilder::new()
+            .with_url("wss://127.0.0.1:1/hub")
+            .with_transport(TransportType::WebSockets)
+            .skip_negotiation(true)
+            .build()
+            .expect("build");
+        let err = wss.start().await.expect_err("wss");
+        assert!(err.is_transport(), "{err:?}");
+        assert!(err.to_string().contains("built without TLS"), "{err}");
+        let classic = crate::classic::ClassicHubConnectionBuilder::new("https://127.0.0.1:1/")
+            .build()
+            .expect("build");
+        let err = classic.start().await.expect_err("classic https");
+        assert!(err.to_string().contains("built without TLS"), "{err}");
+        // Nothing listens on port 1: http gets as far as the socket.
+        let http = HubConnectionBuilder::new()
+            .with_url("http://127.0.0.1:1/hub")
+            .build()
+            .expect("build");
+        let err = http.start().await.expect_err("nothing listens");
+        assert!(!err.to_string().contains("TLS"), "{err}");
+    }
 }
