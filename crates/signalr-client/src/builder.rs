@@ -278,7 +278,7 @@ impl HubConnectionBuilder {
     }
 
     /// The TLS library of `https`/`wss` requests when both the `rustls` and `native-tls` features
-    /// are on (default: [`TlsBackend::Rustls`]; with one feature, that one; crate docs, "TLS").
+    /// are on (default: `TlsBackend::Rustls`; with one feature, that one; crate docs, "TLS").
     pub fn tls_backend(mut self, backend: TlsBackend) -> Self {
         self.tls.backend = Some(backend);
         self

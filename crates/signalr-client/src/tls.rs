@@ -102,7 +102,9 @@ impl TlsConfig {
                 builder = builder.use_preconfigured_tls((**config).clone());
             }
             #[cfg(feature = "native-tls")]
-            Backend::Native(connector) => builder = builder.use_preconfigured_tls(connector.clone()),
+            Backend::Native(connector) => {
+                builder = builder.use_preconfigured_tls(connector.clone())
+            }
             #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
             Backend::None => {}
         }
@@ -276,7 +278,8 @@ fn pkcs8_block(pem: &[u8]) -> Result<&[u8], Error> {
 mod tests {
     use super::*;
 
-    const NOT_A_KEY: &str = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+    const NOT_A_KEY: &str =
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
 
     #[test]
     fn roots_are_pem_or_der() {
@@ -292,7 +295,10 @@ mod tests {
     fn native_tls_needs_pkcs8_keys() {
         let err = pkcs8_block(NOT_A_KEY.as_bytes()).expect_err("PKCS#1");
         assert!(err.is_builder(), "{err}");
-        assert!(err.to_string().contains("PKCS#1 (BEGIN RSA PRIVATE KEY)"), "{err}");
+        assert!(
+            err.to_string().contains("PKCS#1 (BEGIN RSA PRIVATE KEY)"),
+            "{err}"
+        );
         let pem = "comment\n-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\ntrailer";
         assert_eq!(
             pkcs8_block(pem.as_bytes()).expect("PKCS#8"),
@@ -312,7 +318,9 @@ mod tests {
     fn without_tls_https_is_refused() {
         let config = TlsConfig::new(&TlsOptions::default()).expect("config");
         let https = Url::parse("https://example.com/hub").expect("url");
-        let err = config.check_url(&https, Kind::Negotiate).expect_err("https");
+        let err = config
+            .check_url(&https, Kind::Negotiate)
+            .expect_err("https");
         assert!(err.is_negotiate(), "{err}");
         assert!(err.to_string().contains("without TLS"), "{err}");
         let http = Url::parse("http://example.com/hub").expect("url");

@@ -155,7 +155,12 @@ async fn mutual_tls_on_every_transport() {
     let address = serve_tls(pki.server_config.clone()).await;
     for backend in backends() {
         for (host, transport, protocol, der_root) in [
-            ("127.0.0.1", TransportType::WebSockets, HubProtocol::Json, false),
+            (
+                "127.0.0.1",
+                TransportType::WebSockets,
+                HubProtocol::Json,
+                false,
+            ),
             (
                 "localhost",
                 TransportType::WebSockets,

@@ -1384,7 +1384,10 @@ impl Shared {
 /// and token.
 async fn negotiate(endpoint: &mut Endpoint) -> Result<Negotiation, Error> {
     for _ in 0..=MAX_REDIRECTS {
-        endpoint.http.tls.check_url(&endpoint.base, Kind::Negotiate)?;
+        endpoint
+            .http
+            .tls
+            .check_url(&endpoint.base, Kind::Negotiate)?;
         let url = endpoint.url("negotiate", None, None);
         let body = endpoint
             .get(url, REQUEST_TIMEOUT, "Negotiate failed")
