@@ -23,13 +23,14 @@ use tokio_rustls::server::TlsStream;
 
 /// The backends of this build.
 fn backends() -> Vec<TlsBackend> {
-    let mut backends = Vec::new();
-    #[cfg(feature = "rustls")]
-    backends.push(TlsBackend::Rustls);
-    #[cfg(feature = "native-tls")]
-    backends.push(TlsBackend::NativeTls);
+    let backends = [
+        #[cfg(feature = "rustls")]
+        TlsBackend::Rustls,
+        #[cfg(feature = "native-tls")]
+        TlsBackend::NativeTls,
+    ];
     assert!(!backends.is_empty(), "built without a TLS backend");
-    backends
+    backends.to_vec()
 }
 
 struct Pki {
