@@ -149,6 +149,7 @@ impl std::fmt::Debug for HubConnectionBuilder {
             .field("automatic_reconnect", &self.retry_policy.is_some())
             .field("stateful_reconnect", &self.stateful_reconnect)
             .field("stateful_buffer_size", &self.stateful_buffer_size)
+            .field("tls_backend", &self.tls.backend)
             .finish_non_exhaustive()
     }
 }

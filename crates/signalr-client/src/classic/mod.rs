@@ -165,6 +165,7 @@ impl std::fmt::Debug for ClassicHubConnectionBuilder {
             .field("url", &self.url)
             .field("use_default_path", &self.use_default_path)
             .field("transport", &self.transport)
+            .field("tls_backend", &self.tls.backend)
             .finish_non_exhaustive()
     }
 }
