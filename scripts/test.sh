@@ -5,7 +5,7 @@
 # compares our classic endpoint with the real classic server, runs the Redis backplane suite (our servers, and
 # ours with real ASP.NET Core servers, on one redis-server), runs our Rust client against
 # aiosignalr's Python server, then the demo server's tests in headless Chromium and Node. Installs what it needs
-# (npm and PyPI packages, Debian's chromium and redis-server).
+# (npm and PyPI packages, Debian's chromium, redis-server and libssl-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,12 +20,20 @@ command -v redis-server >/dev/null || {
   apt-get update -qq && apt-get install -y -qq redis-server
 }
 
+pkg-config --exists openssl 2>/dev/null || {
+  echo "OpenSSL headers not found: installing Debian's libssl-dev and pkg-config (the client's native-tls tests)"
+  apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+}
+
 # Where cargo puts its builds (CARGO_TARGET_DIR when set).
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 
 echo "== cargo test (workspace)"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+echo "-- the client's TLS tests with native-tls alone (OpenSSL here), then with both backends"
+cargo test -p signalr-hub-client --no-default-features --features native-tls --test tls
+cargo test -p signalr-hub-client --all-features --test tls
 
 echo "== interop: official @microsoft/signalr client against our server (Node; the server examples; CORS in headless Chromium)"
 cargo build -p chat-server -p conformance-server

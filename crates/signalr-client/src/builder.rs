@@ -13,6 +13,7 @@ use crate::TransportType;
 use crate::connection::HubConnection;
 use crate::error::{BoxError, Error, Kind};
 use crate::retry::{DefaultRetryPolicy, RetryPolicy};
+use crate::tls::{TlsBackend, TlsConfig, TlsOptions};
 
 /// What an access token provider's future may resolve to: a token (`String`, `&'static str`),
 /// `Option<String>` (`None` = send no token), or a `Result` of either whose error becomes an
@@ -85,7 +86,7 @@ pub(crate) struct Config {
     pub http: reqwest::Client,
     /// The same HTTP client without a connection pool: every request opens a new socket.
     pub fresh_http: reqwest::Client,
-    pub tls: Arc<rustls::ClientConfig>,
+    pub tls: TlsConfig,
     pub server_timeout: Duration,
     pub keep_alive_interval: Duration,
     pub handshake_timeout: Duration,
@@ -120,8 +121,7 @@ pub struct HubConnectionBuilder {
     headers: Vec<(String, String)>,
     query: Vec<(String, String)>,
     token_provider: Option<Arc<dyn AccessTokenProvider>>,
-    client_identity: Option<(Vec<u8>, Vec<u8>)>,
-    root_certificates: Vec<Vec<u8>>,
+    tls: TlsOptions,
     server_timeout: Duration,
     keep_alive_interval: Duration,
     handshake_timeout: Duration,
@@ -149,6 +149,7 @@ impl std::fmt::Debug for HubConnectionBuilder {
             .field("automatic_reconnect", &self.retry_policy.is_some())
             .field("stateful_reconnect", &self.stateful_reconnect)
             .field("stateful_buffer_size", &self.stateful_buffer_size)
+            .field("tls_backend", &self.tls.backend)
             .finish_non_exhaustive()
     }
 }
@@ -173,8 +174,7 @@ impl HubConnectionBuilder {
             headers: Vec::new(),
             query: Vec::new(),
             token_provider: None,
-            client_identity: None,
-            root_certificates: Vec::new(),
+            tls: TlsOptions::default(),
             server_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(15),
             handshake_timeout: Duration::from_secs(15),
@@ -255,21 +255,33 @@ impl HubConnectionBuilder {
 
     /// Presents a client certificate (mutual TLS) to `https`/`wss` servers: `cert_chain_pem` holds
     /// the certificate and its intermediates (PEM `CERTIFICATE` blocks), `key_pem` its private key
-    /// (PKCS#8, PKCS#1 or SEC1 PEM). Read by [`HubConnectionBuilder::build`], which fails when
-    /// either does not parse.
+    /// in PEM: PKCS#8 (`BEGIN PRIVATE KEY`) with either backend; PKCS#1 (`BEGIN RSA PRIVATE KEY`)
+    /// and SEC1 (`BEGIN EC PRIVATE KEY`) with rustls only, native-tls refuses them (convert with
+    /// `openssl pkcs8 -topk8 -nocrypt`). Read by [`HubConnectionBuilder::build`], which fails when
+    /// either does not parse or the backend refuses them (crate docs, "TLS").
     pub fn with_client_certificate(
         mut self,
         cert_chain_pem: impl Into<Vec<u8>>,
         key_pem: impl Into<Vec<u8>>,
     ) -> Self {
-        self.client_identity = Some((cert_chain_pem.into(), key_pem.into()));
+        self.tls.identity = Some((cert_chain_pem.into(), key_pem.into()));
         self
     }
 
-    /// Trusts the PEM certificate(s) as roots, besides Mozilla's roots (`webpki-roots`): for
-    /// servers with a private CA or a self-signed certificate.
-    pub fn with_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.root_certificates.push(pem.into());
+    /// Trusts the certificate(s) as roots, besides the backend's own (Mozilla's roots with
+    /// rustls, the system's with native-tls): for servers with a private CA or a self-signed
+    /// certificate. `certificate` is PEM (one or more `CERTIFICATE` blocks) or one DER
+    /// certificate; may be called several times. [`HubConnectionBuilder::build`] fails when it
+    /// does not parse.
+    pub fn with_root_certificate(mut self, certificate: impl Into<Vec<u8>>) -> Self {
+        self.tls.roots.push(certificate.into());
+        self
+    }
+
+    /// The TLS library of `https`/`wss` requests when both the `rustls` and `native-tls` features
+    /// are on (default: `TlsBackend::Rustls`; with one feature, that one; crate docs, "TLS").
+    pub fn tls_backend(mut self, backend: TlsBackend) -> Self {
+        self.tls.backend = Some(backend);
         self
     }
 
@@ -362,7 +374,8 @@ impl HubConnectionBuilder {
     /// An [`Error::is_builder`] error when no URL was given or it is not `http(s)`/`ws(s)`, when
     /// negotiation is skipped with a transport other than WebSockets (`Negotiation can only be
     /// skipped when using the WebSocket transport directly.`), when no transport is allowed, for
-    /// an invalid header, or an unreadable certificate or key.
+    /// an invalid header, or a certificate or key that does not parse or that the TLS backend
+    /// refuses.
     pub fn build(self) -> Result<HubConnection, Error> {
         let builder_error = |message: String| Error::new(Kind::Builder, message);
         let text = self
@@ -447,23 +460,9 @@ impl HubConnectionBuilder {
             headers.append(name, value);
         }
 
-        let tls =
-            crate::tls::client_config(&self.root_certificates, self.client_identity.as_ref())?;
-        let http_client = |pooled: bool| {
-            let mut builder = reqwest::Client::builder().use_preconfigured_tls((*tls).clone());
-            if !pooled {
-                builder = builder.pool_max_idle_per_host(0);
-            }
-            builder.build().map_err(|err| {
-                Error::with_source(
-                    Kind::Builder,
-                    format!("Cannot build the HTTP client: {err}"),
-                    err,
-                )
-            })
-        };
-        let http = http_client(true)?;
-        let fresh_http = http_client(false)?;
+        let tls = TlsConfig::new(&self.tls)?;
+        let http = tls.http_client(true)?;
+        let fresh_http = tls.http_client(false)?;
 
         Ok(HubConnection::from_config(Config {
             base_url: url,

@@ -82,8 +82,39 @@
 //! | Bearer tokens, headers, query parameters, client certificates (mTLS), private roots | [`HubConnectionBuilder::with_access_token_provider`], [`HubConnectionBuilder::with_header`], [`HubConnectionBuilder::with_query`], [`HubConnectionBuilder::with_client_certificate`], [`HubConnectionBuilder::with_root_certificate`] |
 //! | Classic ASP.NET SignalR 2.x servers: hub proxies, WebSockets / SSE / long polling / auto, progress, caller state, reconnect with replay | [`classic::ClassicHubConnection`], [`classic::HubProxy`] |
 //!
-//! TLS is rustls with Mozilla's roots (`webpki-roots`), for HTTP (reqwest) and WebSockets
-//! (tokio-tungstenite) alike; no OpenSSL. The crate needs a Tokio runtime.
+//! The crate needs a Tokio runtime.
+//!
+//! # TLS
+//!
+//! `https` and `wss` hubs use one TLS configuration for the HTTP requests (reqwest) and the
+//! WebSocket (tokio-tungstenite) alike, from one of two backends chosen by cargo feature:
+//!
+//! | Feature | Backend | Roots trusted | Needs |
+//! |---|---|---|---|
+//! | `rustls` (default) | rustls with the ring provider, `TlsBackend::Rustls` | Mozilla's, compiled in (`webpki-roots`) | nothing from the system |
+//! | `native-tls` | the platform's library through `native-tls`: OpenSSL on Linux, Secure Transport on macOS, SChannel on Windows; `TlsBackend::NativeTls` | the operating system's | OpenSSL headers on Linux (`libssl-dev`, `pkg-config`) |
+//!
+//! - Both features on: rustls is used unless the builder asks for native-tls with
+//!   [`HubConnectionBuilder::tls_backend`]`(TlsBackend::NativeTls)` (the classic builder has the
+//!   same method). With one feature that backend is used; `tls_backend` can only name a backend
+//!   whose feature is on, since each [`TlsBackend`] variant exists with its feature.
+//! - Neither (`default-features = false`): `http`/`ws` hubs work as usual; an `https`/`wss` URL,
+//!   given to the builder or reached by a negotiate redirect, fails `start()` with a negotiate
+//!   error (a transport error when negotiation is skipped) saying the crate was built without
+//!   TLS. The certificate options are still checked for syntax at `build()`.
+//!
+//! What the TLS options do under each backend:
+//!
+//! | Option | rustls | native-tls |
+//! |---|---|---|
+//! | [`HubConnectionBuilder::with_root_certificate`]: PEM (one or more certificates) or one DER certificate | added to Mozilla's roots | added to the system's roots |
+//! | [`HubConnectionBuilder::with_client_certificate`] (mutual TLS): PEM chain + PEM key | PKCS#8, PKCS#1 and SEC1 keys | PKCS#8 keys (`BEGIN PRIVATE KEY`) only: another format fails `build()` with a text saying how to convert it (`openssl pkcs8 -topk8 -nocrypt`) |
+//! | Protocol versions | TLS 1.2 and 1.3 | TLS 1.2 and above, as the platform offers |
+//! | Errors of a refused handshake | rustls' names, e.g. `UnknownIssuer`, `CertificateRequired` | the platform's texts, e.g. OpenSSL's `certificate verify failed` |
+//!
+//! There is no option to accept invalid certificates or to skip host name checks with either
+//! backend; trust a private CA or a self-signed certificate with `with_root_certificate`
+//! instead. A certificate or key that does not parse fails [`HubConnectionBuilder::build`].
 //!
 //! # Connection lifetime
 //!
@@ -148,6 +179,7 @@
 //!   `tracing` (target `signalr_hub_client`), and a subscriber is never installed by the crate.
 
 #![warn(missing_debug_implementations, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod args;
 mod builder;
@@ -171,6 +203,7 @@ pub use handlers::{Handler, HandlerOutcome, HandlerOutput, Subscription, markers
 pub use retry::{DefaultRetryPolicy, RetryContext, RetryPolicy};
 pub use signalr_protocol::{HubProtocol, Payload};
 pub use stream::HubStream;
+pub use tls::TlsBackend;
 
 /// A transport of the connection layer (docs/protocol.md, "Transports"): `WebSockets`, `ServerSentEvents` or
 /// `LongPolling`. The same type as the server's `TransportType` (ASP.NET Core's `HttpTransportType`).

@@ -103,6 +103,7 @@ fn failed(detail: impl std::fmt::Display) -> String {
 }
 
 async fn negotiate_once(http: &HttpContext, base: &Url, stateful: bool) -> Result<Outcome, Error> {
+    http.tls.check_url(base, Kind::Negotiate)?;
     let url = negotiate_url(base, stateful);
     let response = http
         .client

@@ -106,6 +106,7 @@ use self::wire::{CallOutcome, ClientInvocation, NegotiateReply, Negotiation, Ser
 use crate::args::{Argument, IntoArguments};
 use crate::error::{Error, Kind};
 use crate::handlers::{Handler, HandlerRegistry, Subscription, erase, run_handlers};
+use crate::tls::{TlsBackend, TlsConfig, TlsOptions};
 use crate::transport::{HttpContext, Outgoing, TransportEvent};
 
 pub use self::transport::ClassicTransport;
@@ -153,8 +154,7 @@ pub struct ClassicHubConnectionBuilder {
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     access_token: Option<String>,
-    client_identity: Option<(Vec<u8>, Vec<u8>)>,
-    root_certificates: Vec<Vec<u8>>,
+    tls: TlsOptions,
     transport: ClassicTransport,
     transport_connect_timeout: Duration,
 }
@@ -165,6 +165,7 @@ impl std::fmt::Debug for ClassicHubConnectionBuilder {
             .field("url", &self.url)
             .field("use_default_path", &self.use_default_path)
             .field("transport", &self.transport)
+            .field("tls_backend", &self.tls.backend)
             .finish_non_exhaustive()
     }
 }
@@ -182,8 +183,7 @@ impl ClassicHubConnectionBuilder {
             query: Vec::new(),
             headers: Vec::new(),
             access_token: None,
-            client_identity: None,
-            root_certificates: Vec::new(),
+            tls: TlsOptions::default(),
             transport: ClassicTransport::Auto,
             transport_connect_timeout: Duration::ZERO,
         }
@@ -220,19 +220,29 @@ impl ClassicHubConnectionBuilder {
 
     /// Presents a client certificate (mutual TLS; the .NET `AddClientCertificate`):
     /// `cert_chain_pem` holds the certificate and its intermediates, `key_pem` its private key
-    /// (PKCS#8, PKCS#1 or SEC1 PEM).
+    /// (PEM; PKCS#8 with either TLS backend, PKCS#1 and SEC1 with rustls only), as
+    /// [`HubConnectionBuilder::with_client_certificate`](crate::HubConnectionBuilder::with_client_certificate).
     pub fn with_client_certificate(
         mut self,
         cert_chain_pem: impl Into<Vec<u8>>,
         key_pem: impl Into<Vec<u8>>,
     ) -> Self {
-        self.client_identity = Some((cert_chain_pem.into(), key_pem.into()));
+        self.tls.identity = Some((cert_chain_pem.into(), key_pem.into()));
         self
     }
 
-    /// Trusts the PEM certificate(s) as roots, besides Mozilla's roots.
-    pub fn with_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.root_certificates.push(pem.into());
+    /// Trusts the certificate(s) (PEM, or one DER certificate) as roots, besides the TLS
+    /// backend's own, as
+    /// [`HubConnectionBuilder::with_root_certificate`](crate::HubConnectionBuilder::with_root_certificate).
+    pub fn with_root_certificate(mut self, certificate: impl Into<Vec<u8>>) -> Self {
+        self.tls.roots.push(certificate.into());
+        self
+    }
+
+    /// The TLS library when both TLS features are on, as
+    /// [`HubConnectionBuilder::tls_backend`](crate::HubConnectionBuilder::tls_backend).
+    pub fn tls_backend(mut self, backend: TlsBackend) -> Self {
+        self.tls.backend = Some(backend);
         self
     }
 
@@ -255,7 +265,7 @@ impl ClassicHubConnectionBuilder {
     ///
     /// # Errors
     /// An [`Error::is_builder`] error for a URL that is not `http(s)`/`ws(s)`, an invalid
-    /// header, or an unreadable certificate or key.
+    /// header, or a certificate or key that does not parse or that the TLS backend refuses.
     pub fn build(self) -> Result<ClassicHubConnection, Error> {
         let builder_error = |message: String| Error::new(Kind::Builder, message);
         let text = self.url;
@@ -319,24 +329,10 @@ impl ClassicHubConnectionBuilder {
             })?;
             headers.append(name, value);
         }
-        let tls =
-            crate::tls::client_config(&self.root_certificates, self.client_identity.as_ref())?;
-        let http_client = |pooled: bool| {
-            let mut builder = reqwest::Client::builder().use_preconfigured_tls((*tls).clone());
-            if !pooled {
-                builder = builder.pool_max_idle_per_host(0);
-            }
-            builder.build().map_err(|err| {
-                Error::with_source(
-                    Kind::Builder,
-                    format!("Cannot build the HTTP client: {err}"),
-                    err,
-                )
-            })
-        };
+        let tls = TlsConfig::new(&self.tls)?;
         let http = HttpContext {
-            client: http_client(true)?,
-            fresh_client: http_client(false)?,
+            client: tls.http_client(true)?,
+            fresh_client: tls.http_client(false)?,
             tls,
             headers,
             token: self.access_token,
@@ -1389,6 +1385,10 @@ impl Shared {
 /// and token.
 async fn negotiate(endpoint: &mut Endpoint) -> Result<Negotiation, Error> {
     for _ in 0..=MAX_REDIRECTS {
+        endpoint
+            .http
+            .tls
+            .check_url(&endpoint.base, Kind::Negotiate)?;
         let url = endpoint.url("negotiate", None, None);
         let body = endpoint
             .get(url, REQUEST_TIMEOUT, "Negotiate failed")

@@ -87,7 +87,7 @@ pub(crate) struct HttpContext {
     pub client: reqwest::Client,
     /// `client` without a connection pool, for a request that must go out on a new socket.
     pub fresh_client: reqwest::Client,
-    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub tls: crate::tls::TlsConfig,
     /// User headers plus the client's own.
     pub headers: HeaderMap,
     /// The bearer token of this attempt (from the provider or a negotiate redirect).

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -35,6 +35,7 @@ const MAX_FRAME: usize = 32 * 1024;
 /// Opens the WebSocket at `url` (an `http(s)` URL; the scheme becomes `ws(s)`), with the access
 /// token both as `Authorization: Bearer` and as the `access_token` query parameter.
 pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConnection, Error> {
+    http.tls.check_url(url, Kind::Transport)?;
     let mut ws_url = http.with_access_token(url);
     let scheme = if ws_url.scheme() == "https" {
         "wss"
@@ -57,13 +58,16 @@ pub(crate) async fn start(http: &HttpContext, url: &Url) -> Result<TransportConn
     for (name, value) in &http.request_headers() {
         request.headers_mut().insert(name.clone(), value.clone());
     }
-    let connector = if scheme == "wss" {
-        Connector::Rustls(http.tls.clone())
-    } else {
-        Connector::Plain
-    };
-    let connect =
-        tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
+    #[cfg(any(feature = "rustls", feature = "native-tls"))]
+    let connect = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        true,
+        Some(http.tls.websocket_connector(scheme == "wss")),
+    );
+    // Without TLS only `ws` URLs get here (`check_url`).
+    #[cfg(not(any(feature = "rustls", feature = "native-tls")))]
+    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
     let (socket, _response) = tokio::time::timeout(HTTP_TIMEOUT, connect)
         .await
         .map_err(|_| {
