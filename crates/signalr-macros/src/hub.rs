@@ -582,10 +582,10 @@ fn generate(
         let policy = match authorize {
             None => quote! { ::core::option::Option::None },
             Some(None) => quote! {
-                ::core::option::Option::Some(::signalr_server::AuthorizationPolicy::authenticated())
+                ::core::option::Option::Some(::signalr_server::auth::AuthorizationPolicy::authenticated())
             },
             Some(Some(predicate)) => quote_spanned! {predicate.span()=>
-                ::core::option::Option::Some(::signalr_server::AuthorizationPolicy::require(#predicate))
+                ::core::option::Option::Some(::signalr_server::auth::AuthorizationPolicy::require(#predicate))
             },
         };
         let registration = quote_spanned! {*span=>

@@ -1,6 +1,8 @@
 //! Raw connections without the hub protocol (ASP.NET `ConnectionHandler` /
 //! `MapConnectionHandler`): negotiate and the three transports carry opaque bytes between the
 //! client (e.g. the TS client's `HttpConnection`) and a handler function.
+//!
+//! Mount [`connection_router`] and handle each [`RawConnection`].
 
 use std::future::Future;
 use std::sync::Arc;
