@@ -171,7 +171,7 @@ pub(crate) type ProgressSink = std::sync::Arc<dyn Fn(Payload) + Send + Sync>;
 /// reports are dropped ([`Progress::is_inert`]).
 ///
 /// ```
-/// use signalr_server::{Hub, HubCallerContext, Progress};
+/// use signalr_server::{Hub, HubCallerContext, hub::Progress};
 ///
 /// let hub = Hub::builder()
 ///     // JS: proxy.invoke("CountWithProgress", 3).progress(n => ...).done(text => ...)

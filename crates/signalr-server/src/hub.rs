@@ -381,7 +381,7 @@ impl HubBuilder {
     /// `WWW-Authenticate: Bearer`) and 403 when authenticated. A second call replaces the check.
     ///
     /// ```
-    /// use signalr_server::{ConnectRequest, Hub};
+    /// use signalr_server::{Hub, auth::ConnectRequest};
     ///
     /// let hub = Hub::builder()
     ///     .authorize_connect(|request: &ConnectRequest| {

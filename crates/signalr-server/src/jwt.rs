@@ -48,7 +48,7 @@ const DEFAULT_LEEWAY_SECS: u64 = 60;
 /// default (see [`with_leeway`](Self::with_leeway)).
 ///
 /// ```
-/// use signalr_server::{AuthorizationPolicy, Hub, HubCallerContext, JwtAuthenticator};
+/// use signalr_server::{Hub, HubCallerContext, auth::{AuthorizationPolicy, JwtAuthenticator}};
 ///
 /// let hub = Hub::builder()
 ///     // Only requests with a valid token reach this hub: others get 401.

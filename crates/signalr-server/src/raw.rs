@@ -81,7 +81,7 @@ impl RawConnection {
 /// [`Hub::router`](crate::Hub::router)), calling `handler` once per connection.
 ///
 /// ```
-/// use signalr_server::{ConnectionOptions, RawConnection, connection_router};
+/// use signalr_server::{ConnectionOptions, raw::{RawConnection, connection_router}};
 ///
 /// // An echo endpoint, like ASP.NET's `EchoConnectionHandler`.
 /// let echo = connection_router(ConnectionOptions::default(), |mut connection: RawConnection| async move {
