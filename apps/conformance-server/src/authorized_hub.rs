@@ -4,8 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use signalr_server::{
-    AuthorizationPolicy, Hub, HubCallerContext, HubError, JwtAuthenticator, LoggingFilter,
-    NAME_IDENTIFIER_CLAIM,
+    Hub, HubCallerContext, HubError,
+    auth::{AuthorizationPolicy, JwtAuthenticator, NAME_IDENTIFIER_CLAIM},
+    filter::LoggingFilter,
 };
 
 use crate::test_hub::hub_options;
@@ -33,7 +34,7 @@ impl TokenIssuer {
 
     /// A token for `user`: `sub` and the name-identifier claim, issuer `SignalRTestServer`,
     /// audience `SignalRTests`, valid for five minutes.
-    pub fn token(&self, user: &str) -> Result<String, signalr_server::AuthError> {
+    pub fn token(&self, user: &str) -> Result<String, signalr_server::auth::AuthError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

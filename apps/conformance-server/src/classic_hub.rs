@@ -15,8 +15,10 @@ use crate::test_hub::header;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use signalr_server::{
-    AuthorizationPolicy, Hub, HubCallerContext, HubError, HubFilter, HubInvocation, InvokeError,
-    MethodOutput, Next, Progress,
+    Hub, HubCallerContext, HubError,
+    auth::AuthorizationPolicy,
+    filter::{HubFilter, HubInvocation, Next},
+    hub::{InvokeError, MethodOutput, Progress},
 };
 
 /// `{Name, Value}`, echoed by `EchoObject`. A missing property keeps its default, as in the .NET

@@ -12,8 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use signalr_server::{
-    ClientResultError, ConnectionOptions, Hub, HubContext, RawConnection, TransportType,
-    classic_router, connection_router,
+    ConnectionOptions, Hub, HubContext, TransportType, classic_router,
+    error::ClientResultError,
+    raw::{RawConnection, connection_router},
 };
 
 use crate::authorized_hub::{self, DEFAULT_USER, TokenIssuer};

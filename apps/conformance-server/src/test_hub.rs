@@ -8,8 +8,9 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream;
 use signalr_server::{
-    ConnectionOptions, Hub, HubCallerContext, HubError, HubFilter, HubInvocation, HubOptions,
-    InvokeError, LoggingFilter, MethodOutput, Next, TransportType, UploadStream,
+    ConnectionOptions, Hub, HubCallerContext, HubError, HubOptions, TransportType,
+    filter::{HubFilter, HubInvocation, LoggingFilter, Next},
+    hub::{InvokeError, MethodOutput, UploadStream},
 };
 
 use crate::complex::{ComplexObject, CustomObject};

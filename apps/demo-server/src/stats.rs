@@ -11,8 +11,9 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use signalr_redis::RedisBackplane;
 use signalr_server::{
-    Hub, HubCallerContext, HubContext, HubError, HubFilter, HubInvocation, InvokeError,
-    MethodOutput, Next, NextConnected, NextDisconnected,
+    Hub, HubCallerContext, HubContext, HubError,
+    filter::{HubFilter, HubInvocation, Next, NextConnected, NextDisconnected},
+    hub::{InvokeError, MethodOutput},
 };
 
 use crate::chat::ChatState;

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use signalr_redis::RedisBackplane;
-use signalr_server::{Hub, HubCallerContext, HubContext, HubError, IntoArguments, SendError};
+use signalr_server::{
+    Hub, HubCallerContext, HubContext, HubError, clients::IntoArguments, error::SendError,
+};
 use tokio::sync::Mutex;
 
 use crate::stats::Stats;

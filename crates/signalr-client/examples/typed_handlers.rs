@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use signalr_hub_client::{ClientStream, HubConnectionBuilder, Payload};
-use signalr_server::{Hub, HubCallerContext, HubError, UploadStream};
+use signalr_server::{Hub, HubCallerContext, HubError, hub::UploadStream};
 
 /// What `Announce` sends: its two arguments, bound positionally to a struct.
 #[derive(Debug, Deserialize)]

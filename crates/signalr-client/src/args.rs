@@ -26,6 +26,8 @@ impl std::fmt::Debug for Argument {
 
 /// Something that can be one argument of `invoke`, `send` or `stream`: any `Serialize` value,
 /// or a [`ClientStream`].
+///
+/// You don't implement this: it is implemented for those types.
 pub trait IntoArgument {
     /// Converts the value.
     fn into_argument(self) -> Argument;
@@ -47,6 +49,8 @@ impl IntoArgument for ClientStream {
 /// `("ann", 42, ClientStream::new(items))`), a `Vec<Payload>` or a `Vec<serde_json::Value>`.
 ///
 /// A one-argument call needs the trailing comma of a one-element tuple: `("hi",)`.
+///
+/// You don't implement this: it is implemented for those types.
 pub trait IntoArguments {
     /// The arguments in order.
     fn into_arguments(self) -> Vec<Argument>;

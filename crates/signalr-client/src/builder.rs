@@ -18,6 +18,8 @@ use crate::tls::{TlsBackend, TlsConfig, TlsOptions};
 /// What an access token provider's future may resolve to: a token (`String`, `&'static str`),
 /// `Option<String>` (`None` = send no token), or a `Result` of either whose error becomes an
 /// [`Error::is_access_token`] error of the connect attempt.
+///
+/// You don't implement this: it is implemented for those types.
 pub trait IntoAccessToken: Send + 'static {
     /// Converts the provider's answer.
     ///

@@ -27,6 +27,8 @@ pub enum HandlerOutcome {
 /// What a handler may return: `()` (no result), `Option<T>` (`Some` answers a client-result
 /// invocation with the value, `None` answers nothing) or `Result<T, E>` (`Ok` answers with the
 /// value, `Err` with the error's text), where `T: Serialize` and `E: Display`.
+///
+/// You don't implement this: it is implemented for those types.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned by a SignalR client handler",
     note = "return `()`, `Some(value)`/`None`, or `Ok(value)`/`Err(error)`; async handlers return a future of one of these"
@@ -91,6 +93,9 @@ pub mod markers {
 ///   [`Payload::deserialize`].
 ///
 /// `R` is a [`HandlerOutput`]: `()`, `Option<T>` or `Result<T, E>`.
+///
+/// You don't implement this: every such closure is one (`M` is inferred), and it is how
+/// [`HubConnection::on`](crate::HubConnection::on) accepts plain closures.
 pub trait Handler<M>: Send + Sync + 'static {
     /// Calls the handler with the arguments of one invocation.
     fn call(&self, arguments: Vec<Payload>) -> BoxFuture<'static, HandlerOutcome>;

@@ -21,7 +21,11 @@ use serde_json::{Value, json};
 use signalr_hub_client::{
     HubConnection, HubConnectionBuilder, HubConnectionState, HubProtocol, Payload, TransportType,
 };
-use signalr_server::{AuthorizationPolicy, ClientResultError, HubOptions, JwtAuthenticator};
+use signalr_server::{
+    HubOptions,
+    auth::{AuthorizationPolicy, JwtAuthenticator},
+    error::ClientResultError,
+};
 use tokio::sync::mpsc;
 
 fn any_addr() -> SocketAddr {

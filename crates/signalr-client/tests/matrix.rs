@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use signalr_hub_client::{
     ClientStream, HubConnectionBuilder, HubConnectionState, HubProtocol, TransportType,
 };
-use signalr_server::ClientResultError;
+use signalr_server::error::ClientResultError;
 use tokio::sync::mpsc;
 
 async fn exercise(transport: TransportType, protocol: HubProtocol) {

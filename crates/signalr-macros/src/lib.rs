@@ -177,13 +177,13 @@ use proc_macro::TokenStream;
 /// `HubBuilder::method` accepts; `Self` must implement `Default`.
 ///
 /// ```
-/// use signalr_server::{HubCallerContext, HubError, UploadStream, hub};
+/// use signalr_server::{HubCallerContext, HubError, hub, hub::UploadStream};
 /// use futures_util::{Stream, StreamExt};
 ///
 /// #[derive(Default)]
 /// struct Numbers;
 ///
-/// fn is_admin(user: &signalr_server::User) -> bool {
+/// fn is_admin(user: &signalr_server::auth::User) -> bool {
 ///     user.claim("role").as_deref() == Some("admin")
 /// }
 ///
@@ -251,11 +251,11 @@ pub fn hub(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # What it generates
 /// The trait, with the same visibility and attributes, whose methods are
 /// `fn receive_message(&self, user: String, text: String) -> impl Future<Output = Result<(), SendError>> + Send`,
-/// and a blanket implementation for every `signalr_server::ClientSender` (`ClientProxy` and
+/// and a blanket implementation for every `signalr_server::clients::ClientSender` (`ClientProxy` and
 /// `SingleClientProxy`):
 ///
 /// ```ignore
-/// impl<T: ::signalr_server::ClientSender + ?Sized> ChatClient for T {
+/// impl<T: ::signalr_server::clients::ClientSender + ?Sized> ChatClient for T {
 ///     fn receive_message(&self, user: String, text: String) -> impl Future<Output = Result<(), SendError>> + Send {
 ///         self.send_payloads("ReceiveMessage", vec![Payload::from_value(user), Payload::from_value(text)])
 ///     }

@@ -1,6 +1,7 @@
 //! Helpers shared by both macros.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, LitStr, Pat, Signature, Type};
@@ -231,5 +232,80 @@ mod tests {
             camel_case(&Ident::new_raw("type", Span::call_site())),
             "type"
         );
+    }
+}
+
+/// The path of the server crate as the calling package names it: `::signalr_server`, or
+/// `::signalr::server` (or `::<name>::server` for a renamed dependency) when the package's
+/// manifest depends on the `signalr` facade crate and never mentions `signalr-server`.
+pub(crate) fn server_crate() -> TokenStream {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").and_then(|dir| {
+        std::fs::read_to_string(std::path::Path::new(&dir).join("Cargo.toml")).ok()
+    });
+    match manifest.as_deref().and_then(facade_name) {
+        Some(name) => {
+            let name = Ident::new(&name, Span::call_site());
+            quote!(::#name::server)
+        }
+        None => quote!(::signalr_server),
+    }
+}
+
+/// The crate name under which a manifest depends on the `signalr` facade, when it does and does
+/// not name `signalr-server` itself.
+fn facade_name(manifest: &str) -> Option<String> {
+    if manifest.contains("signalr-server") || manifest.contains("signalr_server") {
+        return None;
+    }
+    manifest.lines().find_map(|line| {
+        let line = line.trim();
+        // `[dependencies.signalr]`, `[target.'cfg(..)'.dev-dependencies.signalr]`
+        if line.starts_with('[') && line.ends_with("dependencies.signalr]") {
+            return Some("signalr".to_owned());
+        }
+        let (key, value) = line.split_once('=')?;
+        let key = key.trim();
+        // `name = { package = "signalr", ... }`
+        let value = value.replace(' ', "");
+        if value.contains("package=\"signalr\"") {
+            return Some(key.trim_matches('"').replace('-', "_"));
+        }
+        // `signalr = "0.1"`, `signalr = { ... }`, `signalr.workspace = true`
+        (key == "signalr" || key == "signalr.workspace" || key == "signalr.version")
+            .then(|| "signalr".to_owned())
+    })
+}
+
+#[cfg(test)]
+mod facade_tests {
+    use super::facade_name;
+
+    #[test]
+    fn the_facade_is_found_only_without_the_server_crate() {
+        assert_eq!(
+            facade_name("[dependencies]\nsignalr = \"0.1\"\n"),
+            Some("signalr".into())
+        );
+        assert_eq!(
+            facade_name("[dependencies]\nsignalr.workspace = true\n"),
+            Some("signalr".into())
+        );
+        assert_eq!(
+            facade_name("[dependencies.signalr]\nversion = \"0.1\"\n"),
+            Some("signalr".into())
+        );
+        assert_eq!(
+            facade_name("[dependencies]\nsr = { package = \"signalr\", version = \"0.1\" }\n"),
+            Some("sr".into())
+        );
+        assert_eq!(
+            facade_name("[dependencies]\nsignalr-server = \"0.1\"\nsignalr = \"0.1\"\n"),
+            None
+        );
+        assert_eq!(
+            facade_name("[dependencies]\nsignalr-protocol = \"0.1\"\n"),
+            None
+        );
+        assert_eq!(facade_name("[package]\nname = \"signalr-demo\"\n"), None);
     }
 }

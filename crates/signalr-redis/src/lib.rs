@@ -65,9 +65,9 @@
 //! - new connections are accepted and reach this server's clients at once; other servers reach
 //!   them once the subscription is back (ASP.NET closes them once their subscription times out).
 //!
-//! [`SendError::Backplane`]: signalr_server::SendError::Backplane
-//! [`GroupError::Backplane`]: signalr_server::GroupError::Backplane
-//! [`ClientResultError::Backplane`]: signalr_server::ClientResultError::Backplane
+//! [`SendError::Backplane`]: signalr_server::error::SendError::Backplane
+//! [`GroupError::Backplane`]: signalr_server::error::GroupError::Backplane
+//! [`ClientResultError::Backplane`]: signalr_server::error::ClientResultError::Backplane
 
 #![warn(missing_debug_implementations, unreachable_pub)]
 #![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
@@ -96,7 +96,7 @@ pub struct RedisOptions {
     /// connect timeout. 5 s by default.
     pub command_timeout: Duration,
     /// How long a group change for a connection of another server waits for its
-    /// acknowledgement before failing with [`GroupError::AckTimeout`](signalr_server::GroupError::AckTimeout).
+    /// acknowledgement before failing with [`GroupError::AckTimeout`](signalr_server::error::GroupError::AckTimeout).
     /// 30 s by default, as ASP.NET.
     pub ack_timeout: Duration,
 }

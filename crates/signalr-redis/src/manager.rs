@@ -14,7 +14,10 @@ use signalr_protocol::{
 use signalr_server::lifetime::{
     DefaultHubLifetimeManager, HubConnectionContext, HubLifetimeManager, SerializedHubMessage,
 };
-use signalr_server::{ClientResultError, GroupError, Recipients, SendError};
+use signalr_server::{
+    clients::Recipients,
+    error::{ClientResultError, GroupError, SendError},
+};
 use tokio::sync::{oneshot, watch};
 
 use crate::protocol::{

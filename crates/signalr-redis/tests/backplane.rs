@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use signalr_hub_client::{HubConnection, HubConnectionBuilder};
 use signalr_redis::{RedisBackplane, RedisOptions};
 use signalr_server::{
-    ClientResultError, GroupError, Hub, HubCallerContext, HubContext, HubError, HubProtocol,
-    SendError,
+    Hub, HubCallerContext, HubContext, HubError, HubProtocol,
+    error::{ClientResultError, GroupError, SendError},
 };
 use tokio::sync::mpsc;
 

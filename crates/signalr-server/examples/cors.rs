@@ -11,7 +11,7 @@
 
 use axum::Router;
 use serde_json::{Value, json};
-use signalr_server::{ConnectionOptions, Hub, HubCallerContext, cors_layer};
+use signalr_server::{ConnectionOptions, Hub, HubCallerContext, cors::cors_layer};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

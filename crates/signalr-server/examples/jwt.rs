@@ -17,7 +17,10 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::post;
 use serde::Deserialize;
-use signalr_server::{AuthorizationPolicy, Hub, HubCallerContext, JwtAuthenticator};
+use signalr_server::{
+    Hub, HubCallerContext,
+    auth::{AuthorizationPolicy, JwtAuthenticator},
+};
 
 /// Use a long random secret from your configuration, at least 32 bytes.
 const SECRET: &[u8] = b"example secret: replace with 32+ random bytes";

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use signalr_server::{Hub, HubCallerContext, HubError, State};
+use signalr_server::{Hub, HubCallerContext, HubError, hub::State};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use futures_util::{Stream, StreamExt};
-use signalr_server::{Hub, HubCallerContext, HubError, UploadStream};
+use signalr_server::{Hub, HubCallerContext, HubError, hub::UploadStream};
 
 /// One item every 200 ms; the stream ends (and the client's `complete` runs) after 0. When
 /// the client cancels, the stream is dropped.

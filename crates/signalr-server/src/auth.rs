@@ -15,8 +15,13 @@
 //!
 //! A 401 carries `WWW-Authenticate: Bearer` (`Bearer error="invalid_token"` when credentials
 //! were sent and rejected), as ASP.NET's JWT bearer handler answers.
+//!
+//! With the `jwt` feature (on by default), [`JwtAuthenticator`] validates JSON Web Tokens.
 
 use std::sync::Arc;
+
+#[cfg(feature = "jwt")]
+pub use crate::jwt::JwtAuthenticator;
 
 use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;

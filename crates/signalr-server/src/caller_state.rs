@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 /// brought (setting a key to the value it had is no change; removing a key sets it to `null`).
 ///
 /// ```
-/// use signalr_server::{CallerState, Hub, HubCallerContext};
+/// use signalr_server::{Hub, HubCallerContext, context::CallerState};
 ///
 /// let hub = Hub::builder()
 ///     // JS: proxy.state.name = "ann"; proxy.invoke("Greet")

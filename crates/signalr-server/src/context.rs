@@ -1,5 +1,7 @@
-//! The per-connection hub state and the caller context handed to hub methods
-//! (ASP.NET `HubCallerContext`).
+//! What a hub method knows about its caller: [`HubCallerContext`] (ASP.NET `HubCallerContext`:
+//! connection id, user, transport, items, the clients and groups), the HTTP request the
+//! connection started with ([`ConnectionRequest`]), and a classic client's per-call
+//! [`CallerState`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,9 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::User;
-use crate::caller_state::CallerState;
+pub use crate::caller_state::CallerState;
 use crate::clients::{GroupManager, HubCallerClients};
-use crate::connection::ConnectionRequest;
+pub use crate::connection::ConnectionRequest;
 use crate::engine::CallOptions;
 use crate::handler::ProgressSink;
 use crate::hub::HubInner;

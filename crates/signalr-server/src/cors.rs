@@ -19,7 +19,7 @@
 //!         ..ConnectionOptions::default()
 //!     })
 //!     .build();
-//! let app: Router = Router::new().nest("/chat", chat.router().layer(signalr_server::cors_layer(origins)));
+//! let app: Router = Router::new().nest("/chat", chat.router().layer(signalr_server::cors::cors_layer(origins)));
 //! ```
 //!
 //! For another policy (more headers, another preflight cache time) build your own

@@ -123,7 +123,7 @@ pub(crate) fn check(
 
 /// What a front door's protocol adds to a call: the caller state and where progress reports
 /// go, as the method sees them ([`HubCallerContext::caller_state`],
-/// [`Progress`](crate::Progress)).
+/// [`Progress`](crate::hub::Progress)).
 pub(crate) struct CallOptions {
     pub state: CallerState,
     pub progress: Option<ProgressSink>,
@@ -169,7 +169,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::context::{ClientSink, ConnectionInfo, Gone};
     use crate::message::SerializedHubMessage;
-    use crate::{Hub, Progress};
+    use crate::{Hub, hub::Progress};
 
     /// A sink that drops everything.
     pub(crate) struct NullSink;
@@ -200,7 +200,7 @@ pub(crate) mod tests {
             transport: None,
             protocol,
             request: None,
-            user: crate::User::anonymous(),
+            user: crate::auth::User::anonymous(),
         };
         ConnectionContext::new(info, hub.inner.clone())
     }

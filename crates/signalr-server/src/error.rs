@@ -1,4 +1,6 @@
-//! Errors of hub methods and of calls to clients.
+//! Errors of hub methods ([`HubError`]) and of calls to clients: [`SendError`] (a message could
+//! not be sent), [`ClientResultError`] (a client result did not come), [`GroupError`] (a group
+//! change failed).
 
 use std::fmt;
 
@@ -183,7 +185,7 @@ pub enum ClientResultError {
     /// The connection is a classic SignalR client, which cannot return results to the server.
     #[error("Classic SignalR clients cannot return results to the server.")]
     Unsupported,
-    /// A hub filter's [`on_outgoing`](crate::HubFilter::on_outgoing) dropped the call of this
+    /// A hub filter's [`on_outgoing`](crate::filter::HubFilter::on_outgoing) dropped the call of this
     /// client method: nothing was sent.
     #[error("A hub filter dropped the call of client method '{0}'.")]
     DroppedByFilter(String),
@@ -193,7 +195,7 @@ pub enum ClientResultError {
     Backplane(String),
 }
 
-/// A send to clients failed ([`ClientProxy::send`](crate::ClientProxy::send) and the other
+/// A send to clients failed ([`ClientProxy::send`](crate::clients::ClientProxy::send) and the other
 /// sends). The in-memory lifetime manager never fails; a backplane does when it cannot take the
 /// message. With `?` in a hub method it becomes an unexpected error of the invocation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,7 +208,7 @@ pub enum SendError {
 }
 
 /// Adding a connection to a group or removing it failed
-/// ([`GroupManager`](crate::GroupManager)). The in-memory lifetime manager never fails.
+/// ([`GroupManager`](crate::clients::GroupManager)). The in-memory lifetime manager never fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum GroupError {

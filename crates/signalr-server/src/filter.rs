@@ -2,6 +2,12 @@
 //! `IHubFilter`, classic `HubPipelineModule`). A filter can log, reject (return an error without
 //! calling `next`), transform arguments or results, and handle errors (inspect and replace the
 //! `Err` that `next` returns, like `OnIncomingError`).
+//!
+//! Implement [`HubFilter`] and add it with [`HubBuilder::filter`](crate::HubBuilder::filter).
+//! Its methods get what is called ([`HubInvocation`], [`OutgoingInvocation`] for calls to
+//! clients) and the rest of the pipeline ([`Next`], [`NextConnected`], [`NextReconnected`],
+//! [`NextDisconnected`]). [`LoggingFilter`] is a ready-made one that logs every
+//! invocation, connect and disconnect.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,7 +64,7 @@ impl OutgoingInvocation {
     }
 
     /// Whether the server awaits the client's result
-    /// ([`SingleClientProxy::invoke`](crate::SingleClientProxy::invoke), ASP.NET Core client
+    /// ([`SingleClientProxy::invoke`](crate::clients::SingleClientProxy::invoke), ASP.NET Core client
     /// results) rather than just sending.
     pub fn expects_result(&self) -> bool {
         self.expects_result
@@ -300,7 +306,7 @@ pub trait HubFilter: Send + Sync + 'static {
     /// from hub methods and from a [`HubContext`](crate::HubContext) alike. It may change the
     /// method and arguments; returning `false` drops the call (nothing is sent, and an awaited
     /// client result fails with
-    /// [`ClientResultError::DroppedByFilter`](crate::ClientResultError::DroppedByFilter)).
+    /// [`ClientResultError::DroppedByFilter`](crate::error::ClientResultError::DroppedByFilter)).
     /// Filters run in the order they were added; the first that returns `false` ends it. It
     /// runs on the sending task before anything is serialized: keep it quick and never block.
     fn on_outgoing(&self, invocation: &mut OutgoingInvocation) -> bool {

@@ -74,6 +74,10 @@ pub mod markers {
 /// - `Result<T, HubError>`;
 /// - a `Stream` of `T` or of `Result<T, HubError>`: a streaming method, called with
 ///   StreamInvocation (docs/protocol.md, "Server-to-client streams").
+///
+/// You don't implement this: it is implemented for the types above, and it is how
+/// [`HubBuilder::method`](crate::HubBuilder::method) tells plain and streaming methods apart
+/// (`Marker` is inferred).
 pub trait IntoHubResult<Marker>: Send + 'static {
     /// Whether methods returning this type are streaming methods.
     const STREAMING: bool;
@@ -109,6 +113,8 @@ impl<T: Serialize + Send + Sync + 'static> IntoHubResult<markers::Fallible>
 }
 
 /// An item of a server-to-client stream: `T: Serialize` or `Result<T, HubError>`.
+///
+/// You don't implement this: it is implemented for those types (`Marker` is inferred).
 pub trait IntoStreamItem<Marker>: Send + 'static {
     /// Converts the item.
     ///
@@ -165,7 +171,7 @@ pub(crate) type ProgressSink = std::sync::Arc<dyn Fn(Payload) + Send + Sync>;
 /// reports are dropped ([`Progress::is_inert`]).
 ///
 /// ```
-/// use signalr_server::{Hub, HubCallerContext, Progress};
+/// use signalr_server::{Hub, HubCallerContext, hub::Progress};
 ///
 /// let hub = Hub::builder()
 ///     // JS: proxy.invoke("CountWithProgress", 3).progress(n => ...).done(text => ...)
@@ -227,7 +233,7 @@ impl<T: Serialize + Send + Sync + 'static> HubArgument for Progress<T> {
     }
 }
 
-impl HubArgument for crate::CallerState {
+impl HubArgument for crate::context::CallerState {
     const KIND: ArgumentKind = ArgumentKind::Injected;
     fn bind(source: &mut ArgumentSource<'_>) -> Result<Self, String> {
         Ok(source.caller.caller_state().clone())
@@ -314,7 +320,7 @@ impl std::fmt::Debug for ArgumentSource<'_> {
 }
 
 /// A parameter of a hub method: any `DeserializeOwned` type (a client argument),
-/// [`UploadStream<T>`], [`State<T>`], [`Progress<T>`] or [`CallerState`](crate::CallerState).
+/// [`UploadStream<T>`], [`State<T>`], [`Progress<T>`] or [`CallerState`](crate::context::CallerState).
 ///
 /// A client argument is bound with serde. For ASP.NET Core clients binding is strict, as
 /// System.Text.Json's is. For classic SignalR 2.x clients it converts as JSON.NET does in a
@@ -323,6 +329,9 @@ impl std::fmt::Debug for ArgumentSource<'_> {
 /// `"2.0"`), struct fields match keys ignoring case, enum variants names ignoring case. Still
 /// refused: a fraction for an integer (`1.5`, `2.0`, `"1.0"`), text that is no number, objects or
 /// arrays for scalars, a bare value for a sequence, an array for a struct.
+///
+/// You don't implement this: it is implemented for the types above, and it is how
+/// [`HubBuilder::method`](crate::HubBuilder::method) binds a method's parameters.
 pub trait HubArgument: Sized + Send + 'static {
     /// How the parameter is bound.
     #[doc(hidden)]
@@ -398,6 +407,9 @@ pub(crate) type ErasedMethod = std::sync::Arc<
 ///
 /// Client arguments are bound from JSON or MessagePack with serde; a count or type mismatch
 /// answers ASP.NET's `Failed to invoke '<m>' due to an error on the server.` (docs/protocol.md, "Completions").
+///
+/// You don't implement this: every such function or closure is one (`Args` is inferred), and it
+/// is how [`HubBuilder::method`](crate::HubBuilder::method) accepts plain functions.
 pub trait HubMethod<Args>: Clone + Send + Sync + 'static {
     /// Whether the method returns a stream.
     #[doc(hidden)]
@@ -508,6 +520,9 @@ for_each_arity!(impl_hub_method);
 
 /// Arguments of a client method call: `()`, a tuple of up to 12 `Serialize` values, or a
 /// `Vec<Payload>`.
+///
+/// You don't implement this: it is implemented for those types, and it is how
+/// [`ClientProxy::send`](crate::clients::ClientProxy::send) takes any number of arguments.
 pub trait IntoArguments {
     /// The arguments as payloads, serialized later by each connection's protocol.
     fn into_arguments(self) -> Vec<Payload>;

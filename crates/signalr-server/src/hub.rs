@@ -1,4 +1,23 @@
-//! Defining a hub: its methods, connection hooks, filters, state, options and authorization.
+//! Defining a hub: [`Hub`] and its [`HubBuilder`] (methods, connection hooks, filters, state,
+//! options and authorization), and what hub methods may take and return.
+//!
+//! A hub method is an async function or closure `(HubCallerContext, A1, ..., An) -> R`:
+//! - each parameter is a [`HubArgument`]: a client argument (any `DeserializeOwned` type), an
+//!   [`UploadStream`] (client-to-server stream), application [`State`], a classic client's
+//!   [`Progress`] or [`CallerState`](crate::context::CallerState);
+//! - the result is an [`IntoHubResult`]: `()`, a `Serialize` value, `Result<T, HubError>`, or a
+//!   stream of [`IntoStreamItem`]s;
+//! - connection hooks return an [`IntoHookResult`].
+//!
+//! [`HubMethod`], [`HubArgument`], [`IntoHubResult`], [`IntoStreamItem`] and [`IntoHookResult`]
+//! are how the builder accepts plain functions: they are implemented for every function, argument
+//! and return type above, and you don't implement them yourself. [`MethodOutput`] and
+//! [`InvokeError`] are what a [filter](crate::filter) sees of a call's outcome.
+
+pub use crate::handler::{
+    HubArgument, HubMethod, IntoHubResult, IntoStreamItem, InvokeError, MethodOutput, Progress,
+    State, UploadStream,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -12,12 +31,14 @@ use crate::connection::ConnectionRequest;
 use crate::context::HubCallerContext;
 use crate::error::HubError;
 use crate::filter::{ConnectedFn, DisconnectedFn, Filters, HubFilter, ReconnectedFn};
-use crate::handler::{ArgumentKind, ErasedMethod, HubMethod};
+use crate::handler::{ArgumentKind, ErasedMethod};
 use crate::lifetime::{DefaultHubLifetimeManager, HubLifetimeManager};
 use crate::options::{ConnectionOptions, HubOptions};
 
 /// What the connection hooks ([`HubBuilder::on_connected`], [`HubBuilder::on_reconnected`],
 /// [`HubBuilder::on_disconnected`]) may return: `()` or `Result<(), HubError>`.
+///
+/// You don't implement this: it is implemented for those two types.
 pub trait IntoHookResult: Send + 'static {
     /// Converts the result.
     ///
@@ -187,9 +208,9 @@ impl HubBuilder {
     /// case-insensitively (docs/protocol.md, "Method names").
     ///
     /// `handler` is an `async fn(HubCallerContext, A1, ..., An) -> R` (see [`HubMethod`]):
-    /// parameters are client arguments (any serde type), [`UploadStream<T>`](crate::UploadStream),
-    /// [`State<T>`](crate::State), [`Progress<T>`](crate::Progress) or
-    /// [`CallerState`](crate::CallerState); `R` is `()`, a `Serialize` value,
+    /// parameters are client arguments (any serde type), [`UploadStream<T>`](crate::hub::UploadStream),
+    /// [`State<T>`](crate::hub::State), [`Progress<T>`](crate::hub::Progress) or
+    /// [`CallerState`](crate::context::CallerState); `R` is `()`, a `Serialize` value,
     /// `Result<T, HubError>`, or a `Stream` for a streaming method.
     ///
     /// A name may be registered again with another number of client arguments (parameters bound
@@ -366,7 +387,7 @@ impl HubBuilder {
     /// `WWW-Authenticate: Bearer`) and 403 when authenticated. A second call replaces the check.
     ///
     /// ```
-    /// use signalr_server::{ConnectRequest, Hub};
+    /// use signalr_server::{Hub, auth::ConnectRequest};
     ///
     /// let hub = Hub::builder()
     ///     .authorize_connect(|request: &ConnectRequest| {
@@ -384,7 +405,7 @@ impl HubBuilder {
     }
 
     /// Authenticates requests: bearer tokens from `Authorization` or `access_token` become the
-    /// connection's [`User`]. See [`JwtAuthenticator`](crate::JwtAuthenticator) for JWTs.
+    /// connection's [`User`]. See [`JwtAuthenticator`](crate::auth::JwtAuthenticator) for JWTs.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
         self
@@ -412,7 +433,7 @@ impl HubBuilder {
         self
     }
 
-    /// Application state, handed to hub methods that take a [`State<T>`](crate::State)
+    /// Application state, handed to hub methods that take a [`State<T>`](crate::hub::State)
     /// parameter and available from [`HubCallerContext::state`]. One value per type.
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
         self.state.insert(state);
@@ -612,7 +633,10 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{HubCallerContext, State, UploadStream, hub};
+    use crate::{
+        HubCallerContext, hub,
+        hub::{State, UploadStream},
+    };
 
     fn arities(hub: &HubInner, name: &str) -> Vec<(String, usize, Vec<String>)> {
         hub.methods_by_name()

@@ -29,7 +29,7 @@ const DEFAULT_LEEWAY_SECS: u64 = 60;
 ///   [claims](User::claims) are **all** claims of the token's payload, unchanged (so `sub`
 ///   becomes the default [user identifier](crate::HubCallerContext::user_identifier), and
 ///   `role`, `email`, custom claims, ... are available to
-///   [`AuthorizationPolicy::require`](crate::AuthorizationPolicy::require) and hub methods);
+///   [`AuthorizationPolicy::require`](crate::auth::AuthorizationPolicy::require) and hub methods);
 /// * an invalid token: `Err`, the request gets 401 whether the hub requires authorization or
 ///   not.
 ///
@@ -48,7 +48,7 @@ const DEFAULT_LEEWAY_SECS: u64 = 60;
 /// default (see [`with_leeway`](Self::with_leeway)).
 ///
 /// ```
-/// use signalr_server::{AuthorizationPolicy, Hub, HubCallerContext, JwtAuthenticator};
+/// use signalr_server::{Hub, HubCallerContext, auth::{AuthorizationPolicy, JwtAuthenticator}};
 ///
 /// let hub = Hub::builder()
 ///     // Only requests with a valid token reach this hub: others get 401.

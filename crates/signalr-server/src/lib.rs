@@ -29,6 +29,29 @@
 //! }
 //! ```
 //!
+//! # Modules
+//! The names used in most programs are at the root: [`Hub`], [`HubBuilder`],
+//! [`HubCallerContext`], [`HubContext`], [`HubError`], [`HubOptions`], [`ConnectionOptions`],
+//! [`HubProtocol`], [`TransportType`], [`serve()`], [`classic_router`], and the
+//! [`macro@hub`] and [`hub_client`] macros. Everything else is in a module named after what it
+//! is in SignalR:
+//!
+//! | module | what is in it |
+//! |---|---|
+//! | [`mod@hub`] | the hub and its builder; what hub methods take ([`State`](hub::State), [`UploadStream`](hub::UploadStream), [`Progress`](hub::Progress)) and return |
+//! | [`clients`] | calling clients: proxies, groups, [`HubContext`], client results |
+//! | [`context`] | the caller: [`HubCallerContext`], the connection's HTTP request, classic caller state |
+//! | [`auth`] | users, authenticators (JWT with the `jwt` feature), authorization policies |
+//! | [`filter`] | hub filters: code around every invocation, connect and disconnect |
+//! | [`options`] | [`HubOptions`] and [`ConnectionOptions`] |
+//! | [`error`] | [`HubError`] and the errors of calls to clients |
+//! | [`lifetime`] | the lifetime manager: connections, groups, users, scale-out backplanes |
+//! | [`classic`] | the classic SignalR 2.x front door |
+//! | [`raw`] | raw connections without the hub protocol |
+//! | [`mod@serve`] | the hardened HTTP/1.1 server ([`serve()`]) and its options |
+//! | `cors` | a CORS layer for browser pages on other origins (`cors` feature) |
+//! | [`protocol`] | the hub protocol crate: messages, JSON and MessagePack, [`Payload`](protocol::Payload) |
+//!
 //! # What a mounted hub serves
 //! Mounted at `/chat` with [`Hub::router`] (and [`Router::nest`](axum::Router::nest)):
 //!
@@ -49,8 +72,8 @@
 //! `Microsoft.AspNet.SignalR.Client` 2.x) through [`classic_router`], usually nested at
 //! `/signalr`; name each hub ([`HubBuilder::name`]). Core and classic clients of a hub share its
 //! connections, groups and users. Classic callers also get caller state
-//! ([`HubCallerContext::caller_state`]), progress ([`Progress`]), errors with data
-//! ([`HubError::with_data`]) and reconnects that replay what they missed; see [`ClassicOptions`]
+//! ([`HubCallerContext::caller_state`]), progress ([`Progress`](hub::Progress)), errors with data
+//! ([`HubError::with_data`]) and reconnects that replay what they missed; see [`ClassicOptions`](classic::ClassicOptions)
 //! and `docs/classic.md` in the repository.
 //!
 //! # Outgoing messages
@@ -88,64 +111,56 @@
 #[cfg(test)]
 extern crate self as signalr_server;
 
-mod auth;
-mod caller_state;
-mod classic;
-mod clients;
-mod connection;
-mod context;
+// Public modules, named with SignalR's terms. The everyday names are also at the root (below).
+pub mod auth;
+pub mod classic;
+pub mod clients;
+pub mod context;
 #[cfg(feature = "cors")]
 pub mod cors;
+pub mod error;
+pub mod filter;
+pub mod hub;
+pub mod lifetime;
+pub mod options;
+pub mod raw;
+pub mod serve;
+
+// Internal modules: their public names are re-exported from the modules above.
+mod caller_state;
+mod connection;
 mod dispatcher;
 mod engine;
-mod error;
-mod filter;
 mod handler;
-mod hub;
 mod hub_connection;
 #[cfg(feature = "jwt")]
 mod jwt;
 mod lenient;
-pub mod lifetime;
 mod message;
-mod options;
-mod raw;
-pub mod serve;
 mod websocket;
 
 use std::sync::Arc;
 
-pub use auth::{
-    AuthError, AuthRequest, Authenticator, AuthorizationPolicy, ConnectRequest,
-    NAME_IDENTIFIER_CLAIM, User,
-};
-pub use caller_state::CallerState;
-pub use classic::{ClassicOptions, classic_router, classic_router_with};
-pub use clients::{
-    ClientProxy, ClientSender, GroupManager, HubCallerClients, HubClients, HubContext, Recipients,
-    SingleClientProxy,
-};
-pub use connection::ConnectionRequest;
+/// The hub protocol crate (`signalr-protocol`): messages, the JSON and MessagePack protocols,
+/// [`Payload`](protocol::Payload) (an argument or result not yet serialized), transfer formats.
+pub use signalr_protocol as protocol;
+
+#[doc(inline)]
+pub use classic::classic_router;
+#[doc(inline)]
+pub use clients::HubContext;
+#[doc(inline)]
 pub use context::HubCallerContext;
-#[cfg(feature = "cors")]
-pub use cors::cors_layer;
-pub use error::{ClientResultError, GroupError, HubError, SendError};
-pub use filter::{
-    HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected,
-    NextReconnected, OutgoingInvocation,
-};
-pub use handler::{
-    HubArgument, HubMethod, IntoArguments, IntoHubResult, IntoStreamItem, InvokeError,
-    MethodOutput, Progress, State, UploadStream,
-};
-pub use hub::{Hub, HubBuilder, IntoHookResult};
-#[cfg(feature = "jwt")]
-pub use jwt::JwtAuthenticator;
+#[doc(inline)]
+pub use error::HubError;
+#[doc(inline)]
+pub use hub::{Hub, HubBuilder};
+#[doc(inline)]
 pub use options::{ConnectionOptions, HubOptions};
-pub use raw::{RawConnection, connection_router};
+#[doc(inline)]
 pub use serve::serve;
 pub use signalr_macros::{hub, hub_client};
-pub use signalr_protocol::{HubProtocol, Payload, TransportType};
+pub use signalr_protocol::{HubProtocol, TransportType};
 
 #[doc(hidden)]
 pub use handler::{ArgumentKind, ArgumentSource, markers};

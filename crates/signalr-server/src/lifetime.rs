@@ -7,9 +7,9 @@
 //! delivers to the connections of this server through it, and tells the other servers about the
 //! rest. Install one with [`HubBuilder::lifetime_manager`](crate::HubBuilder::lifetime_manager).
 //!
-//! Hub code never calls the manager directly: [`HubClients`](crate::HubClients),
-//! [`GroupManager`](crate::GroupManager) and client results go through it. What a manager
-//! receives has already passed the hub's [`HubFilter::on_outgoing`](crate::HubFilter::on_outgoing).
+//! Hub code never calls the manager directly: [`HubClients`](crate::clients::HubClients),
+//! [`GroupManager`](crate::clients::GroupManager) and client results go through it. What a manager
+//! receives has already passed the hub's [`HubFilter::on_outgoing`](crate::filter::HubFilter::on_outgoing).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -1,4 +1,6 @@
-//! Server options and their ASP.NET defaults (docs/protocol.md, "Defaults").
+//! Server options and their ASP.NET defaults (docs/protocol.md, "Defaults"): [`HubOptions`]
+//! (the hub protocol: message sizes, keep-alive, timeouts, streams) and [`ConnectionOptions`]
+//! (the connection layer: transports, buffers, origins).
 
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! Raw connections without the hub protocol (ASP.NET `ConnectionHandler` /
 //! `MapConnectionHandler`): negotiate and the three transports carry opaque bytes between the
 //! client (e.g. the TS client's `HttpConnection`) and a handler function.
+//!
+//! Mount [`connection_router`] and handle each [`RawConnection`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -79,7 +81,7 @@ impl RawConnection {
 /// [`Hub::router`](crate::Hub::router)), calling `handler` once per connection.
 ///
 /// ```
-/// use signalr_server::{ConnectionOptions, RawConnection, connection_router};
+/// use signalr_server::{ConnectionOptions, raw::{RawConnection, connection_router}};
 ///
 /// // An echo endpoint, like ASP.NET's `EchoConnectionHandler`.
 /// let echo = connection_router(ConnectionOptions::default(), |mut connection: RawConnection| async move {

@@ -12,8 +12,8 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use signalr_server::{
-    AuthError, AuthorizationPolicy, Hub, HubBuilder, HubCallerContext, HubError, JwtAuthenticator,
-    NAME_IDENTIFIER_CLAIM,
+    Hub, HubBuilder, HubCallerContext, HubError,
+    auth::{AuthError, AuthorizationPolicy, JwtAuthenticator, NAME_IDENTIFIER_CLAIM},
 };
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

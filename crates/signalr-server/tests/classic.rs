@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use common::{HttpResponse, assert_no_panics, install_panic_hook, send, within, within_for};
 use serde_json::{Map, Value, json};
 use signalr_server::{
-    AuthError, AuthRequest, ClassicOptions, Hub, HubCallerContext, HubError, TransportType, User,
-    classic_router_with,
+    Hub, HubCallerContext, HubError, TransportType,
+    auth::{AuthError, AuthRequest, User},
+    classic::{ClassicOptions, classic_router_with},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

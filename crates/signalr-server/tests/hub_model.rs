@@ -18,9 +18,13 @@ use futures_util::StreamExt;
 use runtime::{Log, connect, expect_panic, serve};
 use serde_json::json;
 use signalr_server::{
-    AuthError, AuthRequest, CallerState, ConnectRequest, Hub, HubBuilder, HubCallerContext,
-    HubError, HubFilter, HubOptions, OutgoingInvocation, Payload, Progress, UploadStream, User,
+    Hub, HubBuilder, HubCallerContext, HubError, HubOptions,
+    auth::{AuthError, AuthRequest, ConnectRequest, User},
+    context::CallerState,
+    filter::{HubFilter, OutgoingInvocation},
     hub,
+    hub::{Progress, UploadStream},
+    protocol::Payload,
 };
 
 const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";

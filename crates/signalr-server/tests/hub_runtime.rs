@@ -24,9 +24,12 @@ use runtime::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use signalr_server::{
-    AuthError, AuthRequest, ClientResultError, Hub, HubBuilder, HubCallerContext, HubError,
-    HubFilter, HubInvocation, HubOptions, HubProtocol, InvokeError, LoggingFilter, MethodOutput,
-    Next, NextConnected, NextDisconnected, Payload, State, TransportType, UploadStream, User,
+    Hub, HubBuilder, HubCallerContext, HubError, HubOptions, HubProtocol, TransportType,
+    auth::{AuthError, AuthRequest, User},
+    error::ClientResultError,
+    filter::{HubFilter, HubInvocation, LoggingFilter, Next, NextConnected, NextDisconnected},
+    hub::{InvokeError, MethodOutput, State, UploadStream},
+    protocol::Payload,
 };
 
 const RS: char = '\u{1e}';

@@ -19,8 +19,9 @@ use signalr_server::lifetime::{
     DefaultHubLifetimeManager, HubConnectionContext, HubLifetimeManager, SerializedHubMessage,
 };
 use signalr_server::{
-    ClientResultError, GroupError, Hub, HubCallerContext, HubError, HubOptions, Recipients,
-    SendError,
+    Hub, HubCallerContext, HubError, HubOptions,
+    clients::Recipients,
+    error::{ClientResultError, GroupError, SendError},
 };
 
 /// Wraps the in-memory manager, records what it is asked, and fails on demand.

@@ -43,8 +43,9 @@ use futures_util::stream;
 use runtime::{build, eventually};
 use serde_json::{Value, json};
 use signalr_server::{
-    ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, RawConnection,
-    UploadStream, connection_router,
+    ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubError, HubOptions,
+    hub::UploadStream,
+    raw::{RawConnection, connection_router},
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};

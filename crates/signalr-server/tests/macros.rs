@@ -11,7 +11,10 @@ use common::{RS, TestServer, Ws, finish, install_panic_hook, within, ws_connect_
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use signalr_server::{
-    AuthError, AuthRequest, HubCallerContext, HubError, HubOptions, State, UploadStream, User, hub,
+    HubCallerContext, HubError, HubOptions,
+    auth::{AuthError, AuthRequest, User},
+    hub,
+    hub::{State, UploadStream},
     hub_client,
 };
 

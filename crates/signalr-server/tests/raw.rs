@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use signalr_server::{ConnectionOptions, RawConnection, connection_router};
+use signalr_server::{
+    ConnectionOptions,
+    raw::{RawConnection, connection_router},
+};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn echo_server() -> String {

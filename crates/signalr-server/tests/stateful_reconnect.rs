@@ -14,7 +14,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use signalr_server::{
-    AuthRequest, ConnectionOptions, Hub, HubCallerContext, HubError, HubOptions, User,
+    ConnectionOptions, Hub, HubCallerContext, HubError, HubOptions,
+    auth::{AuthRequest, User},
 };
 
 /// The hooks that ran, in order.

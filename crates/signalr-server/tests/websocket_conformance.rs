@@ -32,7 +32,10 @@ use common::{
     msgpack_echo_invocation, msgpack_to_json, read_varint, start_with, varint_framed, within,
 };
 use serde_json::{Value, json};
-use signalr_server::{ConnectionOptions, HubOptions, RawConnection, connection_router};
+use signalr_server::{
+    ConnectionOptions, HubOptions,
+    raw::{RawConnection, connection_router},
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

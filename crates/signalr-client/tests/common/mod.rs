@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use signalr_hub_client::{Error, HubConnection, HubConnectionState, HubProtocol, TransportType};
 use signalr_server::{
-    ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubError, HubOptions, State, UploadStream,
+    ConnectionOptions, Hub, HubBuilder, HubCallerContext, HubError, HubOptions,
+    hub::{State, UploadStream},
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
