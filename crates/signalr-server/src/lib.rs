@@ -108,6 +108,7 @@ mod jwt;
 mod lenient;
 pub mod lifetime;
 mod message;
+pub mod metrics;
 mod options;
 mod raw;
 pub mod serve;
