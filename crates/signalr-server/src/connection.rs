@@ -871,7 +871,7 @@ impl Connection {
             .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), self))
         {
             self.started_at
-                .store(crate::metrics::now_nanos(), Ordering::Relaxed);
+                .store(crate::metrics::now_nanos(), Ordering::Release);
             crate::metrics::connection_started(transport);
         }
         true
@@ -1159,13 +1159,31 @@ impl Connection {
         self.wake.notify_one();
     }
 
-    /// Records the end of a connection just removed from its manager (under the manager's lock,
-    /// as the start): nothing when its transport never started.
+    /// Records the end of the connection in the metrics, once: when it is removed from its
+    /// manager, or earlier when a long poll delivered the end ([`transport_ended`](Self::transport_ended)).
+    /// Nothing when its transport never started (`started_at` is 0 then, and once recorded).
     fn ended(&self, status: crate::metrics::StopStatus) {
-        if let Some(&transport) = self.transport.get() {
-            let started = self.started_at.load(Ordering::Relaxed);
+        let started = self.started_at.swap(0, Ordering::AcqRel);
+        if started != 0
+            && let Some(&transport) = self.transport.get()
+        {
             crate::metrics::connection_ended(transport, status, crate::metrics::since(started));
         }
+    }
+
+    /// A long poll delivered the end of the outgoing queue: the connection ends for the metrics
+    /// now (ASP.NET removes it at that poll), though it stays until the disconnect timeout
+    /// (later polls get 204).
+    pub(crate) fn transport_ended(&self) {
+        let shutting_down = self
+            .manager
+            .upgrade()
+            .is_some_and(|manager| manager.shutting_down.load(Ordering::Relaxed));
+        self.ended(if shutting_down {
+            crate::metrics::StopStatus::AppShutdown
+        } else {
+            crate::metrics::StopStatus::NormalClosure
+        });
     }
 
     /// Whether the connection was disposed (`closed` is cancelled or about to be). An atomic

@@ -9,8 +9,8 @@
 //!
 //! | name | ASP.NET instrument (unit) | `metrics` call | attributes | recorded |
 //! |---|---|---|---|---|
-//! | [`ACTIVE_CONNECTIONS`] `signalr.server.active_connections` | up-down counter (`{connection}`) | gauge `increment(1)` / `decrement(1)` | [`TRANSPORT`] | +1 when a connection's transport starts, −1 when the connection is removed |
-//! | [`CONNECTION_DURATION`] `signalr.server.connection.duration` | histogram (`s`) | histogram `record(seconds)` | [`CONNECTION_STATUS`], [`TRANSPORT`] | once, when the connection is removed: seconds since its transport started |
+//! | [`ACTIVE_CONNECTIONS`] `signalr.server.active_connections` | up-down counter (`{connection}`) | gauge `increment(1)` / `decrement(1)` | [`TRANSPORT`] | +1 when a connection's transport starts, −1 with the duration |
+//! | [`CONNECTION_DURATION`] `signalr.server.connection.duration` | histogram (`s`) | histogram `record(seconds)` | [`CONNECTION_STATUS`], [`TRANSPORT`] | once, when the connection is removed (long polling: at the poll that delivers its end, where ASP.NET removes it): seconds since its transport started |
 //!
 //! Descriptions (as ASP.NET's): "Number of connections that are currently active on the server."
 //! and "The duration of connections on the server.". They are given to the recorder with the
