@@ -13,7 +13,7 @@
 //! `/metrics` serves the server's metrics in Prometheus' text format: among them ASP.NET Core's
 //! connection metrics, which `signalr-server` records (`signalr_server::metrics`):
 //! `signalr_server_active_connections{signalr_transport="web_sockets"}` and the histogram
-//! `signalr_server_connection_duration_seconds` (Prometheus' spelling of
+//! `signalr_server_connection_duration` (Prometheus' spelling of
 //! `signalr.server.active_connections` and `signalr.server.connection.duration`). The status
 //! page's connection totals come from the same recorder (see the `stats` module).
 //!

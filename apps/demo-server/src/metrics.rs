@@ -163,6 +163,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prometheus_renders_the_metrics_with_underscores() {
+        let prometheus = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(CONNECTION_DURATION.to_owned()),
+                &DURATION_BUCKETS,
+            )
+            .expect("buckets")
+            .build_recorder();
+        let handle = prometheus.handle();
+        let recorder = Fanout {
+            prometheus,
+            active: ActiveConnections::default(),
+        };
+        metrics::with_local_recorder(&recorder, || {
+            signalr_server::metrics::describe();
+            metrics::gauge!(ACTIVE_CONNECTIONS, TRANSPORT => "web_sockets").increment(2.0);
+            metrics::histogram!(CONNECTION_DURATION, "signalr.connection.status" => "timeout", TRANSPORT => "long_polling").record(7.0);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(
+                "signalr_server_active_connections{signalr_transport=\"web_sockets\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("signalr_server_connection_duration_bucket{signalr_connection_status=\"timeout\",signalr_transport=\"long_polling\",le=\"10\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn keeps_the_active_connection_gauges_by_transport() {
         let active = ActiveConnections::default();
         let recorder = active.recorder();
