@@ -10,6 +10,13 @@
 //! | `/shape` | `/hubs/shape` / `MoveShapeHub` | ASP.NET's MoveShape: drag in one window, it moves in every other; the server broadcasts the latest position at most every 40 ms |
 //! | `/status` | `/hubs/status` / `StatusHub` | live connections by transport and protocol, groups, messages in/out per second |
 //!
+//! `/metrics` serves the server's metrics in Prometheus' text format: among them ASP.NET Core's
+//! connection metrics, which `signalr-server` records (`signalr_server::metrics`):
+//! `signalr_server_active_connections{signalr_transport="web_sockets"}` and the histogram
+//! `signalr_server_connection_duration` (Prometheus' spelling of
+//! `signalr.server.active_connections` and `signalr.server.connection.duration`). The status
+//! page's connection totals come from the same recorder (see the `stats` module).
+//!
 //! ASP.NET Core clients connect at `/hubs/<name>`; classic SignalR 2.x clients (jQuery, or the
 //! .NET `Microsoft.AspNet.SignalR.Client`) at `/signalr`, where `/signalr/hubs` is the generated
 //! JavaScript proxy. Both kinds of client of one hub are one set of connections: a Core page and
@@ -37,6 +44,7 @@
 
 mod assets;
 mod chat;
+mod metrics;
 mod shape;
 mod stats;
 mod stocks;
@@ -293,7 +301,18 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.bind, args.port)).await?;
     let address = listener.local_addr()?;
 
-    let stats = Arc::new(Stats::default());
+    // Before the hubs' routers: each endpoint describes the metrics to the recorder it finds.
+    let (prometheus, active_connections) = metrics::install()?;
+    let stats = Arc::new(Stats::with_metrics(active_connections));
+    // Prometheus keeps histogram samples until a scrape or an upkeep folds them in.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let chat_state = Arc::new(ChatState::new(backplane.is_some()));
     let market = StockMarket::new(stats.clone(), !args.no_market);
     let stock_context = StockContext::default();
@@ -348,7 +367,12 @@ async fn main() -> std::io::Result<()> {
             stopping.clone(),
             refuse_while_stopping,
         ));
-    let app = hub_routes.merge(assets::router(args.web_dir.clone()));
+    let app = hub_routes
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { prometheus.render() }),
+        )
+        .merge(assets::router(args.web_dir.clone()));
 
     println!("Listening on http://{address}");
     println!("Open http://{address}/ in a browser: /chat, /stocks, /shape, /status (Ctrl-C stops)");

@@ -1,7 +1,18 @@
-//! The status page's numbers: connections by hub, transport and protocol (counted by a
-//! [`HubFilter`] around connect and disconnect), messages in (hub invocations, counted by the same
-//! filter) and out (counted where the demo sends), sampled once a second and pushed to the
-//! `/hubs/status` clients.
+//! The status page's numbers, sampled once a second and pushed to the `/hubs/status` clients:
+//!
+//! - connections (the total and by transport) of ASP.NET Core clients: the server's
+//!   `signalr.server.active_connections` metric (ASP.NET's name, by `signalr.transport`), read
+//!   from the demo's recorder ([`crate::metrics`]); classic SignalR 2.x connections, which that
+//!   metric leaves out, are added from the filter's counts;
+//! - connections by hub and by protocol (and the hub × transport × protocol table): counted by a
+//!   [`HubFilter`] around connect and disconnect, since no ASP.NET metric has a hub or protocol
+//!   attribute;
+//! - messages in (hub invocations, counted by the same filter) and out (counted where the demo
+//!   sends): no ASP.NET metric counts them either.
+//!
+//! The metric counts a connection from its transport's start to its removal, the filter from
+//! the hub's connected hook to its disconnected hook: for a moment around a connect or a
+//! disconnect the two may differ by one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +28,10 @@ use signalr_server::{
 };
 
 use crate::chat::ChatState;
+use crate::metrics::ActiveConnections;
+
+/// The protocol name of classic SignalR 2.x connections ([`crate::protocol_name`]).
+const CLASSIC: &str = "classic";
 
 /// Seconds of history kept for the status chart.
 pub const HISTORY_SECONDS: usize = 120;
@@ -201,11 +216,13 @@ pub struct Snapshot {
     pub backplane: BackplaneInfo,
     /// Seconds since the server started.
     pub uptime_seconds: u64,
-    /// Open connections of all hubs.
+    /// Open connections of all hubs (`signalr.server.active_connections`, plus classic
+    /// connections).
     pub connections: usize,
-    /// Open connections by hub, transport and protocol.
+    /// Open connections by hub, transport and protocol (the hub filter's counts).
     pub by_kind: Vec<ConnectionRow>,
-    /// Open connections by transport.
+    /// Open connections by transport (`signalr.server.active_connections` by
+    /// `signalr.transport`, plus classic connections).
     pub by_transport: BTreeMap<&'static str, usize>,
     /// Open connections by hub protocol.
     pub by_protocol: BTreeMap<&'static str, usize>,
@@ -237,6 +254,9 @@ struct Counters {
 pub struct Stats {
     started: Instant,
     counters: Mutex<Counters>,
+    /// The server's active-connection gauges; without them (the unit tests) the filter's counts
+    /// stand in.
+    active: Option<ActiveConnections>,
 }
 
 impl Default for Stats {
@@ -244,6 +264,7 @@ impl Default for Stats {
         Stats {
             started: Instant::now(),
             counters: Mutex::default(),
+            active: None,
         }
     }
 }
@@ -255,6 +276,30 @@ impl std::fmt::Debug for Stats {
 }
 
 impl Stats {
+    /// Counters whose connection figures come from the server's metrics.
+    pub fn with_metrics(active: ActiveConnections) -> Self {
+        Stats {
+            active: Some(active),
+            ..Stats::default()
+        }
+    }
+
+    /// Open connections by transport: the metric's (ASP.NET Core clients) and the classic
+    /// connections the filter counted; all from the filter without the metric.
+    fn by_transport(&self, counters: &Counters) -> BTreeMap<&'static str, usize> {
+        let mut by_transport = self
+            .active
+            .as_ref()
+            .map(ActiveConnections::by_transport)
+            .unwrap_or_default();
+        for (kind, count) in &counters.connections {
+            if self.active.is_none() || kind.protocol == CLASSIC {
+                *by_transport.entry(kind.transport).or_default() += count;
+            }
+        }
+        by_transport
+    }
+
     /// Counts an opened connection.
     pub fn connected(&self, kind: ConnectionKind) {
         *lock(&self.counters).connections.entry(kind).or_default() += 1;
@@ -301,7 +346,7 @@ impl Stats {
         let total_out: u64 = counters.messages_out.values().sum();
         let sample = Sample {
             at: now_ms(),
-            connections: counters.connections.values().sum(),
+            connections: self.by_transport(&counters).values().sum(),
             messages_in: total_in - counters.sampled_in,
             messages_out: total_out - counters.sampled_out,
         };
@@ -322,11 +367,10 @@ impl Stats {
         rooms: Vec<RoomRow>,
     ) -> Snapshot {
         let counters = lock(&self.counters);
-        let mut by_transport = BTreeMap::new();
+        let by_transport = self.by_transport(&counters);
         let mut by_protocol = BTreeMap::new();
         let mut by_hub = BTreeMap::new();
         for (kind, count) in &counters.connections {
-            *by_transport.entry(kind.transport).or_default() += count;
             *by_protocol.entry(kind.protocol).or_default() += count;
             *by_hub.entry(kind.hub).or_default() += count;
         }
@@ -334,7 +378,7 @@ impl Stats {
             server,
             backplane,
             uptime_seconds: self.started.elapsed().as_secs(),
-            connections: counters.connections.values().sum(),
+            connections: by_transport.values().sum(),
             by_kind: counters
                 .connections
                 .iter()
@@ -538,6 +582,45 @@ mod tests {
                 .by_kind
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn connection_totals_come_from_the_metric_plus_classic_connections() {
+        let active = ActiveConnections::default();
+        let recorder = active.recorder();
+        let stats = Stats::with_metrics(active);
+        const LP_CLASSIC: ConnectionKind = ConnectionKind {
+            hub: "chat",
+            transport: "LongPolling",
+            protocol: "classic",
+        };
+        // The filter saw one Core and one classic connection; the metric has two Core
+        // WebSockets (one not through its handshake yet) and one long polling.
+        stats.connected(WS_JSON);
+        stats.connected(LP_CLASSIC);
+        metrics::with_local_recorder(&recorder, || {
+            let gauge = |transport: &'static str| {
+                metrics::gauge!(signalr_server::metrics::ACTIVE_CONNECTIONS,
+                    signalr_server::metrics::TRANSPORT => transport)
+            };
+            gauge("web_sockets").increment(2.0);
+            gauge("long_polling").increment(1.0);
+        });
+        let snapshot = stats.snapshot(server(), BackplaneSource::default().info(), 0, Vec::new());
+        assert_eq!(snapshot.connections, 4);
+        assert_eq!(snapshot.by_transport.get("WebSockets"), Some(&2));
+        assert_eq!(snapshot.by_transport.get("LongPolling"), Some(&2));
+        assert_eq!(snapshot.by_protocol.get("json"), Some(&1));
+        assert_eq!(snapshot.by_protocol.get("classic"), Some(&1));
+        assert_eq!(snapshot.by_kind.len(), 2);
+        stats.sample();
+        assert_eq!(
+            stats
+                .snapshot(server(), BackplaneSource::default().info(), 0, Vec::new())
+                .history[0]
+                .connections,
+            4
         );
     }
 

@@ -190,6 +190,13 @@ impl Lifetime {
     }
 
     fn close_all(&self, close: &signalr_protocol::Close) {
+        // The graceful-shutdown step: the connections that end from now on end as
+        // `app_shutdown` in the metrics (crate::metrics).
+        if let Ok(endpoints) = self.endpoints.lock() {
+            for manager in endpoints.iter().filter_map(Weak::upgrade) {
+                manager.shut_down();
+            }
+        }
         self.local.close_all(close);
     }
 

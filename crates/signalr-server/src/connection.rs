@@ -8,7 +8,7 @@
 //! connections); the outgoing one is an [`OutgoingQueue`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -766,6 +766,9 @@ pub(crate) struct Connection {
     pub id: String,
     pub token: String,
     transport: OnceLock<TransportType>,
+    /// When the transport started ([`crate::metrics::now_nanos`]), for
+    /// `signalr.server.connection.duration`; 0 until then.
+    started_at: AtomicU64,
     /// Made on first use: a WebSocket hub connection reads its socket itself and needs none.
     inbound: OnceLock<InboundQueue>,
     incoming_capacity: usize,
@@ -802,9 +805,9 @@ pub(crate) struct Connection {
     pub user: OnceLock<crate::auth::User>,
     /// The heartbeat (the manager's 1 s tick, counted) at or after the transport's last write
     /// (see `wrote`).
-    last_write: AtomicU64,
+    last_write: AtomicU32,
     /// The heartbeat at or after the application last received bytes (see `received`).
-    last_received: AtomicU64,
+    last_received: AtomicU32,
     /// The transport wrote since the latest heartbeat, which then stamps `last_write` with its
     /// own number: no clock read per write, and a stamp is never earlier than what it records,
     /// so a timeout never fires early; it fires on the first heartbeat at least the interval
@@ -846,8 +849,32 @@ impl Connection {
 
     /// Binds the connection to `transport` on its first transport request; `false` when it is
     /// already bound to another one (docs/protocol.md, "Status codes": `Cannot change transports mid-connection`).
+    ///
+    /// The first binding starts the connection for the metrics (`signalr.server.active_connections`
+    /// +1, the start of `signalr.server.connection.duration`), as ASP.NET's `TrySetTransport`
+    /// does; under the manager's lock, so that a connection removed meanwhile is not counted.
     pub(crate) fn bind_transport(&self, transport: TransportType) -> bool {
-        *self.transport.get_or_init(|| transport) == transport
+        if let Some(bound) = self.transport.get() {
+            return *bound == transport;
+        }
+        let Some(manager) = self.manager.upgrade() else {
+            return *self.transport.get_or_init(|| transport) == transport;
+        };
+        let Ok(map) = manager.connections.lock() else {
+            return *self.transport.get_or_init(|| transport) == transport;
+        };
+        if self.transport.set(transport).is_err() {
+            return self.transport.get() == Some(&transport);
+        }
+        if map
+            .get(&self.token)
+            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), self))
+        {
+            self.started_at
+                .store(crate::metrics::now_nanos(), Ordering::Release);
+            crate::metrics::connection_started(transport);
+        }
+        true
     }
 
     /// Sends WebSocket frames as Binary from now on (a binary hub protocol).
@@ -1054,7 +1081,7 @@ impl Connection {
 
     /// The heartbeat's work for this connection at heartbeat number `beat` (see
     /// [`Heartbeat`]).
-    fn beat(&self, beat: u64) {
+    fn beat(&self, beat: u32) {
         let Some(heartbeat) = self.heartbeat.get() else {
             return;
         };
@@ -1070,7 +1097,7 @@ impl Connection {
             // give the ping on the heartbeat it had when writes were timed precisely (a 100 ms
             // interval: every heartbeat, after the previous ping's own write too).
             let since_write = beat.saturating_sub(self.last_write.load(Ordering::Relaxed));
-            if since_write >= heartbeat.keep_alive_interval.as_secs() {
+            if u64::from(since_write) >= heartbeat.keep_alive_interval.as_secs() {
                 let _ = self.try_send(Outgoing::Data(ping.clone()));
                 self.last_write.store(beat, Ordering::Relaxed);
             }
@@ -1080,7 +1107,7 @@ impl Connection {
         }
         let silent = beat.saturating_sub(self.last_received.load(Ordering::Relaxed));
         if self.client_timeout_armed.load(Ordering::Relaxed)
-            && silent >= heartbeats(heartbeat.client_timeout)
+            && u64::from(silent) >= heartbeats(heartbeat.client_timeout)
             && !self.timed_out.swap(true, Ordering::AcqRel)
         {
             self.wake.notify_one();
@@ -1117,13 +1144,46 @@ impl Connection {
 
     /// Ends the connection: removes it from the manager and wakes everything waiting on it.
     pub(crate) fn dispose(&self) {
+        self.dispose_as(crate::metrics::StopStatus::NormalClosure);
+    }
+
+    /// [`dispose`](Self::dispose), recording `status` as the reason in the metrics (unless the
+    /// connection's hub is shutting down: `app_shutdown`).
+    fn dispose_as(&self, status: crate::metrics::StopStatus) {
         if let Some(manager) = self.manager.upgrade() {
-            manager.remove(&self.token);
+            manager.remove(&self.token, status);
         }
         self.disposed.store(true, Ordering::Release);
         self.closed.cancel();
         // A hub's message loop waits on `wake`, not on `closed`.
         self.wake.notify_one();
+    }
+
+    /// Records the end of the connection in the metrics, once: when it is removed from its
+    /// manager, or earlier when a long poll delivered the end ([`transport_ended`](Self::transport_ended)).
+    /// Nothing when its transport never started (`started_at` is 0 then, and once recorded).
+    fn ended(&self, status: crate::metrics::StopStatus) {
+        let started = self.started_at.swap(0, Ordering::AcqRel);
+        if started != 0
+            && let Some(&transport) = self.transport.get()
+        {
+            crate::metrics::connection_ended(transport, status, crate::metrics::since(started));
+        }
+    }
+
+    /// A long poll delivered the end of the outgoing queue: the connection ends for the metrics
+    /// now (ASP.NET removes it at that poll), though it stays until the disconnect timeout
+    /// (later polls get 204).
+    pub(crate) fn transport_ended(&self) {
+        let shutting_down = self
+            .manager
+            .upgrade()
+            .is_some_and(|manager| manager.shutting_down.load(Ordering::Relaxed));
+        self.ended(if shutting_down {
+            crate::metrics::StopStatus::AppShutdown
+        } else {
+            crate::metrics::StopStatus::NormalClosure
+        });
     }
 
     /// Whether the connection was disposed (`closed` is cancelled or about to be). An atomic
@@ -1165,8 +1225,11 @@ pub(crate) struct ConnectionManager {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     options: ConnectionOptions,
     sweeper: OnceLock<()>,
-    /// Heartbeats so far (the sweep's 1 s ticks).
-    beats: AtomicU64,
+    /// Heartbeats so far (the sweep's 1 s ticks; 32 bits last 136 years, and keep the
+    /// connections' two stamps one word smaller).
+    beats: AtomicU32,
+    /// Set by [`ConnectionManager::shut_down`].
+    shutting_down: AtomicBool,
 }
 
 /// 16 cryptographically random bytes, base64url without padding (22 characters), as ASP.NET
@@ -1178,11 +1241,13 @@ fn random_id() -> String {
 
 impl ConnectionManager {
     pub(crate) fn new(options: ConnectionOptions) -> Arc<Self> {
+        crate::metrics::describe();
         Arc::new(ConnectionManager {
             connections: Mutex::new(HashMap::new()),
             options,
             sweeper: OnceLock::new(),
-            beats: AtomicU64::new(0),
+            beats: AtomicU32::new(0),
+            shutting_down: AtomicBool::new(false),
         })
     }
 
@@ -1209,6 +1274,7 @@ impl ConnectionManager {
             id,
             token: token.clone(),
             transport: OnceLock::new(),
+            started_at: AtomicU64::new(0),
             inbound: OnceLock::new(),
             incoming_capacity: self.options.incoming_queue_capacity,
             incoming_bytes: self.options.incoming_buffer_size,
@@ -1236,8 +1302,8 @@ impl ConnectionManager {
             request: OnceLock::new(),
             user: OnceLock::new(),
             // The next heartbeat: one at or after the connection's start.
-            last_write: AtomicU64::new(self.beats.load(Ordering::Relaxed) + 1),
-            last_received: AtomicU64::new(self.beats.load(Ordering::Relaxed) + 1),
+            last_write: AtomicU32::new(self.beats.load(Ordering::Relaxed).wrapping_add(1)),
+            last_received: AtomicU32::new(self.beats.load(Ordering::Relaxed).wrapping_add(1)),
             wrote: AtomicBool::new(false),
             received: AtomicBool::new(false),
             heartbeat: OnceLock::new(),
@@ -1266,17 +1332,32 @@ impl ConnectionManager {
         })
     }
 
-    fn remove(&self, token: &str) {
-        if let Ok(mut map) = self.connections.lock() {
-            map.remove(token);
+    /// Removes a connection; one whose transport started ends for the metrics, with `status`
+    /// (`app_shutdown` once the hub is shutting down, see [`shut_down`](Self::shut_down)).
+    fn remove(&self, token: &str, status: crate::metrics::StopStatus) {
+        if let Ok(mut map) = self.connections.lock()
+            && let Some(connection) = map.remove(token)
+        {
+            let status = if self.shutting_down.load(Ordering::Relaxed) {
+                crate::metrics::StopStatus::AppShutdown
+            } else {
+                status
+            };
+            connection.ended(status);
         }
+    }
+
+    /// The hub is shutting down ([`HubContext::close_all`](crate::HubContext::close_all)):
+    /// connections removed from now on end as `app_shutdown` in the metrics.
+    pub(crate) fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
     }
 
     /// Disposes connections inactive for longer than the disconnect timeout (docs/protocol.md, "Connection lifetime"), and runs
     /// the hubs' heartbeat (keep-alive pings, client timeouts).
     fn sweep(&self) {
         let now = Instant::now();
-        let beat = self.beats.fetch_add(1, Ordering::Relaxed) + 1;
+        let beat = self.beats.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let expired: Vec<Arc<Connection>> = match self.connections.lock() {
             Ok(map) => map
                 .values()
@@ -1291,7 +1372,21 @@ impl ConnectionManager {
         };
         for connection in expired {
             tracing::debug!(connection_id = %connection.id, "disconnect timeout elapsed");
-            connection.dispose();
+            connection.dispose_as(crate::metrics::StopStatus::Timeout);
+        }
+    }
+}
+
+impl Drop for ConnectionManager {
+    /// The endpoint is gone (its router dropped): the connections still in it end for the
+    /// metrics as `app_shutdown` (their tasks can no longer remove them).
+    fn drop(&mut self) {
+        let map = match self.connections.get_mut() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (_, connection) in map.drain() {
+            connection.ended(crate::metrics::StopStatus::AppShutdown);
         }
     }
 }

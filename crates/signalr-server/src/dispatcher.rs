@@ -768,6 +768,7 @@ async fn long_poll(
                 if batch.as_ref().is_none_or(|batch| batch.end) {
                     // The application ended and this poll takes the last of what it wrote.
                     connection.end_delivered.store(true, Ordering::Release);
+                    connection.transport_ended();
                 }
                 match batch {
                     Some(batch) if !batch.data.is_empty() => {

@@ -122,6 +122,7 @@ pub mod error;
 pub mod filter;
 pub mod hub;
 pub mod lifetime;
+pub mod metrics;
 pub mod options;
 pub mod raw;
 pub mod serve;

@@ -67,7 +67,8 @@
     $("by-transport").tBodies[0].replaceChildren(...TRANSPORTS.map((t) =>
       el("tr", { "data-transport": t }, el("td", {}, t),
         cell(count(t, "json")), cell(count(t, "messagepack")), cell(count(t, "classic")),
-        cell(count(t)))));
+        // The total: the server's signalr.server.active_connections (plus classic connections).
+        cell(stats.byTransport[t] ?? 0))));
     $("by-kind").tBodies[0].replaceChildren(...stats.byKind.map((k) =>
       el("tr", { "data-key": `${k.hub}/${k.transport}/${k.protocol}` },
         el("td", {}, k.hub), el("td", {}, k.transport), el("td", {}, k.protocol), cell(k.count))));

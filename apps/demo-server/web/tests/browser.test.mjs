@@ -435,6 +435,12 @@ test("status: live counts of connections by transport and protocol (classic too)
     assert.equal(await status.locator("#servers tbody tr").count(), 1);
     assert.equal(await cell("#servers tbody tr td:first-child"), `${url} (this one)`);
     assert.equal(await cell('#by-transport tr[data-transport="WebSockets"] td:last-child'), "2");
+    // The same totals in Prometheus' text at /metrics: ASP.NET Core's metric, without the
+    // classic connection.
+    const exposition = await (await fetch(`${url}/metrics`)).text();
+    for (const [transport, count] of [["web_sockets", 2], ["long_polling", 1], ["server_sent_events", 1]]) {
+        assert.match(exposition, new RegExp(`^signalr_server_active_connections\\{signalr_transport="${transport}"\\} ${count}$`, "m"));
+    }
     // Some seconds of traffic for the chart, which draws the history the server pushes.
     const until = Date.now() + 4000;
     for (let i = 0; Date.now() < until; i++) {
