@@ -10,6 +10,8 @@
 //! own `DebuggingRecorder` set as the thread's default recorder, so tests do not see each
 //! other's connections.
 
+#![cfg(feature = "metrics")]
+
 mod common;
 
 use std::time::Duration;
