@@ -40,12 +40,12 @@
 //!   - `app_shutdown`: the connection ended after [`HubContext::close_all`](crate::HubContext::close_all)
 //!     (this crate's graceful-shutdown step, ASP.NET's `ApplicationStopping`) on one of its hub's
 //!     endpoints, or was still open when its endpoint (the `Router` of
-//!     [`Hub::router`](crate::Hub::router) or [`connection_router`](crate::connection_router)) was
+//!     [`Hub::router`](crate::Hub::router) or [`connection_router`](crate::raw::connection_router)) was
 //!     dropped.
 //!
 //! ## Which connections count
 //! Every connection of the ASP.NET Core protocol, of hubs and of raw
-//! [`connection_router`](crate::connection_router) endpoints, as ASP.NET counts every connection of
+//! [`connection_router`](crate::raw::connection_router) endpoints, as ASP.NET counts every connection of
 //! its connection layer: WebSockets (negotiated or with skipped negotiation), Server-Sent Events
 //! and long polling. A connection counts from its first transport request (negotiate alone does
 //! not count; a negotiated connection that never connects is never recorded) until it is
@@ -56,7 +56,7 @@
 //! ASP.NET Core's instruments describe ASP.NET Core's connection layer (classic ASP.NET SignalR
 //! has performance counters of its own, and transports such as `foreverFrame` the attribute has
 //! no value for). Their hub-level life is visible to hub filters
-//! ([`HubFilter::on_connected`](crate::HubFilter::on_connected)).
+//! ([`HubFilter::on_connected`](crate::filter::HubFilter::on_connected)).
 //!
 //! ## No protocol attribute
 //! ASP.NET's connection instruments have no hub-protocol attribute, and this crate adds none: a
@@ -128,7 +128,7 @@ pub const ACTIVE_CONNECTIONS_DESCRIPTION: &str =
 pub const CONNECTION_DURATION_DESCRIPTION: &str = "The duration of connections on the server.";
 
 /// Gives the installed recorder the unit and description of both metrics. Every endpoint does
-/// it when it is made ([`Hub::router`](crate::Hub::router), [`connection_router`](crate::connection_router));
+/// it when it is made ([`Hub::router`](crate::Hub::router), [`connection_router`](crate::raw::connection_router));
 /// call it after installing a recorder later than that. A no-op without the `metrics` feature.
 pub fn describe() {
     #[cfg(feature = "metrics")]
