@@ -312,16 +312,7 @@ async fn connections_closed_by_close_all_end_as_app_shutdown() {
     let server = start().await;
 
     let mut ws = ws_json(&server).await;
-    let (_, token) = negotiate(&server).await;
-    assert_eq!(poll(&server, &token).await.status, 200);
-    let handshake = post(
-        &server,
-        &token,
-        "{\"protocol\":\"json\",\"version\":1}\u{1e}",
-    )
-    .await;
-    assert_eq!(handshake.status, 200);
-    assert_eq!(poll(&server, &token).await.body, "{}\u{1e}");
+    let token = long_polling_json(&server).await;
     assert_eq!(metrics.active("web_sockets"), 1.0);
     assert_eq!(metrics.active("long_polling"), 1.0);
 

@@ -76,16 +76,7 @@ async fn close_all_sends_close_to_every_connection() {
 async fn long_polling_transport_stays_open_until_close_message_is_polled() {
     let server = start().await;
     let context = server.hub.context();
-    let (_, token) = negotiate(&server).await;
-    assert_eq!(poll(&server, &token).await.status, 200, "start poll");
-    let handshake = post(
-        &server,
-        &token,
-        "{\"protocol\":\"json\",\"version\":1}\u{1e}",
-    )
-    .await;
-    assert_eq!(handshake.status, 200);
-    assert_eq!(poll(&server, &token).await.body, "{}\u{1e}");
+    let token = long_polling_json(&server).await;
     within("connection registered", async {
         while context.connection_count() < 1 {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -491,6 +491,22 @@ pub async fn ws_json(server: &TestServer) -> Ws {
     ws
 }
 
+/// Negotiates a long-polling connection, starts it with its first poll and completes a JSON
+/// handshake (the handshake answer arrives on the next poll); returns the connection token.
+pub async fn long_polling_json(server: &TestServer) -> String {
+    let (_, token) = negotiate(server).await;
+    assert_eq!(poll(server, &token).await.status, 200, "start poll");
+    let handshake = post(
+        server,
+        &token,
+        "{\"protocol\":\"json\",\"version\":1}\u{1e}",
+    )
+    .await;
+    assert_eq!(handshake.status, 200);
+    assert_eq!(poll(server, &token).await.body, "{}\u{1e}");
+    token
+}
+
 /// The JSON text of an Invocation of `Echo` with `invocation_id` and `value`, with its RS.
 pub fn echo_invocation(invocation_id: &str, value: &Value) -> String {
     let message = serde_json::json!({
