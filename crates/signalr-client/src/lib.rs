@@ -233,9 +233,3 @@ mod tests {
         assert_send_sync(&subscription);
     }
 }
-
-/// The repository README's Rust examples (server and client), compiled as doctests so they stay
-/// correct. They live here because this crate's tests see both the server and the client.
-#[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;
