@@ -51,7 +51,10 @@ async fn start_hub() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
-    let url = format!("http://{}/chat", listener.local_addr().expect("local address"));
+    let url = format!(
+        "http://{}/chat",
+        listener.local_addr().expect("local address")
+    );
     tokio::spawn(async move { signalr::serve(listener, app).await });
     url
 }
@@ -72,12 +75,10 @@ async fn a_macro_hub_through_the_facade_answers_the_facade_client() {
     for protocol in [HubProtocol::Json, HubProtocol::MessagePack] {
         let connection = connect(&url, protocol).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let _subscription = connection.on(
-            "ReceiveMessage",
-            move |(user, text): (String, String)| {
+        let _subscription =
+            connection.on("ReceiveMessage", move |(user, text): (String, String)| {
                 let _ = tx.send(format!("{user}: {text}"));
-            },
-        );
+            });
 
         let sum: i64 = connection.invoke("Add", (2, 3)).await.expect("Add answers");
         assert_eq!(sum, 5, "{protocol:?}");
