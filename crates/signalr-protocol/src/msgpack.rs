@@ -46,8 +46,9 @@ pub fn read_varint(buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> 
     Ok(None)
 }
 
-/// Appends the VarInt encoding of `length` (docs/protocol.md, "Binary framing").
-pub fn write_varint(out: &mut BytesMut, mut length: usize) {
+/// Appends the VarInt encoding of `length` (docs/protocol.md, "Binary framing"): 1 to 10
+/// bytes (at most 5 for a length the protocol accepts), to a `BytesMut`, a `Vec<u8>` or a slice.
+pub fn write_varint(out: &mut impl BufMut, mut length: usize) {
     loop {
         let byte = (length & 0x7f) as u8;
         length >>= 7;
@@ -557,13 +558,16 @@ pub(crate) fn write_message(message: &HubMessage, out: &mut BytesMut) -> Result<
         out[start] = body_len as u8;
         return Ok(());
     }
-    let mut prefix = BytesMut::with_capacity(5);
-    write_varint(&mut prefix, body_len);
-    let extra = prefix.len() - 1;
+    // On the stack: 10 bytes hold the VarInt of any usize.
+    let mut prefix = [0u8; 10];
+    let mut free = &mut prefix[..];
+    write_varint(&mut free, body_len);
+    let prefix_len = 10 - free.len();
+    let extra = prefix_len - 1;
     let end = out.len();
     out.resize(end + extra, 0);
     out.copy_within(start + 1..end, start + 1 + extra);
-    out[start..start + prefix.len()].copy_from_slice(&prefix);
+    out[start..start + prefix_len].copy_from_slice(&prefix[..prefix_len]);
     Ok(())
 }
 
