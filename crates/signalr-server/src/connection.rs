@@ -857,19 +857,15 @@ impl Connection {
         if let Some(bound) = self.transport.get() {
             return *bound == transport;
         }
-        let Some(manager) = self.manager.upgrade() else {
-            return *self.transport.get_or_init(|| transport) == transport;
-        };
-        let Ok(map) = manager.connections.lock() else {
-            return *self.transport.get_or_init(|| transport) == transport;
-        };
+        let manager = self.manager.upgrade();
+        let map = manager.as_ref().and_then(|m| m.connections.lock().ok());
         if self.transport.set(transport).is_err() {
             return self.transport.get() == Some(&transport);
         }
-        if map
-            .get(&self.token)
-            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), self))
-        {
+        if map.is_some_and(|map| {
+            map.get(&self.token)
+                .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), self))
+        }) {
             self.started_at
                 .store(crate::metrics::now_nanos(), Ordering::Release);
             crate::metrics::connection_started(transport);
@@ -1175,14 +1171,10 @@ impl Connection {
     /// now (ASP.NET removes it at that poll), though it stays until the disconnect timeout
     /// (later polls get 204).
     pub(crate) fn transport_ended(&self) {
-        let shutting_down = self
-            .manager
-            .upgrade()
-            .is_some_and(|manager| manager.shutting_down.load(Ordering::Relaxed));
-        self.ended(if shutting_down {
-            crate::metrics::StopStatus::AppShutdown
-        } else {
-            crate::metrics::StopStatus::NormalClosure
+        let normal = crate::metrics::StopStatus::NormalClosure;
+        self.ended(match self.manager.upgrade() {
+            Some(manager) => manager.stop_status(normal),
+            None => normal,
         });
     }
 
@@ -1338,12 +1330,16 @@ impl ConnectionManager {
         if let Ok(mut map) = self.connections.lock()
             && let Some(connection) = map.remove(token)
         {
-            let status = if self.shutting_down.load(Ordering::Relaxed) {
-                crate::metrics::StopStatus::AppShutdown
-            } else {
-                status
-            };
-            connection.ended(status);
+            connection.ended(self.stop_status(status));
+        }
+    }
+
+    /// `status`, or `app_shutdown` once the hub is shutting down.
+    fn stop_status(&self, status: crate::metrics::StopStatus) -> crate::metrics::StopStatus {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            crate::metrics::StopStatus::AppShutdown
+        } else {
+            status
         }
     }
 
