@@ -119,9 +119,9 @@ struct Whoami {
 }
 
 /// The protocol a connection speaks, as the pages and the status page name it: the Core hub
-/// protocol (`json`, `messagepack`) or `classic` for a SignalR 2.x client.
+/// protocol (`json`, `messagepack`) or `classic` ([`stats::CLASSIC`]) for a SignalR 2.x client.
 pub fn protocol_name(hub: &HubCallerContext) -> &'static str {
-    hub.protocol().map_or("classic", |p| p.name())
+    hub.protocol().map_or(stats::CLASSIC, |p| p.name())
 }
 
 /// A hub builder with what every demo hub has: its name for classic clients, the
@@ -237,7 +237,7 @@ async fn close_all(hubs: &[HubContext], stats: &Stats) {
     }
     let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
     wait_until(deadline, || {
-        open_connections(hubs) <= stats.connections_with_protocol("classic")
+        open_connections(hubs) <= stats.connections_with_protocol(crate::stats::CLASSIC)
     })
     .await;
     if open_connections(hubs) > 0 {

@@ -31,7 +31,7 @@ use crate::chat::ChatState;
 use crate::metrics::ActiveConnections;
 
 /// The protocol name of classic SignalR 2.x connections ([`crate::protocol_name`]).
-const CLASSIC: &str = "classic";
+pub const CLASSIC: &str = "classic";
 
 /// Seconds of history kept for the status chart.
 pub const HISTORY_SECONDS: usize = 120;
