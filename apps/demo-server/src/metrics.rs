@@ -10,7 +10,7 @@ use metrics::{
     Counter, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+    BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use metrics_util::registry::{AtomicStorage, Registry};
 use signalr_server::TransportType;
@@ -83,13 +83,7 @@ impl ActiveConnections {
 /// # Errors
 /// When a recorder is installed already.
 pub fn install() -> std::io::Result<(PrometheusHandle, ActiveConnections)> {
-    let prometheus = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(CONNECTION_DURATION.to_owned()),
-            &DURATION_BUCKETS,
-        )
-        .map_err(std::io::Error::other)?
-        .build_recorder();
+    let prometheus = prometheus_recorder().map_err(std::io::Error::other)?;
     let handle = prometheus.handle();
     let active = ActiveConnections::default();
     metrics::set_global_recorder(Fanout {
@@ -98,6 +92,17 @@ pub fn install() -> std::io::Result<(PrometheusHandle, ActiveConnections)> {
     })
     .map_err(std::io::Error::other)?;
     Ok((handle, active))
+}
+
+/// The Prometheus recorder, with ASP.NET's bucket boundaries for
+/// `signalr.server.connection.duration`.
+fn prometheus_recorder() -> Result<PrometheusRecorder, BuildError> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(CONNECTION_DURATION.to_owned()),
+            &DURATION_BUCKETS,
+        )?
+        .build_recorder())
 }
 
 /// Sends everything to Prometheus, and the active-connection gauges to [`ActiveConnections`]
@@ -164,13 +169,7 @@ mod tests {
 
     #[test]
     fn prometheus_renders_the_metrics_with_underscores() {
-        let prometheus = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full(CONNECTION_DURATION.to_owned()),
-                &DURATION_BUCKETS,
-            )
-            .expect("buckets")
-            .build_recorder();
+        let prometheus = prometheus_recorder().expect("buckets");
         let handle = prometheus.handle();
         let recorder = Fanout {
             prometheus,
